@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.20;
+
+/// @title OpenLedger bank module: native OPEN transfers.
+/// @notice Native system contract at 0x0000000000000000000000000000000000001001.
+/// A plain value transfer to any address also emits `Transfer` from this address.
+interface IBank {
+    /// Every movement of OPEN between accounts, modules included.
+    event Transfer(address indexed from, address indexed to, uint256 value);
+
+    /// Moves `amount` OPEN from the sender to `to`.
+    function transfer(address to, uint256 amount) external returns (bool);
+
+    function balanceOf(address account) external view returns (uint256);
+    function totalSupply() external view returns (uint256);
+}

@@ -1,0 +1,96 @@
+//! Bank: accounts (nonce and OPEN balance) and native transfers. Every transfer emits
+//! `IBank.Transfer` from the bank's address; gas fees move silently, as on Ethereum.
+//!
+//! Keys: `a` ++ address → nonce (8 bytes BE) ++ balance (32 bytes BE); `supply` → total supply.
+
+use crate::{
+    codec,
+    error::{ExecResult, StorageError},
+    kv::{Overlay, StateRead},
+    Ctx, ExecError,
+};
+use alloy_primitives::{Address, U256};
+use alloy_sol_types::{SolCall, SolValue};
+use openledger_types::{abi::IBank, modules::BANK};
+
+/// Key of the fixed total supply.
+pub const SUPPLY_KEY: &[u8] = b"supply";
+
+/// An account's nonce and balance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    pub nonce: u64,
+    pub balance: U256,
+}
+
+fn account_key(a: &Address) -> Vec<u8> {
+    codec::key(&[b"a", a.as_slice()])
+}
+
+/// Reads an account (empty when absent).
+pub fn account(state: &dyn StateRead, a: &Address) -> Result<Account, StorageError> {
+    match state.get(&account_key(a))? {
+        None => Ok(Account::default()),
+        Some(v) if v.len() == 40 => Ok(Account {
+            nonce: u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+            balance: U256::from_be_slice(&v[8..]),
+        }),
+        Some(_) => Err(StorageError(format!("corrupt account record for {a}"))),
+    }
+}
+
+/// Writes an account; an empty account is deleted.
+pub fn put_account(state: &mut Overlay, a: &Address, acct: Account) {
+    if acct == Account::default() {
+        state.delete(account_key(a));
+    } else {
+        let mut v = Vec::with_capacity(40);
+        v.extend_from_slice(&acct.nonce.to_be_bytes());
+        v.extend_from_slice(&acct.balance.to_be_bytes::<32>());
+        state.put(account_key(a), v);
+    }
+}
+
+/// Moves `amount` without a log (gas fees). Fails, changing nothing, on insufficient funds.
+pub fn move_balance(state: &mut Overlay, from: &Address, to: &Address, amount: U256) -> ExecResult<()> {
+    if amount.is_zero() {
+        return Ok(());
+    }
+    let mut src = account(state, from)?;
+    src.balance = src
+        .balance
+        .checked_sub(amount)
+        .ok_or(ExecError::InsufficientFunds { account: *from, have: src.balance, need: amount })?;
+    put_account(state, from, src);
+    let mut dst = account(state, to)?;
+    dst.balance = dst
+        .balance
+        .checked_add(amount)
+        .ok_or_else(|| StorageError("balance overflow: supply invariant broken".into()))?;
+    put_account(state, to, dst);
+    Ok(())
+}
+
+/// Moves `amount` and emits `Transfer`.
+pub fn transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) -> ExecResult<()> {
+    if amount.is_zero() {
+        return Ok(());
+    }
+    move_balance(&mut ctx.state, &from, &to, amount)?;
+    ctx.emit(BANK, &IBank::Transfer { from, to, value: amount });
+    Ok(())
+}
+
+/// Executes a bank call.
+pub fn call(ctx: &mut Ctx, call: IBank::IBankCalls) -> ExecResult<Vec<u8>> {
+    use IBank::IBankCalls as C;
+    Ok(match call {
+        C::transfer(c) => {
+            let from = ctx.sender;
+            ctx.transfer(from, c.to, c.amount)?;
+            IBank::transferCall::abi_encode_returns(&true)
+        }
+        C::balanceOf(c) => account(&ctx.state, &c.account)?.balance.abi_encode(),
+        C::totalSupply(_) => codec::get_u256(&ctx.state, SUPPLY_KEY)?.abi_encode(),
+    })
+}

@@ -1,0 +1,263 @@
+//! Datanets: creation, contributions (row-set Merkle roots; rows live off chain), owner
+//! approval into immutable versions, rejection with a reason, and access control for
+//! permissioned datanets.
+//!
+//! Keys (ids are 8-byte BE): `d/n` → datanet count; `d/d`++id → `DatanetInfo`; `d/f`++id → the
+//! version tree's frontier; `d/v`++id++version → `VersionInfo`; `d/c` → contribution count;
+//! `d/k`++cid → `ContributionInfo`; `d/h`++id++rowsRoot → cid (exact-duplicate guard);
+//! `d/g`++id++address → access granted; `d/q`++id++address → access requested.
+
+use crate::{
+    codec,
+    error::{ExecResult, StorageError},
+    kv::StateRead,
+    Ctx, ExecError,
+};
+use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_sol_types::{sol, SolCall, SolValue};
+use openledger_types::{
+    abi::IDatanet::{self, ContributionInfo, DatanetInfo, VersionInfo},
+    merkle,
+    modules::{DATANET, TREASURY},
+    params::BPS,
+};
+
+/// Contribution status: waiting for the owner.
+pub const PENDING: u8 = 0;
+/// Contribution status: part of a version.
+pub const APPROVED: u8 = 1;
+/// Contribution status: refused by the owner.
+pub const REJECTED: u8 = 2;
+/// Highest known data type (0 = text, 1 = prompt/response records).
+pub const MAX_DATA_TYPE: u8 = 1;
+
+sol! {
+    /// Stored frontier of a datanet's version tree.
+    struct StoredFrontier {
+        uint64 count;
+        bytes32[] branch;
+    }
+}
+
+fn k(prefix: &[u8], id: u64, rest: &[u8]) -> Vec<u8> {
+    codec::key(&[prefix, &id.to_be_bytes(), rest])
+}
+
+/// Reads a datanet.
+pub fn datanet(state: &dyn StateRead, id: u64) -> ExecResult<DatanetInfo> {
+    codec::get_sol::<DatanetInfo>(state, &k(b"d/d", id, &[]))?.ok_or_else(|| ExecError::NotFound(format!("datanet {id}")))
+}
+
+/// Reads a contribution.
+pub fn contribution(state: &dyn StateRead, id: u64) -> ExecResult<ContributionInfo> {
+    codec::get_sol::<ContributionInfo>(state, &k(b"d/k", id, &[]))?
+        .ok_or_else(|| ExecError::NotFound(format!("contribution {id}")))
+}
+
+/// Reads a version.
+pub fn version(state: &dyn StateRead, id: u64, v: u64) -> ExecResult<VersionInfo> {
+    codec::get_sol::<VersionInfo>(state, &k(b"d/v", id, &v.to_be_bytes()))?
+        .ok_or_else(|| ExecError::NotFound(format!("version {v} of datanet {id}")))
+}
+
+/// Whether `user` may contribute to and train on datanet `d`.
+pub fn has_access(state: &dyn StateRead, d: &DatanetInfo, user: &Address) -> Result<bool, StorageError> {
+    Ok(!d.permissioned || d.owner == *user || state.get(&k(b"d/g", d.id, user.as_slice()))?.is_some())
+}
+
+/// The leaf a contribution adds to its datanet's version tree.
+pub fn version_leaf(contribution_id: u64, rows_root: B256, row_count: u64) -> B256 {
+    keccak256((contribution_id, rows_root, row_count).abi_encode_packed())
+}
+
+/// The fee `approve` charges for a contribution of `bytes` bytes.
+pub fn approval_fee(params: &openledger_types::Params, bytes: u64) -> U256 {
+    params.approval_fee_base + params.approval_fee_per_kib * U256::from(bytes.div_ceil(1024))
+}
+
+fn owned(ctx: &Ctx, id: u64) -> ExecResult<DatanetInfo> {
+    let d = datanet(&ctx.state, id)?;
+    if d.owner != ctx.sender {
+        return Err(ExecError::Unauthorized(format!("only the owner {} of datanet {id} may do this", d.owner)));
+    }
+    Ok(d)
+}
+
+fn pending_contribution(ctx: &Ctx, cid: u64) -> ExecResult<(ContributionInfo, DatanetInfo)> {
+    let c = contribution(&ctx.state, cid)?;
+    let d = owned(ctx, c.datanetId)?;
+    if c.status != PENDING {
+        let what = if c.status == APPROVED { "approved" } else { "rejected" };
+        return Err(ExecError::Invalid(format!("contribution {cid} is already {what}")));
+    }
+    Ok((c, d))
+}
+
+/// Executes a datanet call.
+pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>> {
+    use IDatanet::IDatanetCalls as C;
+    let now = ctx.env.timestamp;
+    Ok(match call {
+        C::createDatanet(c) => {
+            if c.name.trim().is_empty() {
+                return Err(ExecError::Invalid("datanet name is empty".into()));
+            }
+            for (what, s) in [("name", &c.name), ("summary", &c.summary), ("description", &c.description), ("licence", &c.licence)] {
+                ctx.check_len(what, s)?;
+            }
+            ctx.check_len("tags", &c.tags.concat())?;
+            if c.dataType > MAX_DATA_TYPE {
+                return Err(ExecError::Invalid(format!("unknown data type {} (0 = text, 1 = prompt/response)", c.dataType)));
+            }
+            let id = codec::next_id(&mut ctx.state, b"d/n")?;
+            let info = DatanetInfo {
+                id,
+                owner: ctx.sender,
+                name: c.name,
+                summary: c.summary,
+                description: c.description,
+                tags: c.tags,
+                dataType: c.dataType,
+                licence: c.licence,
+                permissioned: c.permissioned,
+                versionCount: 0,
+                latestRoot: merkle::Frontier::default().root(),
+                rowCount: 0,
+                createdAt: now,
+            };
+            codec::put_sol(&mut ctx.state, k(b"d/d", id, &[]), &info);
+            ctx.emit(DATANET, &IDatanet::DatanetCreated { datanetId: id, owner: info.owner, name: info.name, permissioned: info.permissioned });
+            IDatanet::createDatanetCall::abi_encode_returns(&id)
+        }
+        C::contribute(c) => {
+            let d = datanet(&ctx.state, c.datanetId)?;
+            if !has_access(&ctx.state, &d, &ctx.sender)? {
+                return Err(ExecError::Unauthorized(format!("datanet {} is permissioned; request access first", d.id)));
+            }
+            if c.rowCount == 0 || c.byteSize == 0 || c.rowsRoot.is_zero() {
+                return Err(ExecError::Invalid("a contribution needs a non-zero rows root, row count and byte size".into()));
+            }
+            if c.score > BPS || c.score < ctx.params.min_contribution_score {
+                return Err(ExecError::Invalid(format!(
+                    "validation score {} is outside {}..={BPS}",
+                    c.score, ctx.params.min_contribution_score
+                )));
+            }
+            ctx.check_len("metadata URI", &c.metadataUri)?;
+            let dup = k(b"d/h", d.id, c.rowsRoot.as_slice());
+            if let Some(first) = ctx.state.get(&dup)? {
+                let first = u64::from_be_bytes(first.as_slice().try_into().unwrap_or_default());
+                return Err(ExecError::Invalid(format!(
+                    "the same rows were already contributed to datanet {} as contribution {first}",
+                    d.id
+                )));
+            }
+            let cid = codec::next_id(&mut ctx.state, b"d/c")?;
+            ctx.state.put(dup, cid.to_be_bytes().to_vec());
+            let info = ContributionInfo {
+                id: cid,
+                datanetId: d.id,
+                contributor: ctx.sender,
+                rowsRoot: c.rowsRoot,
+                rowCount: c.rowCount,
+                byteSize: c.byteSize,
+                score: c.score,
+                metadataUri: c.metadataUri.clone(),
+                status: PENDING,
+                reason: String::new(),
+                version: 0,
+            };
+            codec::put_sol(&mut ctx.state, k(b"d/k", cid, &[]), &info);
+            ctx.emit(
+                DATANET,
+                &IDatanet::ContributionSubmitted {
+                    datanetId: d.id,
+                    contributionId: cid,
+                    contributor: ctx.sender,
+                    rowsRoot: c.rowsRoot,
+                    rowCount: c.rowCount,
+                    byteSize: c.byteSize,
+                    score: c.score,
+                    metadataUri: c.metadataUri,
+                },
+            );
+            IDatanet::contributeCall::abi_encode_returns(&cid)
+        }
+        C::approve(c) => {
+            let (mut contrib, mut d) = pending_contribution(ctx, c.contributionId)?;
+            let fee = approval_fee(ctx.params, contrib.byteSize);
+            ctx.transfer(d.owner, TREASURY, fee)?;
+            let fkey = k(b"d/f", d.id, &[]);
+            let stored = codec::get_sol::<StoredFrontier>(&ctx.state, &fkey)?;
+            let mut frontier = stored.map(|s| merkle::Frontier { count: s.count, branch: s.branch }).unwrap_or_default();
+            frontier
+                .push(version_leaf(contrib.id, contrib.rowsRoot, contrib.rowCount))
+                .map_err(|e| ExecError::Invalid(e.into()))?;
+            let root = frontier.root();
+            codec::put_sol(&mut ctx.state, fkey, &StoredFrontier { count: frontier.count, branch: frontier.branch });
+            d.versionCount += 1;
+            d.latestRoot = root;
+            d.rowCount += contrib.rowCount;
+            let v = VersionInfo { version: d.versionCount, root, contributionId: contrib.id, rowCount: d.rowCount, createdAt: now };
+            codec::put_sol(&mut ctx.state, k(b"d/v", d.id, &v.version.to_be_bytes()), &v);
+            contrib.status = APPROVED;
+            contrib.version = v.version;
+            codec::put_sol(&mut ctx.state, k(b"d/k", contrib.id, &[]), &contrib);
+            codec::put_sol(&mut ctx.state, k(b"d/d", d.id, &[]), &d);
+            ctx.emit(
+                DATANET,
+                &IDatanet::ContributionApproved { datanetId: d.id, contributionId: contrib.id, version: v.version, versionRoot: root, fee },
+            );
+            IDatanet::approveCall::abi_encode_returns(&IDatanet::approveReturn { version: v.version, versionRoot: root })
+        }
+        C::reject(c) => {
+            let (mut contrib, _) = pending_contribution(ctx, c.contributionId)?;
+            ctx.check_len("reason", &c.reason)?;
+            if c.reason.trim().is_empty() {
+                return Err(ExecError::Invalid("a rejection needs a reason".into()));
+            }
+            contrib.status = REJECTED;
+            contrib.reason = c.reason.clone();
+            codec::put_sol(&mut ctx.state, k(b"d/k", contrib.id, &[]), &contrib);
+            ctx.emit(DATANET, &IDatanet::ContributionRejected { datanetId: contrib.datanetId, contributionId: contrib.id, reason: c.reason });
+            Vec::new()
+        }
+        C::requestAccess(c) => {
+            let d = datanet(&ctx.state, c.datanetId)?;
+            if has_access(&ctx.state, &d, &ctx.sender)? {
+                return Err(ExecError::Invalid(format!("you already have access to datanet {}", d.id)));
+            }
+            ctx.check_len("note", &c.note)?;
+            ctx.state.put(k(b"d/q", d.id, ctx.sender.as_slice()), vec![1]);
+            ctx.emit(DATANET, &IDatanet::AccessRequested { datanetId: d.id, requester: ctx.sender, note: c.note });
+            Vec::new()
+        }
+        C::grantAccess(c) => {
+            let d = owned(ctx, c.datanetId)?;
+            if !d.permissioned {
+                return Err(ExecError::Invalid(format!("datanet {} is public; everyone has access", d.id)));
+            }
+            ctx.state.put(k(b"d/g", d.id, c.user.as_slice()), vec![1]);
+            ctx.state.delete(k(b"d/q", d.id, c.user.as_slice()));
+            ctx.emit(DATANET, &IDatanet::AccessGranted { datanetId: d.id, user: c.user });
+            Vec::new()
+        }
+        C::revokeAccess(c) => {
+            let d = owned(ctx, c.datanetId)?;
+            let key = k(b"d/g", d.id, c.user.as_slice());
+            if ctx.state.get(&key)?.is_none() {
+                return Err(ExecError::Invalid(format!("{} has no grant on datanet {}", c.user, d.id)));
+            }
+            ctx.state.delete(key);
+            ctx.emit(DATANET, &IDatanet::AccessRevoked { datanetId: d.id, user: c.user });
+            Vec::new()
+        }
+        C::getDatanet(c) => datanet(&ctx.state, c.datanetId)?.abi_encode(),
+        C::getContribution(c) => contribution(&ctx.state, c.contributionId)?.abi_encode(),
+        C::getVersion(c) => version(&ctx.state, c.datanetId, c.version)?.abi_encode(),
+        C::hasAccess(c) => has_access(&ctx.state, &datanet(&ctx.state, c.datanetId)?, &c.user)?.abi_encode(),
+        C::datanetCount(_) => codec::get_u64(&ctx.state, b"d/n")?.abi_encode(),
+        C::contributionCount(_) => codec::get_u64(&ctx.state, b"d/c")?.abi_encode(),
+        C::approvalFee(c) => approval_fee(ctx.params, c.byteSize).abi_encode(),
+    })
+}

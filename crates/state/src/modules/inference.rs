@@ -1,0 +1,219 @@
+//! Inference: prepaid caller credit, operator allowances, receipts that commit to an
+//! attribution (top-k contributions with weights plus the root of the full list), and
+//! settlement that splits each escrowed fee by the governed split.
+//!
+//! Keys: `i/c`++address → credit; `i/o`++caller++operator → allowance; `i/n` → receipt count;
+//! `i/r`++id → `Receipt`. Credit and escrow sit in the inference module's own balance.
+
+use crate::{
+    codec,
+    error::{ExecResult, StorageError},
+    kv::StateRead,
+    modules::{datanet, model, staking},
+    Ctx, ExecError,
+};
+use alloy_primitives::{Address, U256};
+use alloy_sol_types::{SolCall, SolValue};
+use openledger_types::{
+    abi::IInference::{self, Receipt},
+    modules::{INFERENCE, TREASURY},
+    params::{Params, BPS, PPM},
+};
+
+fn credit_key(a: &Address) -> Vec<u8> {
+    codec::key(&[b"i/c", a.as_slice()])
+}
+
+fn allowance_key(caller: &Address, operator: &Address) -> Vec<u8> {
+    codec::key(&[b"i/o", caller.as_slice(), operator.as_slice()])
+}
+
+fn receipt_key(id: u64) -> Vec<u8> {
+    codec::key(&[b"i/r", &id.to_be_bytes()])
+}
+
+/// Reads a receipt.
+pub fn receipt(state: &dyn StateRead, id: u64) -> ExecResult<Receipt> {
+    codec::get_sol::<Receipt>(state, &receipt_key(id))?.ok_or_else(|| ExecError::NotFound(format!("inference receipt {id}")))
+}
+
+/// The fee for an inference of the given size.
+pub fn quote(params: &Params, prompt: u32, completion: u32) -> U256 {
+    params.price_per_prompt_token * U256::from(prompt) + params.price_per_completion_token * U256::from(completion)
+}
+
+/// The split of `fee`: (platform, model owner before the unattributed rest, stakers, contributors pool).
+pub fn split(params: &Params, fee: U256) -> (U256, U256, U256, U256) {
+    let part = |bps: u16| fee * U256::from(bps) / U256::from(BPS);
+    let s = &params.fee_split;
+    let (platform, stakers, contributors) = (part(s.platform_bps), part(s.stakers_bps), part(s.contributors_bps));
+    (platform, fee - platform - stakers - contributors, stakers, contributors)
+}
+
+fn credit(state: &dyn StateRead, a: &Address) -> Result<U256, StorageError> {
+    codec::get_u256(state, &credit_key(a))
+}
+
+fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> {
+    let adapter = model::adapter(&ctx.state, c.adapterId)?;
+    if c.promptTokens == 0 && c.completionTokens == 0 {
+        return Err(ExecError::Invalid("an inference needs at least one token".into()));
+    }
+    if c.top.len() > ctx.params.max_attributions as usize {
+        return Err(ExecError::Invalid(format!(
+            "{} attributions listed; a receipt commits at most {} (put the rest under the root)",
+            c.top.len(),
+            ctx.params.max_attributions
+        )));
+    }
+    let mut total_weight: u64 = 0;
+    for (i, a) in c.top.iter().enumerate() {
+        if c.top[..i].iter().any(|b| b.contributionId == a.contributionId) {
+            return Err(ExecError::Invalid(format!("contribution {} is listed twice", a.contributionId)));
+        }
+        let contrib = datanet::contribution(&ctx.state, a.contributionId)?;
+        let trained = adapter
+            .datanetIds
+            .iter()
+            .zip(&adapter.datanetVersions)
+            .any(|(&d, &v)| d == contrib.datanetId && contrib.status == datanet::APPROVED && contrib.version <= v);
+        if !trained {
+            return Err(ExecError::Invalid(format!(
+                "contribution {} is not in the datanet versions adapter {} was trained on",
+                a.contributionId, adapter.id
+            )));
+        }
+        total_weight += a.weightPpm as u64;
+    }
+    if total_weight > PPM as u64 {
+        return Err(ExecError::Invalid(format!("attribution weights sum to {total_weight} ppm, more than {PPM}")));
+    }
+    let fee = quote(ctx.params, c.promptTokens, c.completionTokens);
+    if ctx.sender != c.caller {
+        let key = allowance_key(&c.caller, &ctx.sender);
+        let allowed = codec::get_u256(&ctx.state, &key)?;
+        if allowed < fee {
+            return Err(ExecError::Unauthorized(format!(
+                "operator {} may spend {allowed} wei of {}'s credit, the fee is {fee} wei",
+                ctx.sender, c.caller
+            )));
+        }
+        codec::put_u256(&mut ctx.state, key, allowed - fee);
+    }
+    let have = credit(&ctx.state, &c.caller)?;
+    if have < fee {
+        return Err(ExecError::Invalid(format!(
+            "{} has {have} wei of inference credit, the fee is {fee} wei; deposit first",
+            c.caller
+        )));
+    }
+    codec::put_u256(&mut ctx.state, credit_key(&c.caller), have - fee);
+    let id = codec::next_id(&mut ctx.state, b"i/n")?;
+    let r = Receipt {
+        id,
+        adapterId: c.adapterId,
+        caller: c.caller,
+        operator: ctx.sender,
+        promptTokens: c.promptTokens,
+        completionTokens: c.completionTokens,
+        fee,
+        attributionRoot: c.attributionRoot,
+        top: c.top,
+        settled: false,
+        recordedAt: ctx.env.timestamp,
+    };
+    codec::put_sol(&mut ctx.state, receipt_key(id), &r);
+    ctx.emit(
+        INFERENCE,
+        &IInference::InferenceRecorded {
+            receiptId: id,
+            adapterId: r.adapterId,
+            caller: r.caller,
+            promptTokens: r.promptTokens,
+            completionTokens: r.completionTokens,
+            fee,
+            attributionRoot: r.attributionRoot,
+        },
+    );
+    Ok(id)
+}
+
+fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
+    let owner = model::adapter(&ctx.state, r.adapterId)?.owner;
+    let (platform, mut to_owner, stakers, pool) = split(ctx.params, r.fee);
+    let mut paid = U256::ZERO;
+    for a in &r.top {
+        let contributor = datanet::contribution(&ctx.state, a.contributionId)?.contributor;
+        let amount = pool * U256::from(a.weightPpm) / U256::from(PPM);
+        ctx.transfer(INFERENCE, contributor, amount)?;
+        paid += amount;
+        ctx.emit(INFERENCE, &IInference::ContributorPaid { receiptId: r.id, contributionId: a.contributionId, contributor, amount });
+    }
+    to_owner += pool - paid;
+    ctx.transfer(INFERENCE, TREASURY, platform)?;
+    ctx.transfer(INFERENCE, owner, to_owner)?;
+    staking::add_rewards(&mut ctx.state, &INFERENCE, stakers)?;
+    ctx.emit(
+        INFERENCE,
+        &IInference::FeeSettled { receiptId: r.id, platform, modelOwner: to_owner, stakers, contributors: paid },
+    );
+    r.settled = true;
+    let fee = r.fee;
+    codec::put_sol(&mut ctx.state, receipt_key(r.id), &r);
+    Ok(fee)
+}
+
+/// Executes an inference call.
+pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<u8>> {
+    use IInference::IInferenceCalls as C;
+    let me = ctx.sender;
+    Ok(match call {
+        C::deposit(_) => {
+            if ctx.value.is_zero() {
+                return Err(ExecError::Invalid("deposit needs OPEN sent with the call".into()));
+            }
+            let c = credit(&ctx.state, &me)?;
+            codec::put_u256(&mut ctx.state, credit_key(&me), c + ctx.value);
+            ctx.emit(INFERENCE, &IInference::Deposited { account: me, amount: ctx.value });
+            Vec::new()
+        }
+        C::withdraw(c) => {
+            let have = credit(&ctx.state, &me)?;
+            if c.amount.is_zero() || c.amount > have {
+                return Err(ExecError::Invalid(format!("cannot withdraw {} wei: your credit is {have} wei", c.amount)));
+            }
+            codec::put_u256(&mut ctx.state, credit_key(&me), have - c.amount);
+            ctx.transfer(INFERENCE, me, c.amount)?;
+            ctx.emit(INFERENCE, &IInference::CreditWithdrawn { account: me, amount: c.amount });
+            Vec::new()
+        }
+        C::approveOperator(c) => {
+            codec::put_u256(&mut ctx.state, allowance_key(&me, &c.operator), c.allowance);
+            ctx.emit(INFERENCE, &IInference::OperatorApproved { account: me, operator: c.operator, allowance: c.allowance });
+            Vec::new()
+        }
+        C::recordInference(c) => IInference::recordInferenceCall::abi_encode_returns(&record(ctx, c)?),
+        C::settle(c) => {
+            if c.receiptIds.is_empty() || c.receiptIds.len() > ctx.params.max_settle_batch as usize {
+                return Err(ExecError::Invalid(format!(
+                    "settle takes 1 to {} receipt ids, got {}",
+                    ctx.params.max_settle_batch,
+                    c.receiptIds.len()
+                )));
+            }
+            let mut total = U256::ZERO;
+            for id in c.receiptIds {
+                let r = receipt(&ctx.state, id)?;
+                if !r.settled {
+                    total += settle_one(ctx, r)?;
+                }
+            }
+            IInference::settleCall::abi_encode_returns(&total)
+        }
+        C::creditOf(c) => credit(&ctx.state, &c.account)?.abi_encode(),
+        C::allowance(c) => codec::get_u256(&ctx.state, &allowance_key(&c.account, &c.operator))?.abi_encode(),
+        C::getReceipt(c) => receipt(&ctx.state, c.receiptId)?.abi_encode(),
+        C::receiptCount(_) => codec::get_u64(&ctx.state, b"i/n")?.abi_encode(),
+        C::quote(c) => quote(ctx.params, c.promptTokens, c.completionTokens).abi_encode(),
+    })
+}

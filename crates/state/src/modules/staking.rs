@@ -1,0 +1,169 @@
+//! Staking: stake OPEN, request unstake, withdraw after the governed cooldown, and share the
+//! stakers pool pro rata with O(1) reward-per-share accounting. All staked, unbonding and
+//! undistributed OPEN sits in the staking module's own balance.
+//!
+//! Keys: `s/t` → total staked; `s/r` → accumulated reward per share (× [`SCALE`]);
+//! `s/u` ++ address → the staker record.
+
+use crate::{
+    codec,
+    error::{ExecResult, StorageError},
+    kv::{Overlay, StateRead},
+    modules::bank,
+    Ctx, ExecError,
+};
+use alloy_primitives::{Address, U256};
+use alloy_sol_types::{sol, SolCall, SolValue};
+use openledger_types::{
+    abi::IStaking,
+    modules::{STAKING, TREASURY},
+};
+
+/// Fixed-point scale of the reward-per-share accumulator.
+pub const SCALE: U256 = U256::from_limbs([0x1bcecceda1000000, 0xd3c2, 0, 0]); // 1e24
+
+const TOTAL: &[u8] = b"s/t";
+const ACC: &[u8] = b"s/r";
+
+sol! {
+    /// A staker's record.
+    struct Staker {
+        uint256 stake;
+        uint256 rewardDebt;
+        uint256 owed;
+        uint256 unbonding;
+        uint64 releaseTime;
+    }
+}
+
+fn staker_key(a: &Address) -> Vec<u8> {
+    codec::key(&[b"s/u", a.as_slice()])
+}
+
+fn staker(state: &dyn StateRead, a: &Address) -> Result<Staker, StorageError> {
+    Ok(codec::get_sol::<Staker>(state, &staker_key(a))?.unwrap_or(Staker {
+        stake: U256::ZERO,
+        rewardDebt: U256::ZERO,
+        owed: U256::ZERO,
+        unbonding: U256::ZERO,
+        releaseTime: 0,
+    }))
+}
+
+fn accrued(stake: U256, acc: U256) -> U256 {
+    stake.saturating_mul(acc) / SCALE
+}
+
+/// Rewards earned but not yet claimed.
+fn pending(s: &Staker, acc: U256) -> U256 {
+    s.owed + accrued(s.stake, acc).saturating_sub(s.rewardDebt)
+}
+
+/// Moves `amount` from `from` into the stakers pool (silently), or to the treasury when nothing
+/// is staked. Used for gas fees and the stakers' share of inference fees.
+pub fn add_rewards(state: &mut Overlay, from: &Address, amount: U256) -> ExecResult<bool> {
+    if amount.is_zero() {
+        return Ok(false);
+    }
+    let total = codec::get_u256(state, TOTAL)?;
+    if total.is_zero() {
+        bank::move_balance(state, from, &TREASURY, amount)?;
+        return Ok(false);
+    }
+    bank::move_balance(state, from, &STAKING, amount)?;
+    let acc = codec::get_u256(state, ACC)?;
+    let inc = amount.saturating_mul(SCALE) / total;
+    codec::put_u256(state, ACC.to_vec(), acc.saturating_add(inc));
+    Ok(true)
+}
+
+/// Executes a staking call.
+pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>> {
+    use IStaking::IStakingCalls as C;
+    let me = ctx.sender;
+    let acc = codec::get_u256(&ctx.state, ACC)?;
+    let total = codec::get_u256(&ctx.state, TOTAL)?;
+    let mut s = staker(&ctx.state, &me)?;
+    let out = match call {
+        C::stake(_) => {
+            let amount = ctx.value;
+            if amount < ctx.params.min_stake {
+                return Err(ExecError::Invalid(format!(
+                    "stake of {amount} wei is below the minimum {} wei",
+                    ctx.params.min_stake
+                )));
+            }
+            s.owed = pending(&s, acc);
+            s.stake += amount;
+            s.rewardDebt = accrued(s.stake, acc);
+            codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total + amount);
+            ctx.emit(STAKING, &IStaking::Staked { staker: me, amount, totalStake: s.stake });
+            Vec::new()
+        }
+        C::requestUnstake(c) => {
+            let amount = c.amount;
+            if amount.is_zero() || amount > s.stake {
+                return Err(ExecError::Invalid(format!("cannot unstake {amount} wei: your stake is {} wei", s.stake)));
+            }
+            let rest = s.stake - amount;
+            if !rest.is_zero() && rest < ctx.params.min_stake {
+                return Err(ExecError::Invalid(format!(
+                    "unstaking {amount} wei would leave {rest} wei staked, below the minimum {} wei; unstake all or less",
+                    ctx.params.min_stake
+                )));
+            }
+            s.owed = pending(&s, acc);
+            s.stake = rest;
+            s.rewardDebt = accrued(s.stake, acc);
+            s.unbonding += amount;
+            s.releaseTime = ctx.env.timestamp.saturating_add(ctx.params.unstake_cooldown_secs);
+            codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total - amount);
+            ctx.emit(STAKING, &IStaking::UnstakeRequested { staker: me, amount, releaseTime: s.releaseTime });
+            Vec::new()
+        }
+        C::withdraw(_) => {
+            if s.unbonding.is_zero() {
+                return Err(ExecError::Invalid("nothing is unbonding; call requestUnstake first".into()));
+            }
+            if ctx.env.timestamp < s.releaseTime {
+                return Err(ExecError::Invalid(format!(
+                    "unbonding OPEN is released at {} (unix seconds); it is now {}",
+                    s.releaseTime, ctx.env.timestamp
+                )));
+            }
+            let amount = std::mem::take(&mut s.unbonding);
+            s.releaseTime = 0;
+            ctx.transfer(STAKING, me, amount)?;
+            ctx.emit(STAKING, &IStaking::Withdrawn { staker: me, amount });
+            IStaking::withdrawCall::abi_encode_returns(&amount)
+        }
+        C::claimRewards(_) => {
+            let amount = pending(&s, acc);
+            s.owed = U256::ZERO;
+            s.rewardDebt = accrued(s.stake, acc);
+            ctx.transfer(STAKING, me, amount)?;
+            ctx.emit(STAKING, &IStaking::RewardsClaimed { staker: me, amount });
+            IStaking::claimRewardsCall::abi_encode_returns(&amount)
+        }
+        C::stakeOf(c) => return Ok(staker(&ctx.state, &c.staker)?.stake.abi_encode()),
+        C::pendingRewards(c) => return Ok(pending(&staker(&ctx.state, &c.staker)?, acc).abi_encode()),
+        C::unbondingOf(c) => {
+            let s = staker(&ctx.state, &c.staker)?;
+            return Ok((s.unbonding, s.releaseTime).abi_encode_params());
+        }
+        C::totalStaked(_) => return Ok(total.abi_encode()),
+    };
+    codec::put_sol(&mut ctx.state, staker_key(&me), &s);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SCALE;
+    use alloy_primitives::U256;
+
+    #[test]
+    fn scale_is_1e24() {
+        assert_eq!(SCALE, U256::from(10u64).pow(U256::from(24u64)));
+    }
+}

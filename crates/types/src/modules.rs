@@ -1,0 +1,33 @@
+//! Fixed addresses of the native system contracts and of the treasury.
+
+use alloy_primitives::{address, Address};
+
+/// The protocol treasury: receives the platform share of fees and datanet approval fees.
+pub const TREASURY: Address = address!("0000000000000000000000000000000000001000");
+/// Native OPEN transfers ([`crate::abi::IBank`]).
+pub const BANK: Address = address!("0000000000000000000000000000000000001001");
+/// Staking and the stakers reward pool ([`crate::abi::IStaking`]).
+pub const STAKING: Address = address!("0000000000000000000000000000000000001002");
+/// Datanets, contributions and versions ([`crate::abi::IDatanet`]).
+pub const DATANET: Address = address!("0000000000000000000000000000000000001003");
+/// Base models and adapters ([`crate::abi::IModel`]).
+pub const MODEL: Address = address!("0000000000000000000000000000000000001004");
+/// Inference receipts, escrow and settlement ([`crate::abi::IInference`]).
+pub const INFERENCE: Address = address!("0000000000000000000000000000000000001005");
+/// Governed parameters, read-only for now ([`crate::abi::IParams`]).
+pub const PARAMS: Address = address!("0000000000000000000000000000000000001006");
+
+/// Every callable module with its short name, as used in the CLI and in errors.
+pub const ALL: [(Address, &str); 6] = [
+    (BANK, "bank"),
+    (STAKING, "staking"),
+    (DATANET, "datanet"),
+    (MODEL, "model"),
+    (INFERENCE, "inference"),
+    (PARAMS, "params"),
+];
+
+/// The module name of `address`, if it is a module.
+pub fn name_of(address: &Address) -> Option<&'static str> {
+    ALL.iter().find(|(a, _)| a == address).map(|(_, n)| *n)
+}

@@ -1,0 +1,142 @@
+//! Governed parameters: every fee, split, rate, limit and gas cost of the chain. They live in
+//! state (written at genesis, changed only by governance), never as constants in code.
+
+use crate::units::{one_open, serde_open};
+use alloy_primitives::U256;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Basis points in a whole (100%).
+pub const BPS: u16 = 10_000;
+/// Parts per million in a whole attribution.
+pub const PPM: u32 = 1_000_000;
+
+/// How an inference fee is split at settlement. Must sum to [`BPS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeSplit {
+    pub platform_bps: u16,
+    pub model_owner_bps: u16,
+    pub stakers_bps: u16,
+    pub contributors_bps: u16,
+}
+
+/// The whole parameter set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Base fee per gas, in wei; transactions must offer at least this.
+    pub min_gas_price_wei: u64,
+    /// Most gas one block may use.
+    pub block_gas_limit: u64,
+    /// Intrinsic gas of every transaction.
+    pub tx_base_gas: u64,
+    /// Gas per zero byte of calldata.
+    pub calldata_zero_byte_gas: u64,
+    /// Gas per non-zero byte of calldata.
+    pub calldata_nonzero_byte_gas: u64,
+    /// Gas of each module call on top of the intrinsic gas, by function name.
+    pub call_gas: BTreeMap<String, u64>,
+    /// Largest accepted signed transaction, in bytes.
+    pub max_tx_bytes: u64,
+    /// Longest accepted string argument (names, descriptions, URIs, reasons), in bytes.
+    pub max_string_bytes: u64,
+    /// Split of settled inference fees.
+    pub fee_split: FeeSplit,
+    /// Inference price per prompt token.
+    #[serde(with = "serde_open")]
+    pub price_per_prompt_token: U256,
+    /// Inference price per completion token.
+    #[serde(with = "serde_open")]
+    pub price_per_completion_token: U256,
+    /// Most attributions a receipt may list in its committed top-k.
+    pub max_attributions: u32,
+    /// Most receipts one `settle` call may settle.
+    pub max_settle_batch: u32,
+    /// Seconds between `requestUnstake` and `withdraw`.
+    pub unstake_cooldown_secs: u64,
+    /// Smallest stake accepted in one `stake` call.
+    #[serde(with = "serde_open")]
+    pub min_stake: U256,
+    /// Flat part of the datanet approval fee.
+    #[serde(with = "serde_open")]
+    pub approval_fee_base: U256,
+    /// Per-KiB part of the datanet approval fee (size of the approved contribution).
+    #[serde(with = "serde_open")]
+    pub approval_fee_per_kib: U256,
+    /// Lowest validation score (basis points) a contribution may carry.
+    pub min_contribution_score: u16,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        let milli = one_open() / U256::from(1000u64);
+        let call_gas = [
+            ("transfer", 0u64),
+            ("stake", 30_000),
+            ("requestUnstake", 30_000),
+            ("withdraw", 30_000),
+            ("claimRewards", 30_000),
+            ("createDatanet", 100_000),
+            ("contribute", 60_000),
+            ("approve", 80_000),
+            ("reject", 30_000),
+            ("requestAccess", 30_000),
+            ("grantAccess", 30_000),
+            ("revokeAccess", 30_000),
+            ("registerBaseModel", 60_000),
+            ("registerAdapter", 120_000),
+            ("deposit", 20_000),
+            ("approveOperator", 20_000),
+            ("recordInference", 80_000),
+            ("settle", 40_000),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Params {
+            min_gas_price_wei: 1_000_000_000,
+            block_gas_limit: 2_000_000_000,
+            tx_base_gas: 21_000,
+            calldata_zero_byte_gas: 4,
+            calldata_nonzero_byte_gas: 16,
+            call_gas,
+            max_tx_bytes: 128 * 1024,
+            max_string_bytes: 16 * 1024,
+            fee_split: FeeSplit { platform_bps: 1000, model_owner_bps: 3000, stakers_bps: 1000, contributors_bps: 5000 },
+            price_per_prompt_token: milli / U256::from(100u64),
+            price_per_completion_token: milli / U256::from(50u64),
+            max_attributions: 32,
+            max_settle_batch: 256,
+            unstake_cooldown_secs: 7 * 24 * 3600,
+            min_stake: one_open(),
+            approval_fee_base: milli * U256::from(100u64),
+            approval_fee_per_kib: milli,
+            min_contribution_score: 0,
+        }
+    }
+}
+
+impl Params {
+    /// Checks internal consistency; the message says which parameter is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.fee_split;
+        let sum = s.platform_bps as u32 + s.model_owner_bps as u32 + s.stakers_bps as u32 + s.contributors_bps as u32;
+        if sum != BPS as u32 {
+            return Err(format!("fee_split must sum to {BPS} basis points, got {sum}"));
+        }
+        if self.block_gas_limit < self.tx_base_gas {
+            return Err("block_gas_limit is below tx_base_gas".into());
+        }
+        if self.min_contribution_score > BPS {
+            return Err(format!("min_contribution_score must be at most {BPS}"));
+        }
+        if self.max_tx_bytes == 0 || self.max_settle_batch == 0 {
+            return Err("max_tx_bytes and max_settle_batch must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The gas of a call by function name (0 when the schedule has no entry).
+    pub fn call_gas(&self, name: &str) -> u64 {
+        self.call_gas.get(name).copied().unwrap_or(0)
+    }
+}
