@@ -1,0 +1,35 @@
+//! The node's configuration file (`config.toml` in the chain home).
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// `config.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where JSON-RPC listens (127.0.0.1 by default).
+    pub rpc_addr: SocketAddr,
+    /// Milliseconds between blocks.
+    pub block_time_ms: u64,
+    /// Seal a block right after each request that submits transactions (for development).
+    pub dev: bool,
+    /// Largest JSON-RPC request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Most calls in one JSON-RPC batch.
+    pub max_batch: usize,
+    /// Most blocks one eth_getLogs may scan.
+    pub max_log_range: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            rpc_addr: "127.0.0.1:8545".parse().expect("valid address"),
+            block_time_ms: 2000,
+            dev: false,
+            max_request_bytes: 1024 * 1024,
+            max_batch: 1000,
+            max_log_range: 10_000,
+        }
+    }
+}
