@@ -1,1 +1,59 @@
-fn main() {}
+//! `openledger`: initialise a chain home, run the node, verify the chain, manage keys, send OPEN
+//! and call every native module from the terminal.
+
+mod commands;
+mod home;
+mod wallet;
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "openledger", version, about = "OpenLedger: an AI blockchain where inference pays the data that shaped it")]
+pub struct Cli {
+    /// Chain home directory (config, genesis, data, keystore).
+    #[arg(long, global = true, env = "OPENLEDGER_HOME", default_value_os_t = default_home())]
+    pub home: PathBuf,
+    /// JSON-RPC URL of the node (default: the rpc_addr of the home's config.toml).
+    #[arg(long, global = true, env = "OPENLEDGER_RPC")]
+    pub rpc: Option<String>,
+    /// Key to sign with: a name from `openledger keys list`.
+    #[arg(long, global = true, env = "OPENLEDGER_FROM")]
+    pub from: Option<String>,
+    /// Keystore password (prefer OPENLEDGER_PASSWORD or --password-file; dev keys have an empty one).
+    #[arg(long, global = true, env = "OPENLEDGER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// File whose first line is the keystore password.
+    #[arg(long, global = true)]
+    pub password_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: commands::Command,
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".openledger")
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = commands::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Subcommands that need no network or keys are tested here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

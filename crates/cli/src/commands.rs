@@ -1,0 +1,659 @@
+//! The subcommands and what each does.
+
+use crate::{
+    home::{self, Home, InitOptions},
+    wallet::{self, Rpc},
+    Cli,
+};
+use alloy_primitives::{Address, B256, U256};
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::{SolCall, SolEventInterface};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use openledger_types::{
+    abi::{IBank, IDatanet, IInference, IModel, IParams, IStaking},
+    modules,
+    units::{format_open, parse_open},
+};
+use serde_json::{json, Value};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Write a new chain home: config.toml, genesis.json (whole supply allocated), keystore.
+    Init {
+        /// Development chain: 10 funded dev keys (printed), instant blocks, 10 s unstake cooldown.
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value_t = home::DEFAULT_CHAIN_ID)]
+        chain_id: u64,
+        /// Fund this address at genesis (repeatable); the rest of the supply goes to the treasury.
+        #[arg(long = "account")]
+        accounts: Vec<Address>,
+        /// OPEN given to each --account (and each dev key), e.g. 1000 or 0.5.
+        #[arg(long, value_parser = parse_open, default_value = "0")]
+        balance: U256,
+        /// Replace an existing chain home (deletes its data, keeps its keystore).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the node: sequencer + JSON-RPC on 127.0.0.1.
+    Node {
+        /// Seal a block right after each request that sends transactions.
+        #[arg(long)]
+        dev: bool,
+        /// Override the JSON-RPC listen address.
+        #[arg(long)]
+        rpc_addr: Option<std::net::SocketAddr>,
+        /// Override the block time in milliseconds.
+        #[arg(long)]
+        block_time_ms: Option<u64>,
+    },
+    /// Replay every block from genesis and check every state, transactions and receipts root.
+    Verify,
+    /// Manage keys (Ethereum keystore v3 files in <home>/keystore).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Send OPEN.
+    Send {
+        to: Address,
+        /// Amount of OPEN, e.g. 1.5 (or 1000wei).
+        #[arg(value_parser = parse_open)]
+        amount: U256,
+    },
+    /// Show the OPEN balance and nonce of an address or key name.
+    Balance { who: String },
+    /// Show a transaction and its receipt.
+    Tx { hash: B256 },
+    /// Show a block ("latest" or a number).
+    Block {
+        #[arg(default_value = "latest")]
+        number: String,
+    },
+    /// Datanets: create, contribute, approve/reject, access control, show.
+    #[command(subcommand)]
+    Datanet(DatanetCmd),
+    /// Models: base models and adapters with provenance.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Inference: credit, operator allowances, receipts, settlement.
+    #[command(subcommand)]
+    Inference(InferenceCmd),
+    /// Staking: stake, unstake, withdraw, claim rewards, show.
+    #[command(subcommand)]
+    Stake(StakeCmd),
+    /// Show the governed parameters.
+    Params,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Create a new random key.
+    New { name: String },
+    /// List keys and their addresses.
+    List,
+    /// Import a private key (hex, read from standard input unless --private-key is given).
+    Import {
+        name: String,
+        #[arg(long)]
+        private_key: Option<B256>,
+    },
+    /// Print a key's keystore JSON, or with --private-key its raw private key.
+    Export {
+        name: String,
+        #[arg(long)]
+        private_key: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DatanetCmd {
+    /// Create a datanet.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        summary: String,
+        /// Markdown description (or @file to read it from a file).
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Comma-separated tags.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// 0 = text, 1 = prompt/response records.
+        #[arg(long, default_value_t = 0)]
+        data_type: u8,
+        #[arg(long, default_value = "CC-BY-4.0")]
+        licence: String,
+        /// Only the owner and granted addresses may contribute and train.
+        #[arg(long)]
+        permissioned: bool,
+    },
+    /// Record a contribution (row-set Merkle root and its size) on chain.
+    Contribute {
+        datanet: u64,
+        #[arg(long)]
+        rows_root: B256,
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        bytes: u64,
+        /// Validation score in basis points (0..=10000).
+        #[arg(long, default_value_t = 10000)]
+        score: u16,
+        #[arg(long, default_value = "")]
+        metadata_uri: String,
+    },
+    /// Approve a contribution into a new version (owner; pays the size-based fee).
+    Approve { contribution: u64 },
+    /// Reject a contribution with a reason (owner).
+    Reject { contribution: u64, reason: String },
+    /// Ask the owner of a permissioned datanet for access.
+    RequestAccess {
+        datanet: u64,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Grant access to a permissioned datanet (owner).
+    GrantAccess { datanet: u64, user: Address },
+    /// Revoke access (owner).
+    RevokeAccess { datanet: u64, user: Address },
+    /// Show a datanet.
+    Show { datanet: u64 },
+    /// Show a contribution.
+    Contribution { id: u64 },
+    /// Show a version of a datanet.
+    Version { datanet: u64, version: u64 },
+}
+
+#[derive(Subcommand)]
+pub enum ModelCmd {
+    /// Register a base model by content hash.
+    RegisterBase { name: String, #[arg(long)] hash: B256 },
+    /// Register an adapter with provenance: datanet versions as ID@VERSION (repeatable).
+    RegisterAdapter {
+        name: String,
+        #[arg(long)]
+        base: u64,
+        #[arg(long = "datanet", value_parser = parse_datanet_version, required = true)]
+        datanets: Vec<(u64, u64)>,
+        #[arg(long)]
+        config_hash: B256,
+        #[arg(long)]
+        adapter_hash: B256,
+        #[arg(long, default_value_t = B256::ZERO)]
+        index_root: B256,
+    },
+    /// Show a base model.
+    Show { id: u64 },
+    /// Show an adapter.
+    Adapter { id: u64 },
+}
+
+#[derive(Subcommand)]
+pub enum InferenceCmd {
+    /// Prepay inference credit.
+    Deposit { #[arg(value_parser = parse_open)] amount: U256 },
+    /// Withdraw unused credit.
+    Withdraw { #[arg(value_parser = parse_open)] amount: U256 },
+    /// Allow a serving operator to spend up to this much of your credit.
+    ApproveOperator { operator: Address, #[arg(value_parser = parse_open)] allowance: U256 },
+    /// Record an inference receipt (as the serving operator).
+    Record {
+        #[arg(long)]
+        caller: Address,
+        #[arg(long)]
+        adapter: u64,
+        #[arg(long)]
+        prompt_tokens: u32,
+        #[arg(long)]
+        completion_tokens: u32,
+        /// CONTRIBUTION:WEIGHT_PPM (repeatable).
+        #[arg(long = "attribution", value_parser = parse_attribution)]
+        attributions: Vec<(u64, u32)>,
+        #[arg(long, default_value_t = B256::ZERO)]
+        attribution_root: B256,
+    },
+    /// Settle receipts: split their fees by the governed split.
+    Settle { receipts: Vec<u64> },
+    /// Show a receipt.
+    Receipt { id: u64 },
+    /// Show your (or an address's) credit.
+    Credit { who: Option<String> },
+}
+
+#[derive(Subcommand)]
+pub enum StakeCmd {
+    /// Stake OPEN.
+    Add { #[arg(value_parser = parse_open)] amount: U256 },
+    /// Start unbonding part of your stake.
+    Unstake { #[arg(value_parser = parse_open)] amount: U256 },
+    /// Withdraw unbonded OPEN after the cooldown.
+    Withdraw,
+    /// Claim staking rewards.
+    Claim,
+    /// Show stake, rewards and unbonding of an address or key (default: --from).
+    Show { who: Option<String> },
+}
+
+fn parse_datanet_version(s: &str) -> Result<(u64, u64), String> {
+    let (d, v) = s.split_once('@').ok_or_else(|| format!("{s:?}: expected DATANET@VERSION, e.g. 1@3"))?;
+    Ok((d.parse().map_err(|e| format!("{s:?}: {e}"))?, v.parse().map_err(|e| format!("{s:?}: {e}"))?))
+}
+
+fn parse_attribution(s: &str) -> Result<(u64, u32), String> {
+    let (c, w) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected CONTRIBUTION:WEIGHT_PPM, e.g. 7:250000"))?;
+    Ok((c.parse().map_err(|e| format!("{s:?}: {e}"))?, w.parse().map_err(|e| format!("{s:?}: {e}"))?))
+}
+
+struct Session {
+    cli_home: Home,
+    rpc: Option<String>,
+    from: Option<String>,
+    password: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+}
+
+impl Session {
+    fn rpc(&self) -> Result<Rpc> {
+        let url = match &self.rpc {
+            Some(u) => u.clone(),
+            None => match self.cli_home.load_config() {
+                Ok(c) => format!("http://{}", c.rpc_addr),
+                Err(_) => "http://127.0.0.1:8545".to_string(),
+            },
+        };
+        Ok(Rpc { url })
+    }
+
+    fn password(&self, confirm_new: bool) -> Result<String> {
+        if let Some(p) = &self.password {
+            return Ok(p.clone());
+        }
+        if let Some(f) = &self.password_file {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            return Ok(text.lines().next().unwrap_or_default().to_string());
+        }
+        let p = rpassword::prompt_password("keystore password: ").context("reading the password (set OPENLEDGER_PASSWORD to skip the prompt)")?;
+        if confirm_new && rpassword::prompt_password("again: ")? != p {
+            bail!("the passwords differ");
+        }
+        Ok(p)
+    }
+
+    fn signer(&self) -> Result<PrivateKeySigner> {
+        let name = self.from.as_deref().ok_or_else(|| anyhow!("this command signs a transaction: pass --from <key name>"))?;
+        let dir = self.cli_home.keystore();
+        // Dev keys carry an empty password; try it first so dev flows need no prompt.
+        if self.password.is_none() && self.password_file.is_none() {
+            if let Ok(s) = wallet::load_key(&dir, name, "") {
+                return Ok(s);
+            }
+        }
+        wallet::load_key(&dir, name, &self.password(false)?)
+    }
+
+    fn address_of(&self, who: &str) -> Result<Address> {
+        if let Ok(a) = who.parse::<Address>() {
+            return Ok(a);
+        }
+        wallet::key_address(&self.cli_home.keystore().join(who))
+            .with_context(|| format!("{who:?} is neither an address nor a key name"))
+    }
+
+    fn me_or(&self, who: &Option<String>) -> Result<Address> {
+        match who.as_deref().or(self.from.as_deref()) {
+            Some(w) => self.address_of(w),
+            None => bail!("name an address or pass --from"),
+        }
+    }
+
+    /// Sends a module call and prints the outcome with decoded events.
+    fn call(&self, to: Address, value: U256, data: Vec<u8>) -> Result<()> {
+        let signer = self.signer()?;
+        let receipt = self.rpc()?.send(&signer, to, value, data)?;
+        print_receipt(&receipt);
+        Ok(())
+    }
+}
+
+fn q(v: &Value) -> u64 {
+    v.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()).unwrap_or_default()
+}
+
+fn describe_log(log: &Value) -> String {
+    let address: Address = serde_json::from_value(log["address"].clone()).unwrap_or_default();
+    let topics: Vec<B256> = serde_json::from_value(log["topics"].clone()).unwrap_or_default();
+    let data: alloy_primitives::Bytes = serde_json::from_value(log["data"].clone()).unwrap_or_default();
+    let decoded = match address {
+        modules::BANK => IBank::IBankEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
+        modules::STAKING => IStaking::IStakingEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
+        modules::DATANET => IDatanet::IDatanetEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
+        modules::MODEL => IModel::IModelEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
+        modules::INFERENCE => IInference::IInferenceEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
+        _ => Ok(format!("log from {address}")),
+    };
+    let module = modules::name_of(&address).unwrap_or("?");
+    format!("{module}: {}", decoded.unwrap_or_else(|e| format!("undecodable log: {e}")))
+}
+
+fn print_receipt(r: &Value) {
+    println!("transaction {}", r["transactionHash"].as_str().unwrap_or("?"));
+    println!("  block     {}", q(&r["blockNumber"]));
+    println!("  status    {}", if q(&r["status"]) == 1 { "success" } else { "failed" });
+    println!("  gas used  {}", q(&r["gasUsed"]));
+    for log in r["logs"].as_array().into_iter().flatten() {
+        println!("  event     {}", describe_log(log));
+    }
+}
+
+fn show<T: std::fmt::Debug>(v: T) {
+    println!("{v:#?}");
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let s = Session { cli_home: Home(cli.home.clone()), rpc: cli.rpc, from: cli.from, password: cli.password, password_file: cli.password_file };
+    let home = &s.cli_home;
+    match cli.command {
+        Command::Init { dev, chain_id, accounts, balance, force } => {
+            let dev_keys = home::init(home, &InitOptions { dev, chain_id, force, accounts, balance })?;
+            println!("initialised chain {chain_id} in {}", home.0.display());
+            if dev {
+                println!("\ndev keys (public test keys: never use them on a real network), each funded with 1,000,000 OPEN,");
+                println!("stored in the keystore as dev0..dev9 with an empty password:");
+                for (i, (addr, key)) in dev_keys.iter().enumerate() {
+                    println!("  dev{i}  {addr}  {key}");
+                }
+            }
+            println!("\nstart it with: openledger node --home {}", home.0.display());
+        }
+        Command::Node { dev, rpc_addr, block_time_ms } => run_node(home, dev, rpc_addr, block_time_ms)?,
+        Command::Verify => {
+            let genesis = home.load_genesis()?;
+            let started = std::time::Instant::now();
+            let mut last = std::time::Instant::now();
+            let n = openledger_node::chain::verify(&home.db(), &genesis, |b, head| {
+                if last.elapsed().as_secs() >= 2 {
+                    eprintln!("  replayed block {b} of {head}");
+                    last = std::time::Instant::now();
+                }
+            })?;
+            println!("verified {n} blocks from genesis: every state, transactions and receipts root and block hash matches ({:.1} s)", started.elapsed().as_secs_f64());
+        }
+        Command::Keys(k) => keys(&s, k)?,
+        Command::Send { to, amount } => s.call(to, amount, vec![])?,
+        Command::Balance { who } => {
+            let a = s.address_of(&who)?;
+            let rpc = s.rpc()?;
+            let bal: U256 = serde_json::from_value(rpc.call("eth_getBalance", json!([a, "latest"]))?)?;
+            let nonce = q(&rpc.call("eth_getTransactionCount", json!([a, "latest"]))?);
+            println!("{a}\n  balance {} OPEN\n  nonce   {nonce}", format_open(bal));
+        }
+        Command::Tx { hash } => {
+            let rpc = s.rpc()?;
+            let tx = rpc.call("eth_getTransactionByHash", json!([hash]))?;
+            if tx.is_null() {
+                bail!("no transaction {hash} on this chain");
+            }
+            println!("{}", serde_json::to_string_pretty(&tx)?);
+            let r = rpc.call("eth_getTransactionReceipt", json!([hash]))?;
+            if r.is_null() {
+                println!("pending: not sealed into a block yet");
+            } else {
+                print_receipt(&r);
+            }
+        }
+        Command::Block { number } => {
+            let tag = if number == "latest" { json!("latest") } else { json!(format!("{:#x}", number.parse::<u64>().context("block number")?)) };
+            let b = s.rpc()?.call("eth_getBlockByNumber", json!([tag, false]))?;
+            if b.is_null() {
+                bail!("no block {number}");
+            }
+            println!("{}", serde_json::to_string_pretty(&b)?);
+        }
+        Command::Datanet(c) => datanet(&s, c)?,
+        Command::Model(c) => model(&s, c)?,
+        Command::Inference(c) => inference(&s, c)?,
+        Command::Stake(c) => stake(&s, c)?,
+        Command::Params => {
+            let out = s.rpc()?.view(modules::PARAMS, IParams::paramsJsonCall {}.abi_encode())?;
+            let json = IParams::paramsJsonCall::abi_decode_returns(&out)?;
+            let v: Value = serde_json::from_str(&json)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+fn run_node(home: &Home, dev: bool, rpc_addr: Option<std::net::SocketAddr>, block_time_ms: Option<u64>) -> Result<()> {
+    let mut config = home.load_config()?;
+    config.dev |= dev;
+    if let Some(a) = rpc_addr {
+        config.rpc_addr = a;
+    }
+    if let Some(b) = block_time_ms {
+        config.block_time_ms = b;
+    }
+    let genesis = home.load_genesis()?;
+    let chain = openledger_node::Chain::open(&home.db(), &genesis, true)?;
+    let head = chain.head()?;
+    let node = openledger_node::sequencer::Node::new(chain, config.clone())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.rpc_addr)
+            .await
+            .with_context(|| format!("binding JSON-RPC to {} (is another node running?)", config.rpc_addr))?;
+        tracing::info!(
+            chain_id = genesis.chain_id,
+            head = head.header.number,
+            rpc = %listener.local_addr()?,
+            mode = if config.dev { "dev (block per request)" } else { "sequencer" },
+            "openledger node started"
+        );
+        println!("listening on http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let seq = tokio::spawn(node.clone().run_sequencer(stop(rx.clone())));
+        let server = tokio::spawn(openledger_node::rpc::serve(node.clone(), listener, stop(rx)));
+        shutdown_signal().await;
+        tracing::info!("shutting down: sealing pending transactions");
+        let _ = tx.send(true);
+        let _ = seq.await;
+        let _ = server.await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn keys(s: &Session, k: KeysCmd) -> Result<()> {
+    let dir = s.cli_home.keystore();
+    match k {
+        KeysCmd::New { name } => {
+            let key = B256::from(rand::random::<[u8; 32]>());
+            let pw = s.password(true)?;
+            let a = wallet::store_key(&dir, &name, &key, &pw)?;
+            println!("{name}  {a}");
+        }
+        KeysCmd::List => {
+            for (name, path) in wallet::key_names(&dir)? {
+                match wallet::key_address(&path) {
+                    Ok(a) => println!("{name:<16} {a}"),
+                    Err(e) => println!("{name:<16} unreadable: {e}"),
+                }
+            }
+        }
+        KeysCmd::Import { name, private_key } => {
+            let key = match private_key {
+                Some(k) => k,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim().parse::<B256>().context("expected a 32-byte hex private key on standard input")?
+                }
+            };
+            let pw = s.password(true)?;
+            let a = wallet::store_key(&dir, &name, &key, &pw)?;
+            println!("{name}  {a}");
+        }
+        KeysCmd::Export { name, private_key } => {
+            if private_key {
+                let signer = if s.password.is_none() && s.password_file.is_none() {
+                    wallet::load_key(&dir, &name, "").or_else(|_| wallet::load_key(&dir, &name, &s.password(false)?))?
+                } else {
+                    wallet::load_key(&dir, &name, &s.password(false)?)?
+                };
+                println!("{}", B256::from_slice(&signer.to_bytes()[..]));
+            } else {
+                let path = dir.join(&name);
+                print!("{}", std::fs::read_to_string(&path).with_context(|| format!("no key named {name:?}"))?);
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn text_arg(s: &str) -> Result<String> {
+    match s.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
+        None => Ok(s.to_string()),
+    }
+}
+
+fn datanet(s: &Session, c: DatanetCmd) -> Result<()> {
+    let call = |data: Vec<u8>| s.call(modules::DATANET, U256::ZERO, data);
+    match c {
+        DatanetCmd::Create { name, summary, description, tags, data_type, licence, permissioned } => call(
+            IDatanet::createDatanetCall { name, summary, description: text_arg(&description)?, tags, dataType: data_type, licence, permissioned }
+                .abi_encode(),
+        ),
+        DatanetCmd::Contribute { datanet, rows_root, rows, bytes, score, metadata_uri } => call(
+            IDatanet::contributeCall { datanetId: datanet, rowsRoot: rows_root, rowCount: rows, byteSize: bytes, score, metadataUri: metadata_uri }
+                .abi_encode(),
+        ),
+        DatanetCmd::Approve { contribution } => call(IDatanet::approveCall { contributionId: contribution }.abi_encode()),
+        DatanetCmd::Reject { contribution, reason } => call(IDatanet::rejectCall { contributionId: contribution, reason }.abi_encode()),
+        DatanetCmd::RequestAccess { datanet, note } => call(IDatanet::requestAccessCall { datanetId: datanet, note }.abi_encode()),
+        DatanetCmd::GrantAccess { datanet, user } => call(IDatanet::grantAccessCall { datanetId: datanet, user }.abi_encode()),
+        DatanetCmd::RevokeAccess { datanet, user } => call(IDatanet::revokeAccessCall { datanetId: datanet, user }.abi_encode()),
+        DatanetCmd::Show { datanet } => {
+            let out = s.rpc()?.view(modules::DATANET, IDatanet::getDatanetCall { datanetId: datanet }.abi_encode())?;
+            show(IDatanet::getDatanetCall::abi_decode_returns(&out)?);
+            Ok(())
+        }
+        DatanetCmd::Contribution { id } => {
+            let out = s.rpc()?.view(modules::DATANET, IDatanet::getContributionCall { contributionId: id }.abi_encode())?;
+            show(IDatanet::getContributionCall::abi_decode_returns(&out)?);
+            Ok(())
+        }
+        DatanetCmd::Version { datanet, version } => {
+            let out = s.rpc()?.view(modules::DATANET, IDatanet::getVersionCall { datanetId: datanet, version }.abi_encode())?;
+            show(IDatanet::getVersionCall::abi_decode_returns(&out)?);
+            Ok(())
+        }
+    }
+}
+
+fn model(s: &Session, c: ModelCmd) -> Result<()> {
+    let call = |data: Vec<u8>| s.call(modules::MODEL, U256::ZERO, data);
+    match c {
+        ModelCmd::RegisterBase { name, hash } => call(IModel::registerBaseModelCall { modelHash: hash, name }.abi_encode()),
+        ModelCmd::RegisterAdapter { name, base, datanets, config_hash, adapter_hash, index_root } => call(
+            IModel::registerAdapterCall {
+                baseModelId: base,
+                name,
+                datanetIds: datanets.iter().map(|d| d.0).collect(),
+                datanetVersions: datanets.iter().map(|d| d.1).collect(),
+                trainingConfigHash: config_hash,
+                adapterHash: adapter_hash,
+                attributionIndexRoot: index_root,
+            }
+            .abi_encode(),
+        ),
+        ModelCmd::Show { id } => {
+            let out = s.rpc()?.view(modules::MODEL, IModel::getBaseModelCall { modelId: id }.abi_encode())?;
+            show(IModel::getBaseModelCall::abi_decode_returns(&out)?);
+            Ok(())
+        }
+        ModelCmd::Adapter { id } => {
+            let out = s.rpc()?.view(modules::MODEL, IModel::getAdapterCall { adapterId: id }.abi_encode())?;
+            show(IModel::getAdapterCall::abi_decode_returns(&out)?);
+            Ok(())
+        }
+    }
+}
+
+fn inference(s: &Session, c: InferenceCmd) -> Result<()> {
+    let m = modules::INFERENCE;
+    match c {
+        InferenceCmd::Deposit { amount } => s.call(m, amount, IInference::depositCall {}.abi_encode()),
+        InferenceCmd::Withdraw { amount } => s.call(m, U256::ZERO, IInference::withdrawCall { amount }.abi_encode()),
+        InferenceCmd::ApproveOperator { operator, allowance } => {
+            s.call(m, U256::ZERO, IInference::approveOperatorCall { operator, allowance }.abi_encode())
+        }
+        InferenceCmd::Record { caller, adapter, prompt_tokens, completion_tokens, attributions, attribution_root } => s.call(
+            m,
+            U256::ZERO,
+            IInference::recordInferenceCall {
+                caller,
+                adapterId: adapter,
+                promptTokens: prompt_tokens,
+                completionTokens: completion_tokens,
+                top: attributions.into_iter().map(|(c, w)| IInference::Attribution { contributionId: c, weightPpm: w }).collect(),
+                attributionRoot: attribution_root,
+            }
+            .abi_encode(),
+        ),
+        InferenceCmd::Settle { receipts } => {
+            if receipts.is_empty() {
+                bail!("name at least one receipt id");
+            }
+            s.call(m, U256::ZERO, IInference::settleCall { receiptIds: receipts }.abi_encode())
+        }
+        InferenceCmd::Receipt { id } => {
+            let out = s.rpc()?.view(m, IInference::getReceiptCall { receiptId: id }.abi_encode())?;
+            show(IInference::getReceiptCall::abi_decode_returns(&out)?);
+            Ok(())
+        }
+        InferenceCmd::Credit { who } => {
+            let a = s.me_or(&who)?;
+            let out = s.rpc()?.view(m, IInference::creditOfCall { account: a }.abi_encode())?;
+            println!("{a}: {} OPEN of inference credit", format_open(IInference::creditOfCall::abi_decode_returns(&out)?));
+            Ok(())
+        }
+    }
+}
+
+fn stake(s: &Session, c: StakeCmd) -> Result<()> {
+    let m = modules::STAKING;
+    match c {
+        StakeCmd::Add { amount } => s.call(m, amount, IStaking::stakeCall {}.abi_encode()),
+        StakeCmd::Unstake { amount } => s.call(m, U256::ZERO, IStaking::requestUnstakeCall { amount }.abi_encode()),
+        StakeCmd::Withdraw => s.call(m, U256::ZERO, IStaking::withdrawCall {}.abi_encode()),
+        StakeCmd::Claim => s.call(m, U256::ZERO, IStaking::claimRewardsCall {}.abi_encode()),
+        StakeCmd::Show { who } => {
+            let a = s.me_or(&who)?;
+            let rpc = s.rpc()?;
+            let stake = IStaking::stakeOfCall::abi_decode_returns(&rpc.view(m, IStaking::stakeOfCall { staker: a }.abi_encode())?)?;
+            let rewards = IStaking::pendingRewardsCall::abi_decode_returns(&rpc.view(m, IStaking::pendingRewardsCall { staker: a }.abi_encode())?)?;
+            let unb = IStaking::unbondingOfCall::abi_decode_returns(&rpc.view(m, IStaking::unbondingOfCall { staker: a }.abi_encode())?)?;
+            let total = IStaking::totalStakedCall::abi_decode_returns(&rpc.view(m, IStaking::totalStakedCall {}.abi_encode())?)?;
+            println!("{a}");
+            println!("  staked     {} OPEN (of {} OPEN in total)", format_open(stake), format_open(total));
+            println!("  rewards    {} OPEN", format_open(rewards));
+            println!("  unbonding  {} OPEN, released at {}", format_open(unb.amount), unb.releaseTime);
+            Ok(())
+        }
+    }
+}
