@@ -169,7 +169,15 @@ impl Chain {
         let state = Overlay::with_writes(base, std::mem::take(&mut pending.writes));
         let result = apply_tx(&state, &pending.env, &pending.params, &tx);
         pending.writes = state.into_writes();
-        let mut outcome = result?;
+        let mut outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                if pending.txs.is_empty() {
+                    self.pending = None;
+                }
+                return Err(e.into());
+            }
+        };
         let limit = pending.params.block_gas_limit;
         if pending.gas_used + outcome.gas_used > limit {
             if pending.txs.is_empty() {
@@ -187,7 +195,7 @@ impl Chain {
 
     /// Seals the pending block, if it holds any transaction.
     pub fn seal(&mut self) -> Result<Option<Sealed>, ChainError> {
-        let Some(p) = self.pending.take() else { return Ok(None) };
+        let Some(p) = self.pending.take().filter(|p| !p.txs.is_empty()) else { return Ok(None) };
         let parent = self.head()?;
         let number = p.env.block_number;
         let mut cumulative = 0u64;
