@@ -167,7 +167,11 @@ pub enum DatanetCmd {
 #[derive(Subcommand)]
 pub enum ModelCmd {
     /// Register a base model by content hash.
-    RegisterBase { name: String, #[arg(long)] hash: B256 },
+    RegisterBase {
+        name: String,
+        #[arg(long)]
+        hash: B256,
+    },
     /// Register an adapter with provenance: datanet versions as ID@VERSION (repeatable).
     RegisterAdapter {
         name: String,
@@ -191,11 +195,21 @@ pub enum ModelCmd {
 #[derive(Subcommand)]
 pub enum InferenceCmd {
     /// Prepay inference credit.
-    Deposit { #[arg(value_parser = parse_open)] amount: U256 },
+    Deposit {
+        #[arg(value_parser = parse_open)]
+        amount: U256,
+    },
     /// Withdraw unused credit.
-    Withdraw { #[arg(value_parser = parse_open)] amount: U256 },
+    Withdraw {
+        #[arg(value_parser = parse_open)]
+        amount: U256,
+    },
     /// Allow a serving operator to spend up to this much of your credit.
-    ApproveOperator { operator: Address, #[arg(value_parser = parse_open)] allowance: U256 },
+    ApproveOperator {
+        operator: Address,
+        #[arg(value_parser = parse_open)]
+        allowance: U256,
+    },
     /// Record an inference receipt (as the serving operator).
     Record {
         #[arg(long)]
@@ -223,9 +237,15 @@ pub enum InferenceCmd {
 #[derive(Subcommand)]
 pub enum StakeCmd {
     /// Stake OPEN.
-    Add { #[arg(value_parser = parse_open)] amount: U256 },
+    Add {
+        #[arg(value_parser = parse_open)]
+        amount: U256,
+    },
     /// Start unbonding part of your stake.
-    Unstake { #[arg(value_parser = parse_open)] amount: U256 },
+    Unstake {
+        #[arg(value_parser = parse_open)]
+        amount: U256,
+    },
     /// Withdraw unbonded OPEN after the cooldown.
     Withdraw,
     /// Claim staking rewards.
@@ -235,13 +255,23 @@ pub enum StakeCmd {
 }
 
 fn parse_datanet_version(s: &str) -> Result<(u64, u64), String> {
-    let (d, v) = s.split_once('@').ok_or_else(|| format!("{s:?}: expected DATANET@VERSION, e.g. 1@3"))?;
-    Ok((d.parse().map_err(|e| format!("{s:?}: {e}"))?, v.parse().map_err(|e| format!("{s:?}: {e}"))?))
+    let (d, v) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected DATANET@VERSION, e.g. 1@3"))?;
+    Ok((
+        d.parse().map_err(|e| format!("{s:?}: {e}"))?,
+        v.parse().map_err(|e| format!("{s:?}: {e}"))?,
+    ))
 }
 
 fn parse_attribution(s: &str) -> Result<(u64, u32), String> {
-    let (c, w) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected CONTRIBUTION:WEIGHT_PPM, e.g. 7:250000"))?;
-    Ok((c.parse().map_err(|e| format!("{s:?}: {e}"))?, w.parse().map_err(|e| format!("{s:?}: {e}"))?))
+    let (c, w) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected CONTRIBUTION:WEIGHT_PPM, e.g. 7:250000"))?;
+    Ok((
+        c.parse().map_err(|e| format!("{s:?}: {e}"))?,
+        w.parse().map_err(|e| format!("{s:?}: {e}"))?,
+    ))
 }
 
 struct Session {
@@ -269,10 +299,12 @@ impl Session {
             return Ok(p.clone());
         }
         if let Some(f) = &self.password_file {
-            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
             return Ok(text.lines().next().unwrap_or_default().to_string());
         }
-        let p = rpassword::prompt_password("keystore password: ").context("reading the password (set OPENLEDGER_PASSWORD to skip the prompt)")?;
+        let p = rpassword::prompt_password("keystore password: ")
+            .context("reading the password (set OPENLEDGER_PASSWORD to skip the prompt)")?;
         if confirm_new && rpassword::prompt_password("again: ")? != p {
             bail!("the passwords differ");
         }
@@ -280,7 +312,10 @@ impl Session {
     }
 
     fn signer(&self) -> Result<PrivateKeySigner> {
-        let name = self.from.as_deref().ok_or_else(|| anyhow!("this command signs a transaction: pass --from <key name>"))?;
+        let name = self
+            .from
+            .as_deref()
+            .ok_or_else(|| anyhow!("this command signs a transaction: pass --from <key name>"))?;
         let dir = self.cli_home.keystore();
         // Dev keys carry an empty password; try it first so dev flows need no prompt.
         if self.password.is_none() && self.password_file.is_none() {
@@ -316,29 +351,55 @@ impl Session {
 }
 
 fn q(v: &Value) -> u64 {
-    v.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()).unwrap_or_default()
+    v.as_str()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_default()
 }
 
 fn describe_log(log: &Value) -> String {
     let address: Address = serde_json::from_value(log["address"].clone()).unwrap_or_default();
     let topics: Vec<B256> = serde_json::from_value(log["topics"].clone()).unwrap_or_default();
-    let data: alloy_primitives::Bytes = serde_json::from_value(log["data"].clone()).unwrap_or_default();
+    let data: alloy_primitives::Bytes =
+        serde_json::from_value(log["data"].clone()).unwrap_or_default();
     let decoded = match address {
-        modules::BANK => IBank::IBankEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
-        modules::STAKING => IStaking::IStakingEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
-        modules::DATANET => IDatanet::IDatanetEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
-        modules::MODEL => IModel::IModelEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
-        modules::INFERENCE => IInference::IInferenceEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}")),
+        modules::BANK => {
+            IBank::IBankEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}"))
+        }
+        modules::STAKING => {
+            IStaking::IStakingEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}"))
+        }
+        modules::DATANET => {
+            IDatanet::IDatanetEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}"))
+        }
+        modules::MODEL => {
+            IModel::IModelEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}"))
+        }
+        modules::INFERENCE => {
+            IInference::IInferenceEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}"))
+        }
         _ => Ok(format!("log from {address}")),
     };
     let module = modules::name_of(&address).unwrap_or("?");
-    format!("{module}: {}", decoded.unwrap_or_else(|e| format!("undecodable log: {e}")))
+    format!(
+        "{module}: {}",
+        decoded.unwrap_or_else(|e| format!("undecodable log: {e}"))
+    )
 }
 
 fn print_receipt(r: &Value) {
-    println!("transaction {}", r["transactionHash"].as_str().unwrap_or("?"));
+    println!(
+        "transaction {}",
+        r["transactionHash"].as_str().unwrap_or("?")
+    );
     println!("  block     {}", q(&r["blockNumber"]));
-    println!("  status    {}", if q(&r["status"]) == 1 { "success" } else { "failed" });
+    println!(
+        "  status    {}",
+        if q(&r["status"]) == 1 {
+            "success"
+        } else {
+            "failed"
+        }
+    );
     println!("  gas used  {}", q(&r["gasUsed"]));
     for log in r["logs"].as_array().into_iter().flatten() {
         println!("  event     {}", describe_log(log));
@@ -351,11 +412,32 @@ fn show<T: std::fmt::Debug>(v: T) {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let s = Session { cli_home: Home(cli.home.clone()), rpc: cli.rpc, from: cli.from, password: cli.password, password_file: cli.password_file };
+    let s = Session {
+        cli_home: Home(cli.home.clone()),
+        rpc: cli.rpc,
+        from: cli.from,
+        password: cli.password,
+        password_file: cli.password_file,
+    };
     let home = &s.cli_home;
     match cli.command {
-        Command::Init { dev, chain_id, accounts, balance, force } => {
-            let dev_keys = home::init(home, &InitOptions { dev, chain_id, force, accounts, balance })?;
+        Command::Init {
+            dev,
+            chain_id,
+            accounts,
+            balance,
+            force,
+        } => {
+            let dev_keys = home::init(
+                home,
+                &InitOptions {
+                    dev,
+                    chain_id,
+                    force,
+                    accounts,
+                    balance,
+                },
+            )?;
             println!("initialised chain {chain_id} in {}", home.0.display());
             if dev {
                 println!("\ndev keys (public test keys: never use them on a real network), each funded with 1,000,000 OPEN,");
@@ -364,9 +446,16 @@ pub fn run(cli: Cli) -> Result<()> {
                     println!("  dev{i}  {addr}  {key}");
                 }
             }
-            println!("\nstart it with: openledger node --home {}", home.0.display());
+            println!(
+                "\nstart it with: openledger node --home {}",
+                home.0.display()
+            );
         }
-        Command::Node { dev, rpc_addr, block_time_ms } => run_node(home, dev, rpc_addr, block_time_ms)?,
+        Command::Node {
+            dev,
+            rpc_addr,
+            block_time_ms,
+        } => run_node(home, dev, rpc_addr, block_time_ms)?,
         Command::Verify => {
             let genesis = home.load_genesis()?;
             let started = std::time::Instant::now();
@@ -384,9 +473,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Balance { who } => {
             let a = s.address_of(&who)?;
             let rpc = s.rpc()?;
-            let bal: U256 = serde_json::from_value(rpc.call("eth_getBalance", json!([a, "latest"]))?)?;
+            let bal: U256 =
+                serde_json::from_value(rpc.call("eth_getBalance", json!([a, "latest"]))?)?;
             let nonce = q(&rpc.call("eth_getTransactionCount", json!([a, "latest"]))?);
-            println!("{a}\n  balance {} OPEN\n  nonce   {nonce}", format_open(bal));
+            println!(
+                "{a}\n  balance {} OPEN\n  nonce   {nonce}",
+                format_open(bal)
+            );
         }
         Command::Tx { hash } => {
             let rpc = s.rpc()?;
@@ -403,7 +496,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Block { number } => {
-            let tag = if number == "latest" { json!("latest") } else { json!(format!("{:#x}", number.parse::<u64>().context("block number")?)) };
+            let tag = if number == "latest" {
+                json!("latest")
+            } else {
+                json!(format!(
+                    "{:#x}",
+                    number.parse::<u64>().context("block number")?
+                ))
+            };
             let b = s.rpc()?.call("eth_getBlockByNumber", json!([tag, false]))?;
             if b.is_null() {
                 bail!("no block {number}");
@@ -415,7 +515,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,
         Command::Params => {
-            let out = s.rpc()?.view(modules::PARAMS, IParams::paramsJsonCall {}.abi_encode())?;
+            let out = s
+                .rpc()?
+                .view(modules::PARAMS, IParams::paramsJsonCall {}.abi_encode())?;
             let json = IParams::paramsJsonCall::abi_decode_returns(&out)?;
             let v: Value = serde_json::from_str(&json)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -424,7 +526,12 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn run_node(home: &Home, dev: bool, rpc_addr: Option<std::net::SocketAddr>, block_time_ms: Option<u64>) -> Result<()> {
+fn run_node(
+    home: &Home,
+    dev: bool,
+    rpc_addr: Option<std::net::SocketAddr>,
+    block_time_ms: Option<u64>,
+) -> Result<()> {
     let mut config = home.load_config()?;
     config.dev |= dev;
     if let Some(a) = rpc_addr {
@@ -437,11 +544,18 @@ fn run_node(home: &Home, dev: bool, rpc_addr: Option<std::net::SocketAddr>, bloc
     let chain = openledger_node::Chain::open(&home.db(), &genesis, true)?;
     let head = chain.head()?;
     let node = openledger_node::sequencer::Node::new(chain, config.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.rpc_addr)
             .await
-            .with_context(|| format!("binding JSON-RPC to {} (is another node running?)", config.rpc_addr))?;
+            .with_context(|| {
+                format!(
+                    "binding JSON-RPC to {} (is another node running?)",
+                    config.rpc_addr
+                )
+            })?;
         tracing::info!(
             chain_id = genesis.chain_id,
             head = head.header.number,
@@ -455,7 +569,11 @@ fn run_node(home: &Home, dev: bool, rpc_addr: Option<std::net::SocketAddr>, bloc
             let _ = rx.wait_for(|v| *v).await;
         };
         let seq = tokio::spawn(node.clone().run_sequencer(stop(rx.clone())));
-        let server = tokio::spawn(openledger_node::rpc::serve(node.clone(), listener, stop(rx)));
+        let server = tokio::spawn(openledger_node::rpc::serve(
+            node.clone(),
+            listener,
+            stop(rx),
+        ));
         shutdown_signal().await;
         tracing::info!("shutting down: sealing pending transactions");
         let _ = tx.send(true);
@@ -469,7 +587,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -499,7 +618,9 @@ fn keys(s: &Session, k: KeysCmd) -> Result<()> {
                 None => {
                     let mut line = String::new();
                     std::io::stdin().read_line(&mut line)?;
-                    line.trim().parse::<B256>().context("expected a 32-byte hex private key on standard input")?
+                    line.trim()
+                        .parse::<B256>()
+                        .context("expected a 32-byte hex private key on standard input")?
                 }
             };
             let pw = s.password(true)?;
@@ -509,14 +630,19 @@ fn keys(s: &Session, k: KeysCmd) -> Result<()> {
         KeysCmd::Export { name, private_key } => {
             if private_key {
                 let signer = if s.password.is_none() && s.password_file.is_none() {
-                    wallet::load_key(&dir, &name, "").or_else(|_| wallet::load_key(&dir, &name, &s.password(false)?))?
+                    wallet::load_key(&dir, &name, "")
+                        .or_else(|_| wallet::load_key(&dir, &name, &s.password(false)?))?
                 } else {
                     wallet::load_key(&dir, &name, &s.password(false)?)?
                 };
                 println!("{}", B256::from_slice(&signer.to_bytes()[..]));
             } else {
                 let path = dir.join(&name);
-                print!("{}", std::fs::read_to_string(&path).with_context(|| format!("no key named {name:?}"))?);
+                print!(
+                    "{}",
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("no key named {name:?}"))?
+                );
                 println!();
             }
         }
@@ -534,31 +660,106 @@ fn text_arg(s: &str) -> Result<String> {
 fn datanet(s: &Session, c: DatanetCmd) -> Result<()> {
     let call = |data: Vec<u8>| s.call(modules::DATANET, U256::ZERO, data);
     match c {
-        DatanetCmd::Create { name, summary, description, tags, data_type, licence, permissioned } => call(
-            IDatanet::createDatanetCall { name, summary, description: text_arg(&description)?, tags, dataType: data_type, licence, permissioned }
-                .abi_encode(),
+        DatanetCmd::Create {
+            name,
+            summary,
+            description,
+            tags,
+            data_type,
+            licence,
+            permissioned,
+        } => call(
+            IDatanet::createDatanetCall {
+                name,
+                summary,
+                description: text_arg(&description)?,
+                tags,
+                dataType: data_type,
+                licence,
+                permissioned,
+            }
+            .abi_encode(),
         ),
-        DatanetCmd::Contribute { datanet, rows_root, rows, bytes, score, metadata_uri } => call(
-            IDatanet::contributeCall { datanetId: datanet, rowsRoot: rows_root, rowCount: rows, byteSize: bytes, score, metadataUri: metadata_uri }
-                .abi_encode(),
+        DatanetCmd::Contribute {
+            datanet,
+            rows_root,
+            rows,
+            bytes,
+            score,
+            metadata_uri,
+        } => call(
+            IDatanet::contributeCall {
+                datanetId: datanet,
+                rowsRoot: rows_root,
+                rowCount: rows,
+                byteSize: bytes,
+                score,
+                metadataUri: metadata_uri,
+            }
+            .abi_encode(),
         ),
-        DatanetCmd::Approve { contribution } => call(IDatanet::approveCall { contributionId: contribution }.abi_encode()),
-        DatanetCmd::Reject { contribution, reason } => call(IDatanet::rejectCall { contributionId: contribution, reason }.abi_encode()),
-        DatanetCmd::RequestAccess { datanet, note } => call(IDatanet::requestAccessCall { datanetId: datanet, note }.abi_encode()),
-        DatanetCmd::GrantAccess { datanet, user } => call(IDatanet::grantAccessCall { datanetId: datanet, user }.abi_encode()),
-        DatanetCmd::RevokeAccess { datanet, user } => call(IDatanet::revokeAccessCall { datanetId: datanet, user }.abi_encode()),
+        DatanetCmd::Approve { contribution } => call(
+            IDatanet::approveCall {
+                contributionId: contribution,
+            }
+            .abi_encode(),
+        ),
+        DatanetCmd::Reject {
+            contribution,
+            reason,
+        } => call(
+            IDatanet::rejectCall {
+                contributionId: contribution,
+                reason,
+            }
+            .abi_encode(),
+        ),
+        DatanetCmd::RequestAccess { datanet, note } => call(
+            IDatanet::requestAccessCall {
+                datanetId: datanet,
+                note,
+            }
+            .abi_encode(),
+        ),
+        DatanetCmd::GrantAccess { datanet, user } => call(
+            IDatanet::grantAccessCall {
+                datanetId: datanet,
+                user,
+            }
+            .abi_encode(),
+        ),
+        DatanetCmd::RevokeAccess { datanet, user } => call(
+            IDatanet::revokeAccessCall {
+                datanetId: datanet,
+                user,
+            }
+            .abi_encode(),
+        ),
         DatanetCmd::Show { datanet } => {
-            let out = s.rpc()?.view(modules::DATANET, IDatanet::getDatanetCall { datanetId: datanet }.abi_encode())?;
+            let out = s.rpc()?.view(
+                modules::DATANET,
+                IDatanet::getDatanetCall { datanetId: datanet }.abi_encode(),
+            )?;
             show(IDatanet::getDatanetCall::abi_decode_returns(&out)?);
             Ok(())
         }
         DatanetCmd::Contribution { id } => {
-            let out = s.rpc()?.view(modules::DATANET, IDatanet::getContributionCall { contributionId: id }.abi_encode())?;
+            let out = s.rpc()?.view(
+                modules::DATANET,
+                IDatanet::getContributionCall { contributionId: id }.abi_encode(),
+            )?;
             show(IDatanet::getContributionCall::abi_decode_returns(&out)?);
             Ok(())
         }
         DatanetCmd::Version { datanet, version } => {
-            let out = s.rpc()?.view(modules::DATANET, IDatanet::getVersionCall { datanetId: datanet, version }.abi_encode())?;
+            let out = s.rpc()?.view(
+                modules::DATANET,
+                IDatanet::getVersionCall {
+                    datanetId: datanet,
+                    version,
+                }
+                .abi_encode(),
+            )?;
             show(IDatanet::getVersionCall::abi_decode_returns(&out)?);
             Ok(())
         }
@@ -568,8 +769,21 @@ fn datanet(s: &Session, c: DatanetCmd) -> Result<()> {
 fn model(s: &Session, c: ModelCmd) -> Result<()> {
     let call = |data: Vec<u8>| s.call(modules::MODEL, U256::ZERO, data);
     match c {
-        ModelCmd::RegisterBase { name, hash } => call(IModel::registerBaseModelCall { modelHash: hash, name }.abi_encode()),
-        ModelCmd::RegisterAdapter { name, base, datanets, config_hash, adapter_hash, index_root } => call(
+        ModelCmd::RegisterBase { name, hash } => call(
+            IModel::registerBaseModelCall {
+                modelHash: hash,
+                name,
+            }
+            .abi_encode(),
+        ),
+        ModelCmd::RegisterAdapter {
+            name,
+            base,
+            datanets,
+            config_hash,
+            adapter_hash,
+            index_root,
+        } => call(
             IModel::registerAdapterCall {
                 baseModelId: base,
                 name,
@@ -582,12 +796,18 @@ fn model(s: &Session, c: ModelCmd) -> Result<()> {
             .abi_encode(),
         ),
         ModelCmd::Show { id } => {
-            let out = s.rpc()?.view(modules::MODEL, IModel::getBaseModelCall { modelId: id }.abi_encode())?;
+            let out = s.rpc()?.view(
+                modules::MODEL,
+                IModel::getBaseModelCall { modelId: id }.abi_encode(),
+            )?;
             show(IModel::getBaseModelCall::abi_decode_returns(&out)?);
             Ok(())
         }
         ModelCmd::Adapter { id } => {
-            let out = s.rpc()?.view(modules::MODEL, IModel::getAdapterCall { adapterId: id }.abi_encode())?;
+            let out = s.rpc()?.view(
+                modules::MODEL,
+                IModel::getAdapterCall { adapterId: id }.abi_encode(),
+            )?;
             show(IModel::getAdapterCall::abi_decode_returns(&out)?);
             Ok(())
         }
@@ -597,12 +817,34 @@ fn model(s: &Session, c: ModelCmd) -> Result<()> {
 fn inference(s: &Session, c: InferenceCmd) -> Result<()> {
     let m = modules::INFERENCE;
     match c {
-        InferenceCmd::Deposit { amount } => s.call(m, amount, IInference::depositCall {}.abi_encode()),
-        InferenceCmd::Withdraw { amount } => s.call(m, U256::ZERO, IInference::withdrawCall { amount }.abi_encode()),
-        InferenceCmd::ApproveOperator { operator, allowance } => {
-            s.call(m, U256::ZERO, IInference::approveOperatorCall { operator, allowance }.abi_encode())
+        InferenceCmd::Deposit { amount } => {
+            s.call(m, amount, IInference::depositCall {}.abi_encode())
         }
-        InferenceCmd::Record { caller, adapter, prompt_tokens, completion_tokens, attributions, attribution_root } => s.call(
+        InferenceCmd::Withdraw { amount } => s.call(
+            m,
+            U256::ZERO,
+            IInference::withdrawCall { amount }.abi_encode(),
+        ),
+        InferenceCmd::ApproveOperator {
+            operator,
+            allowance,
+        } => s.call(
+            m,
+            U256::ZERO,
+            IInference::approveOperatorCall {
+                operator,
+                allowance,
+            }
+            .abi_encode(),
+        ),
+        InferenceCmd::Record {
+            caller,
+            adapter,
+            prompt_tokens,
+            completion_tokens,
+            attributions,
+            attribution_root,
+        } => s.call(
             m,
             U256::ZERO,
             IInference::recordInferenceCall {
@@ -610,7 +852,13 @@ fn inference(s: &Session, c: InferenceCmd) -> Result<()> {
                 adapterId: adapter,
                 promptTokens: prompt_tokens,
                 completionTokens: completion_tokens,
-                top: attributions.into_iter().map(|(c, w)| IInference::Attribution { contributionId: c, weightPpm: w }).collect(),
+                top: attributions
+                    .into_iter()
+                    .map(|(c, w)| IInference::Attribution {
+                        contributionId: c,
+                        weightPpm: w,
+                    })
+                    .collect(),
                 attributionRoot: attribution_root,
             }
             .abi_encode(),
@@ -619,17 +867,31 @@ fn inference(s: &Session, c: InferenceCmd) -> Result<()> {
             if receipts.is_empty() {
                 bail!("name at least one receipt id");
             }
-            s.call(m, U256::ZERO, IInference::settleCall { receiptIds: receipts }.abi_encode())
+            s.call(
+                m,
+                U256::ZERO,
+                IInference::settleCall {
+                    receiptIds: receipts,
+                }
+                .abi_encode(),
+            )
         }
         InferenceCmd::Receipt { id } => {
-            let out = s.rpc()?.view(m, IInference::getReceiptCall { receiptId: id }.abi_encode())?;
+            let out = s
+                .rpc()?
+                .view(m, IInference::getReceiptCall { receiptId: id }.abi_encode())?;
             show(IInference::getReceiptCall::abi_decode_returns(&out)?);
             Ok(())
         }
         InferenceCmd::Credit { who } => {
             let a = s.me_or(&who)?;
-            let out = s.rpc()?.view(m, IInference::creditOfCall { account: a }.abi_encode())?;
-            println!("{a}: {} OPEN of inference credit", format_open(IInference::creditOfCall::abi_decode_returns(&out)?));
+            let out = s
+                .rpc()?
+                .view(m, IInference::creditOfCall { account: a }.abi_encode())?;
+            println!(
+                "{a}: {} OPEN of inference credit",
+                format_open(IInference::creditOfCall::abi_decode_returns(&out)?)
+            );
             Ok(())
         }
     }
@@ -639,20 +901,40 @@ fn stake(s: &Session, c: StakeCmd) -> Result<()> {
     let m = modules::STAKING;
     match c {
         StakeCmd::Add { amount } => s.call(m, amount, IStaking::stakeCall {}.abi_encode()),
-        StakeCmd::Unstake { amount } => s.call(m, U256::ZERO, IStaking::requestUnstakeCall { amount }.abi_encode()),
+        StakeCmd::Unstake { amount } => s.call(
+            m,
+            U256::ZERO,
+            IStaking::requestUnstakeCall { amount }.abi_encode(),
+        ),
         StakeCmd::Withdraw => s.call(m, U256::ZERO, IStaking::withdrawCall {}.abi_encode()),
         StakeCmd::Claim => s.call(m, U256::ZERO, IStaking::claimRewardsCall {}.abi_encode()),
         StakeCmd::Show { who } => {
             let a = s.me_or(&who)?;
             let rpc = s.rpc()?;
-            let stake = IStaking::stakeOfCall::abi_decode_returns(&rpc.view(m, IStaking::stakeOfCall { staker: a }.abi_encode())?)?;
-            let rewards = IStaking::pendingRewardsCall::abi_decode_returns(&rpc.view(m, IStaking::pendingRewardsCall { staker: a }.abi_encode())?)?;
-            let unb = IStaking::unbondingOfCall::abi_decode_returns(&rpc.view(m, IStaking::unbondingOfCall { staker: a }.abi_encode())?)?;
-            let total = IStaking::totalStakedCall::abi_decode_returns(&rpc.view(m, IStaking::totalStakedCall {}.abi_encode())?)?;
+            let stake = IStaking::stakeOfCall::abi_decode_returns(
+                &rpc.view(m, IStaking::stakeOfCall { staker: a }.abi_encode())?,
+            )?;
+            let rewards = IStaking::pendingRewardsCall::abi_decode_returns(
+                &rpc.view(m, IStaking::pendingRewardsCall { staker: a }.abi_encode())?,
+            )?;
+            let unb = IStaking::unbondingOfCall::abi_decode_returns(
+                &rpc.view(m, IStaking::unbondingOfCall { staker: a }.abi_encode())?,
+            )?;
+            let total = IStaking::totalStakedCall::abi_decode_returns(
+                &rpc.view(m, IStaking::totalStakedCall {}.abi_encode())?,
+            )?;
             println!("{a}");
-            println!("  staked     {} OPEN (of {} OPEN in total)", format_open(stake), format_open(total));
+            println!(
+                "  staked     {} OPEN (of {} OPEN in total)",
+                format_open(stake),
+                format_open(total)
+            );
             println!("  rewards    {} OPEN", format_open(rewards));
-            println!("  unbonding  {} OPEN, released at {}", format_open(unb.amount), unb.releaseTime);
+            println!(
+                "  unbonding  {} OPEN, released at {}",
+                format_open(unb.amount),
+                unb.releaseTime
+            );
             Ok(())
         }
     }

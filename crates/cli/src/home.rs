@@ -33,18 +33,28 @@ impl Home {
     /// Reads `config.toml`.
     pub fn load_config(&self) -> Result<NodeConfig> {
         let path = self.config();
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (run `openledger init` first, or pass --home)", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (run `openledger init` first, or pass --home)",
+                path.display()
+            )
+        })?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
     /// Reads and validates `genesis.json`.
     pub fn load_genesis(&self) -> Result<Genesis> {
         let path = self.genesis();
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (run `openledger init` first, or pass --home)", path.display()))?;
-        let g: Genesis = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        g.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (run `openledger init` first, or pass --home)",
+                path.display()
+            )
+        })?;
+        let g: Genesis =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        g.validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(g)
     }
 }
@@ -66,12 +76,16 @@ pub struct InitOptions {
 /// Writes a new chain home. Refuses to overwrite an existing one without `force`.
 pub fn init(home: &Home, opts: &InitOptions) -> Result<Vec<(Address, B256)>> {
     if home.genesis().exists() && !opts.force {
-        bail!("{} already holds a chain (pass --force to replace it, which deletes its data)", home.0.display());
+        bail!(
+            "{} already holds a chain (pass --force to replace it, which deletes its data)",
+            home.0.display()
+        );
     }
     if opts.force && home.0.join("data").exists() {
         std::fs::remove_dir_all(home.0.join("data")).context("removing old chain data")?;
     }
-    std::fs::create_dir_all(home.0.join("data")).with_context(|| format!("creating {}", home.0.display()))?;
+    std::fs::create_dir_all(home.0.join("data"))
+        .with_context(|| format!("creating {}", home.0.display()))?;
     std::fs::create_dir_all(home.keystore())?;
     let mut dev = Vec::new();
     let mut accounts = opts.accounts.clone();
@@ -84,14 +98,24 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<Vec<(Address, B256)>> {
             crate::wallet::store_key(&home.keystore(), &format!("dev{i}"), &key, "")?;
         }
     }
-    let per = if opts.dev && opts.balance.is_zero() { U256::from(1_000_000u64) * one_open() } else { opts.balance };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let mut genesis = Genesis::with_accounts(opts.chain_id, now, &accounts, per).map_err(anyhow::Error::msg)?;
+    let per = if opts.dev && opts.balance.is_zero() {
+        U256::from(1_000_000u64) * one_open()
+    } else {
+        opts.balance
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut genesis =
+        Genesis::with_accounts(opts.chain_id, now, &accounts, per).map_err(anyhow::Error::msg)?;
     if opts.dev {
         genesis.params.unstake_cooldown_secs = 10;
     }
     write_atomically(&home.genesis(), &serde_json::to_string_pretty(&genesis)?)?;
-    let config = NodeConfig { dev: opts.dev, ..NodeConfig::default() };
+    let config = NodeConfig {
+        dev: opts.dev,
+        ..NodeConfig::default()
+    };
     write_atomically(&home.config(), &toml::to_string_pretty(&config)?)?;
     Ok(dev)
 }

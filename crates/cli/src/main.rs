@@ -9,7 +9,11 @@ use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "openledger", version, about = "OpenLedger: an AI blockchain where inference pays the data that shaped it")]
+#[command(
+    name = "openledger",
+    version,
+    about = "OpenLedger: an AI blockchain where inference pays the data that shaped it"
+)]
 pub struct Cli {
     /// Chain home directory (config, genesis, data, keystore).
     #[arg(long, global = true, env = "OPENLEDGER_HOME", default_value_os_t = default_home())]
@@ -21,7 +25,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "OPENLEDGER_FROM")]
     pub from: Option<String>,
     /// Keystore password (prefer OPENLEDGER_PASSWORD or --password-file; dev keys have an empty one).
-    #[arg(long, global = true, env = "OPENLEDGER_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "OPENLEDGER_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// File whose first line is the keystore password.
     #[arg(long, global = true)]
@@ -31,12 +40,18 @@ pub struct Cli {
 }
 
 fn default_home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".openledger")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".openledger")
 }
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -30,12 +30,22 @@ impl Drop for NodeProc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(home: &Path, port: u16, extra: &[&str]) -> NodeProc {
     let child = Command::new(BIN)
-        .args(["--home", home.to_str().unwrap(), "node", "--rpc-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "node",
+            "--rpc-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -52,7 +62,9 @@ fn start(home: &Path, port: u16, extra: &[&str]) -> NodeProc {
 
 fn call(port: u16, method: &str, params: Value) -> Result<Value, String> {
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
-    let mut resp = ureq::post(&format!("http://127.0.0.1:{port}")).send_json(&body).map_err(|e| e.to_string())?;
+    let mut resp = ureq::post(&format!("http://127.0.0.1:{port}"))
+        .send_json(&body)
+        .map_err(|e| e.to_string())?;
     let v: Value = resp.body_mut().read_json().map_err(|e| e.to_string())?;
     match v.get("error") {
         Some(e) => Err(e.to_string()),
@@ -80,8 +92,15 @@ fn transfer(key: &PrivateKeySigner, nonce: u64) -> Bytes {
 fn sigkill_under_load_loses_no_receipted_transaction_and_verify_passes() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let out = Command::new(BIN).args(["--home", home.to_str().unwrap(), "init", "--dev"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["--home", home.to_str().unwrap(), "init", "--dev"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = free_port();
     let node = start(home, port, &["--block-time-ms", "50"]);
 
@@ -91,23 +110,31 @@ fn sigkill_under_load_loses_no_receipted_transaction_and_verify_passes() {
         .map(|i| {
             let (receipted, stop) = (receipted.clone(), stop.clone());
             std::thread::spawn(move || {
-                let key = PrivateKeySigner::from_bytes(&keccak256(format!("openledger dev key {i}"))).unwrap();
+                let key =
+                    PrivateKeySigner::from_bytes(&keccak256(format!("openledger dev key {i}")))
+                        .unwrap();
                 let mut pending = Vec::new();
                 for nonce in 0..100_000u64 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    match call(port, "eth_sendRawTransaction", json!([transfer(&key, nonce)])) {
+                    match call(
+                        port,
+                        "eth_sendRawTransaction",
+                        json!([transfer(&key, nonce)]),
+                    ) {
                         Ok(h) => pending.push(h),
                         Err(_) => break, // the node is gone
                     }
-                    pending.retain(|h| match call(port, "eth_getTransactionReceipt", json!([h])) {
-                        Ok(r) if !r.is_null() => {
-                            receipted.lock().unwrap().push(h.clone());
-                            false
-                        }
-                        _ => true,
-                    });
+                    pending.retain(
+                        |h| match call(port, "eth_getTransactionReceipt", json!([h])) {
+                            Ok(r) if !r.is_null() => {
+                                receipted.lock().unwrap().push(h.clone());
+                                false
+                            }
+                            _ => true,
+                        },
+                    );
                 }
             })
         })
@@ -119,28 +146,55 @@ fn sigkill_under_load_loses_no_receipted_transaction_and_verify_passes() {
         w.join().unwrap();
     }
     let receipted = receipted.lock().unwrap().clone();
-    assert!(receipted.len() > 20, "load was too light to mean anything: {} receipts", receipted.len());
+    assert!(
+        receipted.len() > 20,
+        "load was too light to mean anything: {} receipts",
+        receipted.len()
+    );
 
     let node = start(home, port, &["--block-time-ms", "50"]);
     for h in &receipted {
         let r = call(port, "eth_getTransactionReceipt", json!([h])).unwrap();
-        assert!(!r.is_null(), "transaction {h} had a receipt before the crash and lost it");
+        assert!(
+            !r.is_null(),
+            "transaction {h} had a receipt before the crash and lost it"
+        );
         assert_eq!(r["status"], "0x1");
     }
     // the chain goes on after the crash: the next nonce of key 0 is accepted and sealed
     let key0 = PrivateKeySigner::from_bytes(&keccak256("openledger dev key 0")).unwrap();
-    let nonce = call(port, "eth_getTransactionCount", json!([key0.address(), "pending"])).unwrap();
+    let nonce = call(
+        port,
+        "eth_getTransactionCount",
+        json!([key0.address(), "pending"]),
+    )
+    .unwrap();
     let nonce = u64::from_str_radix(nonce.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
-    let h = call(port, "eth_sendRawTransaction", json!([transfer(&key0, nonce)])).unwrap();
+    let h = call(
+        port,
+        "eth_sendRawTransaction",
+        json!([transfer(&key0, nonce)]),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while call(port, "eth_getTransactionReceipt", json!([h])).unwrap().is_null() {
+    while call(port, "eth_getTransactionReceipt", json!([h]))
+        .unwrap()
+        .is_null()
+    {
         assert!(Instant::now() < deadline, "no block after restart");
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(node);
 
-    let out = Command::new(BIN).args(["--home", home.to_str().unwrap(), "verify"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--home", home.to_str().unwrap(), "verify"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "verify failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "verify failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("verified"), "{stdout}");
 }

@@ -5,13 +5,14 @@
 
 use alloy_consensus::{
     proofs::{calculate_receipt_root, calculate_transaction_root},
-    Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxEnvelope, EMPTY_OMMER_ROOT_HASH,
+    Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxEnvelope,
+    EMPTY_OMMER_ROOT_HASH,
 };
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Bloom, Bytes, B256};
 use openledger_state::{
-    apply_tx, executor::Outcome, genesis::genesis_writes, modules::params, Env, ExecError, Overlay, StateRead,
-    VerifiedTx, WriteSet,
+    apply_tx, executor::Outcome, genesis::genesis_writes, modules::params, Env, ExecError, Overlay,
+    StateRead, VerifiedTx, WriteSet,
 };
 use openledger_store::{BlockRecord, Store, StoreError, TxRecord};
 use openledger_types::{modules::STAKING, Genesis, Params};
@@ -35,6 +36,7 @@ struct Pending {
     params: Params,
     writes: WriteSet,
     txs: Vec<(VerifiedTx, Outcome)>,
+    hashes: std::collections::HashSet<B256>,
     gas_used: u64,
 }
 
@@ -60,7 +62,12 @@ impl Chain {
     pub fn open(db: &Path, genesis: &Genesis, durable: bool) -> Result<Chain, ChainError> {
         let store = Arc::new(Store::open(db)?);
         let writes = genesis_writes(genesis).map_err(ChainError::Genesis)?;
-        let chain = Chain { store, chain_id: genesis.chain_id, durable, pending: None };
+        let chain = Chain {
+            store,
+            chain_id: genesis.chain_id,
+            durable,
+            pending: None,
+        };
         match chain.store.head()? {
             None => {
                 let (state_root, batch) = chain.store.state_root_after(0, &writes)?;
@@ -78,11 +85,19 @@ impl Chain {
                     base_fee_per_gas: Some(genesis.params.min_gas_price_wei),
                     ..Default::default()
                 };
-                let block = BlockRecord { header, tx_hashes: vec![] };
-                chain.store.commit_block(&block, &[], &writes, batch, true)?;
+                let block = BlockRecord {
+                    header,
+                    tx_hashes: vec![],
+                };
+                chain
+                    .store
+                    .commit_block(&block, &[], &writes, batch, true)?;
             }
             Some(_) => {
-                let g = chain.store.block(0)?.ok_or_else(|| ChainError::Genesis("database has no block 0".into()))?;
+                let g = chain
+                    .store
+                    .block(0)?
+                    .ok_or_else(|| ChainError::Genesis("database has no block 0".into()))?;
                 let expected = genesis_root(genesis)?;
                 if g.header.state_root != expected || g.header.timestamp != genesis.timestamp {
                     return Err(ChainError::Genesis(format!(
@@ -109,7 +124,10 @@ impl Chain {
     /// The newest sealed block.
     pub fn head(&self) -> Result<BlockRecord, ChainError> {
         let n = self.store.head()?.unwrap_or(0);
-        self.store.block(n)?.ok_or_else(|| ChainError::Mismatch { block: n, reason: "head block missing".into() })
+        self.store.block(n)?.ok_or_else(|| ChainError::Mismatch {
+            block: n,
+            reason: "head block missing".into(),
+        })
     }
 
     /// The parameters in force for the next transaction.
@@ -138,21 +156,34 @@ impl Chain {
             Some(p) => Ok(p.env.clone()),
             None => {
                 let head = self.head()?;
-                Ok(Env { chain_id: self.chain_id, block_number: head.header.number + 1, timestamp: now.max(head.header.timestamp) })
+                Ok(Env {
+                    chain_id: self.chain_id,
+                    block_number: head.header.number + 1,
+                    timestamp: now.max(head.header.timestamp),
+                })
             }
         }
     }
 
     /// Accepted transactions not sealed yet.
     pub fn pending_txs(&self) -> impl Iterator<Item = &VerifiedTx> {
-        self.pending.iter().flat_map(|p| p.txs.iter().map(|(t, _)| t))
+        self.pending
+            .iter()
+            .flat_map(|p| p.txs.iter().map(|(t, _)| t))
     }
 
     fn open_block(&mut self, timestamp: u64) -> Result<&mut Pending, ChainError> {
         if self.pending.is_none() {
             let env = self.pending_env(timestamp)?;
             let params = params::load(&*self.store).map_err(ExecError::from)?;
-            self.pending = Some(Pending { env, params, writes: WriteSet::new(), txs: Vec::new(), gas_used: 0 });
+            self.pending = Some(Pending {
+                env,
+                params,
+                writes: WriteSet::new(),
+                txs: Vec::new(),
+                hashes: Default::default(),
+                gas_used: 0,
+            });
         }
         Ok(self.pending.as_mut().expect("just opened"))
     }
@@ -160,8 +191,12 @@ impl Chain {
     /// Executes a verified transaction into the pending block (opened at `now` if none is
     /// open). A full block is sealed first. Rejections change nothing.
     pub fn submit(&mut self, tx: VerifiedTx, now: u64) -> Result<B256, ChainError> {
-        if self.store.tx(&tx.hash)?.is_some() || self.pending_txs().any(|t| t.hash == tx.hash) {
-            return Err(ExecError::Malformed(format!("transaction {} is already known", tx.hash)).into());
+        let in_pending = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.hashes.contains(&tx.hash));
+        if in_pending || self.store.tx(&tx.hash)?.is_some() {
+            return Err(ExecError::AlreadyKnown(tx.hash).into());
         }
         let store = self.store.clone();
         let pending = self.open_block(now)?;
@@ -181,7 +216,11 @@ impl Chain {
         let limit = pending.params.block_gas_limit;
         if pending.gas_used + outcome.gas_used > limit {
             if pending.txs.is_empty() {
-                return Err(ExecError::BlockFull { needed: outcome.gas_used, limit }.into());
+                return Err(ExecError::BlockFull {
+                    needed: outcome.gas_used,
+                    limit,
+                }
+                .into());
             }
             self.seal()?;
             return self.submit(tx, now);
@@ -189,13 +228,16 @@ impl Chain {
         pending.gas_used += outcome.gas_used;
         pending.writes.extend(std::mem::take(&mut outcome.writes));
         let hash = tx.hash;
+        pending.hashes.insert(hash);
         pending.txs.push((tx, outcome));
         Ok(hash)
     }
 
     /// Seals the pending block, if it holds any transaction.
     pub fn seal(&mut self) -> Result<Option<Sealed>, ChainError> {
-        let Some(p) = self.pending.take().filter(|p| !p.txs.is_empty()) else { return Ok(None) };
+        let Some(p) = self.pending.take().filter(|p| !p.txs.is_empty()) else {
+            return Ok(None);
+        };
         let parent = self.head()?;
         let number = p.env.block_number;
         let mut cumulative = 0u64;
@@ -205,7 +247,11 @@ impl Chain {
         let mut log_index = 0u64;
         for (i, (tx, out)) in p.txs.iter().enumerate() {
             cumulative += out.gas_used;
-            let receipt = Receipt { status: Eip658Value::Eip658(true), cumulative_gas_used: cumulative, logs: out.logs.clone() };
+            let receipt = Receipt {
+                status: Eip658Value::Eip658(true),
+                cumulative_gas_used: cumulative,
+                logs: out.logs.clone(),
+            };
             let with_bloom: ReceiptWithBloom<Receipt> = receipt.with_bloom();
             bloom |= with_bloom.logs_bloom;
             receipts.push(match &tx.envelope {
@@ -245,46 +291,96 @@ impl Chain {
             base_fee_per_gas: Some(p.params.min_gas_price_wei),
             ..Default::default()
         };
-        let block = BlockRecord { header, tx_hashes: p.txs.iter().map(|(t, _)| t.hash).collect() };
-        self.store.commit_block(&block, &records, &p.writes, batch, self.durable)?;
-        Ok(Some(Sealed { number, hash: block.hash(), txs: records.len() }))
+        let block = BlockRecord {
+            header,
+            tx_hashes: p.txs.iter().map(|(t, _)| t.hash).collect(),
+        };
+        self.store
+            .commit_block(&block, &records, &p.writes, batch, self.durable)?;
+        Ok(Some(Sealed {
+            number,
+            hash: block.hash(),
+            txs: records.len(),
+        }))
     }
 
     /// Re-executes block `number` of `source` into this chain and checks that every root and
     /// the block hash come out identical.
     pub fn replay_block(&mut self, source: &Store, number: u64) -> Result<(), ChainError> {
-        let mismatch = |reason: String| ChainError::Mismatch { block: number, reason };
-        let block = source.block(number)?.ok_or_else(|| mismatch("block is missing".into()))?;
+        let mismatch = |reason: String| ChainError::Mismatch {
+            block: number,
+            reason,
+        };
+        let block = source
+            .block(number)?
+            .ok_or_else(|| mismatch("block is missing".into()))?;
         let mut env = self.pending_env(block.header.timestamp)?;
         env.timestamp = block.header.timestamp;
         if env.block_number != number {
-            return Err(mismatch(format!("expected block {} next", env.block_number)));
+            return Err(mismatch(format!(
+                "expected block {} next",
+                env.block_number
+            )));
         }
         let params = params::load(&*self.store).map_err(ExecError::from)?;
-        self.pending = Some(Pending { env, params, writes: WriteSet::new(), txs: Vec::new(), gas_used: 0 });
+        self.pending = Some(Pending {
+            env,
+            params,
+            writes: WriteSet::new(),
+            txs: Vec::new(),
+            hashes: Default::default(),
+            gas_used: 0,
+        });
         for (i, hash) in block.tx_hashes.iter().enumerate() {
-            let rec = source.tx(hash)?.ok_or_else(|| mismatch(format!("transaction {hash} is missing")))?;
+            let rec = source
+                .tx(hash)?
+                .ok_or_else(|| mismatch(format!("transaction {hash} is missing")))?;
             let envelope = TxEnvelope::decode_2718(&mut rec.raw.as_ref())
                 .map_err(|e| mismatch(format!("transaction {i} does not decode: {e}")))?;
             let tx = openledger_state::tx::verify_envelope(envelope, self.chain_id)
                 .map_err(|e| mismatch(format!("transaction {i} ({hash}): {e}")))?;
             if tx.hash != *hash || tx.sender != rec.sender {
-                return Err(mismatch(format!("transaction {i} hash or sender differs from its record")));
+                return Err(mismatch(format!(
+                    "transaction {i} hash or sender differs from its record"
+                )));
             }
-            self.submit(tx, block.header.timestamp).map_err(|e| mismatch(format!("transaction {i} ({hash}) no longer applies: {e}")))?;
+            self.submit(tx, block.header.timestamp).map_err(|e| {
+                mismatch(format!("transaction {i} ({hash}) no longer applies: {e}"))
+            })?;
         }
         let sealed = self.seal()?;
-        let ours = self.store.block(number)?.filter(|_| sealed.is_some() || block.tx_hashes.is_empty());
+        let ours = self
+            .store
+            .block(number)?
+            .filter(|_| sealed.is_some() || block.tx_hashes.is_empty());
         let ours = ours.ok_or_else(|| mismatch("replay produced no block".into()))?;
         for (what, a, b) in [
-            ("state root", ours.header.state_root, block.header.state_root),
-            ("transactions root", ours.header.transactions_root, block.header.transactions_root),
-            ("receipts root", ours.header.receipts_root, block.header.receipts_root),
-            ("parent hash", ours.header.parent_hash, block.header.parent_hash),
+            (
+                "state root",
+                ours.header.state_root,
+                block.header.state_root,
+            ),
+            (
+                "transactions root",
+                ours.header.transactions_root,
+                block.header.transactions_root,
+            ),
+            (
+                "receipts root",
+                ours.header.receipts_root,
+                block.header.receipts_root,
+            ),
+            (
+                "parent hash",
+                ours.header.parent_hash,
+                block.header.parent_hash,
+            ),
             ("block hash", ours.hash(), block.hash()),
         ] {
             if a != b {
-                return Err(mismatch(format!("{what} is {b} in the database but {a} on replay")));
+                return Err(mismatch(format!(
+                    "{what} is {b} in the database but {a} on replay"
+                )));
             }
         }
         Ok(())
@@ -304,14 +400,24 @@ pub fn genesis_root(genesis: &Genesis) -> Result<B256, ChainError> {
 }
 
 fn tempdir_path() -> std::path::PathBuf {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    std::env::temp_dir().join(format!("openledger-genesis-{}-{n}.redb", std::process::id()))
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "openledger-genesis-{}-{n}.redb",
+        std::process::id()
+    ))
 }
 
 /// Replays every block of the database at `db` from `genesis` into a scratch database and
 /// checks every root and hash. Calls `progress(block, head)` after each block. Returns the
 /// number of blocks checked.
-pub fn verify(db: &Path, genesis: &Genesis, mut progress: impl FnMut(u64, u64)) -> Result<u64, ChainError> {
+pub fn verify(
+    db: &Path,
+    genesis: &Genesis,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, ChainError> {
     let source = Chain::open(db, genesis, true)?;
     let head = source.store.head()?.unwrap_or(0);
     let scratch = tempdir_path();
@@ -319,7 +425,10 @@ pub fn verify(db: &Path, genesis: &Genesis, mut progress: impl FnMut(u64, u64)) 
         let mut replay = Chain::open(&scratch, genesis, false)?;
         let (a, b) = (source.store.block(0)?, replay.store.block(0)?);
         if a.map(|b| b.hash()) != b.map(|b| b.hash()) {
-            return Err(ChainError::Mismatch { block: 0, reason: "genesis block differs".into() });
+            return Err(ChainError::Mismatch {
+                block: 0,
+                reason: "genesis block differs".into(),
+            });
         }
         for n in 1..=head {
             replay.replay_block(&source.store, n)?;

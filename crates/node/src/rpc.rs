@@ -2,16 +2,26 @@
 //! need, single and batch requests, request-size and batch-size limits, and JSON-RPC errors for
 //! anything malformed. Module views go through `eth_call`; module events come back as logs.
 
-use crate::{chain::ChainError, sequencer::{error_code, now, Node}};
-use alloy_consensus::{transaction::Recovered, Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxEnvelope};
+use crate::{
+    chain::ChainError,
+    sequencer::{error_code, now, Node},
+};
+use alloy_consensus::{
+    transaction::Recovered, Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxEnvelope,
+};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use alloy_rpc_types_eth::{
-    Block, BlockId, BlockNumberOrTag, BlockTransactions, Filter, FilterBlockOption, Header as RpcHeader, Log as RpcLog,
-    Transaction, TransactionReceipt, TransactionRequest,
+    Block, BlockId, BlockNumberOrTag, BlockTransactions, Filter, FilterBlockOption,
+    Header as RpcHeader, Log as RpcLog, Transaction, TransactionReceipt, TransactionRequest,
 };
 use alloy_sol_types::{Revert, SolError};
-use axum::{body::Bytes as Body, extract::{DefaultBodyLimit, State}, routing::post, Json, Router};
+use axum::{
+    body::Bytes as Body,
+    extract::{DefaultBodyLimit, State},
+    routing::post,
+    Json, Router,
+};
 use openledger_state::{executor::simulate_call, modules::bank, StateRead};
 use openledger_store::{BlockRecord, TxRecord};
 use serde::de::DeserializeOwned;
@@ -28,7 +38,11 @@ pub struct RpcError {
 
 impl RpcError {
     fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into(), data: None }
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
     fn params(message: impl Into<String>) -> Self {
         Self::new(-32602, message)
@@ -39,8 +53,17 @@ impl From<ChainError> for RpcError {
     fn from(e: ChainError) -> Self {
         let code = error_code(&e);
         let message = e.to_string();
-        let data = (code == 3).then(|| json!(Bytes::from(Revert::from(message.clone()).abi_encode())));
-        RpcError { code, message: if code == 3 { format!("execution reverted: {message}") } else { message }, data }
+        let data =
+            (code == 3).then(|| json!(Bytes::from(Revert::from(message.clone()).abi_encode())));
+        RpcError {
+            code,
+            message: if code == 3 {
+                format!("execution reverted: {message}")
+            } else {
+                message
+            },
+            data,
+        }
     }
 }
 
@@ -67,7 +90,10 @@ type RpcResult = Result<Value, RpcError>;
 /// The HTTP router: JSON-RPC on `POST /`.
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.config.max_request_bytes;
-    Router::new().route("/", post(handle)).layer(DefaultBodyLimit::max(limit)).with_state(node)
+    Router::new()
+        .route("/", post(handle))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(node)
 }
 
 /// Serves JSON-RPC on `listener` until `stop` resolves.
@@ -76,13 +102,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node)).with_graceful_shutdown(stop).await
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 async fn handle(State(node): State<Arc<Node>>, body: Body) -> Json<Value> {
     let node2 = node.clone();
     let out = tokio::task::spawn_blocking(move || handle_body(&node2, &body)).await;
-    Json(out.unwrap_or_else(|e| error_response(Value::Null, RpcError::new(-32603, format!("internal error: {e}")))))
+    Json(out.unwrap_or_else(|e| {
+        error_response(
+            Value::Null,
+            RpcError::new(-32603, format!("internal error: {e}")),
+        )
+    }))
 }
 
 fn error_response(id: Value, e: RpcError) -> Value {
@@ -98,16 +131,35 @@ fn error_response(id: Value, e: RpcError) -> Value {
 pub fn handle_body(node: &Node, body: &[u8]) -> Value {
     let parsed: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return error_response(Value::Null, RpcError::new(-32700, format!("parse error: {e}"))),
+        Err(e) => {
+            return error_response(
+                Value::Null,
+                RpcError::new(-32700, format!("parse error: {e}")),
+            )
+        }
     };
     let mut submitted = false;
     let out = match parsed {
-        Value::Array(calls) if calls.is_empty() => error_response(Value::Null, RpcError::new(-32600, "empty batch")),
+        Value::Array(calls) if calls.is_empty() => {
+            error_response(Value::Null, RpcError::new(-32600, "empty batch"))
+        }
         Value::Array(calls) if calls.len() > node.config.max_batch => error_response(
             Value::Null,
-            RpcError::new(-32600, format!("batch of {} calls exceeds the limit of {}", calls.len(), node.config.max_batch)),
+            RpcError::new(
+                -32600,
+                format!(
+                    "batch of {} calls exceeds the limit of {}",
+                    calls.len(),
+                    node.config.max_batch
+                ),
+            ),
         ),
-        Value::Array(calls) => Value::Array(calls.into_iter().map(|c| handle_call(node, c, &mut submitted)).collect()),
+        Value::Array(calls) => Value::Array(
+            calls
+                .into_iter()
+                .map(|c| handle_call(node, c, &mut submitted))
+                .collect(),
+        ),
         single => handle_call(node, single, &mut submitted),
     };
     if submitted && node.config.dev {
@@ -121,7 +173,10 @@ pub fn handle_body(node: &Node, body: &[u8]) -> Value {
 fn handle_call(node: &Node, call: Value, submitted: &mut bool) -> Value {
     let id = call.get("id").cloned().unwrap_or(Value::Null);
     let Some(method) = call.get("method").and_then(Value::as_str) else {
-        return error_response(id, RpcError::new(-32600, "invalid request: missing \"method\""));
+        return error_response(
+            id,
+            RpcError::new(-32600, "invalid request: missing \"method\""),
+        );
     };
     let params = match call.get("params") {
         None | Some(Value::Null) => vec![],
@@ -138,11 +193,18 @@ fn handle_call(node: &Node, call: Value, submitted: &mut bool) -> Value {
 }
 
 fn param<T: DeserializeOwned>(params: &[Value], i: usize, what: &str) -> Result<T, RpcError> {
-    let v = params.get(i).ok_or_else(|| RpcError::params(format!("missing parameter {i} ({what})")))?;
-    serde_json::from_value(v.clone()).map_err(|e| RpcError::params(format!("invalid parameter {i} ({what}): {e}")))
+    let v = params
+        .get(i)
+        .ok_or_else(|| RpcError::params(format!("missing parameter {i} ({what})")))?;
+    serde_json::from_value(v.clone())
+        .map_err(|e| RpcError::params(format!("invalid parameter {i} ({what}): {e}")))
 }
 
-fn opt_param<T: DeserializeOwned>(params: &[Value], i: usize, what: &str) -> Result<Option<T>, RpcError> {
+fn opt_param<T: DeserializeOwned>(
+    params: &[Value],
+    i: usize,
+    what: &str,
+) -> Result<Option<T>, RpcError> {
     match params.get(i) {
         None | Some(Value::Null) => Ok(None),
         Some(_) => param(params, i, what).map(Some),
@@ -205,7 +267,9 @@ fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
             match store.tx(&hash)? {
                 None => Ok(Value::Null),
                 Some(rec) => {
-                    let block = store.block(rec.block_number)?.ok_or_else(|| RpcError::new(-32603, "block missing"))?;
+                    let block = store
+                        .block(rec.block_number)?
+                        .ok_or_else(|| RpcError::new(-32603, "block missing"))?;
                     Ok(serde_json::to_value(receipt_json(&rec, &block)?).map_err(internal)?)
                 }
             }
@@ -227,7 +291,12 @@ fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
             let hash: B256 = param(p, 0, "block hash")?;
             let full: bool = opt_param(p, 1, "full transactions flag")?.unwrap_or(false);
             let store = node.chain().store().clone();
-            match store.block_number(&hash)?.map(|n| store.block(n)).transpose()?.flatten() {
+            match store
+                .block_number(&hash)?
+                .map(|n| store.block(n))
+                .transpose()?
+                .flatten()
+            {
                 None => Ok(Value::Null),
                 Some(b) => block_json(&store, &b, full),
             }
@@ -236,7 +305,10 @@ fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
             let filter: Filter = param(p, 0, "filter")?;
             get_logs(node, &filter)
         }
-        other => Err(RpcError::new(-32601, format!("method {other} is not supported"))),
+        other => Err(RpcError::new(
+            -32601,
+            format!("method {other} is not supported"),
+        )),
     }
 }
 
@@ -274,7 +346,10 @@ fn with_state(node: &Node, id: BlockId, f: impl FnOnce(&dyn StateRead) -> RpcRes
     };
     drop(chain);
     if number > head {
-        return Err(RpcError::new(-32001, format!("block {number} not found (head is {head})")));
+        return Err(RpcError::new(
+            -32001,
+            format!("block {number} not found (head is {head})"),
+        ));
     }
     if number == head {
         f(&*store)
@@ -283,10 +358,18 @@ fn with_state(node: &Node, id: BlockId, f: impl FnOnce(&dyn StateRead) -> RpcRes
     }
 }
 
-fn simulate(node: &Node, req: &TransactionRequest, id: BlockId) -> Result<(Vec<u8>, u64), RpcError> {
+fn simulate(
+    node: &Node,
+    req: &TransactionRequest,
+    id: BlockId,
+) -> Result<(Vec<u8>, u64), RpcError> {
     let to = match req.to {
         Some(alloy_primitives::TxKind::Call(a)) => a,
-        _ => return Err(RpcError::params("call object needs a \"to\" address (there is no contract creation)")),
+        _ => {
+            return Err(RpcError::params(
+                "call object needs a \"to\" address (there is no contract creation)",
+            ))
+        }
     };
     let data = req.input.input().cloned().unwrap_or_default();
     let from = req.from.unwrap_or_default();
@@ -353,7 +436,9 @@ fn tx_by_hash(node: &Node, hash: B256) -> RpcResult {
     match store.tx(&hash)? {
         None => Ok(Value::Null),
         Some(rec) => {
-            let block = store.block(rec.block_number)?.ok_or_else(|| internal("block missing"))?;
+            let block = store
+                .block(rec.block_number)?
+                .ok_or_else(|| internal("block missing"))?;
             serde_json::to_value(tx_json(&rec, &block)?).map_err(internal)
         }
     }
@@ -379,9 +464,16 @@ fn rpc_logs(rec: &TxRecord, block: &BlockRecord) -> Vec<RpcLog> {
 fn receipt_json(rec: &TxRecord, block: &BlockRecord) -> Result<TransactionReceipt, RpcError> {
     let tx = decode_tx(rec)?;
     let logs = rpc_logs(rec, block);
-    let receipt = Receipt { status: Eip658Value::Eip658(true), cumulative_gas_used: rec.cumulative_gas_used, logs };
+    let receipt = Receipt {
+        status: Eip658Value::Eip658(true),
+        cumulative_gas_used: rec.cumulative_gas_used,
+        logs,
+    };
     let bloom = alloy_primitives::logs_bloom(rec.logs.iter());
-    let with_bloom = ReceiptWithBloom { receipt, logs_bloom: bloom };
+    let with_bloom = ReceiptWithBloom {
+        receipt,
+        logs_bloom: bloom,
+    };
     let inner = match tx {
         TxEnvelope::Legacy(_) => ReceiptEnvelope::Legacy(with_bloom),
         TxEnvelope::Eip2930(_) => ReceiptEnvelope::Eip2930(with_bloom),
@@ -407,7 +499,9 @@ fn block_json(store: &openledger_store::Store, b: &BlockRecord, full: bool) -> R
     let transactions = if full {
         let mut txs = Vec::with_capacity(b.tx_hashes.len());
         for h in &b.tx_hashes {
-            let rec = store.tx(h)?.ok_or_else(|| internal(format!("transaction {h} missing")))?;
+            let rec = store
+                .tx(h)?
+                .ok_or_else(|| internal(format!("transaction {h} missing")))?;
             txs.push(tx_json(&rec, b)?);
         }
         BlockTransactions::Full(txs)
@@ -416,7 +510,12 @@ fn block_json(store: &openledger_store::Store, b: &BlockRecord, full: bool) -> R
     };
     let size = alloy_rlp::Encodable::length(&b.header);
     let block = Block {
-        header: RpcHeader { hash: b.hash(), inner: b.header.clone(), total_difficulty: Some(U256::ZERO), size: Some(U256::from(size)) },
+        header: RpcHeader {
+            hash: b.hash(),
+            inner: b.header.clone(),
+            total_difficulty: Some(U256::ZERO),
+            size: Some(U256::from(size)),
+        },
         uncles: vec![],
         transactions,
         withdrawals: None,
@@ -429,10 +528,15 @@ fn get_logs(node: &Node, filter: &Filter) -> RpcResult {
     let head = store.head()?.unwrap_or(0);
     let (from, to) = match &filter.block_option {
         FilterBlockOption::AtBlockHash(h) => {
-            let n = store.block_number(h)?.ok_or_else(|| RpcError::new(-32001, format!("block {h} not found")))?;
+            let n = store
+                .block_number(h)?
+                .ok_or_else(|| RpcError::new(-32001, format!("block {h} not found")))?;
             (n, n)
         }
-        FilterBlockOption::Range { from_block, to_block } => {
+        FilterBlockOption::Range {
+            from_block,
+            to_block,
+        } => {
             let num = |t: &Option<BlockNumberOrTag>| match t {
                 Some(BlockNumberOrTag::Number(n)) => (*n).min(head),
                 Some(BlockNumberOrTag::Earliest) => 0,
@@ -442,12 +546,18 @@ fn get_logs(node: &Node, filter: &Filter) -> RpcResult {
         }
     };
     if from > to {
-        return Err(RpcError::params(format!("fromBlock {from} is after toBlock {to}")));
+        return Err(RpcError::params(format!(
+            "fromBlock {from} is after toBlock {to}"
+        )));
     }
     if to - from + 1 > node.config.max_log_range {
         return Err(RpcError::new(
             -32005,
-            format!("range of {} blocks exceeds the limit of {}; narrow fromBlock/toBlock", to - from + 1, node.config.max_log_range),
+            format!(
+                "range of {} blocks exceeds the limit of {}; narrow fromBlock/toBlock",
+                to - from + 1,
+                node.config.max_log_range
+            ),
         ));
     }
     let mut out = Vec::new();
@@ -457,8 +567,14 @@ fn get_logs(node: &Node, filter: &Filter) -> RpcResult {
             continue;
         }
         for h in &b.tx_hashes {
-            let rec = store.tx(h)?.ok_or_else(|| internal(format!("transaction {h} missing")))?;
-            out.extend(rpc_logs(&rec, &b).into_iter().filter(|l| filter.matches(&l.inner)));
+            let rec = store
+                .tx(h)?
+                .ok_or_else(|| internal(format!("transaction {h} missing")))?;
+            out.extend(
+                rpc_logs(&rec, &b)
+                    .into_iter()
+                    .filter(|l| filter.matches(&l.inner)),
+            );
         }
     }
     serde_json::to_value(out).map_err(internal)

@@ -20,7 +20,10 @@ pub struct Node {
 
 /// Unix seconds now.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Node {
@@ -28,7 +31,12 @@ impl Node {
     pub fn new(chain: Chain, config: NodeConfig) -> Result<Arc<Node>, ChainError> {
         let chain_id = chain.chain_id();
         let max_tx_bytes = chain.params()?.max_tx_bytes;
-        Ok(Arc::new(Node { chain: Mutex::new(chain), config, chain_id, max_tx_bytes }))
+        Ok(Arc::new(Node {
+            chain: Mutex::new(chain),
+            config,
+            chain_id,
+            max_tx_bytes,
+        }))
     }
 
     /// Locks the chain (a poisoned lock is recovered: the chain's state is only changed by
@@ -54,7 +62,8 @@ impl Node {
 
     /// Runs the block timer until `stop` resolves, then seals what is pending.
     pub async fn run_sequencer(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.config.block_time_ms.max(1)));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.block_time_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         loop {
@@ -67,7 +76,9 @@ impl Node {
 
     fn seal_and_log(&self) {
         match self.seal() {
-            Ok(Some(s)) => tracing::info!(block = s.number, txs = s.txs, hash = %s.hash, "sealed block"),
+            Ok(Some(s)) => {
+                tracing::info!(block = s.number, txs = s.txs, hash = %s.hash, "sealed block")
+            }
             Ok(None) => {}
             Err(e) => tracing::error!("sealing failed: {e}"),
         }
@@ -79,7 +90,8 @@ impl Node {
 pub fn error_code(e: &ChainError) -> i64 {
     match e {
         ChainError::Exec(x) if x.is_revert() => 3,
-        ChainError::Exec(ExecError::Malformed(_)) | ChainError::Exec(ExecError::MalformedAbi { .. }) => -32602,
+        ChainError::Exec(ExecError::Malformed(_))
+        | ChainError::Exec(ExecError::MalformedAbi { .. }) => -32602,
         ChainError::Exec(ExecError::Storage(_)) => -32603,
         ChainError::Exec(_) => -32000,
         _ => -32603,

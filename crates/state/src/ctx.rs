@@ -28,7 +28,10 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Emits `event` as a log of `module`.
     pub fn emit<E: SolEvent>(&mut self, module: Address, event: &E) {
-        self.logs.push(Log { address: module, data: event.encode_log_data() });
+        self.logs.push(Log {
+            address: module,
+            data: event.encode_log_data(),
+        });
     }
 
     /// Moves OPEN between accounts (modules included), emitting `IBank.Transfer`.

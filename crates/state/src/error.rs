@@ -13,6 +13,8 @@ pub struct StorageError(pub String);
 pub enum ExecError {
     #[error("could not decode transaction: {0}")]
     Malformed(String),
+    #[error("transaction {0} is already known")]
+    AlreadyKnown(alloy_primitives::B256),
     #[error("invalid signature: {0}")]
     BadSignature(String),
     #[error("wrong chain id: transaction is for chain {got:?}, this chain is {expected}")]
@@ -22,9 +24,17 @@ pub enum ExecError {
     #[error("transaction too large: {size} bytes, limit {limit}")]
     TooLarge { size: usize, limit: u64 },
     #[error("nonce too low: account {account} has nonce {expected}, transaction has {got}")]
-    NonceTooLow { account: Address, expected: u64, got: u64 },
+    NonceTooLow {
+        account: Address,
+        expected: u64,
+        got: u64,
+    },
     #[error("nonce too high: account {account} has nonce {expected}, transaction has {got} (send the missing nonces first)")]
-    NonceTooHigh { account: Address, expected: u64, got: u64 },
+    NonceTooHigh {
+        account: Address,
+        expected: u64,
+        got: u64,
+    },
     #[error("gas price too low: offered {offered} wei, the minimum is {minimum} wei")]
     GasPriceTooLow { offered: u128, minimum: u64 },
     #[error("intrinsic gas too low: this call needs {needed} gas, the limit given is {limit}")]
@@ -32,11 +42,21 @@ pub enum ExecError {
     #[error("block gas limit exceeded: needs {needed} gas, a block holds {limit}")]
     BlockFull { needed: u64, limit: u64 },
     #[error("insufficient funds: {account} has {have} wei, needs {need} wei")]
-    InsufficientFunds { account: Address, have: U256, need: U256 },
+    InsufficientFunds {
+        account: Address,
+        have: U256,
+        need: U256,
+    },
     #[error("unknown function selector 0x{selector} for the {module} module")]
-    UnknownSelector { module: &'static str, selector: String },
+    UnknownSelector {
+        module: &'static str,
+        selector: String,
+    },
     #[error("malformed ABI data for {module}: {reason}")]
-    MalformedAbi { module: &'static str, reason: String },
+    MalformedAbi {
+        module: &'static str,
+        reason: String,
+    },
     #[error("calldata sent to {0}, which is an account, not a module")]
     NotAModule(Address),
     #[error("{0} does not accept OPEN: only payable module functions do")]
@@ -59,7 +79,10 @@ impl ExecError {
     pub fn is_revert(&self) -> bool {
         matches!(
             self,
-            ExecError::NotFound(_) | ExecError::Unauthorized(_) | ExecError::Invalid(_) | ExecError::NotPayable(_)
+            ExecError::NotFound(_)
+                | ExecError::Unauthorized(_)
+                | ExecError::Invalid(_)
+                | ExecError::NotPayable(_)
         )
     }
 }

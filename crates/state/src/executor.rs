@@ -29,7 +29,8 @@ pub struct Outcome {
 /// Gas a call to `to` with `data` uses: intrinsic + calldata + the module function's schedule.
 pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> u64 {
     let zeros = data.iter().filter(|b| **b == 0).count() as u64;
-    let calldata = zeros * params.calldata_zero_byte_gas + (data.len() as u64 - zeros) * params.calldata_nonzero_byte_gas;
+    let calldata = zeros * params.calldata_zero_byte_gas
+        + (data.len() as u64 - zeros) * params.calldata_nonzero_byte_gas;
     let call = match modules::function_name(to, data) {
         Some(name) => params.call_gas(name),
         None => params.call_gas("transfer"),
@@ -38,37 +39,75 @@ pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> u64 {
 }
 
 /// Applies one verified transaction over `state`. On success returns the writes to merge.
-pub fn apply_tx(state: &dyn StateRead, env: &Env, params: &Params, tx: &VerifiedTx) -> Result<Outcome, ExecError> {
-    let to = tx.to().ok_or_else(|| ExecError::Malformed("contract creation is not supported".into()))?;
+pub fn apply_tx(
+    state: &dyn StateRead,
+    env: &Env,
+    params: &Params,
+    tx: &VerifiedTx,
+) -> Result<Outcome, ExecError> {
+    let to = tx
+        .to()
+        .ok_or_else(|| ExecError::Malformed("contract creation is not supported".into()))?;
     let mut overlay = Overlay::new(state);
     let mut acct = bank::account(&overlay, &tx.sender)?;
     if tx.nonce() < acct.nonce {
-        return Err(ExecError::NonceTooLow { account: tx.sender, expected: acct.nonce, got: tx.nonce() });
+        return Err(ExecError::NonceTooLow {
+            account: tx.sender,
+            expected: acct.nonce,
+            got: tx.nonce(),
+        });
     }
     if tx.nonce() > acct.nonce {
-        return Err(ExecError::NonceTooHigh { account: tx.sender, expected: acct.nonce, got: tx.nonce() });
+        return Err(ExecError::NonceTooHigh {
+            account: tx.sender,
+            expected: acct.nonce,
+            got: tx.nonce(),
+        });
     }
     let offered = tx.envelope.max_fee_per_gas_value();
     if offered < params.min_gas_price_wei as u128 {
-        return Err(ExecError::GasPriceTooLow { offered, minimum: params.min_gas_price_wei });
+        return Err(ExecError::GasPriceTooLow {
+            offered,
+            minimum: params.min_gas_price_wei,
+        });
     }
     let gas_price = tx.effective_gas_price(params.min_gas_price_wei);
     let gas = gas_of(params, &to, tx.input());
     if tx.gas_limit() < gas {
-        return Err(ExecError::GasTooLow { needed: gas, limit: tx.gas_limit() });
+        return Err(ExecError::GasTooLow {
+            needed: gas,
+            limit: tx.gas_limit(),
+        });
     }
     let fee = U256::from(gas) * U256::from(gas_price);
     let need = fee + tx.value();
     if acct.balance < need {
-        return Err(ExecError::InsufficientFunds { account: tx.sender, have: acct.balance, need });
+        return Err(ExecError::InsufficientFunds {
+            account: tx.sender,
+            have: acct.balance,
+            need,
+        });
     }
     acct.nonce += 1;
     bank::put_account(&mut overlay, &tx.sender, acct);
     staking::add_rewards(&mut overlay, &tx.sender, fee)?;
 
-    let mut ctx = Ctx { state: overlay, env, params, sender: tx.sender, value: tx.value(), logs: Vec::new() };
+    let mut ctx = Ctx {
+        state: overlay,
+        env,
+        params,
+        sender: tx.sender,
+        value: tx.value(),
+        logs: Vec::new(),
+    };
     let output = modules::dispatch(&mut ctx, to, tx.input())?;
-    Ok(Outcome { gas_used: gas, gas_price, logs: ctx.logs, output, writes: ctx.state.into_writes() })
+    Ok(Outcome {
+        gas_used: gas,
+        gas_price,
+        logs: ctx.logs,
+        output,
+        writes: ctx.state.into_writes(),
+    })
 }
 
 /// Runs a call without a transaction (eth_call / eth_estimateGas): no nonce, no fee, writes
@@ -82,7 +121,14 @@ pub fn simulate_call(
     value: U256,
     data: &[u8],
 ) -> Result<(Vec<u8>, u64, Vec<Log>), ExecError> {
-    let mut ctx = Ctx { state: Overlay::new(state), env, params, sender: from, value, logs: Vec::new() };
+    let mut ctx = Ctx {
+        state: Overlay::new(state),
+        env,
+        params,
+        sender: from,
+        value,
+        logs: Vec::new(),
+    };
     let output = modules::dispatch(&mut ctx, to, data)?;
     Ok((output, gas_of(params, &to, data), ctx.logs))
 }

@@ -14,7 +14,14 @@ pub fn genesis_writes(genesis: &Genesis) -> Result<WriteSet, String> {
     let empty = MemKv::default();
     let mut o = Overlay::new(&empty);
     for a in &genesis.allocations {
-        bank::put_account(&mut o, &a.address, bank::Account { nonce: 0, balance: a.balance });
+        bank::put_account(
+            &mut o,
+            &a.address,
+            bank::Account {
+                nonce: 0,
+                balance: a.balance,
+            },
+        );
     }
     codec::put_u256(&mut o, bank::SUPPLY_KEY.to_vec(), total_supply());
     o.put(params::KEY.to_vec(), params::encode(&genesis.params));

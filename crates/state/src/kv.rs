@@ -56,7 +56,10 @@ pub struct Overlay<'a> {
 impl<'a> Overlay<'a> {
     /// An empty overlay over `base`.
     pub fn new(base: &'a dyn StateRead) -> Self {
-        Overlay { base, writes: WriteSet::new() }
+        Overlay {
+            base,
+            writes: WriteSet::new(),
+        }
     }
 
     /// An overlay over `base` that already holds `writes`.

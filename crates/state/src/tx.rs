@@ -44,15 +44,22 @@ impl VerifiedTx {
 /// id, and recovers its sender.
 pub fn verify_raw(raw: &[u8], chain_id: u64, max_bytes: u64) -> Result<VerifiedTx, ExecError> {
     if raw.len() as u64 > max_bytes {
-        return Err(ExecError::TooLarge { size: raw.len(), limit: max_bytes });
+        return Err(ExecError::TooLarge {
+            size: raw.len(),
+            limit: max_bytes,
+        });
     }
     if raw.is_empty() {
         return Err(ExecError::Malformed("empty transaction".into()));
     }
     let mut buf = raw;
-    let envelope = TxEnvelope::decode_2718(&mut buf).map_err(|e| ExecError::Malformed(e.to_string()))?;
+    let envelope =
+        TxEnvelope::decode_2718(&mut buf).map_err(|e| ExecError::Malformed(e.to_string()))?;
     if !buf.is_empty() {
-        return Err(ExecError::Malformed(format!("{} trailing bytes after the transaction", buf.len())));
+        return Err(ExecError::Malformed(format!(
+            "{} trailing bytes after the transaction",
+            buf.len()
+        )));
     }
     verify_envelope(envelope, chain_id)
 }
@@ -64,13 +71,22 @@ pub fn verify_envelope(envelope: TxEnvelope, chain_id: u64) -> Result<VerifiedTx
         other => return Err(ExecError::UnsupportedType(other.tx_type() as u8)),
     }
     if envelope.chain_id() != Some(chain_id) {
-        return Err(ExecError::WrongChainId { expected: chain_id, got: envelope.chain_id() });
+        return Err(ExecError::WrongChainId {
+            expected: chain_id,
+            got: envelope.chain_id(),
+        });
     }
     if envelope.to().is_none() {
         return Err(ExecError::Malformed(
             "contract creation is not supported: OpenLedger has native modules and no EVM".into(),
         ));
     }
-    let sender = envelope.recover_signer().map_err(|e| ExecError::BadSignature(e.to_string()))?;
-    Ok(VerifiedTx { hash: *envelope.tx_hash(), sender, envelope })
+    let sender = envelope
+        .recover_signer()
+        .map_err(|e| ExecError::BadSignature(e.to_string()))?;
+    Ok(VerifiedTx {
+        hash: *envelope.tx_hash(),
+        sender,
+        envelope,
+    })
 }

@@ -39,8 +39,14 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    fn new(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        StoreError { context: context.into(), source: source.into() }
+    fn new(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }
 
@@ -69,7 +75,9 @@ impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|e| {
-            let hint = if e.to_string().to_lowercase().contains("lock") || e.to_string().contains("already open") {
+            let hint = if e.to_string().to_lowercase().contains("lock")
+                || e.to_string().contains("already open")
+            {
                 " (is a node already running on this home? stop it first)"
             } else {
                 ""
@@ -99,33 +107,50 @@ impl Store {
     pub fn block(&self, number: u64) -> Result<Option<BlockRecord>, StoreError> {
         let tx = self.db.begin_read().ctx("reading a block")?;
         let t = tx.open_table(BLOCKS).ctx("reading a block")?;
-        let Some(v) = t.get(number).ctx("reading a block")? else { return Ok(None) };
-        BlockRecord::decode(v.value()).map(Some).ctx(&format!("decoding block {number}"))
+        let Some(v) = t.get(number).ctx("reading a block")? else {
+            return Ok(None);
+        };
+        BlockRecord::decode(v.value())
+            .map(Some)
+            .ctx(&format!("decoding block {number}"))
     }
 
     /// A block number by block hash.
     pub fn block_number(&self, hash: &B256) -> Result<Option<u64>, StoreError> {
         let tx = self.db.begin_read().ctx("reading a block hash")?;
         let t = tx.open_table(BLOCK_HASHES).ctx("reading a block hash")?;
-        Ok(t.get(hash.as_slice()).ctx("reading a block hash")?.map(|v| v.value()))
+        Ok(t.get(hash.as_slice())
+            .ctx("reading a block hash")?
+            .map(|v| v.value()))
     }
 
     /// A transaction record by hash.
     pub fn tx(&self, hash: &B256) -> Result<Option<TxRecord>, StoreError> {
         let tx = self.db.begin_read().ctx("reading a transaction")?;
         let t = tx.open_table(TXS).ctx("reading a transaction")?;
-        let Some(v) = t.get(hash.as_slice()).ctx("reading a transaction")? else { return Ok(None) };
-        TxRecord::decode(v.value()).map(Some).ctx(&format!("decoding transaction {hash}"))
+        let Some(v) = t.get(hash.as_slice()).ctx("reading a transaction")? else {
+            return Ok(None);
+        };
+        TxRecord::decode(v.value())
+            .map(Some)
+            .ctx(&format!("decoding transaction {hash}"))
     }
 
     /// The state as of block `number` (its post-state), read from the state tree's history.
     pub fn state_at(&self, number: u64) -> StateAt<'_> {
-        StateAt { store: self, version: number }
+        StateAt {
+            store: self,
+            version: number,
+        }
     }
 
     /// Computes the state root after applying `writes` as version `version` (the block
     /// number), without committing anything.
-    pub fn state_root_after(&self, version: u64, writes: &WriteSet) -> Result<(B256, TreeUpdateBatch), StoreError> {
+    pub fn state_root_after(
+        &self,
+        version: u64,
+        writes: &WriteSet,
+    ) -> Result<(B256, TreeUpdateBatch), StoreError> {
         state_tree::root_after(self, version, writes)
     }
 
@@ -156,11 +181,21 @@ impl Store {
             state_tree::write_batch(&wtx, tree).ctx(&what)?;
             let mut t = wtx.open_table(TXS).ctx(&what)?;
             for r in txs {
-                t.insert(r.hash.as_slice(), r.encode().as_slice()).ctx(&what)?;
+                t.insert(r.hash.as_slice(), r.encode().as_slice())
+                    .ctx(&what)?;
             }
-            wtx.open_table(BLOCKS).ctx(&what)?.insert(number, block.encode().as_slice()).ctx(&what)?;
-            wtx.open_table(BLOCK_HASHES).ctx(&what)?.insert(block.hash().as_slice(), number).ctx(&what)?;
-            wtx.open_table(META).ctx(&what)?.insert("head", number.to_be_bytes().as_slice()).ctx(&what)?;
+            wtx.open_table(BLOCKS)
+                .ctx(&what)?
+                .insert(number, block.encode().as_slice())
+                .ctx(&what)?;
+            wtx.open_table(BLOCK_HASHES)
+                .ctx(&what)?
+                .insert(block.hash().as_slice(), number)
+                .ctx(&what)?;
+            wtx.open_table(META)
+                .ctx(&what)?
+                .insert("head", number.to_be_bytes().as_slice())
+                .ctx(&what)?;
         }
         wtx.commit().ctx(&what)
     }

@@ -33,7 +33,11 @@ impl TreeReader for Store {
         }
     }
 
-    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(JMT_VALUES)?;
         let lo = value_key(&key_hash, 0);
@@ -44,7 +48,11 @@ impl TreeReader for Store {
             Some(entry) => {
                 let (_, v) = entry?;
                 let v = v.value();
-                Ok(if v.first() == Some(&1) { Some(v[1..].to_vec()) } else { None })
+                Ok(if v.first() == Some(&1) {
+                    Some(v[1..].to_vec())
+                } else {
+                    None
+                })
             }
         }
     }
@@ -54,27 +62,42 @@ impl TreeReader for Store {
     }
 }
 
-pub(crate) fn root_after(store: &Store, version: u64, writes: &WriteSet) -> Result<(B256, TreeUpdateBatch), StoreError> {
+pub(crate) fn root_after(
+    store: &Store,
+    version: u64,
+    writes: &WriteSet,
+) -> Result<(B256, TreeUpdateBatch), StoreError> {
     let tree = Sha256Jmt::new(store);
     let set = writes.iter().map(|(k, v)| (key_hash(k), v.clone()));
-    let (root, batch) = tree.put_value_set(set, version).ctx(&format!("updating the state tree for block {version}"))?;
+    let (root, batch) = tree
+        .put_value_set(set, version)
+        .ctx(&format!("updating the state tree for block {version}"))?;
     Ok((B256::from(root.0), batch))
 }
 
-pub(crate) fn write_batch(wtx: &WriteTransaction, batch: TreeUpdateBatch) -> Result<(), StoreError> {
+pub(crate) fn write_batch(
+    wtx: &WriteTransaction,
+    batch: TreeUpdateBatch,
+) -> Result<(), StoreError> {
     let mut nodes = wtx.open_table(JMT_NODES).ctx("writing state-tree nodes")?;
     for (k, n) in batch.node_batch.nodes() {
         let k = borsh::to_vec(k).ctx("encoding a state-tree node key")?;
         let n = borsh::to_vec(n).ctx("encoding a state-tree node")?;
-        nodes.insert(k.as_slice(), n.as_slice()).ctx("writing state-tree nodes")?;
+        nodes
+            .insert(k.as_slice(), n.as_slice())
+            .ctx("writing state-tree nodes")?;
     }
-    let mut values = wtx.open_table(JMT_VALUES).ctx("writing state-tree values")?;
+    let mut values = wtx
+        .open_table(JMT_VALUES)
+        .ctx("writing state-tree values")?;
     for ((version, hash), v) in batch.node_batch.values() {
         let enc = match v {
             Some(v) => [&[1u8][..], v].concat(),
             None => vec![0u8],
         };
-        values.insert(value_key(hash, *version).as_slice(), enc.as_slice()).ctx("writing state-tree values")?;
+        values
+            .insert(value_key(hash, *version).as_slice(), enc.as_slice())
+            .ctx("writing state-tree values")?;
     }
     Ok(())
 }

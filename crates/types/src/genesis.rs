@@ -1,7 +1,11 @@
 //! Genesis: chain id, start time, the allocation of the whole fixed OPEN supply, and the
 //! initial parameters. Written as JSON by `openledger init`.
 
-use crate::{modules::TREASURY, params::Params, units::{one_open, serde_open}};
+use crate::{
+    modules::TREASURY,
+    params::Params,
+    units::{one_open, serde_open},
+};
 use alloy_primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
@@ -32,14 +36,30 @@ pub struct Genesis {
 
 impl Genesis {
     /// A genesis giving `per_account` to each listed account and the rest to the treasury.
-    pub fn with_accounts(chain_id: u64, timestamp: u64, accounts: &[Address], per_account: U256) -> Result<Self, String> {
+    pub fn with_accounts(
+        chain_id: u64,
+        timestamp: u64,
+        accounts: &[Address],
+        per_account: U256,
+    ) -> Result<Self, String> {
         let given = per_account
             .checked_mul(U256::from(accounts.len()))
             .filter(|g| *g <= total_supply())
             .ok_or("the accounts' allocations exceed the total supply")?;
-        let mut allocations = vec![Allocation { address: TREASURY, balance: total_supply() - given }];
-        allocations.extend(accounts.iter().map(|a| Allocation { address: *a, balance: per_account }));
-        let g = Genesis { chain_id, timestamp, allocations, params: Params::default() };
+        let mut allocations = vec![Allocation {
+            address: TREASURY,
+            balance: total_supply() - given,
+        }];
+        allocations.extend(accounts.iter().map(|a| Allocation {
+            address: *a,
+            balance: per_account,
+        }));
+        let g = Genesis {
+            chain_id,
+            timestamp,
+            allocations,
+            params: Params::default(),
+        };
         g.validate()?;
         Ok(g)
     }
@@ -56,7 +76,10 @@ impl Genesis {
                 return Err(format!("address {} is allocated twice", a.address));
             }
             if crate::modules::name_of(&a.address).is_some() {
-                return Err(format!("address {} is a module and cannot hold a genesis allocation", a.address));
+                return Err(format!(
+                    "address {} is a module and cannot hold a genesis allocation",
+                    a.address
+                ));
             }
             sum = sum.checked_add(a.balance).ok_or("allocations overflow")?;
         }

@@ -96,7 +96,11 @@ pub fn proof(leaves: &[B256], index: usize) -> Option<Vec<B256>> {
 pub fn root_from_proof(leaf: B256, index: u64, path: &[B256]) -> B256 {
     let mut node = leaf;
     for (i, sib) in path.iter().enumerate() {
-        node = if (index >> i) & 1 == 1 { hash_pair(sib, &node) } else { hash_pair(&node, sib) };
+        node = if (index >> i) & 1 == 1 {
+            hash_pair(sib, &node)
+        } else {
+            hash_pair(&node, sib)
+        };
     }
     node
 }
@@ -118,7 +122,11 @@ mod tests {
             }
         }
         let p = proof(&leaves, 3).unwrap();
-        assert_ne!(root_from_proof(leaves[4], 3, &p), f.root(), "a wrong leaf must not verify");
+        assert_ne!(
+            root_from_proof(leaves[4], 3, &p),
+            f.root(),
+            "a wrong leaf must not verify"
+        );
     }
 
     #[test]

@@ -101,7 +101,12 @@ impl Default for Params {
             call_gas,
             max_tx_bytes: 128 * 1024,
             max_string_bytes: 16 * 1024,
-            fee_split: FeeSplit { platform_bps: 1000, model_owner_bps: 3000, stakers_bps: 1000, contributors_bps: 5000 },
+            fee_split: FeeSplit {
+                platform_bps: 1000,
+                model_owner_bps: 3000,
+                stakers_bps: 1000,
+                contributors_bps: 5000,
+            },
             price_per_prompt_token: milli / U256::from(100u64),
             price_per_completion_token: milli / U256::from(50u64),
             max_attributions: 32,
@@ -119,9 +124,14 @@ impl Params {
     /// Checks internal consistency; the message says which parameter is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let s = &self.fee_split;
-        let sum = s.platform_bps as u32 + s.model_owner_bps as u32 + s.stakers_bps as u32 + s.contributors_bps as u32;
+        let sum = s.platform_bps as u32
+            + s.model_owner_bps as u32
+            + s.stakers_bps as u32
+            + s.contributors_bps as u32;
         if sum != BPS as u32 {
-            return Err(format!("fee_split must sum to {BPS} basis points, got {sum}"));
+            return Err(format!(
+                "fee_split must sum to {BPS} basis points, got {sum}"
+            ));
         }
         if self.block_gas_limit < self.tx_base_gas {
             return Err("block_gas_limit is below tx_base_gas".into());

@@ -29,11 +29,20 @@ pub fn parse_open(text: &str) -> Result<U256, String> {
         ));
     }
     if frac.len() > DECIMALS as usize {
-        return Err(format!("invalid amount {text:?}: OPEN has at most 18 decimals"));
+        return Err(format!(
+            "invalid amount {text:?}: OPEN has at most 18 decimals"
+        ));
     }
-    let int_v = if int.is_empty() { U256::ZERO } else { int.parse::<U256>().map_err(|e| format!("invalid amount {text:?}: {e}"))? };
+    let int_v = if int.is_empty() {
+        U256::ZERO
+    } else {
+        int.parse::<U256>()
+            .map_err(|e| format!("invalid amount {text:?}: {e}"))?
+    };
     let frac_padded = format!("{frac:0<18}");
-    let frac_v = frac_padded.parse::<U256>().map_err(|e| format!("invalid amount {text:?}: {e}"))?;
+    let frac_v = frac_padded
+        .parse::<U256>()
+        .map_err(|e| format!("invalid amount {text:?}: {e}"))?;
     int_v
         .checked_mul(one_open())
         .and_then(|v| v.checked_add(frac_v))

@@ -52,7 +52,12 @@ pub fn put_account(state: &mut Overlay, a: &Address, acct: Account) {
 }
 
 /// Moves `amount` without a log (gas fees). Fails, changing nothing, on insufficient funds.
-pub fn move_balance(state: &mut Overlay, from: &Address, to: &Address, amount: U256) -> ExecResult<()> {
+pub fn move_balance(
+    state: &mut Overlay,
+    from: &Address,
+    to: &Address,
+    amount: U256,
+) -> ExecResult<()> {
     if amount.is_zero() {
         return Ok(());
     }
@@ -60,7 +65,11 @@ pub fn move_balance(state: &mut Overlay, from: &Address, to: &Address, amount: U
     src.balance = src
         .balance
         .checked_sub(amount)
-        .ok_or(ExecError::InsufficientFunds { account: *from, have: src.balance, need: amount })?;
+        .ok_or(ExecError::InsufficientFunds {
+            account: *from,
+            have: src.balance,
+            need: amount,
+        })?;
     put_account(state, from, src);
     let mut dst = account(state, to)?;
     dst.balance = dst
@@ -77,7 +86,14 @@ pub fn transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) -> Exec
         return Ok(());
     }
     move_balance(&mut ctx.state, &from, &to, amount)?;
-    ctx.emit(BANK, &IBank::Transfer { from, to, value: amount });
+    ctx.emit(
+        BANK,
+        &IBank::Transfer {
+            from,
+            to,
+            value: amount,
+        },
+    );
     Ok(())
 }
 

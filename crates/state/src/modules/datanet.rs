@@ -45,7 +45,8 @@ fn k(prefix: &[u8], id: u64, rest: &[u8]) -> Vec<u8> {
 
 /// Reads a datanet.
 pub fn datanet(state: &dyn StateRead, id: u64) -> ExecResult<DatanetInfo> {
-    codec::get_sol::<DatanetInfo>(state, &k(b"d/d", id, &[]))?.ok_or_else(|| ExecError::NotFound(format!("datanet {id}")))
+    codec::get_sol::<DatanetInfo>(state, &k(b"d/d", id, &[]))?
+        .ok_or_else(|| ExecError::NotFound(format!("datanet {id}")))
 }
 
 /// Reads a contribution.
@@ -61,8 +62,14 @@ pub fn version(state: &dyn StateRead, id: u64, v: u64) -> ExecResult<VersionInfo
 }
 
 /// Whether `user` may contribute to and train on datanet `d`.
-pub fn has_access(state: &dyn StateRead, d: &DatanetInfo, user: &Address) -> Result<bool, StorageError> {
-    Ok(!d.permissioned || d.owner == *user || state.get(&k(b"d/g", d.id, user.as_slice()))?.is_some())
+pub fn has_access(
+    state: &dyn StateRead,
+    d: &DatanetInfo,
+    user: &Address,
+) -> Result<bool, StorageError> {
+    Ok(!d.permissioned
+        || d.owner == *user
+        || state.get(&k(b"d/g", d.id, user.as_slice()))?.is_some())
 }
 
 /// The leaf a contribution adds to its datanet's version tree.
@@ -78,7 +85,10 @@ pub fn approval_fee(params: &openledger_types::Params, bytes: u64) -> U256 {
 fn owned(ctx: &Ctx, id: u64) -> ExecResult<DatanetInfo> {
     let d = datanet(&ctx.state, id)?;
     if d.owner != ctx.sender {
-        return Err(ExecError::Unauthorized(format!("only the owner {} of datanet {id} may do this", d.owner)));
+        return Err(ExecError::Unauthorized(format!(
+            "only the owner {} of datanet {id} may do this",
+            d.owner
+        )));
     }
     Ok(d)
 }
@@ -87,8 +97,14 @@ fn pending_contribution(ctx: &Ctx, cid: u64) -> ExecResult<(ContributionInfo, Da
     let c = contribution(&ctx.state, cid)?;
     let d = owned(ctx, c.datanetId)?;
     if c.status != PENDING {
-        let what = if c.status == APPROVED { "approved" } else { "rejected" };
-        return Err(ExecError::Invalid(format!("contribution {cid} is already {what}")));
+        let what = if c.status == APPROVED {
+            "approved"
+        } else {
+            "rejected"
+        };
+        return Err(ExecError::Invalid(format!(
+            "contribution {cid} is already {what}"
+        )));
     }
     Ok((c, d))
 }
@@ -102,12 +118,20 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
             if c.name.trim().is_empty() {
                 return Err(ExecError::Invalid("datanet name is empty".into()));
             }
-            for (what, s) in [("name", &c.name), ("summary", &c.summary), ("description", &c.description), ("licence", &c.licence)] {
+            for (what, s) in [
+                ("name", &c.name),
+                ("summary", &c.summary),
+                ("description", &c.description),
+                ("licence", &c.licence),
+            ] {
                 ctx.check_len(what, s)?;
             }
             ctx.check_len("tags", &c.tags.concat())?;
             if c.dataType > MAX_DATA_TYPE {
-                return Err(ExecError::Invalid(format!("unknown data type {} (0 = text, 1 = prompt/response)", c.dataType)));
+                return Err(ExecError::Invalid(format!(
+                    "unknown data type {} (0 = text, 1 = prompt/response)",
+                    c.dataType
+                )));
             }
             let id = codec::next_id(&mut ctx.state, b"d/n")?;
             let info = DatanetInfo {
@@ -126,16 +150,29 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
                 createdAt: now,
             };
             codec::put_sol(&mut ctx.state, k(b"d/d", id, &[]), &info);
-            ctx.emit(DATANET, &IDatanet::DatanetCreated { datanetId: id, owner: info.owner, name: info.name, permissioned: info.permissioned });
+            ctx.emit(
+                DATANET,
+                &IDatanet::DatanetCreated {
+                    datanetId: id,
+                    owner: info.owner,
+                    name: info.name,
+                    permissioned: info.permissioned,
+                },
+            );
             IDatanet::createDatanetCall::abi_encode_returns(&id)
         }
         C::contribute(c) => {
             let d = datanet(&ctx.state, c.datanetId)?;
             if !has_access(&ctx.state, &d, &ctx.sender)? {
-                return Err(ExecError::Unauthorized(format!("datanet {} is permissioned; request access first", d.id)));
+                return Err(ExecError::Unauthorized(format!(
+                    "datanet {} is permissioned; request access first",
+                    d.id
+                )));
             }
             if c.rowCount == 0 || c.byteSize == 0 || c.rowsRoot.is_zero() {
-                return Err(ExecError::Invalid("a contribution needs a non-zero rows root, row count and byte size".into()));
+                return Err(ExecError::Invalid(
+                    "a contribution needs a non-zero rows root, row count and byte size".into(),
+                ));
             }
             if c.score > BPS || c.score < ctx.params.min_contribution_score {
                 return Err(ExecError::Invalid(format!(
@@ -189,26 +226,57 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
             ctx.transfer(d.owner, TREASURY, fee)?;
             let fkey = k(b"d/f", d.id, &[]);
             let stored = codec::get_sol::<StoredFrontier>(&ctx.state, &fkey)?;
-            let mut frontier = stored.map(|s| merkle::Frontier { count: s.count, branch: s.branch }).unwrap_or_default();
+            let mut frontier = stored
+                .map(|s| merkle::Frontier {
+                    count: s.count,
+                    branch: s.branch,
+                })
+                .unwrap_or_default();
             frontier
                 .push(version_leaf(contrib.id, contrib.rowsRoot, contrib.rowCount))
                 .map_err(|e| ExecError::Invalid(e.into()))?;
             let root = frontier.root();
-            codec::put_sol(&mut ctx.state, fkey, &StoredFrontier { count: frontier.count, branch: frontier.branch });
+            codec::put_sol(
+                &mut ctx.state,
+                fkey,
+                &StoredFrontier {
+                    count: frontier.count,
+                    branch: frontier.branch,
+                },
+            );
             d.versionCount += 1;
             d.latestRoot = root;
             d.rowCount += contrib.rowCount;
-            let v = VersionInfo { version: d.versionCount, root, contributionId: contrib.id, rowCount: d.rowCount, createdAt: now };
-            codec::put_sol(&mut ctx.state, k(b"d/v", d.id, &v.version.to_be_bytes()), &v);
+            let v = VersionInfo {
+                version: d.versionCount,
+                root,
+                contributionId: contrib.id,
+                rowCount: d.rowCount,
+                createdAt: now,
+            };
+            codec::put_sol(
+                &mut ctx.state,
+                k(b"d/v", d.id, &v.version.to_be_bytes()),
+                &v,
+            );
             contrib.status = APPROVED;
             contrib.version = v.version;
             codec::put_sol(&mut ctx.state, k(b"d/k", contrib.id, &[]), &contrib);
             codec::put_sol(&mut ctx.state, k(b"d/d", d.id, &[]), &d);
             ctx.emit(
                 DATANET,
-                &IDatanet::ContributionApproved { datanetId: d.id, contributionId: contrib.id, version: v.version, versionRoot: root, fee },
+                &IDatanet::ContributionApproved {
+                    datanetId: d.id,
+                    contributionId: contrib.id,
+                    version: v.version,
+                    versionRoot: root,
+                    fee,
+                },
             );
-            IDatanet::approveCall::abi_encode_returns(&IDatanet::approveReturn { version: v.version, versionRoot: root })
+            IDatanet::approveCall::abi_encode_returns(&IDatanet::approveReturn {
+                version: v.version,
+                versionRoot: root,
+            })
         }
         C::reject(c) => {
             let (mut contrib, _) = pending_contribution(ctx, c.contributionId)?;
@@ -219,43 +287,81 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
             contrib.status = REJECTED;
             contrib.reason = c.reason.clone();
             codec::put_sol(&mut ctx.state, k(b"d/k", contrib.id, &[]), &contrib);
-            ctx.emit(DATANET, &IDatanet::ContributionRejected { datanetId: contrib.datanetId, contributionId: contrib.id, reason: c.reason });
+            ctx.emit(
+                DATANET,
+                &IDatanet::ContributionRejected {
+                    datanetId: contrib.datanetId,
+                    contributionId: contrib.id,
+                    reason: c.reason,
+                },
+            );
             Vec::new()
         }
         C::requestAccess(c) => {
             let d = datanet(&ctx.state, c.datanetId)?;
             if has_access(&ctx.state, &d, &ctx.sender)? {
-                return Err(ExecError::Invalid(format!("you already have access to datanet {}", d.id)));
+                return Err(ExecError::Invalid(format!(
+                    "you already have access to datanet {}",
+                    d.id
+                )));
             }
             ctx.check_len("note", &c.note)?;
-            ctx.state.put(k(b"d/q", d.id, ctx.sender.as_slice()), vec![1]);
-            ctx.emit(DATANET, &IDatanet::AccessRequested { datanetId: d.id, requester: ctx.sender, note: c.note });
+            ctx.state
+                .put(k(b"d/q", d.id, ctx.sender.as_slice()), vec![1]);
+            ctx.emit(
+                DATANET,
+                &IDatanet::AccessRequested {
+                    datanetId: d.id,
+                    requester: ctx.sender,
+                    note: c.note,
+                },
+            );
             Vec::new()
         }
         C::grantAccess(c) => {
             let d = owned(ctx, c.datanetId)?;
             if !d.permissioned {
-                return Err(ExecError::Invalid(format!("datanet {} is public; everyone has access", d.id)));
+                return Err(ExecError::Invalid(format!(
+                    "datanet {} is public; everyone has access",
+                    d.id
+                )));
             }
             ctx.state.put(k(b"d/g", d.id, c.user.as_slice()), vec![1]);
             ctx.state.delete(k(b"d/q", d.id, c.user.as_slice()));
-            ctx.emit(DATANET, &IDatanet::AccessGranted { datanetId: d.id, user: c.user });
+            ctx.emit(
+                DATANET,
+                &IDatanet::AccessGranted {
+                    datanetId: d.id,
+                    user: c.user,
+                },
+            );
             Vec::new()
         }
         C::revokeAccess(c) => {
             let d = owned(ctx, c.datanetId)?;
             let key = k(b"d/g", d.id, c.user.as_slice());
             if ctx.state.get(&key)?.is_none() {
-                return Err(ExecError::Invalid(format!("{} has no grant on datanet {}", c.user, d.id)));
+                return Err(ExecError::Invalid(format!(
+                    "{} has no grant on datanet {}",
+                    c.user, d.id
+                )));
             }
             ctx.state.delete(key);
-            ctx.emit(DATANET, &IDatanet::AccessRevoked { datanetId: d.id, user: c.user });
+            ctx.emit(
+                DATANET,
+                &IDatanet::AccessRevoked {
+                    datanetId: d.id,
+                    user: c.user,
+                },
+            );
             Vec::new()
         }
         C::getDatanet(c) => datanet(&ctx.state, c.datanetId)?.abi_encode(),
         C::getContribution(c) => contribution(&ctx.state, c.contributionId)?.abi_encode(),
         C::getVersion(c) => version(&ctx.state, c.datanetId, c.version)?.abi_encode(),
-        C::hasAccess(c) => has_access(&ctx.state, &datanet(&ctx.state, c.datanetId)?, &c.user)?.abi_encode(),
+        C::hasAccess(c) => {
+            has_access(&ctx.state, &datanet(&ctx.state, c.datanetId)?, &c.user)?.abi_encode()
+        }
         C::datanetCount(_) => codec::get_u64(&ctx.state, b"d/n")?.abi_encode(),
         C::contributionCount(_) => codec::get_u64(&ctx.state, b"d/c")?.abi_encode(),
         C::approvalFee(c) => approval_fee(ctx.params, c.byteSize).abi_encode(),

@@ -34,20 +34,31 @@ fn receipt_key(id: u64) -> Vec<u8> {
 
 /// Reads a receipt.
 pub fn receipt(state: &dyn StateRead, id: u64) -> ExecResult<Receipt> {
-    codec::get_sol::<Receipt>(state, &receipt_key(id))?.ok_or_else(|| ExecError::NotFound(format!("inference receipt {id}")))
+    codec::get_sol::<Receipt>(state, &receipt_key(id))?
+        .ok_or_else(|| ExecError::NotFound(format!("inference receipt {id}")))
 }
 
 /// The fee for an inference of the given size.
 pub fn quote(params: &Params, prompt: u32, completion: u32) -> U256 {
-    params.price_per_prompt_token * U256::from(prompt) + params.price_per_completion_token * U256::from(completion)
+    params.price_per_prompt_token * U256::from(prompt)
+        + params.price_per_completion_token * U256::from(completion)
 }
 
 /// The split of `fee`: (platform, model owner before the unattributed rest, stakers, contributors pool).
 pub fn split(params: &Params, fee: U256) -> (U256, U256, U256, U256) {
     let part = |bps: u16| fee * U256::from(bps) / U256::from(BPS);
     let s = &params.fee_split;
-    let (platform, stakers, contributors) = (part(s.platform_bps), part(s.stakers_bps), part(s.contributors_bps));
-    (platform, fee - platform - stakers - contributors, stakers, contributors)
+    let (platform, stakers, contributors) = (
+        part(s.platform_bps),
+        part(s.stakers_bps),
+        part(s.contributors_bps),
+    );
+    (
+        platform,
+        fee - platform - stakers - contributors,
+        stakers,
+        contributors,
+    )
 }
 
 fn credit(state: &dyn StateRead, a: &Address) -> Result<U256, StorageError> {
@@ -57,7 +68,9 @@ fn credit(state: &dyn StateRead, a: &Address) -> Result<U256, StorageError> {
 fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> {
     let adapter = model::adapter(&ctx.state, c.adapterId)?;
     if c.promptTokens == 0 && c.completionTokens == 0 {
-        return Err(ExecError::Invalid("an inference needs at least one token".into()));
+        return Err(ExecError::Invalid(
+            "an inference needs at least one token".into(),
+        ));
     }
     if c.top.len() > ctx.params.max_attributions as usize {
         return Err(ExecError::Invalid(format!(
@@ -68,15 +81,25 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
     }
     let mut total_weight: u64 = 0;
     for (i, a) in c.top.iter().enumerate() {
-        if c.top[..i].iter().any(|b| b.contributionId == a.contributionId) {
-            return Err(ExecError::Invalid(format!("contribution {} is listed twice", a.contributionId)));
+        if c.top[..i]
+            .iter()
+            .any(|b| b.contributionId == a.contributionId)
+        {
+            return Err(ExecError::Invalid(format!(
+                "contribution {} is listed twice",
+                a.contributionId
+            )));
         }
         let contrib = datanet::contribution(&ctx.state, a.contributionId)?;
         let trained = adapter
             .datanetIds
             .iter()
             .zip(&adapter.datanetVersions)
-            .any(|(&d, &v)| d == contrib.datanetId && contrib.status == datanet::APPROVED && contrib.version <= v);
+            .any(|(&d, &v)| {
+                d == contrib.datanetId
+                    && contrib.status == datanet::APPROVED
+                    && contrib.version <= v
+            });
         if !trained {
             return Err(ExecError::Invalid(format!(
                 "contribution {} is not in the datanet versions adapter {} was trained on",
@@ -86,7 +109,9 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
         total_weight += a.weightPpm as u64;
     }
     if total_weight > PPM as u64 {
-        return Err(ExecError::Invalid(format!("attribution weights sum to {total_weight} ppm, more than {PPM}")));
+        return Err(ExecError::Invalid(format!(
+            "attribution weights sum to {total_weight} ppm, more than {PPM}"
+        )));
     }
     let fee = quote(ctx.params, c.promptTokens, c.completionTokens);
     if ctx.sender != c.caller {
@@ -147,7 +172,15 @@ fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
         let amount = pool * U256::from(a.weightPpm) / U256::from(PPM);
         ctx.transfer(INFERENCE, contributor, amount)?;
         paid += amount;
-        ctx.emit(INFERENCE, &IInference::ContributorPaid { receiptId: r.id, contributionId: a.contributionId, contributor, amount });
+        ctx.emit(
+            INFERENCE,
+            &IInference::ContributorPaid {
+                receiptId: r.id,
+                contributionId: a.contributionId,
+                contributor,
+                amount,
+            },
+        );
     }
     to_owner += pool - paid;
     ctx.transfer(INFERENCE, TREASURY, platform)?;
@@ -155,7 +188,13 @@ fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
     staking::add_rewards(&mut ctx.state, &INFERENCE, stakers)?;
     ctx.emit(
         INFERENCE,
-        &IInference::FeeSettled { receiptId: r.id, platform, modelOwner: to_owner, stakers, contributors: paid },
+        &IInference::FeeSettled {
+            receiptId: r.id,
+            platform,
+            modelOwner: to_owner,
+            stakers,
+            contributors: paid,
+        },
     );
     r.settled = true;
     let fee = r.fee;
@@ -170,31 +209,58 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
     Ok(match call {
         C::deposit(_) => {
             if ctx.value.is_zero() {
-                return Err(ExecError::Invalid("deposit needs OPEN sent with the call".into()));
+                return Err(ExecError::Invalid(
+                    "deposit needs OPEN sent with the call".into(),
+                ));
             }
             let c = credit(&ctx.state, &me)?;
             codec::put_u256(&mut ctx.state, credit_key(&me), c + ctx.value);
-            ctx.emit(INFERENCE, &IInference::Deposited { account: me, amount: ctx.value });
+            ctx.emit(
+                INFERENCE,
+                &IInference::Deposited {
+                    account: me,
+                    amount: ctx.value,
+                },
+            );
             Vec::new()
         }
         C::withdraw(c) => {
             let have = credit(&ctx.state, &me)?;
             if c.amount.is_zero() || c.amount > have {
-                return Err(ExecError::Invalid(format!("cannot withdraw {} wei: your credit is {have} wei", c.amount)));
+                return Err(ExecError::Invalid(format!(
+                    "cannot withdraw {} wei: your credit is {have} wei",
+                    c.amount
+                )));
             }
             codec::put_u256(&mut ctx.state, credit_key(&me), have - c.amount);
             ctx.transfer(INFERENCE, me, c.amount)?;
-            ctx.emit(INFERENCE, &IInference::CreditWithdrawn { account: me, amount: c.amount });
+            ctx.emit(
+                INFERENCE,
+                &IInference::CreditWithdrawn {
+                    account: me,
+                    amount: c.amount,
+                },
+            );
             Vec::new()
         }
         C::approveOperator(c) => {
             codec::put_u256(&mut ctx.state, allowance_key(&me, &c.operator), c.allowance);
-            ctx.emit(INFERENCE, &IInference::OperatorApproved { account: me, operator: c.operator, allowance: c.allowance });
+            ctx.emit(
+                INFERENCE,
+                &IInference::OperatorApproved {
+                    account: me,
+                    operator: c.operator,
+                    allowance: c.allowance,
+                },
+            );
             Vec::new()
         }
-        C::recordInference(c) => IInference::recordInferenceCall::abi_encode_returns(&record(ctx, c)?),
+        C::recordInference(c) => {
+            IInference::recordInferenceCall::abi_encode_returns(&record(ctx, c)?)
+        }
         C::settle(c) => {
-            if c.receiptIds.is_empty() || c.receiptIds.len() > ctx.params.max_settle_batch as usize {
+            if c.receiptIds.is_empty() || c.receiptIds.len() > ctx.params.max_settle_batch as usize
+            {
                 return Err(ExecError::Invalid(format!(
                     "settle takes 1 to {} receipt ids, got {}",
                     ctx.params.max_settle_batch,
@@ -211,7 +277,9 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
             IInference::settleCall::abi_encode_returns(&total)
         }
         C::creditOf(c) => credit(&ctx.state, &c.account)?.abi_encode(),
-        C::allowance(c) => codec::get_u256(&ctx.state, &allowance_key(&c.account, &c.operator))?.abi_encode(),
+        C::allowance(c) => {
+            codec::get_u256(&ctx.state, &allowance_key(&c.account, &c.operator))?.abi_encode()
+        }
         C::getReceipt(c) => receipt(&ctx.state, c.receiptId)?.abi_encode(),
         C::receiptCount(_) => codec::get_u64(&ctx.state, b"i/n")?.abi_encode(),
         C::quote(c) => quote(ctx.params, c.promptTokens, c.completionTokens).abi_encode(),

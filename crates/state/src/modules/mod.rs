@@ -35,11 +35,23 @@ pub fn decode<C: SolInterface>(module: &'static str, data: &[u8]) -> ExecResult<
     let sel: [u8; 4] = data
         .get(..4)
         .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| ExecError::MalformedAbi { module, reason: format!("calldata is {} bytes, shorter than a 4-byte selector", data.len()) })?;
+        .ok_or_else(|| ExecError::MalformedAbi {
+            module,
+            reason: format!(
+                "calldata is {} bytes, shorter than a 4-byte selector",
+                data.len()
+            ),
+        })?;
     if !C::valid_selector(sel) {
-        return Err(ExecError::UnknownSelector { module, selector: sel.iter().map(|b| format!("{b:02x}")).collect() });
+        return Err(ExecError::UnknownSelector {
+            module,
+            selector: sel.iter().map(|b| format!("{b:02x}")).collect(),
+        });
     }
-    C::abi_decode_validate(data).map_err(|e| ExecError::MalformedAbi { module, reason: e.to_string() })
+    C::abi_decode_validate(data).map_err(|e| ExecError::MalformedAbi {
+        module,
+        reason: e.to_string(),
+    })
 }
 
 /// Checks that calldata decodes for its module, without executing (admission check).
@@ -61,7 +73,10 @@ pub fn check_calldata(to: &Address, data: &[u8]) -> ExecResult<()> {
 pub fn dispatch(ctx: &mut Ctx, to: Address, data: &[u8]) -> ExecResult<Vec<u8>> {
     let module = addr::name_of(&to);
     if module.is_some() && data.is_empty() {
-        return Err(ExecError::NotPayable(format!("the {} module (send value only through a payable function)", module.unwrap_or_default())));
+        return Err(ExecError::NotPayable(format!(
+            "the {} module (send value only through a payable function)",
+            module.unwrap_or_default()
+        )));
     }
     if !ctx.value.is_zero() {
         if let Some(m) = module {

@@ -10,7 +10,9 @@ pub const KEY: &[u8] = b"params";
 
 /// Reads the parameters in force.
 pub fn load(state: &dyn StateRead) -> Result<Params, StorageError> {
-    let raw = state.get(KEY)?.ok_or_else(|| StorageError("state has no parameters: was genesis applied?".into()))?;
+    let raw = state
+        .get(KEY)?
+        .ok_or_else(|| StorageError("state has no parameters: was genesis applied?".into()))?;
     serde_json::from_slice(&raw).map_err(|e| StorageError(format!("corrupt parameters: {e}")))
 }
 
@@ -34,9 +36,16 @@ pub fn call(ctx: &mut Ctx, call: IParams::IParamsCalls) -> ExecResult<Vec<u8>> {
         C::minGasPrice(_) => U256::from(p.min_gas_price_wei).abi_encode(),
         C::callGas(c) => match p.call_gas.get(&c.name) {
             Some(g) => g.abi_encode(),
-            None => return Err(ExecError::NotFound(format!("gas schedule entry {:?}", c.name))),
+            None => {
+                return Err(ExecError::NotFound(format!(
+                    "gas schedule entry {:?}",
+                    c.name
+                )))
+            }
         },
-        C::paramsJson(_) => String::from_utf8(encode(p)).expect("json is utf-8").abi_encode(),
+        C::paramsJson(_) => String::from_utf8(encode(p))
+            .expect("json is utf-8")
+            .abi_encode(),
         C::treasury(_) => TREASURY.abi_encode(),
     })
 }

@@ -41,13 +41,15 @@ fn staker_key(a: &Address) -> Vec<u8> {
 }
 
 fn staker(state: &dyn StateRead, a: &Address) -> Result<Staker, StorageError> {
-    Ok(codec::get_sol::<Staker>(state, &staker_key(a))?.unwrap_or(Staker {
-        stake: U256::ZERO,
-        rewardDebt: U256::ZERO,
-        owed: U256::ZERO,
-        unbonding: U256::ZERO,
-        releaseTime: 0,
-    }))
+    Ok(
+        codec::get_sol::<Staker>(state, &staker_key(a))?.unwrap_or(Staker {
+            stake: U256::ZERO,
+            rewardDebt: U256::ZERO,
+            owed: U256::ZERO,
+            unbonding: U256::ZERO,
+            releaseTime: 0,
+        }),
+    )
 }
 
 fn accrued(stake: U256, acc: U256) -> U256 {
@@ -97,13 +99,23 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
             s.stake += amount;
             s.rewardDebt = accrued(s.stake, acc);
             codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total + amount);
-            ctx.emit(STAKING, &IStaking::Staked { staker: me, amount, totalStake: s.stake });
+            ctx.emit(
+                STAKING,
+                &IStaking::Staked {
+                    staker: me,
+                    amount,
+                    totalStake: s.stake,
+                },
+            );
             Vec::new()
         }
         C::requestUnstake(c) => {
             let amount = c.amount;
             if amount.is_zero() || amount > s.stake {
-                return Err(ExecError::Invalid(format!("cannot unstake {amount} wei: your stake is {} wei", s.stake)));
+                return Err(ExecError::Invalid(format!(
+                    "cannot unstake {amount} wei: your stake is {} wei",
+                    s.stake
+                )));
             }
             let rest = s.stake - amount;
             if !rest.is_zero() && rest < ctx.params.min_stake {
@@ -116,14 +128,26 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
             s.stake = rest;
             s.rewardDebt = accrued(s.stake, acc);
             s.unbonding += amount;
-            s.releaseTime = ctx.env.timestamp.saturating_add(ctx.params.unstake_cooldown_secs);
+            s.releaseTime = ctx
+                .env
+                .timestamp
+                .saturating_add(ctx.params.unstake_cooldown_secs);
             codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total - amount);
-            ctx.emit(STAKING, &IStaking::UnstakeRequested { staker: me, amount, releaseTime: s.releaseTime });
+            ctx.emit(
+                STAKING,
+                &IStaking::UnstakeRequested {
+                    staker: me,
+                    amount,
+                    releaseTime: s.releaseTime,
+                },
+            );
             Vec::new()
         }
         C::withdraw(_) => {
             if s.unbonding.is_zero() {
-                return Err(ExecError::Invalid("nothing is unbonding; call requestUnstake first".into()));
+                return Err(ExecError::Invalid(
+                    "nothing is unbonding; call requestUnstake first".into(),
+                ));
             }
             if ctx.env.timestamp < s.releaseTime {
                 return Err(ExecError::Invalid(format!(
@@ -146,7 +170,9 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
             IStaking::claimRewardsCall::abi_encode_returns(&amount)
         }
         C::stakeOf(c) => return Ok(staker(&ctx.state, &c.staker)?.stake.abi_encode()),
-        C::pendingRewards(c) => return Ok(pending(&staker(&ctx.state, &c.staker)?, acc).abi_encode()),
+        C::pendingRewards(c) => {
+            return Ok(pending(&staker(&ctx.state, &c.staker)?, acc).abi_encode())
+        }
         C::unbondingOf(c) => {
             let s = staker(&ctx.state, &c.staker)?;
             return Ok((s.unbonding, s.releaseTime).abi_encode_params());
