@@ -322,15 +322,8 @@ impl Chain {
                 env.block_number
             )));
         }
-        let params = params::load(&*self.store).map_err(ExecError::from)?;
-        self.pending = Some(Pending {
-            env,
-            params,
-            writes: WriteSet::new(),
-            txs: Vec::new(),
-            hashes: Default::default(),
-            gas_used: 0,
-        });
+        self.pending = None;
+        self.open_block(block.header.timestamp)?.env = env;
         for (i, hash) in block.tx_hashes.iter().enumerate() {
             let rec = source
                 .tx(hash)?
