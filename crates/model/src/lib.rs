@@ -1,0 +1,33 @@
+//! The model runtime: Llama-family transformers (SmolLM2, Llama, Qwen2) on candle.
+//!
+//! - [`load`]: GGUF (F32/F16/Q8_0/Q4_0/Q4_1 natively, other formats dequantized) and safetensors + `config.json`.
+//! - [`quant`]: the quantized formats with SIMD dot kernels, the decode hot path.
+//! - [`tokenizer`]: byte-level BPE from GGUF metadata or `tokenizer.json`; [`chat`] templates.
+//! - [`llama`]: the transformer over a batch of sequences of different lengths with per-row LoRA.
+//! - [`lora`] and [`peft`]: adapters, merge/unmerge, rsLoRA, PEFT files both ways.
+//! - [`sampling`] and [`generate`]: sampling, stop rules, streaming, batched generation.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod linear;
+pub mod llama;
+pub mod load;
+pub mod lora;
+pub mod peft;
+pub mod quant;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use candle_core::Device;
+pub use config::{Arch, LlamaConfig};
+pub use error::{ModelError, Result};
+pub use generate::{generate, generate_batch, FinishReason, GenerateParams, Generation, Sequence};
+pub use llama::{Llama, Logits, SeqCache, SeqInput};
+pub use lora::{LoraAdapter, LoraConfig, LoraPair, RowAdapters, Target};
+pub use sampling::SamplingParams;
+pub use tokenizer::Tokenizer;
+
+/// The default model's file name under `models/` (installed by `scripts/fetch-model`).
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -1,0 +1,376 @@
+//! The Llama-family transformer: embeddings, pre-norm blocks (GQA attention with rotary embeddings,
+//! SwiGLU MLP), final norm and LM head, run over a batch of sequences of different lengths.
+//!
+//! All sequences' new tokens are stacked into one `[tokens, hidden]` matrix so every projection is
+//! one product for the whole batch (rows may carry different LoRA adapters); attention then runs per
+//! sequence against that sequence's own KV cache.
+
+use crate::config::{Arch, LlamaConfig};
+use crate::error::{ModelError, Result};
+use crate::linear::{Linear, Weight};
+use crate::lora::{LoraAdapter, RowAdapters, Target};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::kv_cache::KvCache;
+
+/// One transformer block's weights.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub attn_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub ffn_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Block {
+    pub fn linear(&self, t: Target) -> &Linear {
+        match t {
+            Target::Q => &self.q,
+            Target::K => &self.k,
+            Target::V => &self.v,
+            Target::O => &self.o,
+            Target::Gate => &self.gate,
+            Target::Up => &self.up,
+            Target::Down => &self.down,
+        }
+    }
+    fn linear_mut(&mut self, t: Target) -> &mut Linear {
+        match t {
+            Target::Q => &mut self.q,
+            Target::K => &mut self.k,
+            Target::V => &mut self.v,
+            Target::O => &mut self.o,
+            Target::Gate => &mut self.gate,
+            Target::Up => &mut self.up,
+            Target::Down => &mut self.down,
+        }
+    }
+}
+
+/// A loaded model. Q/K rows are in the Hugging Face order (half-split rotary), whatever the file.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub embed: Weight,
+    pub blocks: Vec<Block>,
+    pub norm: Tensor,
+    pub lm_head: Weight,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+    /// Use only ops with a backward pass (training); slower.
+    differentiable: bool,
+}
+
+/// A sequence's KV cache and position.
+#[derive(Debug, Clone)]
+pub struct SeqCache {
+    layers: Vec<KvCache>,
+    pos: usize,
+}
+
+impl SeqCache {
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+}
+
+/// One sequence's part of a batched forward pass.
+pub struct SeqInput<'a> {
+    /// New tokens (the whole prompt on the first call, then one per step).
+    pub tokens: &'a [u32],
+    pub cache: &'a mut SeqCache,
+    pub adapter: Option<&'a LoraAdapter>,
+}
+
+/// Which positions' logits to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only each sequence's last new token (generation).
+    Last,
+    /// Every new token (scoring, teacher forcing).
+    All,
+}
+
+impl Llama {
+    /// Assembles a model from its parts (loaders call this) and precomputes the rotary tables.
+    pub fn new(config: LlamaConfig, embed: Weight, blocks: Vec<Block>, norm: Tensor, lm_head: Weight, device: &Device) -> Result<Self> {
+        config.validate()?;
+        if blocks.len() != config.num_layers {
+            return Err(ModelError::Unsupported(format!("{} blocks for {} layers", blocks.len(), config.num_layers)));
+        }
+        // Angles as llama.cpp computes them (f32, θᵢ = p·scaleⁱ by repeated multiplication), so both
+        // runtimes rotate by the same bits.
+        let half = config.head_dim / 2;
+        let max = config.max_position.max(1);
+        let theta_scale = (config.rope_theta as f32).powf(-2.0 / config.head_dim as f32);
+        let (mut cos, mut sin) = (Vec::with_capacity(max * half), Vec::with_capacity(max * half));
+        for p in 0..max {
+            let mut theta = p as f32;
+            for _ in 0..half {
+                cos.push(theta.cos());
+                sin.push(theta.sin());
+                theta *= theta_scale;
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (max, half), device)?,
+            sin: Tensor::from_vec(sin, (max, half), device)?,
+            config,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            device: device.clone(),
+            differentiable: false,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Switches to ops that all have a backward pass (for training through the model).
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+    }
+
+    /// An empty cache for a new sequence.
+    pub fn new_cache(&self) -> SeqCache {
+        SeqCache { layers: (0..self.config.num_layers).map(|_| KvCache::new(1, 128)).collect(), pos: 0 }
+    }
+
+    /// `(out, in)` of a target projection (for building adapters).
+    pub fn target_dims(&self, t: Target) -> (usize, usize) {
+        self.blocks[0].linear(t).weight.dims()
+    }
+
+    /// Bytes of weights.
+    pub fn size_bytes(&self) -> usize {
+        let block: usize = self
+            .blocks
+            .iter()
+            .map(|b| Target::ALL.iter().map(|&t| b.linear(t).weight.size_bytes()).sum::<usize>())
+            .sum();
+        block + self.embed.size_bytes()
+    }
+
+    /// Checks an adapter fits this model before it is used or merged.
+    pub fn check_adapter(&self, adapter: &LoraAdapter) -> Result<()> {
+        for (layer, t, pair) in adapter.pairs() {
+            if layer >= self.blocks.len() {
+                return Err(ModelError::Adapter(format!("adapter has layer {layer}; the model has {}", self.blocks.len())));
+            }
+            let (out_f, in_f) = self.target_dims(t);
+            let (_, a_in) = pair.a.dims2()?;
+            let (b_out, _) = pair.b.dims2()?;
+            if a_in != in_f || b_out != out_f {
+                return Err(ModelError::Adapter(format!(
+                    "layer {layer} {}: adapter is {b_out}x{a_in}, the model's projection is {out_f}x{in_f} (adapter made for another base model?)",
+                    t.peft_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an adapter's updates into the (float) weights.
+    pub fn merge(&mut self, adapter: &LoraAdapter) -> Result<()> {
+        self.merge_signed(adapter, 1.0)
+    }
+
+    /// Removes an adapter merged before.
+    pub fn unmerge(&mut self, adapter: &LoraAdapter) -> Result<()> {
+        self.merge_signed(adapter, -1.0)
+    }
+
+    fn merge_signed(&mut self, adapter: &LoraAdapter, sign: f64) -> Result<()> {
+        self.check_adapter(adapter)?;
+        if adapter.pairs().any(|(l, t, _)| !matches!(self.blocks[l].linear(t).weight, Weight::Float(_))) {
+            return Err(ModelError::Adapter("merging needs float base weights; this model is quantized".into()));
+        }
+        let scale = adapter.config.scale();
+        for (layer, t, pair) in adapter.pairs() {
+            self.blocks[layer].linear_mut(t).merge(pair, scale, sign)?;
+        }
+        Ok(())
+    }
+
+    /// Dequantizes every projection to f32 (needed for merging into a GGUF model).
+    pub fn dequantize(&mut self) -> Result<()> {
+        let dev = self.device.clone();
+        for b in &mut self.blocks {
+            for t in Target::ALL {
+                let l = b.linear_mut(t);
+                l.weight = Weight::Float(l.weight.to_float(&dev)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the new tokens of every sequence, appends them to the caches, and returns logits per
+    /// sequence: `[1, vocab]` each for [`Logits::Last`], `[n_new, vocab]` for [`Logits::All`].
+    pub fn forward(&self, seqs: &mut [SeqInput], want: Logits) -> Result<Vec<Tensor>> {
+        let cfg = &self.config;
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut per_row = Vec::new();
+        for s in seqs.iter() {
+            if s.tokens.is_empty() {
+                return Err(ModelError::Generation("a sequence in the batch has no new tokens".into()));
+            }
+            if s.cache.pos + s.tokens.len() > cfg.max_position {
+                return Err(ModelError::Generation(format!(
+                    "sequence of {} tokens exceeds the model's context of {}",
+                    s.cache.pos + s.tokens.len(),
+                    cfg.max_position
+                )));
+            }
+            if let Some(a) = s.adapter {
+                self.check_adapter(a)?;
+            }
+            ids.extend_from_slice(s.tokens);
+            positions.extend((s.cache.pos..s.cache.pos + s.tokens.len()).map(|p| p as u32));
+            per_row.extend(std::iter::repeat_n(s.adapter, s.tokens.len()));
+        }
+        let n = ids.len();
+        let adapters = RowAdapters::from_rows(&per_row, &self.device)?;
+        let pos_t = Tensor::new(positions.as_slice(), &self.device)?;
+        let cos = self.cos.index_select(&pos_t, 0)?;
+        let sin = self.sin.index_select(&pos_t, 0)?;
+
+        let mut x = self.embed.rows(&ids, &self.device)?;
+        for (li, block) in self.blocks.iter().enumerate() {
+            let h = self.rms_norm(&x, &block.attn_norm)?;
+            let q = block.q.forward(&h, &adapters, li, Target::Q)?;
+            let k = block.k.forward(&h, &adapters, li, Target::K)?;
+            let v = block.v.forward(&h, &adapters, li, Target::V)?;
+            let q = self.rope(&q.reshape((1, n, cfg.num_heads, cfg.head_dim))?, &cos, &sin)?;
+            let k = self.rope(&k.reshape((1, n, cfg.num_kv_heads, cfg.head_dim))?, &cos, &sin)?;
+            let v = v.reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
+            let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
+            let mut outs = Vec::with_capacity(seqs.len());
+            let mut off = 0;
+            for s in seqs.iter_mut() {
+                let len = s.tokens.len();
+                let start = s.cache.pos;
+                outs.push(self.attend(
+                    &q.narrow(0, off, len)?,
+                    &k.narrow(0, off, len)?,
+                    &v.narrow(0, off, len)?,
+                    &mut s.cache.layers[li],
+                    start,
+                )?);
+                off += len;
+            }
+            let attn = if outs.len() == 1 { outs.pop().expect("one output") } else { Tensor::cat(&outs, 0)? };
+            x = (x + block.o.forward(&attn, &adapters, li, Target::O)?)?;
+            let h = self.rms_norm(&x, &block.ffn_norm)?;
+            let g = block.gate.forward(&h, &adapters, li, Target::Gate)?;
+            let u = block.up.forward(&h, &adapters, li, Target::Up)?;
+            let act = (candle_nn::ops::silu(&g)? * u)?;
+            x = (x + block.down.forward(&act, &adapters, li, Target::Down)?)?;
+        }
+        for s in seqs.iter_mut() {
+            s.cache.pos += s.tokens.len();
+        }
+        let rows: Vec<u32> = match want {
+            Logits::All => (0..n as u32).collect(),
+            Logits::Last => seqs
+                .iter()
+                .scan(0usize, |end, s| {
+                    *end += s.tokens.len();
+                    Some(*end as u32 - 1)
+                })
+                .collect(),
+        };
+        let x = if rows.len() == n { x } else { x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)? };
+        let logits = self.lm_head.matmul_t(&self.rms_norm(&x, &self.norm)?)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut off = 0;
+        for s in seqs.iter() {
+            let len = if want == Logits::All { s.tokens.len() } else { 1 };
+            out.push(logits.narrow(0, off, len)?);
+            off += len;
+        }
+        Ok(out)
+    }
+
+    /// Causal GQA attention of one sequence's new rows against its cache (after appending to it).
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, cache: &mut KvCache, start: usize) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (n, kvh, hd, group) = (q.dim(0)?, cfg.num_kv_heads, cfg.head_dim, cfg.num_heads / cfg.num_kv_heads);
+        // The cache holds f16-precision values, as llama.cpp's does (same numbers, and a later switch to
+        // an f16 store changes nothing).
+        let k = f16_round(&k.transpose(0, 1)?)?;
+        let v = f16_round(&v.transpose(0, 1)?)?;
+        let (k_all, v_all) = cache.append(&k, &v)?;
+        let total = start + n;
+        // [heads, n, hd] → [kv_heads, group·n, hd]: the heads sharing a kv head become rows.
+        let q = f16_round(&q.transpose(0, 1)?)?.reshape((kvh, group * n, hd))?;
+        let scores = (q.matmul(&k_all.contiguous()?.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = if n > 1 {
+            let mask: Vec<f32> = (0..n)
+                .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+                .collect();
+            let mask = Tensor::from_vec(mask, (n, total), &self.device)?;
+            scores.reshape((kvh, group, n, total))?.broadcast_add(&mask)?.reshape((kvh, group * n, total))?
+        } else {
+            scores
+        };
+        let probs = if self.differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = f16_round(&probs)?.matmul(&v_all.contiguous()?)?; // [kvh, group·n, hd]
+        Ok(out.reshape((cfg.num_heads, n, hd))?.transpose(0, 1)?.reshape((n, cfg.num_heads * hd))?)
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps as f32;
+        Ok(if self.differentiable {
+            candle_nn::ops::rms_norm_slow(x, w, eps)?
+        } else {
+            candle_nn::ops::rms_norm(x, w, eps)?
+        })
+    }
+
+    /// Half-split rotary embedding on `[1, n, heads, hd]` with per-row `cos`/`sin` `[n, hd/2]`.
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        if self.differentiable {
+            let x = x.transpose(1, 2)?.contiguous()?;
+            let y = candle_nn::rotary_emb::rope_slow(&x, cos, sin)?;
+            return Ok(y.transpose(1, 2)?);
+        }
+        Ok(candle_nn::rotary_emb::rope_thd(&x.contiguous()?, cos, sin)?)
+    }
+
+    /// Convenience for one sequence: logits of every position of `tokens` from a fresh cache.
+    pub fn score(&self, tokens: &[u32], adapter: Option<&LoraAdapter>) -> Result<Tensor> {
+        let mut cache = self.new_cache();
+        let mut seq = [SeqInput { tokens, cache: &mut cache, adapter }];
+        Ok(self.forward(&mut seq, Logits::All)?.remove(0))
+    }
+}
+
+/// Rounds to f16 precision (kept in f32), contiguous.
+fn f16_round(t: &Tensor) -> Result<Tensor> {
+    Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+}
+
+/// Is this architecture's attention biased on q/k/v?
+pub(crate) fn has_qkv_bias(arch: Arch) -> bool {
+    arch == Arch::Qwen2
+}

@@ -1,0 +1,256 @@
+//! LoRA adapters and how a batch says which rows use which adapter.
+//!
+//! An adapter adds `scale·B(Ax)` to a target projection, with `A: [r, in]`, `B: [out, r]` and
+//! `scale = alpha/r` (or `alpha/√r` with rsLoRA). In a batch every row (token) may use a different
+//! adapter or none: [`RowAdapters`] groups the rows by adapter so each adapter runs one gathered
+//! product over its rows (the BGMV idea of Punica/S-LoRA, expressed as gather → two matmuls → scatter-add,
+//! all candle ops, so it also trains).
+
+use crate::error::{ModelError, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
+
+/// The projections an adapter can target, named as in PEFT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+
+    /// PEFT / transformers module name (`q_proj`, …).
+    pub fn peft_name(self) -> &'static str {
+        match self {
+            Target::Q => "q_proj",
+            Target::K => "k_proj",
+            Target::V => "v_proj",
+            Target::O => "o_proj",
+            Target::Gate => "gate_proj",
+            Target::Up => "up_proj",
+            Target::Down => "down_proj",
+        }
+    }
+
+    /// Parent module in the transformers layer (`self_attn` or `mlp`).
+    pub fn parent(self) -> &'static str {
+        match self {
+            Target::Q | Target::K | Target::V | Target::O => "self_attn",
+            _ => "mlp",
+        }
+    }
+
+    /// Parses a PEFT name; accepts the short forms `q`, `gate`, … too.
+    pub fn parse(name: &str) -> Option<Target> {
+        let short = name.strip_suffix("_proj").unwrap_or(name);
+        Some(match short {
+            "q" => Target::Q,
+            "k" => Target::K,
+            "v" => Target::V,
+            "o" => Target::O,
+            "gate" => Target::Gate,
+            "up" => Target::Up,
+            "down" => Target::Down,
+            _ => return None,
+        })
+    }
+}
+
+/// Hyper-parameters of an adapter (PEFT's `LoraConfig` subset that changes the math).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    pub use_rslora: bool,
+    pub targets: Vec<Target>,
+    pub dropout: f64,
+    /// The base model the adapter was trained on (PEFT's `base_model_name_or_path`).
+    pub base_model: Option<String>,
+}
+
+impl LoraConfig {
+    pub fn new(r: usize, alpha: f64, targets: &[Target]) -> Self {
+        Self { r, alpha, use_rslora: false, targets: targets.to_vec(), dropout: 0.0, base_model: None }
+    }
+
+    /// `alpha/r`, or `alpha/√r` with rsLoRA.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+}
+
+/// One target's low-rank pair: `A: [r, in]`, `B: [out, r]`.
+#[derive(Debug, Clone)]
+pub struct LoraPair {
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+impl LoraPair {
+    /// `scale·B·A`, the dense update `[out, in]`.
+    pub fn delta(&self, scale: f64) -> Result<Tensor> {
+        Ok((self.b.matmul(&self.a)? * scale)?)
+    }
+}
+
+/// A LoRA adapter: config plus one [`LoraPair`] per (layer, target) it touches.
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub config: LoraConfig,
+    pairs: BTreeMap<(usize, Target), LoraPair>,
+}
+
+impl LoraAdapter {
+    /// An adapter with no weights yet (fill with [`LoraAdapter::insert`]).
+    pub fn empty(config: LoraConfig) -> Self {
+        Self { config, pairs: BTreeMap::new() }
+    }
+
+    /// Adds the pair for `(layer, target)`, checking its rank.
+    pub fn insert(&mut self, layer: usize, target: Target, pair: LoraPair) -> Result<()> {
+        let (r_a, _) = pair.a.dims2()?;
+        let (_, r_b) = pair.b.dims2()?;
+        if r_a != self.config.r || r_b != self.config.r {
+            return Err(ModelError::Adapter(format!(
+                "layer {layer} {}: A has rank {r_a} and B rank {r_b}, config says r={}",
+                target.peft_name(),
+                self.config.r
+            )));
+        }
+        self.pairs.insert((layer, target), pair);
+        Ok(())
+    }
+
+    /// A freshly initialised adapter for a model shape: A random (seeded), B zero as PEFT does, or
+    /// both random when `random_b` (tests use that so the adapter changes the output).
+    pub fn init(
+        config: LoraConfig,
+        dims: &dyn Fn(Target) -> (usize, usize),
+        layers: usize,
+        seed: u64,
+        random_b: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut adapter = Self::empty(config.clone());
+        for layer in 0..layers {
+            for &t in &config.targets {
+                let (out_f, in_f) = dims(t);
+                let bound = 1.0 / (in_f as f32).sqrt();
+                let a: Vec<f32> = (0..config.r * in_f).map(|_| rng.gen_range(-bound..bound)).collect();
+                let b: Vec<f32> = if random_b {
+                    (0..out_f * config.r).map(|_| rng.gen_range(-0.05..0.05)).collect()
+                } else {
+                    vec![0.0; out_f * config.r]
+                };
+                let pair = LoraPair {
+                    a: Tensor::from_vec(a, (config.r, in_f), device)?,
+                    b: Tensor::from_vec(b, (out_f, config.r), device)?,
+                };
+                adapter.insert(layer, t, pair)?;
+            }
+        }
+        Ok(adapter)
+    }
+
+    pub fn get(&self, layer: usize, target: Target) -> Option<&LoraPair> {
+        self.pairs.get(&(layer, target))
+    }
+
+    /// Every (layer, target, pair), in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (usize, Target, &LoraPair)> {
+        self.pairs.iter().map(|(&(l, t), p)| (l, t, p))
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.pairs.values().map(|p| p.a.elem_count() + p.b.elem_count()).sum()
+    }
+
+    /// Converts every tensor to f32 on `device` (adapters may arrive as f16/bf16).
+    pub fn to_f32(&self, device: &Device) -> Result<Self> {
+        let mut out = Self::empty(self.config.clone());
+        for (&k, p) in &self.pairs {
+            let a = p.a.to_device(device)?.to_dtype(DType::F32)?;
+            let b = p.b.to_device(device)?.to_dtype(DType::F32)?;
+            out.pairs.insert(k, LoraPair { a, b });
+        }
+        Ok(out)
+    }
+}
+
+/// Which rows of a batch use which adapter. Rows not in any group use the base model alone.
+pub struct RowAdapters<'a> {
+    groups: Vec<Group<'a>>,
+}
+
+struct Group<'a> {
+    adapter: &'a LoraAdapter,
+    /// `None` when the group covers every row (no gather/scatter needed).
+    rows: Option<Tensor>,
+}
+
+impl<'a> RowAdapters<'a> {
+    /// No adapters: the base model.
+    pub fn none() -> Self {
+        Self { groups: Vec::new() }
+    }
+
+    /// Builds the groups from one optional adapter per row (adapters compared by address).
+    pub fn from_rows(per_row: &[Option<&'a LoraAdapter>], device: &Device) -> Result<Self> {
+        let mut groups: Vec<(&'a LoraAdapter, Vec<u32>)> = Vec::new();
+        for (row, adapter) in per_row.iter().enumerate() {
+            if let Some(a) = adapter {
+                match groups.iter_mut().find(|(g, _)| std::ptr::eq(*g, *a)) {
+                    Some((_, rows)) => rows.push(row as u32),
+                    None => groups.push((a, vec![row as u32])),
+                }
+            }
+        }
+        let n = per_row.len();
+        let groups = groups
+            .into_iter()
+            .map(|(adapter, rows)| {
+                let rows = if rows.len() == n { None } else { Some(Tensor::new(rows, device)?) };
+                Ok(Group { adapter, rows })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { groups })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Adds every group's `scale·B(A·x[rows])` into `y[rows]` for `(layer, target)`.
+    pub fn apply(&self, x: &Tensor, y: Tensor, layer: usize, target: Target) -> Result<Tensor> {
+        let mut y = y;
+        for g in &self.groups {
+            let Some(pair) = g.adapter.get(layer, target) else { continue };
+            let scale = g.adapter.config.scale();
+            match &g.rows {
+                None => {
+                    let d = (x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * scale)?;
+                    y = (y + d)?;
+                }
+                Some(rows) => {
+                    let xs = x.index_select(rows, 0)?;
+                    let d = (xs.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * scale)?;
+                    y = y.index_add(rows, &d, 0)?;
+                }
+            }
+        }
+        Ok(y)
+    }
+}

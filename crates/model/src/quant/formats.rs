@@ -1,0 +1,168 @@
+//! Byte layouts of the GGML block formats we compute with, and conversions to and from f32.
+//!
+//! Weights keep the exact GGUF bytes (so a file is served without re-quantizing). Activations are
+//! quantized per call into [`ActBlock`]s: 32 signed bytes with an f32 scale and the scaled sum, the
+//! partner format of every 32-element weight block (Q8_0 and Q8_1 in llama.cpp's terms).
+
+use half::f16;
+
+/// Elements per block for every format here.
+pub const QK: usize = 32;
+
+/// The weight formats with native kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QFormat {
+    /// 4-bit, scale only: x = d·(q − 8). 18 bytes per block.
+    Q4_0,
+    /// 4-bit, scale and minimum: x = d·q + m. 20 bytes per block.
+    Q4_1,
+    /// 8-bit, scale only: x = d·q. 34 bytes per block.
+    Q8_0,
+}
+
+impl QFormat {
+    /// Bytes per block of [`QK`] elements.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            QFormat::Q4_0 => 18,
+            QFormat::Q4_1 => 20,
+            QFormat::Q8_0 => 34,
+        }
+    }
+
+    /// The GGML name, for messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            QFormat::Q4_0 => "Q4_0",
+            QFormat::Q4_1 => "Q4_1",
+            QFormat::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+/// One quantized block of activations: x ≈ d·qs, with `s` = d·Σqs (used by formats with a minimum).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(32))]
+pub struct ActBlock {
+    pub qs: [i8; QK],
+    pub d: f32,
+    pub s: f32,
+}
+
+#[inline]
+pub(crate) fn read_f16(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Quantizes `x` (length a multiple of [`QK`]) into `out` (one block per 32 values).
+///
+/// Rounds exactly as llama.cpp's Q8_0/Q8_1 activations do, scale and sum stored at f16 precision, so
+/// both runtimes compute the same integer products and agree to the last bits.
+pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (chunk, block) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+        let mut sum = 0i32;
+        for (q, v) in block.qs.iter_mut().zip(chunk) {
+            let r = (v * inv).round_ties_even() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        block.d = f16::from_f32(d).to_f32();
+        block.s = f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
+/// Rounds `x` in place to what its 8-bit block quantization represents (the GEMM path uses this so
+/// prefill sees the same activations as the dot kernels).
+pub fn round_activations(x: &mut [f32]) {
+    let mut block = [ActBlock::default()];
+    for chunk in x.chunks_exact_mut(QK) {
+        quantize_activations(chunk, &mut block);
+        for (v, q) in chunk.iter_mut().zip(block[0].qs) {
+            *v = block[0].d * q as f32;
+        }
+    }
+}
+
+/// Dequantizes one row of `cols` elements (`row` holds exactly its blocks) into `out`.
+pub fn dequantize_row(format: QFormat, row: &[u8], out: &mut [f32]) {
+    let bb = format.block_bytes();
+    for (block, dst) in row.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
+        match format {
+            QFormat::Q4_0 => {
+                let d = read_f16(block, 0);
+                for j in 0..QK / 2 {
+                    let b = block[2 + j];
+                    dst[j] = d * ((b & 0x0F) as i32 - 8) as f32;
+                    dst[j + QK / 2] = d * ((b >> 4) as i32 - 8) as f32;
+                }
+            }
+            QFormat::Q4_1 => {
+                let d = read_f16(block, 0);
+                let m = read_f16(block, 2);
+                for j in 0..QK / 2 {
+                    let b = block[4 + j];
+                    dst[j] = d * (b & 0x0F) as f32 + m;
+                    dst[j + QK / 2] = d * (b >> 4) as f32 + m;
+                }
+            }
+            QFormat::Q8_0 => {
+                let d = read_f16(block, 0);
+                for j in 0..QK {
+                    dst[j] = d * block[2 + j] as i8 as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Quantizes f32 rows into `format` blocks with llama.cpp's reference rounding (used by tests and
+/// by tools that write GGUF files).
+pub fn quantize_row(format: QFormat, x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * format.block_bytes());
+    for chunk in x.chunks_exact(QK) {
+        match format {
+            QFormat::Q4_0 => {
+                let (mut amax, mut max) = (0f32, 0f32);
+                for &v in chunk {
+                    if v.abs() > amax {
+                        amax = v.abs();
+                        max = v;
+                    }
+                }
+                let d = max / -8.0;
+                let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                for j in 0..QK / 2 {
+                    let lo = ((chunk[j] * id + 8.5) as u8).min(15);
+                    let hi = ((chunk[j + QK / 2] * id + 8.5) as u8).min(15);
+                    out.push(lo | (hi << 4));
+                }
+            }
+            QFormat::Q4_1 => {
+                let min = chunk.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / 15.0;
+                let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
+                for j in 0..QK / 2 {
+                    let lo = (((chunk[j] - min) * id + 0.5) as u8).min(15);
+                    let hi = (((chunk[j + QK / 2] - min) * id + 0.5) as u8).min(15);
+                    out.push(lo | (hi << 4));
+                }
+            }
+            QFormat::Q8_0 => {
+                let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                out.extend(chunk.iter().map(|v| (v * id).round() as i8 as u8));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! Quantized weights: GGML block formats, SIMD dot kernels and the quantized matrix product.
+
+pub mod formats;
+pub mod kernels;
+pub mod matmul;
+
+pub use formats::QFormat;
+pub use matmul::QWeight;
