@@ -94,6 +94,10 @@ impl LlamaConfig {
             #[serde(default)]
             tie_word_embeddings: bool,
             hidden_act: Option<String>,
+            #[serde(default)]
+            rope_scaling: Option<serde_json::Value>,
+            #[serde(default)]
+            attention_bias: bool,
         }
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
         let hf: Hf = serde_json::from_str(&text).map_err(|e| ModelError::format(path, e.to_string()))?;
@@ -110,6 +114,15 @@ impl LlamaConfig {
         };
         if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
             return Err(ModelError::Unsupported(format!("hidden_act {act:?} (only silu)")));
+        }
+        if let Some(rs) = hf.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            let kind = rs["rope_type"].as_str().or(rs["type"].as_str()).unwrap_or("?");
+            if kind != "default" {
+                return Err(ModelError::Unsupported(format!("rope_scaling {kind:?} (only unscaled rotary embeddings)")));
+            }
+        }
+        if hf.attention_bias && arch == Arch::Llama {
+            return Err(ModelError::Unsupported("attention_bias on a Llama model".into()));
         }
         let cfg = Self {
             arch,

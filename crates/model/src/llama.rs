@@ -64,6 +64,10 @@ pub struct Llama {
     device: Device,
     /// Use only ops with a backward pass (training); slower.
     differentiable: bool,
+    /// Round attention inputs (q, cached k/v, probabilities) to f16 precision as llama.cpp does with
+    /// its f16 KV cache. On for GGUF models (parity with llama.cpp), off for safetensors (parity with
+    /// transformers, f32 throughout).
+    f16_attention: bool,
 }
 
 /// A sequence's KV cache and position.
@@ -131,6 +135,7 @@ impl Llama {
             lm_head,
             device: device.clone(),
             differentiable: false,
+            f16_attention: false,
         })
     }
 
@@ -141,6 +146,11 @@ impl Llama {
     /// Switches to ops that all have a backward pass (for training through the model).
     pub fn set_differentiable(&mut self, on: bool) {
         self.differentiable = on;
+    }
+
+    /// See the `f16_attention` field: llama.cpp-style f16 attention numerics.
+    pub fn set_f16_attention(&mut self, on: bool) {
+        self.f16_attention = on;
     }
 
     /// An empty cache for a new sequence.
@@ -313,12 +323,12 @@ impl Llama {
         let (n, kvh, hd, group) = (q.dim(0)?, cfg.num_kv_heads, cfg.head_dim, cfg.num_heads / cfg.num_kv_heads);
         // The cache holds f16-precision values, as llama.cpp's does (same numbers, and a later switch to
         // an f16 store changes nothing).
-        let k = f16_round(&k.transpose(0, 1)?)?;
-        let v = f16_round(&v.transpose(0, 1)?)?;
+        let k = self.attn_round(&k.transpose(0, 1)?)?;
+        let v = self.attn_round(&v.transpose(0, 1)?)?;
         let (k_all, v_all) = cache.append(&k, &v)?;
         let total = start + n;
         // [heads, n, hd] → [kv_heads, group·n, hd]: the heads sharing a kv head become rows.
-        let q = f16_round(&q.transpose(0, 1)?)?.reshape((kvh, group * n, hd))?;
+        let q = self.attn_round(&q.transpose(0, 1)?)?.reshape((kvh, group * n, hd))?;
         let scores = (q.matmul(&k_all.contiguous()?.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let scores = if n > 1 {
             let mask: Vec<f32> = (0..n)
@@ -334,8 +344,13 @@ impl Llama {
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let out = f16_round(&probs)?.matmul(&v_all.contiguous()?)?; // [kvh, group·n, hd]
+        let out = self.attn_round(&probs)?.matmul(&v_all.contiguous()?)?; // [kvh, group·n, hd]
         Ok(out.reshape((cfg.num_heads, n, hd))?.transpose(0, 1)?.reshape((n, cfg.num_heads * hd))?)
+    }
+
+    /// Contiguous copy, rounded to f16 precision when `f16_attention` is on.
+    fn attn_round(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(if self.f16_attention { t.to_dtype(DType::F16)?.to_dtype(DType::F32)? } else { t.contiguous()? })
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -365,10 +380,6 @@ impl Llama {
     }
 }
 
-/// Rounds to f16 precision (kept in f32), contiguous.
-fn f16_round(t: &Tensor) -> Result<Tensor> {
-    Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
-}
 
 /// Is this architecture's attention biased on q/k/v?
 pub(crate) fn has_qkv_bias(arch: Arch) -> bool {

@@ -207,7 +207,9 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Llama> {
     let lm_head = if cfg.tie_embeddings { embed.clone() } else { g.weight("output.weight", device)? };
     let norm = g.tensor_f32("output_norm.weight", device)?;
     check_shapes(&cfg, &embed, &blocks, path)?;
-    Llama::new(cfg, embed, blocks, norm, lm_head, device)
+    let mut model = Llama::new(cfg, embed, blocks, norm, lm_head, device)?;
+    model.set_f16_attention(true);
+    Ok(model)
 }
 
 /// Loads a Hugging Face model directory (`config.json` + one or more `*.safetensors`).

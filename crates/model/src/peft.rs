@@ -35,6 +35,16 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
     if v["bias"].as_str().is_some_and(|b| b != "none") {
         return Err(bad(format!("bias {:?} is not supported (only \"none\")", v["bias"])));
     }
+    for k in ["lora_bias", "use_qalora"] {
+        if v[k].as_bool() == Some(true) {
+            return Err(bad(format!("{k} is not supported")));
+        }
+    }
+    for k in ["modules_to_save", "layer_replication", "trainable_token_indices"] {
+        if !v[k].is_null() {
+            return Err(bad(format!("{k} is not supported (the adapter would carry more than LoRA weights)")));
+        }
+    }
     for k in ["rank_pattern", "alpha_pattern"] {
         if v[k].as_object().is_some_and(|o| !o.is_empty()) {
             return Err(bad(format!("{k} (per-module ranks) is not supported")));
