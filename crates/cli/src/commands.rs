@@ -50,6 +50,31 @@ pub enum Command {
     },
     /// Replay every block from genesis and check every state, transactions and receipts root.
     Verify,
+    /// Generate text with a local model (streams to stdout; stats on stderr).
+    Generate {
+        #[command(flatten)]
+        model: crate::ai::ModelArgs,
+        #[command(flatten)]
+        sampling: crate::ai::SamplingArgs,
+        /// Prompt text (read from stdin when omitted).
+        prompt: Option<String>,
+        /// Send the prompt as a user turn through the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// System message for --chat.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+    },
+    /// Chat with a local model in the terminal.
+    Chat {
+        #[command(flatten)]
+        model: crate::ai::ModelArgs,
+        #[command(flatten)]
+        sampling: crate::ai::SamplingArgs,
+        /// System message.
+        #[arg(long)]
+        system: Option<String>,
+    },
     /// Manage keys (Ethereum keystore v3 files in <home>/keystore).
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -421,6 +446,8 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let home = &s.cli_home;
     match cli.command {
+        Command::Generate { model, sampling, prompt, chat, system } => crate::ai::run_generate(&model, &sampling, prompt, chat, system)?,
+        Command::Chat { model, sampling, system } => crate::ai::run_chat(&model, &sampling, system)?,
         Command::Init {
             dev,
             chain_id,

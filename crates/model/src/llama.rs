@@ -108,6 +108,7 @@ impl Llama {
     /// Assembles a model from its parts (loaders call this) and precomputes the rotary tables.
     pub fn new(config: LlamaConfig, embed: Weight, blocks: Vec<Block>, norm: Tensor, lm_head: Weight, device: &Device) -> Result<Self> {
         config.validate()?;
+        crate::quant::pool::threads();
         if blocks.len() != config.num_layers {
             return Err(ModelError::Unsupported(format!("{} blocks for {} layers", blocks.len(), config.num_layers)));
         }

@@ -66,7 +66,9 @@ pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
         let inv = if amax == 0.0 { 0.0 } else { 127.0 / amax };
         let mut sum = 0i32;
         for (q, v) in block.qs.iter_mut().zip(chunk) {
-            let r = (v * inv).round_ties_even() as i32;
+            // Round half to even, as llama.cpp's _mm256_round_ps does (exact for |x| < 2^22).
+            const MAGIC: f32 = 12_582_912.0;
+            let r = ((v * inv + MAGIC) - MAGIC) as i32;
             *q = r as i8;
             sum += r;
         }

@@ -1,8 +1,9 @@
 //! Dot products of one quantized weight row with quantized activations: the inner loop of decoding.
 //!
-//! Each format has a portable scalar kernel and an AVX2 kernel (`maddubs`: unsigned 4-bit × signed
-//! 8-bit pairs summed to i16, then to i32, scaled in f32 per block). The kernel is chosen once at run
-//! time from the CPU's features, so one binary runs everywhere and uses what the machine has.
+//! Each format has a portable scalar kernel and SIMD kernels for AVX2 (`maddubs`: unsigned 4-bit ×
+//! signed 8-bit pairs summed to i16, then i32) and AVX-512 VNNI (`vpdpbusd`, one instruction for the
+//! same), scaled in f32 per block. The kernel is chosen once at run time from the CPU's features, so one
+//! binary runs everywhere and uses what the machine has.
 
 use super::formats::{read_f16, ActBlock, QFormat, QK};
 use std::sync::OnceLock;
@@ -12,28 +13,35 @@ pub type DotFn = fn(&[u8], &[ActBlock]) -> f32;
 
 /// The kernel for `format` on this CPU.
 pub fn dot_fn(format: QFormat) -> DotFn {
-    static TABLE: OnceLock<[DotFn; 3]> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return [avx2::dot_q4_0, avx2::dot_q4_1, avx2::dot_q8_0];
-        }
-        [scalar::dot_q4_0, scalar::dot_q4_1, scalar::dot_q8_0]
-    });
+    let table = table();
     match format {
-        QFormat::Q4_0 => table[0],
-        QFormat::Q4_1 => table[1],
-        QFormat::Q8_0 => table[2],
+        QFormat::Q4_0 => table.1[0],
+        QFormat::Q4_1 => table.1[1],
+        QFormat::Q8_0 => table.1[2],
     }
 }
 
-/// The name of the instruction set the kernels use here (for benchmarks and `--verbose`).
+/// The name of the instruction set the kernels use here (for benchmarks and logs).
 pub fn isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        return "avx2";
-    }
-    "scalar"
+    table().0
+}
+
+fn table() -> &'static (&'static str, [DotFn; 3]) {
+    static TABLE: OnceLock<(&'static str, [DotFn; 3])> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            if avx2 && has!("avx512vnni") && has!("avx512vl") && std::env::var_os("OPENLEDGER_NO_VNNI").is_none() {
+                return ("avx512-vnni", [vnni::dot_q4_0, vnni::dot_q4_1, vnni::dot_q8_0]);
+            }
+            if avx2 {
+                return ("avx2", [avx2::dot_q4_0, avx2::dot_q4_1, avx2::dot_q8_0]);
+            }
+        }
+        ("scalar", [scalar::dot_q4_0, scalar::dot_q4_1, scalar::dot_q8_0])
+    })
 }
 
 /// Portable kernels; also the reference the SIMD ones are tested against.
@@ -76,107 +84,143 @@ pub mod scalar {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::*;
-    use std::arch::x86_64::*;
+/// The SIMD kernels, instantiated once per instruction set: `$features` are the target features and
+/// `$dot` sums 32 u8×i8 products into eight i32 lanes (`maddubs`+`madd` on AVX2, `vpdpbusd` with VNNI).
+macro_rules! simd_kernels {
+    ($name:ident, $features:literal, |$u:ident, $s:ident| $dot:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use super::*;
+            use std::arch::x86_64::*;
 
-    pub fn dot_q4_0(row: &[u8], act: &[ActBlock]) -> f32 {
-        // SAFETY: selected only when the CPU reports avx2 and fma.
-        unsafe { q4_0(row, act) }
-    }
-    pub fn dot_q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
-        // SAFETY: as above.
-        unsafe { q4_1(row, act) }
-    }
-    pub fn dot_q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
-        // SAFETY: as above.
-        unsafe { q8_0(row, act) }
-    }
+            pub fn dot_q4_0(row: &[u8], act: &[ActBlock]) -> f32 {
+                // SAFETY: selected only when the CPU reports every feature in $features.
+                unsafe { q4_0(row, act) }
+            }
+            pub fn dot_q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
+                // SAFETY: as above.
+                unsafe { q4_1(row, act) }
+            }
+            pub fn dot_q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
+                // SAFETY: as above.
+                unsafe { q8_0(row, act) }
+            }
 
-    /// Unpacks 16 bytes of nibbles into 32 bytes: low nibbles first (elements 0..16), then high.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn nibbles(p: *const u8) -> __m256i {
-        let packed = _mm_loadu_si128(p as *const __m128i);
-        let mask = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(packed, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-        _mm256_set_m128i(hi, lo)
-    }
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn f16(p: *const u8) -> f32 {
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*p, *p.add(1)]) as i32)))
+            }
 
-    /// Σ u8·i8 over 32 lanes, as eight i32 partial sums converted to f32.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256 {
-        let pairs = _mm256_maddubs_epi16(u, s);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
+            /// 16 bytes of nibbles → 32 bytes: low nibbles (elements 0..16), then high (16..32).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn nibbles(p: *const u8) -> __m256i {
+                let packed = _mm_loadu_si128(p as *const __m128i);
+                let mask = _mm_set1_epi8(0x0F);
+                let lo = _mm_and_si128(packed, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+                _mm256_set_m128i(hi, lo)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
+            /// Σ u8·i8 over 32 lanes as eight f32 partial sums.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn dot_u8_i8($u: __m256i, $s: __m256i) -> __m256 {
+                _mm256_cvtepi32_ps($dot)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
-        let bb = QFormat::Q4_1.block_bytes();
-        let n = act.len().min(row.len() / bb);
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        let p = row.as_ptr();
-        for (i, a) in act.iter().enumerate().take(n) {
-            let w = p.add(i * bb);
-            let d = half::f16::from_bits(u16::from_le_bytes([*w, *w.add(1)])).to_f32();
-            let m = half::f16::from_bits(u16::from_le_bytes([*w.add(2), *w.add(3)])).to_f32();
-            let q = nibbles(w.add(4));
-            let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(q, x), acc);
-            mins += m * a.s;
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn hsum(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                _mm_cvtss_f32(s)
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
+                const BB: usize = QFormat::Q4_1.block_bytes();
+                let n = act.len().min(row.len() / BB);
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut mins = 0f32;
+                let p = row.as_ptr();
+                let mut i = 0;
+                while i + 1 < n {
+                    let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
+                    let (a0, a1) = (&act[i], &act[i + 1]);
+                    let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
+                    let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
+                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_u8_i8(nibbles(w0.add(4)), x0), acc0);
+                    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * a1.d), dot_u8_i8(nibbles(w1.add(4)), x1), acc1);
+                    mins += f16(w0.add(2)) * a0.s + f16(w1.add(2)) * a1.s;
+                    i += 2;
+                }
+                if i < n {
+                    let w = p.add(i * BB);
+                    let a = &act[i];
+                    let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w) * a.d), dot_u8_i8(nibbles(w.add(4)), x), acc0);
+                    mins += f16(w.add(2)) * a.s;
+                }
+                hsum(_mm256_add_ps(acc0, acc1)) + mins
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4_0(row: &[u8], act: &[ActBlock]) -> f32 {
+                const BB: usize = QFormat::Q4_0.block_bytes();
+                let n = act.len().min(row.len() / BB);
+                let mut acc = _mm256_setzero_ps();
+                let mut offs = 0f32;
+                let p = row.as_ptr();
+                for (i, a) in act.iter().enumerate().take(n) {
+                    let w = p.add(i * BB);
+                    let d = f16(w);
+                    let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(nibbles(w.add(2)), x), acc);
+                    offs += d * 8.0 * a.s;
+                }
+                hsum(acc) - offs
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
+                const BB: usize = QFormat::Q8_0.block_bytes();
+                let n = act.len().min(row.len() / BB);
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let p = row.as_ptr();
+                let mut i = 0;
+                while i + 1 < n {
+                    let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
+                    let (a0, a1) = (&act[i], &act[i + 1]);
+                    let q0 = _mm256_loadu_si256(w0.add(2) as *const __m256i);
+                    let q1 = _mm256_loadu_si256(w1.add(2) as *const __m256i);
+                    let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
+                    let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
+                    // u8×i8 products: move the weight's sign onto the activation.
+                    let p0 = dot_u8_i8(_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(x0, q0));
+                    let p1 = dot_u8_i8(_mm256_sign_epi8(q1, q1), _mm256_sign_epi8(x1, q1));
+                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), p0, acc0);
+                    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * a1.d), p1, acc1);
+                    i += 2;
+                }
+                if i < n {
+                    let w = p.add(i * BB);
+                    let a = &act[i];
+                    let q = _mm256_loadu_si256(w.add(2) as *const __m256i);
+                    let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+                    let pr = dot_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w) * a.d), pr, acc0);
+                }
+                hsum(_mm256_add_ps(acc0, acc1))
+            }
         }
-        hsum(acc) + mins
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4_0(row: &[u8], act: &[ActBlock]) -> f32 {
-        let bb = QFormat::Q4_0.block_bytes();
-        let n = act.len().min(row.len() / bb);
-        let mut acc = _mm256_setzero_ps();
-        let mut offs = 0f32;
-        let p = row.as_ptr();
-        for (i, a) in act.iter().enumerate().take(n) {
-            let w = p.add(i * bb);
-            let d = half::f16::from_bits(u16::from_le_bytes([*w, *w.add(1)])).to_f32();
-            let q = nibbles(w.add(2));
-            let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(q, x), acc);
-            offs += d * 8.0 * a.s;
-        }
-        hsum(acc) - offs
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
-        let bb = QFormat::Q8_0.block_bytes();
-        let n = act.len().min(row.len() / bb);
-        let mut acc = _mm256_setzero_ps();
-        let p = row.as_ptr();
-        for (i, a) in act.iter().enumerate().take(n) {
-            let w = p.add(i * bb);
-            let d = half::f16::from_bits(u16::from_le_bytes([*w, *w.add(1)])).to_f32();
-            let q = _mm256_loadu_si256(w.add(2) as *const __m256i);
-            let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-            // maddubs wants unsigned × signed: move q's sign onto x.
-            let prod = dot_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), prod, acc);
-        }
-        hsum(acc)
-    }
+    };
 }
+
+simd_kernels!(avx2, "avx2,fma,f16c", |u, s| _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+simd_kernels!(vnni, "avx2,fma,f16c,avx512vnni,avx512vl", |u, s| _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
 
 #[cfg(test)]
 mod tests {

@@ -130,10 +130,15 @@ impl QWeight {
         }
         let dot = dot_fn(self.format);
         // Output transposed (row-major in weight rows) so each task writes one contiguous range.
-        let per_task = (self.rows / (rayon::current_num_threads() * 4)).clamp(16, 1024);
+        let tasks = (super::pool::threads() * 4).min(self.rows).max(1);
+        let per_task = self.rows.div_ceil(tasks);
         let mut out_t = vec![0f32; self.rows * n];
-        out_t.par_chunks_mut(per_task * n).enumerate().for_each(|(task, dst)| {
+        let out_ptr = SendPtr(out_t.as_mut_ptr());
+        super::pool::parallel_for(self.rows.div_ceil(per_task), &|task| {
             let first = task * per_task;
+            let last = (first + per_task).min(self.rows);
+            // SAFETY: tasks write disjoint ranges [first·n, last·n) of `out_t`, which outlives the call.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(first * n), (last - first) * n) };
             for (k, cell) in dst.chunks_exact_mut(n).enumerate() {
                 let w = self.row(first + k);
                 for (t, c) in cell.iter_mut().enumerate() {
@@ -151,6 +156,17 @@ impl QWeight {
             }
         }
         out
+    }
+}
+
+/// A raw pointer that tasks writing disjoint ranges may share.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
