@@ -77,18 +77,6 @@ pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
     }
 }
 
-/// Rounds `x` in place to what its 8-bit block quantization represents (the GEMM path uses this so
-/// prefill sees the same activations as the dot kernels).
-pub fn round_activations(x: &mut [f32]) {
-    let mut block = [ActBlock::default()];
-    for chunk in x.chunks_exact_mut(QK) {
-        quantize_activations(chunk, &mut block);
-        for (v, q) in chunk.iter_mut().zip(block[0].qs) {
-            *v = block[0].d * q as f32;
-        }
-    }
-}
-
 /// Dequantizes one row of `cols` elements (`row` holds exactly its blocks) into `out`.
 pub fn dequantize_row(format: QFormat, row: &[u8], out: &mut [f32]) {
     let bb = format.block_bytes();

@@ -11,6 +11,42 @@ use std::sync::OnceLock;
 /// `fn(row_bytes, activation_blocks) -> dot`.
 pub type DotFn = fn(&[u8], &[ActBlock]) -> f32;
 
+/// One weight row against four activation rows at once: the weight block is unpacked once and used
+/// four times (batched decode and prefill).
+pub type Dot4Fn = fn(&[u8], [&[ActBlock]; 4]) -> [f32; 4];
+
+/// The four-row kernel for `format` on this CPU.
+pub fn dot4_fn(format: QFormat) -> Dot4Fn {
+    static TABLE: OnceLock<[Dot4Fn; 3]> = OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        match isa() {
+            "avx512-vnni" => return [dot4_generic_q4_0, vnni::dot4_q4_1, vnni::dot4_q8_0],
+            "avx2" => return [dot4_generic_q4_0, avx2::dot4_q4_1, avx2::dot4_q8_0],
+            _ => {}
+        }
+        [dot4_generic_q4_0, dot4_generic_q4_1, dot4_generic_q8_0]
+    });
+    match format {
+        QFormat::Q4_0 => t[0],
+        QFormat::Q4_1 => t[1],
+        QFormat::Q8_0 => t[2],
+    }
+}
+
+fn dot4_with(f: DotFn, row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+    acts.map(|a| f(row, a))
+}
+fn dot4_generic_q4_0(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+    dot4_with(dot_fn(QFormat::Q4_0), row, acts)
+}
+fn dot4_generic_q4_1(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+    dot4_with(dot_fn(QFormat::Q4_1), row, acts)
+}
+fn dot4_generic_q8_0(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+    dot4_with(dot_fn(QFormat::Q8_0), row, acts)
+}
+
 /// The kernel for `format` on this CPU.
 pub fn dot_fn(format: QFormat) -> DotFn {
     let table = table();
@@ -104,6 +140,93 @@ macro_rules! simd_kernels {
             pub fn dot_q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
                 // SAFETY: as above.
                 unsafe { q8_0(row, act) }
+            }
+
+            pub fn dot4_q4_1(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { q4_1_x4(row, acts) }
+            }
+            pub fn dot4_q8_0(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { q8_0_x4(row, acts) }
+            }
+
+            /// Same arithmetic, in the same order, as `q4_1` for each of the four rows, so a row's
+            /// result never depends on which other rows share its batch.
+            #[target_feature(enable = $features)]
+            unsafe fn q4_1_x4(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+                const BB: usize = QFormat::Q4_1.block_bytes();
+                let n = acts.iter().map(|a| a.len()).min().unwrap_or(0).min(row.len() / BB);
+                let mut acc0 = [_mm256_setzero_ps(); 4];
+                let mut acc1 = [_mm256_setzero_ps(); 4];
+                let mut mins = [0f32; 4];
+                let p = row.as_ptr();
+                let mut i = 0;
+                while i + 1 < n {
+                    let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
+                    let (d0, d1, m0, m1) = (f16(w0), f16(w1), f16(w0.add(2)), f16(w1.add(2)));
+                    let (q0, q1) = (nibbles(w0.add(4)), nibbles(w1.add(4)));
+                    for t in 0..4 {
+                        let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
+                        let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
+                        let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
+                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * a0.d), dot_u8_i8(q0, x0), acc0[t]);
+                        acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * a1.d), dot_u8_i8(q1, x1), acc1[t]);
+                        mins[t] += m0 * a0.s + m1 * a1.s;
+                    }
+                    i += 2;
+                }
+                if i < n {
+                    let w = p.add(i * BB);
+                    let (d, m, q) = (f16(w), f16(w.add(2)), nibbles(w.add(4)));
+                    for t in 0..4 {
+                        let a = acts[t].get_unchecked(i);
+                        let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(q, x), acc0[t]);
+                        mins[t] += m * a.s;
+                    }
+                }
+                let r = |t: usize| hsum(_mm256_add_ps(acc0[t], acc1[t])) + mins[t];
+                [r(0), r(1), r(2), r(3)]
+            }
+
+            /// Same arithmetic, in the same order, as `q8_0` for each of the four rows.
+            #[target_feature(enable = $features)]
+            unsafe fn q8_0_x4(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
+                const BB: usize = QFormat::Q8_0.block_bytes();
+                let n = acts.iter().map(|a| a.len()).min().unwrap_or(0).min(row.len() / BB);
+                let mut acc0 = [_mm256_setzero_ps(); 4];
+                let mut acc1 = [_mm256_setzero_ps(); 4];
+                let p = row.as_ptr();
+                let mut i = 0;
+                while i + 1 < n {
+                    let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
+                    let (d0, d1) = (f16(w0), f16(w1));
+                    let q0 = _mm256_loadu_si256(w0.add(2) as *const __m256i);
+                    let q1 = _mm256_loadu_si256(w1.add(2) as *const __m256i);
+                    let (qa0, qa1) = (_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(q1, q1));
+                    for t in 0..4 {
+                        let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
+                        let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
+                        let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
+                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * a0.d), dot_u8_i8(qa0, _mm256_sign_epi8(x0, q0)), acc0[t]);
+                        acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * a1.d), dot_u8_i8(qa1, _mm256_sign_epi8(x1, q1)), acc1[t]);
+                    }
+                    i += 2;
+                }
+                if i < n {
+                    let w = p.add(i * BB);
+                    let d = f16(w);
+                    let q = _mm256_loadu_si256(w.add(2) as *const __m256i);
+                    let qa = _mm256_sign_epi8(q, q);
+                    for t in 0..4 {
+                        let a = acts[t].get_unchecked(i);
+                        let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
+                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(qa, _mm256_sign_epi8(x, q)), acc0[t]);
+                    }
+                }
+                let r = |t: usize| hsum(_mm256_add_ps(acc0[t], acc1[t]));
+                [r(0), r(1), r(2), r(3)]
             }
 
             #[target_feature(enable = $features)]
@@ -246,6 +369,9 @@ mod tests {
                 let row = quantize_row(format, &w);
                 let (fast, slow) = (dot_fn(format)(&row, &act), reference(&row, &act));
                 prop_assert!((fast - slow).abs() <= 1e-3 * (1.0 + slow.abs()), "{format:?}: {fast} vs {slow}");
+                // The four-row kernel gives each row exactly the single-row result (batch invariance).
+                let four = dot4_fn(format)(&row, [&act, &act, &act, &act]);
+                prop_assert_eq!(four, [fast; 4], "{:?}", format);
             }
         }
     }
