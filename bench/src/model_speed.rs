@@ -8,12 +8,18 @@ use openledger_model::{load, Device, Llama, Logits, SeqInput};
 use std::time::Instant;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Deterministic prompt tokens (ordinary vocabulary ids).
 fn prompt(n: usize, salt: usize) -> Vec<u32> {
-    (0..n).map(|i| (1000 + (i * 7919 + salt * 104729) % 40000) as u32).collect()
+    (0..n)
+        .map(|i| (1000 + (i * 7919 + salt * 104729) % 40000) as u32)
+        .collect()
 }
 
 fn prefill(m: &Llama, n: usize) -> f64 {
@@ -22,7 +28,15 @@ fn prefill(m: &Llama, n: usize) -> f64 {
     for _ in 0..3 {
         let mut cache = m.new_cache();
         let t = Instant::now();
-        m.forward(&mut [SeqInput { tokens: &toks, cache: &mut cache, adapter: None }], Logits::Last).unwrap();
+        m.forward(
+            &mut [SeqInput {
+                tokens: &toks,
+                cache: &mut cache,
+                adapter: None,
+            }],
+            Logits::Last,
+        )
+        .unwrap();
         best = best.min(t.elapsed().as_secs_f64());
     }
     n as f64 / best
@@ -32,24 +46,42 @@ fn prefill(m: &Llama, n: usize) -> f64 {
 fn decode(m: &Llama, batch: usize, steps: usize) -> f64 {
     let prompts: Vec<Vec<u32>> = (0..batch).map(|b| prompt(32, b + 1)).collect();
     let mut caches: Vec<_> = (0..batch).map(|_| m.new_cache()).collect();
-    let mut inputs: Vec<SeqInput> =
-        prompts.iter().zip(caches.iter_mut()).map(|(p, cache)| SeqInput { tokens: p, cache, adapter: None }).collect();
+    let mut inputs: Vec<SeqInput> = prompts
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(p, cache)| SeqInput {
+            tokens: p,
+            cache,
+            adapter: None,
+        })
+        .collect();
     let mut last: Vec<u32> = m
         .forward(&mut inputs, Logits::Last)
         .unwrap()
         .iter()
-        .map(|l| openledger_model::sampling::argmax(&l.squeeze(0).unwrap().to_vec1::<f32>().unwrap()))
+        .map(|l| {
+            openledger_model::sampling::argmax(&l.squeeze(0).unwrap().to_vec1::<f32>().unwrap())
+        })
         .collect();
     let t = Instant::now();
     for _ in 0..steps {
         let toks: Vec<[u32; 1]> = last.iter().map(|&x| [x]).collect();
-        let mut inputs: Vec<SeqInput> =
-            toks.iter().zip(caches.iter_mut()).map(|(tk, cache)| SeqInput { tokens: tk, cache, adapter: None }).collect();
+        let mut inputs: Vec<SeqInput> = toks
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(tk, cache)| SeqInput {
+                tokens: tk,
+                cache,
+                adapter: None,
+            })
+            .collect();
         last = m
             .forward(&mut inputs, Logits::Last)
             .unwrap()
             .iter()
-            .map(|l| openledger_model::sampling::argmax(&l.squeeze(0).unwrap().to_vec1::<f32>().unwrap()))
+            .map(|l| {
+                openledger_model::sampling::argmax(&l.squeeze(0).unwrap().to_vec1::<f32>().unwrap())
+            })
             .collect();
     }
     (batch * steps) as f64 / t.elapsed().as_secs_f64()
@@ -57,9 +89,22 @@ fn decode(m: &Llama, batch: usize, steps: usize) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().filter(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| format!("models/{}", openledger_model::DEFAULT_MODEL_FILE));
-    let threads: usize = arg(&args, "--threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
+    let path = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .cloned()
+        .unwrap_or_else(|| format!("models/{}", openledger_model::DEFAULT_MODEL_FILE));
+    let threads: usize = arg(
+        &args,
+        "--threads",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    );
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
     let n_prefill: usize = arg(&args, "--prefill", 256);
     let steps: usize = arg(&args, "--decode", 128);
     let batches: String = arg(&args, "--batches", "1,8,32".to_string());
@@ -73,7 +118,8 @@ fn main() {
         "prefill_tokens": n_prefill, "prefill_tok_s": prefill(&m, n_prefill),
     });
     for b in batches.split(',').filter_map(|b| b.parse::<usize>().ok()) {
-        out[format!("decode_b{b}_tok_s")] = decode(&m, b, if b == 1 { steps } else { steps / 2 }).into();
+        out[format!("decode_b{b}_tok_s")] =
+            decode(&m, b, if b == 1 { steps } else { steps / 2 }).into();
     }
     println!("{out}");
 }

@@ -2,7 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use openledger_model::chat::{self, Message};
-use openledger_model::{generate, load, peft, Device, GenerateParams, Generation, Llama, LoraAdapter, SamplingParams, Tokenizer};
+use openledger_model::{
+    generate, load, peft, Device, GenerateParams, Generation, Llama, LoraAdapter, SamplingParams,
+    Tokenizer,
+};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +14,11 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
     /// GGUF file or Hugging Face model directory (config.json + *.safetensors).
-    #[arg(long, env = "OPENLEDGER_MODEL", default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    #[arg(
+        long,
+        env = "OPENLEDGER_MODEL",
+        default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
     pub model: PathBuf,
     /// PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
     #[arg(long)]
@@ -79,7 +86,10 @@ pub struct Loaded {
 
 pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
     if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .ok();
     }
     if !args.model.exists() {
         bail!(
@@ -88,12 +98,17 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
         );
     }
     let t = Instant::now();
-    let model = load::load(&args.model, &Device::Cpu).with_context(|| format!("loading {}", args.model.display()))?;
-    let tokenizer = Tokenizer::for_model(&args.model).with_context(|| format!("tokenizer of {}", args.model.display()))?;
+    let model = load::load(&args.model, &Device::Cpu)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let tokenizer = Tokenizer::for_model(&args.model)
+        .with_context(|| format!("tokenizer of {}", args.model.display()))?;
     let adapter = match &args.adapter {
         Some(dir) => {
-            let a = peft::load(dir, &Device::Cpu).with_context(|| format!("adapter {}", dir.display()))?;
-            model.check_adapter(&a).with_context(|| format!("adapter {}", dir.display()))?;
+            let a = peft::load(dir, &Device::Cpu)
+                .with_context(|| format!("adapter {}", dir.display()))?;
+            model
+                .check_adapter(&a)
+                .with_context(|| format!("adapter {}", dir.display()))?;
             Some(Arc::new(a))
         }
         None => None,
@@ -103,24 +118,47 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
         args.model.display(),
         model.config.num_layers,
         model.size_bytes() as f64 / 1e6,
-        if adapter.is_some() { ", with adapter" } else { "" },
+        if adapter.is_some() {
+            ", with adapter"
+        } else {
+            ""
+        },
         t.elapsed().as_secs_f64()
     );
-    Ok(Loaded { model, tokenizer, adapter })
+    Ok(Loaded {
+        model,
+        tokenizer,
+        adapter,
+    })
 }
 
 fn chat_prompt(tok: &Tokenizer, messages: &[Message]) -> Result<String> {
     let template = tok.chat_template().unwrap_or(chat::CHATML);
     let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-    Ok(chat::render(template, messages, true, &name(tok.bos()), &name(tok.eos().first().copied()))?)
+    Ok(chat::render(
+        template,
+        messages,
+        true,
+        &name(tok.bos()),
+        &name(tok.eos().first().copied()),
+    )?)
 }
 
 fn stream(l: &Loaded, prompt_ids: Vec<u32>, params: GenerateParams) -> Result<Generation> {
     let t = Instant::now();
     let mut out = std::io::stdout().lock();
-    let g = generate(&l.model, &l.tokenizer, prompt_ids, params, l.adapter.clone(), &mut |piece| {
-        out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok()
-    })?;
+    let g = generate(
+        &l.model,
+        &l.tokenizer,
+        prompt_ids,
+        params,
+        l.adapter.clone(),
+        &mut |piece| {
+            out.write_all(piece.as_bytes())
+                .and_then(|_| out.flush())
+                .is_ok()
+        },
+    )?;
     writeln!(out)?;
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
@@ -135,13 +173,20 @@ fn stream(l: &Loaded, prompt_ids: Vec<u32>, params: GenerateParams) -> Result<Ge
 }
 
 /// `openledger generate`.
-pub fn run_generate(m: &ModelArgs, s: &SamplingArgs, prompt: Option<String>, use_chat: bool, system: Option<String>) -> Result<()> {
+pub fn run_generate(
+    m: &ModelArgs,
+    s: &SamplingArgs,
+    prompt: Option<String>,
+    use_chat: bool,
+    system: Option<String>,
+) -> Result<()> {
     let params = s.params()?;
     let prompt = match prompt {
         Some(p) => p,
         None => {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the prompt from stdin")?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the prompt from stdin")?;
             text
         }
     };
@@ -171,7 +216,10 @@ pub fn run_chat(m: &ModelArgs, s: &SamplingArgs, system: Option<String>) -> Resu
     let l = load_model(m)?;
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("chat with {} — /reset clears the conversation, /exit or Ctrl-D quits", m.model.display());
+        eprintln!(
+            "chat with {} — /reset clears the conversation, /exit or Ctrl-D quits",
+            m.model.display()
+        );
     }
     let mut history: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
     let stdin = std::io::stdin();
@@ -198,7 +246,9 @@ pub fn run_chat(m: &ModelArgs, s: &SamplingArgs, system: Option<String>) -> Resu
         // The user's words are plain text: special-token text inside them stays text.
         let ids = chat_ids(&l.tokenizer, &history)?;
         if ids.len() + params.max_tokens >= l.model.config.max_position {
-            eprintln!("(the conversation is near the model's context length; /reset to start over)");
+            eprintln!(
+                "(the conversation is near the model's context length; /reset to start over)"
+            );
         }
         let g = stream(&l, ids, params.clone())?;
         history.push(Message::new("assistant", g.text.trim()));
@@ -210,15 +260,21 @@ pub fn run_chat(m: &ModelArgs, s: &SamplingArgs, system: Option<String>) -> Resu
 /// template is rendered with placeholders, then each content is tokenized as plain text.
 pub fn chat_ids(tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
     const MARK: &str = "\u{E000}";
-    let masked: Vec<Message> = (0..messages.len()).map(|i| Message::new(&messages[i].role, &format!("{MARK}{i}{MARK}"))).collect();
+    let masked: Vec<Message> = (0..messages.len())
+        .map(|i| Message::new(&messages[i].role, &format!("{MARK}{i}{MARK}")))
+        .collect();
     let rendered = chat_prompt(tok, &masked)?;
     let mut ids = Vec::new();
     let mut rest = rendered.as_str();
     while let Some(start) = rest.find(MARK) {
         ids.extend(tok.encode(&rest[..start], true)?);
         let after = &rest[start + MARK.len()..];
-        let end = after.find(MARK).context("chat template dropped a placeholder")?;
-        let i: usize = after[..end].parse().context("chat template altered a placeholder")?;
+        let end = after
+            .find(MARK)
+            .context("chat template dropped a placeholder")?;
+        let i: usize = after[..end]
+            .parse()
+            .context("chat template altered a placeholder")?;
         ids.extend(tok.encode(&messages[i].content, false)?);
         rest = &after[end + MARK.len()..];
     }

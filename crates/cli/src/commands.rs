@@ -446,8 +446,18 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let home = &s.cli_home;
     match cli.command {
-        Command::Generate { model, sampling, prompt, chat, system } => crate::ai::run_generate(&model, &sampling, prompt, chat, system)?,
-        Command::Chat { model, sampling, system } => crate::ai::run_chat(&model, &sampling, system)?,
+        Command::Generate {
+            model,
+            sampling,
+            prompt,
+            chat,
+            system,
+        } => crate::ai::run_generate(&model, &sampling, prompt, chat, system)?,
+        Command::Chat {
+            model,
+            sampling,
+            system,
+        } => crate::ai::run_chat(&model, &sampling, system)?,
         Command::Init {
             dev,
             chain_id,

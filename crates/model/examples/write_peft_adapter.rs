@@ -14,11 +14,18 @@ pub fn tiny_dims(t: Target) -> (usize, usize) {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: write_peft_adapter <dir>");
-    let mut cfg = LoraConfig::new(6, 12.0, &[Target::Q, Target::K, Target::O, Target::Up, Target::Down]);
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: write_peft_adapter <dir>");
+    let mut cfg = LoraConfig::new(
+        6,
+        12.0,
+        &[Target::Q, Target::K, Target::O, Target::Up, Target::Down],
+    );
     cfg.use_rslora = true;
     cfg.base_model = Some("tiny_llama".into());
-    let adapter = LoraAdapter::init(cfg, &tiny_dims, 2, 7, true, &Device::Cpu).expect("init adapter");
+    let adapter =
+        LoraAdapter::init(cfg, &tiny_dims, 2, 7, true, &Device::Cpu).expect("init adapter");
     peft::save(&adapter, std::path::Path::new(&dir)).expect("save adapter");
     println!("wrote {dir} ({} parameters)", adapter.num_params());
 }

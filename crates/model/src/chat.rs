@@ -12,7 +12,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -21,13 +24,28 @@ pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + messag
 
 /// Renders `template` over `messages`; with `add_generation_prompt` the text ends where the assistant's
 /// reply begins.
-pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool, bos: &str, eos: &str) -> Result<String> {
+pub fn render(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    bos: &str,
+    eos: &str,
+) -> Result<String> {
     let mut env = minijinja::Environment::new();
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
-    env.add_template("chat", template).map_err(|e| ModelError::Template(format!("invalid template: {e}")))?;
-    let t = env.get_template("chat").map_err(|e| ModelError::Template(e.to_string()))?;
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| ModelError::Template(format!("invalid template: {e}")))?;
+    let t = env
+        .get_template("chat")
+        .map_err(|e| ModelError::Template(e.to_string()))?;
     t.render(minijinja::context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,
@@ -44,12 +62,22 @@ mod tests {
     #[test]
     fn chatml_renders_turns_and_generation_prompt() {
         let out = render(CHATML, &[Message::new("user", "hi")], true, "", "").unwrap();
-        assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
     fn template_errors_are_reported() {
-        let err = render("{{ raise_exception('roles must alternate') }}", &[], false, "", "").unwrap_err();
+        let err = render(
+            "{{ raise_exception('roles must alternate') }}",
+            &[],
+            false,
+            "",
+            "",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("roles must alternate"), "{err}");
         assert!(render("{% for %}", &[], false, "", "").is_err());
     }

@@ -33,14 +33,24 @@ impl LlamaConfig {
     /// Checks the numbers fit together (a corrupt header must not become a panic later).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Unsupported(m));
-        if self.hidden_size == 0 || self.num_layers == 0 || self.num_heads == 0 || self.vocab_size == 0 {
+        if self.hidden_size == 0
+            || self.num_layers == 0
+            || self.num_heads == 0
+            || self.vocab_size == 0
+        {
             return bad(format!("empty dimensions in {self:?}"));
         }
-        if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
-            return bad(format!("{} heads cannot share {} kv heads", self.num_heads, self.num_kv_heads));
+        if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return bad(format!(
+                "{} heads cannot share {} kv heads",
+                self.num_heads, self.num_kv_heads
+            ));
         }
-        if self.head_dim % 2 != 0 {
-            return bad(format!("head dim {} must be even for rotary embeddings", self.head_dim));
+        if !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head dim {} must be even for rotary embeddings",
+                self.head_dim
+            ));
         }
         if self.hidden_size > 1 << 16 || self.num_layers > 1024 || self.vocab_size > 1 << 22 {
             return bad("dimensions are implausibly large".into());
@@ -100,7 +110,8 @@ impl LlamaConfig {
             attention_bias: bool,
         }
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let hf: Hf = serde_json::from_str(&text).map_err(|e| ModelError::format(path, e.to_string()))?;
+        let hf: Hf =
+            serde_json::from_str(&text).map_err(|e| ModelError::format(path, e.to_string()))?;
         let kind = hf.model_type.clone().unwrap_or_default();
         let arch = if kind == "qwen2" || hf.architectures.iter().any(|a| a.starts_with("Qwen2")) {
             Arch::Qwen2
@@ -113,16 +124,25 @@ impl LlamaConfig {
             )));
         };
         if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(ModelError::Unsupported(format!("hidden_act {act:?} (only silu)")));
+            return Err(ModelError::Unsupported(format!(
+                "hidden_act {act:?} (only silu)"
+            )));
         }
         if let Some(rs) = hf.rope_scaling.as_ref().filter(|v| !v.is_null()) {
-            let kind = rs["rope_type"].as_str().or(rs["type"].as_str()).unwrap_or("?");
+            let kind = rs["rope_type"]
+                .as_str()
+                .or(rs["type"].as_str())
+                .unwrap_or("?");
             if kind != "default" {
-                return Err(ModelError::Unsupported(format!("rope_scaling {kind:?} (only unscaled rotary embeddings)")));
+                return Err(ModelError::Unsupported(format!(
+                    "rope_scaling {kind:?} (only unscaled rotary embeddings)"
+                )));
             }
         }
         if hf.attention_bias && arch == Arch::Llama {
-            return Err(ModelError::Unsupported("attention_bias on a Llama model".into()));
+            return Err(ModelError::Unsupported(
+                "attention_bias on a Llama model".into(),
+            ));
         }
         let cfg = Self {
             arch,
@@ -131,7 +151,9 @@ impl LlamaConfig {
             num_layers: hf.num_hidden_layers,
             num_heads: hf.num_attention_heads,
             num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+            head_dim: hf
+                .head_dim
+                .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
             vocab_size: hf.vocab_size,
             rms_norm_eps: hf.rms_norm_eps,
             rope_theta: hf.rope_theta.unwrap_or(10_000.0),

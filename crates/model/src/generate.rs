@@ -21,7 +21,12 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        Self { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), stop_at_eos: true }
+        Self {
+            sampling: SamplingParams::default(),
+            max_tokens: 256,
+            stop: Vec::new(),
+            stop_at_eos: true,
+        }
     }
 }
 
@@ -72,7 +77,12 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    pub fn new(model: &Llama, prompt: Vec<u32>, params: GenerateParams, adapter: Option<Arc<LoraAdapter>>) -> Result<Self> {
+    pub fn new(
+        model: &Llama,
+        prompt: Vec<u32>,
+        params: GenerateParams,
+        adapter: Option<Arc<LoraAdapter>>,
+    ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(ModelError::Generation("the prompt is empty".into()));
         }
@@ -110,7 +120,11 @@ impl Sequence {
 
     /// Text that is final (cannot turn out to be the start of a stop string) and not yet handed out.
     pub fn take_new_text(&mut self) -> String {
-        let safe = if self.finish.is_some() { self.text.len() } else { self.safe_len() };
+        let safe = if self.finish.is_some() {
+            self.text.len()
+        } else {
+            self.safe_len()
+        };
         let piece = self.text[self.emitted..safe].to_string();
         self.emitted = safe;
         piece
@@ -146,9 +160,19 @@ impl Sequence {
         if let Some(piece) = self.decoder.push(tok, id)? {
             let from = self.text.len();
             self.text.push_str(&piece);
-            let window = from.saturating_sub(self.params.stop.iter().map(String::len).max().unwrap_or(0));
-            let window = (0..=window).rev().find(|&i| self.text.is_char_boundary(i)).unwrap_or(0);
-            if let Some(cut) = self.params.stop.iter().filter_map(|s| self.text[window..].find(s.as_str()).map(|p| window + p)).min() {
+            let window =
+                from.saturating_sub(self.params.stop.iter().map(String::len).max().unwrap_or(0));
+            let window = (0..=window)
+                .rev()
+                .find(|&i| self.text.is_char_boundary(i))
+                .unwrap_or(0);
+            if let Some(cut) = self
+                .params
+                .stop
+                .iter()
+                .filter_map(|s| self.text[window..].find(s.as_str()).map(|p| window + p))
+                .min()
+            {
                 self.text.truncate(cut);
                 self.finish = Some(FinishReason::Stop);
                 return Ok(());
@@ -182,7 +206,11 @@ pub fn step(model: &Llama, tok: &Tokenizer, seqs: &mut [&mut Sequence]) -> Resul
         let mut inputs: Vec<SeqInput> = Vec::with_capacity(active.len());
         for s in seqs.iter_mut().filter(|s| !s.is_done()) {
             let s: &mut Sequence = s;
-            inputs.push(SeqInput { tokens: &s.next_input, cache: &mut s.cache, adapter: s.adapter.as_deref() });
+            inputs.push(SeqInput {
+                tokens: &s.next_input,
+                cache: &mut s.cache,
+                adapter: s.adapter.as_deref(),
+            });
         }
         model.forward(&mut inputs, Logits::Last)?
     };
@@ -218,8 +246,15 @@ pub fn generate(
 }
 
 /// Generates for many prompts at once, batching every step; results in input order.
-pub fn generate_batch(model: &Llama, tok: &Tokenizer, requests: Vec<(Vec<u32>, GenerateParams, Option<Arc<LoraAdapter>>)>) -> Result<Vec<Generation>> {
-    let mut seqs = requests.into_iter().map(|(p, g, a)| Sequence::new(model, p, g, a)).collect::<Result<Vec<_>>>()?;
+pub fn generate_batch(
+    model: &Llama,
+    tok: &Tokenizer,
+    requests: Vec<(Vec<u32>, GenerateParams, Option<Arc<LoraAdapter>>)>,
+) -> Result<Vec<Generation>> {
+    let mut seqs = requests
+        .into_iter()
+        .map(|(p, g, a)| Sequence::new(model, p, g, a))
+        .collect::<Result<Vec<_>>>()?;
     while seqs.iter().any(|s| !s.is_done()) {
         let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
         step(model, tok, &mut refs)?;

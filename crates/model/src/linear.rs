@@ -35,7 +35,9 @@ impl Weight {
             Weight::Float(w) => {
                 let (vocab, _) = w.dims2()?;
                 if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-                    return Err(ModelError::Generation(format!("token id {bad} is outside the vocabulary ({vocab})")));
+                    return Err(ModelError::Generation(format!(
+                        "token id {bad} is outside the vocabulary ({vocab})"
+                    )));
                 }
                 Ok(w.index_select(&Tensor::new(ids, device)?, 0)?)
             }
@@ -73,7 +75,13 @@ impl Linear {
     }
 
     /// The base product plus, for each adapter group in `adapters`, its low-rank update.
-    pub fn forward(&self, x: &Tensor, adapters: &RowAdapters, layer: usize, target: Target) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        adapters: &RowAdapters,
+        layer: usize,
+        target: Target,
+    ) -> Result<Tensor> {
         let mut y = self.weight.matmul_t(x)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -94,7 +102,11 @@ impl Linear {
         };
         let delta = pair.delta(scale * sign)?;
         if delta.dims() != w.dims() {
-            return Err(ModelError::Adapter(format!("adapter update {:?} does not fit weight {:?}", delta.dims(), w.dims())));
+            return Err(ModelError::Adapter(format!(
+                "adapter update {:?} does not fit weight {:?}",
+                delta.dims(),
+                w.dims()
+            )));
         }
         self.weight = Weight::Float((w + delta.to_dtype(w.dtype())?)?);
         Ok(())

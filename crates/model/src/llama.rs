@@ -106,18 +106,32 @@ pub enum Logits {
 
 impl Llama {
     /// Assembles a model from its parts (loaders call this) and precomputes the rotary tables.
-    pub fn new(config: LlamaConfig, embed: Weight, blocks: Vec<Block>, norm: Tensor, lm_head: Weight, device: &Device) -> Result<Self> {
+    pub fn new(
+        config: LlamaConfig,
+        embed: Weight,
+        blocks: Vec<Block>,
+        norm: Tensor,
+        lm_head: Weight,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
         crate::quant::pool::threads();
         if blocks.len() != config.num_layers {
-            return Err(ModelError::Unsupported(format!("{} blocks for {} layers", blocks.len(), config.num_layers)));
+            return Err(ModelError::Unsupported(format!(
+                "{} blocks for {} layers",
+                blocks.len(),
+                config.num_layers
+            )));
         }
         // Angles as llama.cpp computes them (f32, θᵢ = p·scaleⁱ by repeated multiplication), so both
         // runtimes rotate by the same bits.
         let half = config.head_dim / 2;
         let max = config.max_position.max(1);
         let theta_scale = (config.rope_theta as f32).powf(-2.0 / config.head_dim as f32);
-        let (mut cos, mut sin) = (Vec::with_capacity(max * half), Vec::with_capacity(max * half));
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(max * half),
+            Vec::with_capacity(max * half),
+        );
         for p in 0..max {
             let mut theta = p as f32;
             for _ in 0..half {
@@ -156,7 +170,12 @@ impl Llama {
 
     /// An empty cache for a new sequence.
     pub fn new_cache(&self) -> SeqCache {
-        SeqCache { layers: (0..self.config.num_layers).map(|_| KvCache::new(1, 128)).collect(), pos: 0 }
+        SeqCache {
+            layers: (0..self.config.num_layers)
+                .map(|_| KvCache::new(1, 128))
+                .collect(),
+            pos: 0,
+        }
     }
 
     /// `(out, in)` of a target projection (for building adapters).
@@ -169,7 +188,12 @@ impl Llama {
         let block: usize = self
             .blocks
             .iter()
-            .map(|b| Target::ALL.iter().map(|&t| b.linear(t).weight.size_bytes()).sum::<usize>())
+            .map(|b| {
+                Target::ALL
+                    .iter()
+                    .map(|&t| b.linear(t).weight.size_bytes())
+                    .sum::<usize>()
+            })
             .sum();
         block + self.embed.size_bytes()
     }
@@ -178,7 +202,10 @@ impl Llama {
     pub fn check_adapter(&self, adapter: &LoraAdapter) -> Result<()> {
         for (layer, t, pair) in adapter.pairs() {
             if layer >= self.blocks.len() {
-                return Err(ModelError::Adapter(format!("adapter has layer {layer}; the model has {}", self.blocks.len())));
+                return Err(ModelError::Adapter(format!(
+                    "adapter has layer {layer}; the model has {}",
+                    self.blocks.len()
+                )));
             }
             let (out_f, in_f) = self.target_dims(t);
             let (_, a_in) = pair.a.dims2()?;
@@ -205,8 +232,13 @@ impl Llama {
 
     fn merge_signed(&mut self, adapter: &LoraAdapter, sign: f64) -> Result<()> {
         self.check_adapter(adapter)?;
-        if adapter.pairs().any(|(l, t, _)| !matches!(self.blocks[l].linear(t).weight, Weight::Float(_))) {
-            return Err(ModelError::Adapter("merging needs float base weights; this model is quantized".into()));
+        if adapter
+            .pairs()
+            .any(|(l, t, _)| !matches!(self.blocks[l].linear(t).weight, Weight::Float(_)))
+        {
+            return Err(ModelError::Adapter(
+                "merging needs float base weights; this model is quantized".into(),
+            ));
         }
         let scale = adapter.config.scale();
         for (layer, t, pair) in adapter.pairs() {
@@ -239,7 +271,9 @@ impl Llama {
         let mut per_row = Vec::new();
         for s in seqs.iter() {
             if s.tokens.is_empty() {
-                return Err(ModelError::Generation("a sequence in the batch has no new tokens".into()));
+                return Err(ModelError::Generation(
+                    "a sequence in the batch has no new tokens".into(),
+                ));
             }
             if s.cache.pos + s.tokens.len() > cfg.max_position {
                 return Err(ModelError::Generation(format!(
@@ -268,7 +302,11 @@ impl Llama {
             let k = block.k.forward(&h, &adapters, li, Target::K)?;
             let v = block.v.forward(&h, &adapters, li, Target::V)?;
             let q = self.rope(&q.reshape((1, n, cfg.num_heads, cfg.head_dim))?, &cos, &sin)?;
-            let k = self.rope(&k.reshape((1, n, cfg.num_kv_heads, cfg.head_dim))?, &cos, &sin)?;
+            let k = self.rope(
+                &k.reshape((1, n, cfg.num_kv_heads, cfg.head_dim))?,
+                &cos,
+                &sin,
+            )?;
             let v = v.reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
             let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
             let mut outs = Vec::with_capacity(seqs.len());
@@ -285,7 +323,11 @@ impl Llama {
                 )?);
                 off += len;
             }
-            let attn = if outs.len() == 1 { outs.pop().expect("one output") } else { Tensor::cat(&outs, 0)? };
+            let attn = if outs.len() == 1 {
+                outs.pop().expect("one output")
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
             x = (x + block.o.forward(&attn, &adapters, li, Target::O)?)?;
             let h = self.rms_norm(&x, &block.ffn_norm)?;
             let g = block.gate.forward(&h, &adapters, li, Target::Gate)?;
@@ -306,12 +348,20 @@ impl Llama {
                 })
                 .collect(),
         };
-        let x = if rows.len() == n { x } else { x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)? };
+        let x = if rows.len() == n {
+            x
+        } else {
+            x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
+        };
         let logits = self.lm_head.matmul_t(&self.rms_norm(&x, &self.norm)?)?;
         let mut out = Vec::with_capacity(seqs.len());
         let mut off = 0;
         for s in seqs.iter() {
-            let len = if want == Logits::All { s.tokens.len() } else { 1 };
+            let len = if want == Logits::All {
+                s.tokens.len()
+            } else {
+                1
+            };
             out.push(logits.narrow(0, off, len)?);
             off += len;
         }
@@ -319,9 +369,21 @@ impl Llama {
     }
 
     /// Causal GQA attention of one sequence's new rows against its cache (after appending to it).
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, cache: &mut KvCache, start: usize) -> Result<Tensor> {
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &mut KvCache,
+        start: usize,
+    ) -> Result<Tensor> {
         let cfg = &self.config;
-        let (n, kvh, hd, group) = (q.dim(0)?, cfg.num_kv_heads, cfg.head_dim, cfg.num_heads / cfg.num_kv_heads);
+        let (n, kvh, hd, group) = (
+            q.dim(0)?,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            cfg.num_heads / cfg.num_kv_heads,
+        );
         // The cache holds f16-precision values, as llama.cpp's does (same numbers, and a later switch to
         // an f16 store changes nothing).
         let k = self.attn_round(&k.transpose(0, 1)?)?;
@@ -329,14 +391,27 @@ impl Llama {
         let (k_all, v_all) = cache.append(&k, &v)?;
         let total = start + n;
         // [heads, n, hd] → [kv_heads, group·n, hd]: the heads sharing a kv head become rows.
-        let q = self.attn_round(&q.transpose(0, 1)?)?.reshape((kvh, group * n, hd))?;
+        let q = self
+            .attn_round(&q.transpose(0, 1)?)?
+            .reshape((kvh, group * n, hd))?;
         let scores = (q.matmul(&k_all.contiguous()?.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let scores = if n > 1 {
             let mask: Vec<f32> = (0..n)
-                .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j > start + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
                 .collect();
             let mask = Tensor::from_vec(mask, (n, total), &self.device)?;
-            scores.reshape((kvh, group, n, total))?.broadcast_add(&mask)?.reshape((kvh, group * n, total))?
+            scores
+                .reshape((kvh, group, n, total))?
+                .broadcast_add(&mask)?
+                .reshape((kvh, group * n, total))?
         } else {
             scores
         };
@@ -346,12 +421,19 @@ impl Llama {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
         let out = self.attn_round(&probs)?.matmul(&v_all.contiguous()?)?; // [kvh, group·n, hd]
-        Ok(out.reshape((cfg.num_heads, n, hd))?.transpose(0, 1)?.reshape((n, cfg.num_heads * hd))?)
+        Ok(out
+            .reshape((cfg.num_heads, n, hd))?
+            .transpose(0, 1)?
+            .reshape((n, cfg.num_heads * hd))?)
     }
 
     /// Contiguous copy, rounded to f16 precision when `f16_attention` is on.
     fn attn_round(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(if self.f16_attention { t.to_dtype(DType::F16)?.to_dtype(DType::F32)? } else { t.contiguous()? })
+        Ok(if self.f16_attention {
+            t.to_dtype(DType::F16)?.to_dtype(DType::F32)?
+        } else {
+            t.contiguous()?
+        })
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -376,11 +458,14 @@ impl Llama {
     /// Convenience for one sequence: logits of every position of `tokens` from a fresh cache.
     pub fn score(&self, tokens: &[u32], adapter: Option<&LoraAdapter>) -> Result<Tensor> {
         let mut cache = self.new_cache();
-        let mut seq = [SeqInput { tokens, cache: &mut cache, adapter }];
+        let mut seq = [SeqInput {
+            tokens,
+            cache: &mut cache,
+            adapter,
+        }];
         Ok(self.forward(&mut seq, Logits::All)?.remove(0))
     }
 }
-
 
 /// Is this architecture's attention biased on q/k/v?
 pub(crate) fn has_qkv_bias(arch: Arch) -> bool {

@@ -23,7 +23,15 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
 
     /// PEFT / transformers module name (`q_proj`, …).
     pub fn peft_name(self) -> &'static str {
@@ -76,7 +84,14 @@ pub struct LoraConfig {
 
 impl LoraConfig {
     pub fn new(r: usize, alpha: f64, targets: &[Target]) -> Self {
-        Self { r, alpha, use_rslora: false, targets: targets.to_vec(), dropout: 0.0, base_model: None }
+        Self {
+            r,
+            alpha,
+            use_rslora: false,
+            targets: targets.to_vec(),
+            dropout: 0.0,
+            base_model: None,
+        }
     }
 
     /// `alpha/r`, or `alpha/√r` with rsLoRA.
@@ -113,7 +128,10 @@ pub struct LoraAdapter {
 impl LoraAdapter {
     /// An adapter with no weights yet (fill with [`LoraAdapter::insert`]).
     pub fn empty(config: LoraConfig) -> Self {
-        Self { config, pairs: BTreeMap::new() }
+        Self {
+            config,
+            pairs: BTreeMap::new(),
+        }
     }
 
     /// Adds the pair for `(layer, target)`, checking its rank.
@@ -148,9 +166,13 @@ impl LoraAdapter {
             for &t in &config.targets {
                 let (out_f, in_f) = dims(t);
                 let bound = 1.0 / (in_f as f32).sqrt();
-                let a: Vec<f32> = (0..config.r * in_f).map(|_| rng.gen_range(-bound..bound)).collect();
+                let a: Vec<f32> = (0..config.r * in_f)
+                    .map(|_| rng.gen_range(-bound..bound))
+                    .collect();
                 let b: Vec<f32> = if random_b {
-                    (0..out_f * config.r).map(|_| rng.gen_range(-0.05..0.05)).collect()
+                    (0..out_f * config.r)
+                        .map(|_| rng.gen_range(-0.05..0.05))
+                        .collect()
                 } else {
                     vec![0.0; out_f * config.r]
                 };
@@ -175,7 +197,10 @@ impl LoraAdapter {
 
     /// Number of trainable parameters.
     pub fn num_params(&self) -> usize {
-        self.pairs.values().map(|p| p.a.elem_count() + p.b.elem_count()).sum()
+        self.pairs
+            .values()
+            .map(|p| p.a.elem_count() + p.b.elem_count())
+            .sum()
     }
 
     /// Converts every tensor to f32 on `device` (adapters may arrive as f16/bf16).
@@ -222,7 +247,11 @@ impl<'a> RowAdapters<'a> {
         let groups = groups
             .into_iter()
             .map(|(adapter, rows)| {
-                let rows = if rows.len() == n { None } else { Some(Tensor::new(rows, device)?) };
+                let rows = if rows.len() == n {
+                    None
+                } else {
+                    Some(Tensor::new(rows, device)?)
+                };
                 Ok(Group { adapter, rows })
             })
             .collect::<Result<_>>()?;
@@ -237,7 +266,9 @@ impl<'a> RowAdapters<'a> {
     pub fn apply(&self, x: &Tensor, y: Tensor, layer: usize, target: Target) -> Result<Tensor> {
         let mut y = y;
         for g in &self.groups {
-            let Some(pair) = g.adapter.get(layer, target) else { continue };
+            let Some(pair) = g.adapter.get(layer, target) else {
+                continue;
+            };
             let scale = g.adapter.config.scale();
             match &g.rows {
                 None => {

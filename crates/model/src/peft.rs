@@ -13,7 +13,11 @@ pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
 fn key(layer: usize, t: Target, ab: &str) -> String {
-    format!("base_model.model.model.layers.{layer}.{}.{}.lora_{ab}.weight", t.parent(), t.peft_name())
+    format!(
+        "base_model.model.model.layers.{layer}.{}.{}.lora_{ab}.weight",
+        t.parent(),
+        t.peft_name()
+    )
 }
 
 /// Parses a PEFT `adapter_config.json` (LoRA only), refusing options this runtime would get wrong.
@@ -22,27 +26,43 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
     let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let peft_type = v["peft_type"].as_str().unwrap_or("LORA");
     if peft_type != "LORA" {
-        return Err(bad(format!("peft_type {peft_type:?} is not supported (only LORA)")));
+        return Err(bad(format!(
+            "peft_type {peft_type:?} is not supported (only LORA)"
+        )));
     }
-    let r = v["r"].as_u64().filter(|&r| r > 0 && r <= 4096).ok_or_else(|| bad("missing or invalid \"r\"".into()))? as usize;
+    let r = v["r"]
+        .as_u64()
+        .filter(|&r| r > 0 && r <= 4096)
+        .ok_or_else(|| bad("missing or invalid \"r\"".into()))? as usize;
     let alpha = v["lora_alpha"].as_f64().unwrap_or(8.0);
     if v["use_dora"].as_bool() == Some(true) {
         return Err(bad("DoRA adapters (use_dora) are not supported".into()));
     }
     if v["fan_in_fan_out"].as_bool() == Some(true) {
-        return Err(bad("fan_in_fan_out adapters (GPT-2 Conv1D) are not supported".into()));
+        return Err(bad(
+            "fan_in_fan_out adapters (GPT-2 Conv1D) are not supported".into(),
+        ));
     }
     if v["bias"].as_str().is_some_and(|b| b != "none") {
-        return Err(bad(format!("bias {:?} is not supported (only \"none\")", v["bias"])));
+        return Err(bad(format!(
+            "bias {:?} is not supported (only \"none\")",
+            v["bias"]
+        )));
     }
     for k in ["lora_bias", "use_qalora"] {
         if v[k].as_bool() == Some(true) {
             return Err(bad(format!("{k} is not supported")));
         }
     }
-    for k in ["modules_to_save", "layer_replication", "trainable_token_indices"] {
+    for k in [
+        "modules_to_save",
+        "layer_replication",
+        "trainable_token_indices",
+    ] {
         if !v[k].is_null() {
-            return Err(bad(format!("{k} is not supported (the adapter would carry more than LoRA weights)")));
+            return Err(bad(format!(
+                "{k} is not supported (the adapter would carry more than LoRA weights)"
+            )));
         }
     }
     for k in ["rank_pattern", "alpha_pattern"] {
@@ -51,13 +71,24 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
         }
     }
     let names: Vec<String> = match &v["target_modules"] {
-        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
-        Value::String(s) => return Err(bad(format!("target_modules as a regex ({s:?}) is not supported; list the modules"))),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Value::String(s) => {
+            return Err(bad(format!(
+                "target_modules as a regex ({s:?}) is not supported; list the modules"
+            )))
+        }
         _ => return Err(bad("missing target_modules".into())),
     };
     let mut targets = Vec::new();
     for n in &names {
-        let t = Target::parse(n).ok_or_else(|| bad(format!("target module {n:?} is not a Llama projection (q/k/v/o/gate/up/down_proj)")))?;
+        let t = Target::parse(n).ok_or_else(|| {
+            bad(format!(
+                "target module {n:?} is not a Llama projection (q/k/v/o/gate/up/down_proj)"
+            ))
+        })?;
         if !targets.contains(&t) {
             targets.push(t);
         }
@@ -84,17 +115,28 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoraAdapter> {
 }
 
 /// Builds an adapter from a config and the bytes of its safetensors file (uploads arrive this way).
-pub fn from_parts(config: LoraConfig, safetensors_bytes: &[u8], origin: &Path, device: &Device) -> Result<LoraAdapter> {
+pub fn from_parts(
+    config: LoraConfig,
+    safetensors_bytes: &[u8],
+    origin: &Path,
+    device: &Device,
+) -> Result<LoraAdapter> {
     let bad = |m: String| ModelError::Adapter(format!("{}: {m}", origin.display()));
     let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load_buffer(safetensors_bytes, device).map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+        candle_core::safetensors::load_buffer(safetensors_bytes, device)
+            .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
     let mut pairs: HashMap<(usize, Target), (Option<Tensor>, Option<Tensor>)> = HashMap::new();
     for (name, t) in tensors {
         let Some((layer, target, ab)) = parse_key(&name) else {
-            return Err(bad(format!("unexpected tensor {name:?} (not a LoRA A/B weight of a Llama projection)")));
+            return Err(bad(format!(
+                "unexpected tensor {name:?} (not a LoRA A/B weight of a Llama projection)"
+            )));
         };
         if !config.targets.contains(&target) {
-            return Err(bad(format!("tensor {name:?} targets {} which target_modules does not list", target.peft_name())));
+            return Err(bad(format!(
+                "tensor {name:?} targets {} which target_modules does not list",
+                target.peft_name()
+            )));
         }
         let t = t.to_dtype(DType::F32)?;
         let e = pairs.entry((layer, target)).or_default();
@@ -113,9 +155,15 @@ pub fn from_parts(config: LoraConfig, safetensors_bytes: &[u8], origin: &Path, d
     for k in keys {
         let (a, b) = pairs.remove(&k).expect("key from the map");
         let (Some(a), Some(b)) = (a, b) else {
-            return Err(bad(format!("layer {} {} has only one of lora_A / lora_B", k.0, k.1.peft_name())));
+            return Err(bad(format!(
+                "layer {} {} has only one of lora_A / lora_B",
+                k.0,
+                k.1.peft_name()
+            )));
         };
-        adapter.insert(k.0, k.1, LoraPair { a, b }).map_err(|e| bad(e.to_string()))?;
+        adapter
+            .insert(k.0, k.1, LoraPair { a, b })
+            .map_err(|e| bad(e.to_string()))?;
     }
     Ok(adapter)
 }
@@ -167,8 +215,14 @@ pub fn config_json(config: &LoraConfig) -> Value {
 pub fn weights_bytes(adapter: &LoraAdapter) -> Result<Vec<u8>> {
     let mut named: Vec<(String, Tensor)> = Vec::new();
     for (layer, t, pair) in adapter.pairs() {
-        named.push((key(layer, t, "A"), pair.a.to_dtype(DType::F32)?.contiguous()?));
-        named.push((key(layer, t, "B"), pair.b.to_dtype(DType::F32)?.contiguous()?));
+        named.push((
+            key(layer, t, "A"),
+            pair.a.to_dtype(DType::F32)?.contiguous()?,
+        ));
+        named.push((
+            key(layer, t, "B"),
+            pair.b.to_dtype(DType::F32)?.contiguous()?,
+        ));
     }
     let views: Vec<(String, Vec<u8>, Vec<usize>)> = named
         .iter()
@@ -180,20 +234,28 @@ pub fn weights_bytes(adapter: &LoraAdapter) -> Result<Vec<u8>> {
         .collect::<Result<_>>()?;
     let tensors: Vec<(String, safetensors::tensor::TensorView)> = views
         .iter()
-        .map(|(n, b, s)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .map(|(n, b, s)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+        })
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| ModelError::Adapter(format!("serializing: {e}")))?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::tensor::serialize(tensors, Some(meta)).map_err(|e| ModelError::Adapter(format!("serializing: {e}")))
+    safetensors::tensor::serialize(tensors, Some(meta))
+        .map_err(|e| ModelError::Adapter(format!("serializing: {e}")))
 }
 
 /// Writes a PEFT adapter directory (created if needed). Files are written to temporaries and renamed,
 /// so a crash never leaves a half-written adapter.
 pub fn save(adapter: &LoraAdapter, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let config = serde_json::to_string_pretty(&config_json(&adapter.config)).expect("json value serializes");
+    let config =
+        serde_json::to_string_pretty(&config_json(&adapter.config)).expect("json value serializes");
     let weights = weights_bytes(adapter)?;
-    for (name, bytes) in [(WEIGHTS_FILE, weights.as_slice()), (CONFIG_FILE, config.as_bytes())] {
+    for (name, bytes) in [
+        (WEIGHTS_FILE, weights.as_slice()),
+        (CONFIG_FILE, config.as_bytes()),
+    ] {
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
         std::fs::rename(&tmp, dir.join(name)).map_err(|e| ModelError::io(dir.join(name), e))?;
@@ -207,8 +269,14 @@ mod tests {
 
     #[test]
     fn keys_parse_with_and_without_adapter_name() {
-        assert_eq!(parse_key("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"), Some((3, Target::Q, 'A')));
-        assert_eq!(parse_key("base_model.model.model.layers.0.mlp.down_proj.lora_B.default.weight"), Some((0, Target::Down, 'B')));
+        assert_eq!(
+            parse_key("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"),
+            Some((3, Target::Q, 'A'))
+        );
+        assert_eq!(
+            parse_key("base_model.model.model.layers.0.mlp.down_proj.lora_B.default.weight"),
+            Some((0, Target::Down, 'B'))
+        );
         assert_eq!(parse_key("base_model.model.lm_head.weight"), None);
     }
 
@@ -217,7 +285,13 @@ mod tests {
         let dev = Device::Cpu;
         let mut cfg = LoraConfig::new(4, 8.0, &[Target::Q, Target::Down]);
         cfg.use_rslora = true;
-        let dims = |t: Target| if t == Target::Down { (32, 64) } else { (32, 32) };
+        let dims = |t: Target| {
+            if t == Target::Down {
+                (32, 64)
+            } else {
+                (32, 32)
+            }
+        };
         let a = LoraAdapter::init(cfg, &dims, 2, 1, true, &dev).unwrap();
         let dir = tempfile::tempdir().unwrap();
         save(&a, dir.path()).unwrap();
@@ -226,7 +300,14 @@ mod tests {
         assert_eq!(a.num_params(), b.num_params());
         for ((l1, t1, p1), (l2, t2, p2)) in a.pairs().zip(b.pairs()) {
             assert_eq!((l1, t1), (l2, t2));
-            let d = (&p1.b - &p2.b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let d = (&p1.b - &p2.b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert_eq!(d, 0.0);
         }
     }
@@ -235,7 +316,10 @@ mod tests {
     fn unsupported_configs_are_refused_with_reasons() {
         let p = Path::new("adapter_config.json");
         for (text, why) in [
-            (r#"{"r":8,"target_modules":["q_proj"],"use_dora":true}"#, "DoRA"),
+            (
+                r#"{"r":8,"target_modules":["q_proj"],"use_dora":true}"#,
+                "DoRA",
+            ),
             (r#"{"r":8,"target_modules":"q_proj|v_proj"}"#, "regex"),
             (r#"{"r":8,"target_modules":["c_attn"]}"#, "c_attn"),
             (r#"{"r":0,"target_modules":["q_proj"]}"#, "\"r\""),

@@ -12,8 +12,8 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability sums to at least p (1.0 = off).
     pub top_p: f32,
-    /// > 1 discourages tokens already in the context (CTRL-style: divide positive logits, multiply
-    /// negative ones). 1.0 = off.
+    /// Above 1 discourages tokens already in the context (CTRL-style: divide positive logits,
+    /// multiply negative ones). 1.0 = off.
     pub repetition_penalty: f32,
     /// How many recent tokens the penalty looks at.
     pub repetition_window: usize,
@@ -22,7 +22,14 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, repetition_window: 64, seed: 42 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            repetition_window: 64,
+            seed: 42,
+        }
     }
 }
 
@@ -52,7 +59,11 @@ impl Sampler {
             for &t in &context[start..] {
                 if let Some(l) = logits.get_mut(t as usize) {
                     if seen.insert(t) {
-                        *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                        *l = if *l > 0.0 {
+                            *l / p.repetition_penalty
+                        } else {
+                            *l * p.repetition_penalty
+                        };
                     }
                 }
             }
@@ -60,7 +71,11 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l / p.temperature))
+            .collect();
         cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         if p.top_k > 0 && p.top_k < cand.len() {
             cand.truncate(p.top_k);
@@ -113,7 +128,11 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy_at_any_temperature() {
-        let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 5.0,
+            top_k: 1,
+            ..Default::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&mut [0.0, 1.0, 0.5, 0.9], &[]), 1);
         }
@@ -122,7 +141,11 @@ mod tests {
     #[test]
     fn top_p_cuts_the_tail() {
         // Token 0 holds ~0.9 of the mass; top_p 0.5 must always pick it.
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.5, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            ..Default::default()
+        });
         for _ in 0..50 {
             assert_eq!(s.sample(&mut [5.0, 2.0, 1.0, 0.0], &[]), 0);
         }
@@ -130,19 +153,31 @@ mod tests {
 
     #[test]
     fn same_seed_same_choices() {
-        let params = SamplingParams { temperature: 1.0, seed: 7, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            seed: 7,
+            ..Default::default()
+        };
         let logits = [0.3f32, 0.2, 0.25, 0.1, 0.15];
         let run = || {
             let mut s = Sampler::new(params.clone());
-            (0..30).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..30)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
-        assert!(run().iter().any(|&t| t != run()[0]), "temperature 1 should vary");
+        assert!(
+            run().iter().any(|&t| t != run()[0]),
+            "temperature 1 should vary"
+        );
     }
 
     #[test]
     fn repetition_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&mut [2.0, 1.5], &[0]), 1);
     }
 }

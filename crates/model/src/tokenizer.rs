@@ -26,7 +26,11 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab", &self.vocab_size()).field("bos", &self.bos).field("eos", &self.eos).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.vocab_size())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
     }
 }
 
@@ -68,7 +72,11 @@ impl Tokenizer {
         let tokens = g.meta_strings("tokenizer.ggml.tokens")?;
         let types = g.meta_ints("tokenizer.ggml.token_type").unwrap_or_default();
         let merges = g.meta_strings("tokenizer.ggml.merges")?;
-        let vocab: serde_json::Map<String, Value> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+        let vocab: serde_json::Map<String, Value> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), json!(i)))
+            .collect();
         // Control (3) and user-defined (4) tokens are matched whole before BPE, as llama.cpp does.
         let added: Vec<Value> = tokens
             .iter()
@@ -95,11 +103,23 @@ impl Tokenizer {
         let inner = spec
             .to_string()
             .parse::<tokenizers::Tokenizer>()
-            .map_err(|e| ModelError::Tokenizer(format!("{}: building the tokenizer: {e}", g.path.display())))?;
+            .map_err(|e| {
+                ModelError::Tokenizer(format!("{}: building the tokenizer: {e}", g.path.display()))
+            })?;
         let bos = g.meta_u32("tokenizer.ggml.bos_token_id");
-        let eos: Vec<u32> = g.meta_u32("tokenizer.ggml.eos_token_id").into_iter().chain(g.meta_u32("tokenizer.ggml.eot_token_id")).collect();
-        let add_bos = g.meta("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-        let chat_template = g.meta_str("tokenizer.chat_template").ok().map(str::to_string);
+        let eos: Vec<u32> = g
+            .meta_u32("tokenizer.ggml.eos_token_id")
+            .into_iter()
+            .chain(g.meta_u32("tokenizer.ggml.eot_token_id"))
+            .collect();
+        let add_bos = g
+            .meta("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let chat_template = g
+            .meta_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_string);
         Ok(Self::assemble(inner, bos, eos, add_bos, chat_template))
     }
 
@@ -107,9 +127,12 @@ impl Tokenizer {
     /// chat template) when present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
         let cfg: Value = match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::format(dir.join("tokenizer_config.json"), e.to_string()))?,
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                ModelError::format(dir.join("tokenizer_config.json"), e.to_string())
+            })?,
             Err(_) => Value::Null,
         };
         let token_id = |key: &str| -> Option<u32> {
@@ -124,10 +147,23 @@ impl Tokenizer {
         Ok(Self::assemble(inner, bos, eos, add_bos, template))
     }
 
-    fn assemble(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Vec<u32>, add_bos: bool, chat_template: Option<String>) -> Self {
+    fn assemble(
+        inner: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        eos: Vec<u32>,
+        add_bos: bool,
+        chat_template: Option<String>,
+    ) -> Self {
         let mut plain = inner.clone();
         plain.set_encode_special_tokens(true);
-        Self { inner, plain, bos, eos, add_bos, chat_template }
+        Self {
+            inner,
+            plain,
+            bos,
+            eos,
+            add_bos,
+            chat_template,
+        }
     }
 
     /// The tokenizer for a model path: GGUF metadata, or the model directory's `tokenizer.json`.
@@ -157,7 +193,9 @@ impl Tokenizer {
 
     /// Text for `ids`; special tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| ModelError::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -17,8 +17,14 @@ fn model_path() -> PathBuf {
         return PathBuf::from(p);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = root.join("models").join(openledger_model::DEFAULT_MODEL_FILE);
-    assert!(p.exists(), "{} is missing: run ./scripts/fetch-model first", p.display());
+    let p = root
+        .join("models")
+        .join(openledger_model::DEFAULT_MODEL_FILE);
+    assert!(
+        p.exists(),
+        "{} is missing: run ./scripts/fetch-model first",
+        p.display()
+    );
     p
 }
 
@@ -26,7 +32,10 @@ fn model() -> &'static (Llama, Tokenizer) {
     static M: OnceLock<(Llama, Tokenizer)> = OnceLock::new();
     M.get_or_init(|| {
         let p = model_path();
-        (load::load(&p, &openledger_model::Device::Cpu).unwrap(), Tokenizer::for_model(&p).unwrap())
+        (
+            load::load(&p, &openledger_model::Device::Cpu).unwrap(),
+            Tokenizer::for_model(&p).unwrap(),
+        )
     })
 }
 
@@ -36,7 +45,11 @@ fn reference() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -45,7 +58,11 @@ fn tokenizer_ids_match_llama_cpp() {
     let r = reference();
     for case in r["tokenize"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text, true).unwrap(), ids(&case["ids"]), "tokenizing {text:?}");
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            ids(&case["ids"]),
+            "tokenizing {text:?}"
+        );
     }
 }
 
@@ -54,7 +71,10 @@ fn decode_inverts_encode() {
     let (_, tok) = model();
     for case in reference()["tokenize"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tok.decode(&tok.encode(text, true).unwrap(), false).unwrap(), text);
+        assert_eq!(
+            tok.decode(&tok.encode(text, true).unwrap(), false).unwrap(),
+            text
+        );
     }
 }
 
@@ -64,14 +84,28 @@ fn teacher_forced(m: &Llama, prompt: &[u32], cont: &[u32], mode: &str) -> Vec<Ve
     if mode == "batch" {
         let all: Vec<u32> = prompt.iter().chain(cont).copied().collect();
         let logits = m.score(&all, None).unwrap();
-        return (0..cont.len()).map(|i| logits.get(prompt.len() - 1 + i).unwrap().to_vec1().unwrap()).collect();
+        return (0..cont.len())
+            .map(|i| logits.get(prompt.len() - 1 + i).unwrap().to_vec1().unwrap())
+            .collect();
     }
     let mut cache = m.new_cache();
     let mut rows = Vec::new();
     let mut input = prompt.to_vec();
     for &t in cont {
-        let mut seq = [SeqInput { tokens: &input, cache: &mut cache, adapter: None }];
-        rows.push(m.forward(&mut seq, Logits::Last).unwrap().remove(0).squeeze(0).unwrap().to_vec1().unwrap());
+        let mut seq = [SeqInput {
+            tokens: &input,
+            cache: &mut cache,
+            adapter: None,
+        }];
+        rows.push(
+            m.forward(&mut seq, Logits::Last)
+                .unwrap()
+                .remove(0)
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
+        );
         input = vec![t];
     }
     rows
@@ -92,7 +126,10 @@ fn agreement(mode: &str) -> Agreement {
     let (mut total, mut agree, mut close, mut worst) = (0, 0, 0, 0f64);
     for g in r["greedy"].as_array().unwrap() {
         let rows = teacher_forced(m, &ids(&g["prompt_ids"]), &ids(&g["continuation"]), mode);
-        for (row, pos) in rows.iter().zip(g[&format!("{mode}_positions")].as_array().unwrap()) {
+        for (row, pos) in rows
+            .iter()
+            .zip(g[&format!("{mode}_positions")].as_array().unwrap())
+        {
             let ours = openledger_model::sampling::argmax(row) as usize;
             total += 1;
             if ours as u64 == pos["argmax"].as_u64().unwrap() {
@@ -108,7 +145,12 @@ fn agreement(mode: &str) -> Agreement {
         "{mode}: argmax agrees at {agree}/{total} = {:.4}; top-1 logit within 1% at {close}/{agree}; worst {worst:.4}",
         agree as f64 / total as f64
     );
-    Agreement { total, argmax_agree: agree, within_1pct: close, worst_rel: worst }
+    Agreement {
+        total,
+        argmax_agree: agree,
+        within_1pct: close,
+        worst_rel: worst,
+    }
 }
 
 /// The measured floor: llama.cpp agrees with *itself* (its decode steps vs its own batched pass over
@@ -123,7 +165,12 @@ const MIN_WITHIN_1PCT: f64 = 0.68;
 fn check(mode: &str) {
     let a = agreement(mode);
     assert!(a.total >= 6 * 64);
-    assert!(a.argmax_agree as f64 >= MIN_ARGMAX_AGREEMENT * a.total as f64, "{mode}: argmax agrees at {}/{}", a.argmax_agree, a.total);
+    assert!(
+        a.argmax_agree as f64 >= MIN_ARGMAX_AGREEMENT * a.total as f64,
+        "{mode}: argmax agrees at {}/{}",
+        a.argmax_agree,
+        a.total
+    );
     assert!(
         a.within_1pct as f64 >= MIN_WITHIN_1PCT * a.argmax_agree as f64,
         "{mode}: top-1 logit within 1% at only {}/{} (worst {})",
@@ -149,10 +196,27 @@ fn greedy_generation_matches_llama_cpp_until_a_near_tie() {
     let r = reference();
     for g in r["greedy"].as_array().unwrap() {
         let cont = ids(&g["continuation"]);
-        let margins: Vec<f64> = g["decode_positions"].as_array().unwrap().iter().map(|p| p["margin"].as_f64().unwrap()).collect();
-        let until = margins.iter().position(|&x| x < NEAR_TIE).unwrap_or(cont.len());
-        let params = GenerateParams { max_tokens: until, stop_at_eos: false, ..Default::default() };
+        let margins: Vec<f64> = g["decode_positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["margin"].as_f64().unwrap())
+            .collect();
+        let until = margins
+            .iter()
+            .position(|&x| x < NEAR_TIE)
+            .unwrap_or(cont.len());
+        let params = GenerateParams {
+            max_tokens: until,
+            stop_at_eos: false,
+            ..Default::default()
+        };
         let out = generate(m, tok, ids(&g["prompt_ids"]), params, None, &mut |_| true).unwrap();
-        assert_eq!(out.tokens, cont[..until], "prompt {:?}", g["prompt"].as_str().unwrap());
+        assert_eq!(
+            out.tokens,
+            cont[..until],
+            "prompt {:?}",
+            g["prompt"].as_str().unwrap()
+        );
     }
 }

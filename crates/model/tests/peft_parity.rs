@@ -17,11 +17,17 @@ fn base() -> Llama {
 }
 
 fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(data().join("peft_reference.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(data().join("peft_reference.json")).unwrap())
+        .unwrap()
 }
 
 fn tokens(r: &Value) -> Vec<u32> {
-    r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn max_diff(ours: &Tensor, theirs: &Value) -> f32 {
@@ -51,10 +57,16 @@ fn peft_made_adapters_give_peft_logits() {
     let (m, r) = (base(), reference());
     for name in ["peft_all_targets", "peft_rslora"] {
         let a = adapter(name);
-        let d = max_diff(&m.score(&tokens(&r), Some(&a)).unwrap(), &r["adapters"][name]);
+        let d = max_diff(
+            &m.score(&tokens(&r), Some(&a)).unwrap(),
+            &r["adapters"][name],
+        );
         assert!(d < 1e-4, "{name}: logits differ from peft by {d}");
         let off = max_diff(&m.score(&tokens(&r), None).unwrap(), &r["adapters"][name]);
-        assert!(off > 1e-2, "{name}: the adapter should change the logits (differs by only {off})");
+        assert!(
+            off > 1e-2,
+            "{name}: the adapter should change the logits (differs by only {off})"
+        );
     }
     assert!(adapter("peft_rslora").config.use_rslora);
 }
@@ -67,7 +79,11 @@ fn our_adapter() -> LoraAdapter {
         Target::Gate | Target::Up => (128, 64),
         Target::Down => (64, 128),
     };
-    let mut cfg = LoraConfig::new(6, 12.0, &[Target::Q, Target::K, Target::O, Target::Up, Target::Down]);
+    let mut cfg = LoraConfig::new(
+        6,
+        12.0,
+        &[Target::Q, Target::K, Target::O, Target::Up, Target::Down],
+    );
     cfg.use_rslora = true;
     cfg.base_model = Some("tiny_llama".into());
     LoraAdapter::init(cfg, &dims, 2, 7, true, &Device::Cpu).unwrap()
@@ -81,17 +97,30 @@ fn our_adapter_is_what_peft_loaded_and_gives_peft_logits() {
     for f in [peft::WEIGHTS_FILE, peft::CONFIG_FILE] {
         let written = std::fs::read(dir.path().join(f)).unwrap();
         let checked_in = std::fs::read(data().join("ours_adapter").join(f)).unwrap();
-        assert!(written == checked_in, "{f} changed: rerun scripts/make-peft-references so peft checks the new output");
+        assert!(
+            written == checked_in,
+            "{f} changed: rerun scripts/make-peft-references so peft checks the new output"
+        );
     }
     let r = reference();
-    let d = max_diff(&base().score(&tokens(&r), Some(&ours)).unwrap(), &r["adapters"]["ours_adapter"]);
-    assert!(d < 1e-4, "peft's logits for our adapter differ from ours by {d}");
+    let d = max_diff(
+        &base().score(&tokens(&r), Some(&ours)).unwrap(),
+        &r["adapters"]["ours_adapter"],
+    );
+    assert!(
+        d < 1e-4,
+        "peft's logits for our adapter differ from ours by {d}"
+    );
 }
 
 #[test]
 fn mixed_adapter_batch_equals_each_adapter_alone() {
     let m = base();
-    let (a, b, c) = (adapter("peft_all_targets"), adapter("peft_rslora"), our_adapter());
+    let (a, b, c) = (
+        adapter("peft_all_targets"),
+        adapter("peft_rslora"),
+        our_adapter(),
+    );
     let prompts: [(&[u32], Option<&LoraAdapter>); 5] = [
         (&[5, 9, 200, 3, 77, 1], Some(&a)),
         (&[18, 2], None),
@@ -99,16 +128,32 @@ fn mixed_adapter_batch_equals_each_adapter_alone() {
         (&[7, 7, 7], Some(&a)),
         (&[250, 0, 19, 44, 45], Some(&c)),
     ];
-    let alone: Vec<Tensor> = prompts.iter().map(|(t, ad)| m.score(t, *ad).unwrap()).collect();
+    let alone: Vec<Tensor> = prompts
+        .iter()
+        .map(|(t, ad)| m.score(t, *ad).unwrap())
+        .collect();
     let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache()).collect();
     let mut inputs: Vec<SeqInput> = prompts
         .iter()
         .zip(caches.iter_mut())
-        .map(|((t, ad), cache)| SeqInput { tokens: t, cache, adapter: *ad })
+        .map(|((t, ad), cache)| SeqInput {
+            tokens: t,
+            cache,
+            adapter: *ad,
+        })
         .collect();
-    let batched = m.forward(&mut inputs, openledger_model::Logits::All).unwrap();
+    let batched = m
+        .forward(&mut inputs, openledger_model::Logits::All)
+        .unwrap();
     for (i, (x, y)) in batched.iter().zip(&alone).enumerate() {
-        let d = (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-5, "row group {i}: batched differs from alone by {d}");
     }
     // A decode step for all five at once continues each sequence correctly.
@@ -117,15 +162,31 @@ fn mixed_adapter_batch_equals_each_adapter_alone() {
         .iter()
         .zip(caches.iter_mut())
         .zip(&next)
-        .map(|(((_, ad), cache), n)| SeqInput { tokens: std::slice::from_ref(n), cache, adapter: *ad })
+        .map(|(((_, ad), cache), n)| SeqInput {
+            tokens: std::slice::from_ref(n),
+            cache,
+            adapter: *ad,
+        })
         .collect();
-    let step = m.forward(&mut inputs, openledger_model::Logits::Last).unwrap();
+    let step = m
+        .forward(&mut inputs, openledger_model::Logits::Last)
+        .unwrap();
     for (i, ((t, ad), n)) in prompts.iter().zip(&next).enumerate() {
         let full: Vec<u32> = t.iter().copied().chain([*n]).collect();
         let want = m.score(&full, *ad).unwrap();
         let want = want.narrow(0, full.len() - 1, 1).unwrap();
-        let d = (&step[i] - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-4, "sequence {i}: cached decode differs from a fresh pass by {d}");
+        let d = (&step[i] - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d < 1e-4,
+            "sequence {i}: cached decode differs from a fresh pass by {d}"
+        );
     }
 }
 
@@ -138,7 +199,14 @@ fn merge_and_unmerge_are_exact() {
     let with_adapter = m.score(&toks, Some(&a)).unwrap();
     m.merge(&a).unwrap();
     let merged = m.score(&toks, None).unwrap();
-    let d = (merged - &with_adapter).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = (merged - &with_adapter)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(d < 1e-4, "merged differs from unmerged adapter by {d}");
     m.unmerge(&a).unwrap();
     let d = max_diff(&m.score(&toks, None).unwrap(), &r["base"]);
@@ -149,12 +217,28 @@ fn merge_and_unmerge_are_exact() {
 fn adapters_for_another_model_are_refused() {
     let m = base();
     let dims = |_t: Target| (32, 32);
-    let wrong = LoraAdapter::init(LoraConfig::new(2, 4.0, &[Target::Q]), &dims, 1, 1, true, &Device::Cpu).unwrap();
+    let wrong = LoraAdapter::init(
+        LoraConfig::new(2, 4.0, &[Target::Q]),
+        &dims,
+        1,
+        1,
+        true,
+        &Device::Cpu,
+    )
+    .unwrap();
     let err = m.score(&[1, 2, 3], Some(&wrong)).unwrap_err().to_string();
     assert!(err.contains("another base model"), "{err}");
     let mut m2 = m.clone();
     assert!(m2.merge(&wrong).is_err());
-    let too_deep = LoraAdapter::init(LoraConfig::new(2, 4.0, &[Target::Q]), &|_| (64, 64), 3, 1, true, &Device::Cpu).unwrap();
+    let too_deep = LoraAdapter::init(
+        LoraConfig::new(2, 4.0, &[Target::Q]),
+        &|_| (64, 64),
+        3,
+        1,
+        true,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(m.score(&[1], Some(&too_deep)).is_err());
 }
 
@@ -169,7 +253,13 @@ fn merging_into_a_quantized_model_is_refused_with_a_reason() {
         };
         let (rows, cols) = w.dims2().unwrap();
         let values: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
-        let q = openledger_model::quant::QWeight::quantize(openledger_model::quant::QFormat::Q8_0, rows, cols, &values).unwrap();
+        let q = openledger_model::quant::QWeight::quantize(
+            openledger_model::quant::QFormat::Q8_0,
+            rows,
+            cols,
+            &values,
+        )
+        .unwrap();
         b.q.weight = openledger_model::linear::Weight::Quant(q);
     }
     let err = m.merge(&adapter("peft_rslora")).unwrap_err().to_string();

@@ -2,13 +2,21 @@
 //! templates and malformed model files.
 
 use openledger_model::chat::{self, Message};
-use openledger_model::{generate, generate_batch, load, FinishReason, GenerateParams, Llama, SamplingParams, Tokenizer};
+use openledger_model::{
+    generate, generate_batch, load, FinishReason, GenerateParams, Llama, SamplingParams, Tokenizer,
+};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn model_path() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models").join(openledger_model::DEFAULT_MODEL_FILE);
-    assert!(p.exists(), "{} is missing: run ./scripts/fetch-model first", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(openledger_model::DEFAULT_MODEL_FILE);
+    assert!(
+        p.exists(),
+        "{} is missing: run ./scripts/fetch-model first",
+        p.display()
+    );
     p
 }
 
@@ -16,26 +24,49 @@ fn model() -> &'static (Llama, Tokenizer) {
     static M: OnceLock<(Llama, Tokenizer)> = OnceLock::new();
     M.get_or_init(|| {
         let p = model_path();
-        (load::load(&p, &openledger_model::Device::Cpu).unwrap(), Tokenizer::for_model(&p).unwrap())
+        (
+            load::load(&p, &openledger_model::Device::Cpu).unwrap(),
+            Tokenizer::for_model(&p).unwrap(),
+        )
     })
 }
 
 fn chat_ids(q: &str) -> Vec<u32> {
     let (_, tok) = model();
-    let text = chat::render(tok.chat_template().unwrap(), &[Message::new("user", q)], true, "", "").unwrap();
+    let text = chat::render(
+        tok.chat_template().unwrap(),
+        &[Message::new("user", q)],
+        true,
+        "",
+        "",
+    )
+    .unwrap();
     tok.encode(&text, true).unwrap()
 }
 
 fn greedy(max: usize) -> GenerateParams {
-    GenerateParams { max_tokens: max, ..Default::default() }
+    GenerateParams {
+        max_tokens: max,
+        ..Default::default()
+    }
 }
 
 #[test]
 fn chat_template_comes_from_the_gguf() {
     let (_, tok) = model();
-    let text = chat::render(tok.chat_template().unwrap(), &[Message::new("user", "Hi")], true, "", "").unwrap();
+    let text = chat::render(
+        tok.chat_template().unwrap(),
+        &[Message::new("user", "Hi")],
+        true,
+        "",
+        "",
+    )
+    .unwrap();
     assert!(text.starts_with("<|im_start|>system\n"), "{text}");
-    assert!(text.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"), "{text}");
+    assert!(
+        text.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
+        "{text}"
+    );
     // Special tokens in a chat prompt become single ids; in plain user text they stay text.
     assert_eq!(tok.encode("<|im_start|>", true).unwrap(), vec![1]);
     assert!(tok.encode("<|im_start|>", false).unwrap().len() > 1);
@@ -45,10 +76,17 @@ fn chat_template_comes_from_the_gguf() {
 fn streaming_pieces_add_up_to_the_text_and_max_tokens_is_respected() {
     let (m, tok) = model();
     let mut streamed = String::new();
-    let g = generate(m, tok, chat_ids("Write a short poem about the sea."), greedy(24), None, &mut |p| {
-        streamed.push_str(p);
-        true
-    })
+    let g = generate(
+        m,
+        tok,
+        chat_ids("Write a short poem about the sea."),
+        greedy(24),
+        None,
+        &mut |p| {
+            streamed.push_str(p);
+            true
+        },
+    )
     .unwrap();
     assert_eq!(streamed, g.text);
     assert_eq!(g.tokens.len(), 24);
@@ -62,28 +100,50 @@ fn stop_strings_end_generation_and_are_not_emitted() {
     let prompt = chat_ids("Count from 1 to 20, separated by commas.");
     let full = generate(m, tok, prompt.clone(), greedy(40), None, &mut |_| true).unwrap();
     // Stop at the first comma-free fragment the model produces after a few tokens.
-    let stop = full.text.char_indices().nth(6).map(|(i, _)| full.text[i..].chars().take(2).collect::<String>()).unwrap();
+    let stop = full
+        .text
+        .char_indices()
+        .nth(6)
+        .map(|(i, _)| full.text[i..].chars().take(2).collect::<String>())
+        .unwrap();
     let mut streamed = String::new();
-    let params = GenerateParams { stop: vec![stop.clone()], ..greedy(40) };
+    let params = GenerateParams {
+        stop: vec![stop.clone()],
+        ..greedy(40)
+    };
     let g = generate(m, tok, prompt, params, None, &mut |p| {
         streamed.push_str(p);
         true
     })
     .unwrap();
     assert_eq!(g.finish, FinishReason::Stop);
-    assert!(!g.text.contains(&stop), "{:?} still contains {stop:?}", g.text);
+    assert!(
+        !g.text.contains(&stop),
+        "{:?} still contains {stop:?}",
+        g.text
+    );
     assert!(full.text.starts_with(&g.text));
-    assert_eq!(streamed, g.text, "text of the stop string must never be streamed");
+    assert_eq!(
+        streamed, g.text,
+        "text of the stop string must never be streamed"
+    );
 }
 
 #[test]
 fn the_callback_can_cancel() {
     let (m, tok) = model();
     let mut calls = 0;
-    let g = generate(m, tok, chat_ids("Tell me a story."), greedy(50), None, &mut |_| {
-        calls += 1;
-        calls < 3
-    })
+    let g = generate(
+        m,
+        tok,
+        chat_ids("Tell me a story."),
+        greedy(50),
+        None,
+        &mut |_| {
+            calls += 1;
+            calls < 3
+        },
+    )
     .unwrap();
     assert_eq!(g.finish, FinishReason::Cancelled);
     assert!(g.tokens.len() < 50);
@@ -94,23 +154,61 @@ fn sampling_is_reproducible_by_seed_and_varies_across_seeds() {
     let (m, tok) = model();
     let run = |seed| {
         let params = GenerateParams {
-            sampling: SamplingParams { temperature: 1.0, top_k: 40, top_p: 0.95, seed, ..Default::default() },
+            sampling: SamplingParams {
+                temperature: 1.0,
+                top_k: 40,
+                top_p: 0.95,
+                seed,
+                ..Default::default()
+            },
             max_tokens: 16,
             stop: vec![],
             stop_at_eos: false,
         };
-        generate(m, tok, chat_ids("Name an animal."), params, None, &mut |_| true).unwrap().tokens
+        generate(
+            m,
+            tok,
+            chat_ids("Name an animal."),
+            params,
+            None,
+            &mut |_| true,
+        )
+        .unwrap()
+        .tokens
     };
     assert_eq!(run(1), run(1));
-    assert!((2..6).any(|s| run(s) != run(1)), "different seeds should give different samples");
+    assert!(
+        (2..6).any(|s| run(s) != run(1)),
+        "different seeds should give different samples"
+    );
 }
 
 #[test]
 fn batched_generation_equals_one_at_a_time() {
     let (m, tok) = model();
-    let prompts = ["What is 2+2?", "Write one sentence about Rust.", "Hi", "List three fruits, please, with a short description of each one."];
-    let single: Vec<_> = prompts.iter().map(|q| generate(m, tok, chat_ids(q), greedy(12), None, &mut |_| true).unwrap().tokens).collect();
-    let batch = generate_batch(m, tok, prompts.iter().map(|q| (chat_ids(q), greedy(12), None)).collect()).unwrap();
+    let prompts = [
+        "What is 2+2?",
+        "Write one sentence about Rust.",
+        "Hi",
+        "List three fruits, please, with a short description of each one.",
+    ];
+    let single: Vec<_> = prompts
+        .iter()
+        .map(|q| {
+            generate(m, tok, chat_ids(q), greedy(12), None, &mut |_| true)
+                .unwrap()
+                .tokens
+        })
+        .collect();
+    let batch = generate_batch(
+        m,
+        tok,
+        prompts
+            .iter()
+            .map(|q| (chat_ids(q), greedy(12), None))
+            .collect(),
+    )
+    .unwrap();
     for (i, (b, s)) in batch.iter().zip(&single).enumerate() {
         assert_eq!(&b.tokens, s, "prompt {i} differs when batched");
     }
@@ -119,12 +217,17 @@ fn batched_generation_equals_one_at_a_time() {
 #[test]
 fn bad_inputs_get_clear_errors() {
     let (m, tok) = model();
-    let err = generate(m, tok, vec![], greedy(4), None, &mut |_| true).unwrap_err().to_string();
+    let err = generate(m, tok, vec![], greedy(4), None, &mut |_| true)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("empty"), "{err}");
     let err = m.score(&[60_000], None).unwrap_err().to_string();
     assert!(err.contains("vocabulary"), "{err}");
     let too_long = vec![5u32; m.config.max_position + 1];
-    assert!(generate(m, tok, too_long, greedy(4), None, &mut |_| true).unwrap_err().to_string().contains("context"));
+    assert!(generate(m, tok, too_long, greedy(4), None, &mut |_| true)
+        .unwrap_err()
+        .to_string()
+        .contains("context"));
 }
 
 #[test]
@@ -140,8 +243,14 @@ fn malformed_model_files_are_refused_not_panicked_on() {
     let cut = dir.path().join("truncated.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = load::load(&cut, &dev).unwrap_err().to_string();
-    assert!(err.contains("truncated") || err.contains("remaining"), "{err}");
-    assert!(load::load(&dir.path().join("missing.gguf"), &dev).unwrap_err().to_string().contains("fetch-model"));
+    assert!(
+        err.contains("truncated") || err.contains("remaining"),
+        "{err}"
+    );
+    assert!(load::load(&dir.path().join("missing.gguf"), &dev)
+        .unwrap_err()
+        .to_string()
+        .contains("fetch-model"));
     // A model directory without weights.
     std::fs::write(dir.path().join("config.json"), "{}").unwrap();
     assert!(load::load(dir.path(), &dev).is_err());

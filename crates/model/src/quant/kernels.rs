@@ -69,14 +69,24 @@ fn table() -> &'static (&'static str, [DotFn; 3]) {
         {
             use std::arch::is_x86_feature_detected as has;
             let avx2 = has!("avx2") && has!("fma") && has!("f16c");
-            if avx2 && has!("avx512vnni") && has!("avx512vl") && std::env::var_os("OPENLEDGER_NO_VNNI").is_none() {
-                return ("avx512-vnni", [vnni::dot_q4_0, vnni::dot_q4_1, vnni::dot_q8_0]);
+            if avx2
+                && has!("avx512vnni")
+                && has!("avx512vl")
+                && std::env::var_os("OPENLEDGER_NO_VNNI").is_none()
+            {
+                return (
+                    "avx512-vnni",
+                    [vnni::dot_q4_0, vnni::dot_q4_1, vnni::dot_q8_0],
+                );
             }
             if avx2 {
                 return ("avx2", [avx2::dot_q4_0, avx2::dot_q4_1, avx2::dot_q8_0]);
             }
         }
-        ("scalar", [scalar::dot_q4_0, scalar::dot_q4_1, scalar::dot_q8_0])
+        (
+            "scalar",
+            [scalar::dot_q4_0, scalar::dot_q4_1, scalar::dot_q8_0],
+        )
     })
 }
 
@@ -90,7 +100,8 @@ pub mod scalar {
             let mut sum = 0i32;
             for j in 0..QK / 2 {
                 let b = w[2 + j];
-                sum += (b & 0x0F) as i32 * a.qs[j] as i32 + (b >> 4) as i32 * a.qs[j + QK / 2] as i32;
+                sum +=
+                    (b & 0x0F) as i32 * a.qs[j] as i32 + (b >> 4) as i32 * a.qs[j + QK / 2] as i32;
             }
             acc += read_f16(w, 0) * (a.d * sum as f32 - 8.0 * a.s);
         }
@@ -103,7 +114,8 @@ pub mod scalar {
             let mut sum = 0i32;
             for j in 0..QK / 2 {
                 let b = w[4 + j];
-                sum += (b & 0x0F) as i32 * a.qs[j] as i32 + (b >> 4) as i32 * a.qs[j + QK / 2] as i32;
+                sum +=
+                    (b & 0x0F) as i32 * a.qs[j] as i32 + (b >> 4) as i32 * a.qs[j + QK / 2] as i32;
             }
             acc += read_f16(w, 0) * a.d * sum as f32 + read_f16(w, 2) * a.s;
         }
@@ -113,7 +125,9 @@ pub mod scalar {
     pub fn dot_q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
         let mut acc = 0f32;
         for (w, a) in row.chunks_exact(QFormat::Q8_0.block_bytes()).zip(act) {
-            let sum: i32 = (0..QK).map(|j| w[2 + j] as i8 as i32 * a.qs[j] as i32).sum();
+            let sum: i32 = (0..QK)
+                .map(|j| w[2 + j] as i8 as i32 * a.qs[j] as i32)
+                .sum();
             acc += read_f16(w, 0) * a.d * sum as f32;
         }
         acc
@@ -156,7 +170,12 @@ macro_rules! simd_kernels {
             #[target_feature(enable = $features)]
             unsafe fn q4_1_x4(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
                 const BB: usize = QFormat::Q4_1.block_bytes();
-                let n = acts.iter().map(|a| a.len()).min().unwrap_or(0).min(row.len() / BB);
+                let n = acts
+                    .iter()
+                    .map(|a| a.len())
+                    .min()
+                    .unwrap_or(0)
+                    .min(row.len() / BB);
                 let mut acc0 = [_mm256_setzero_ps(); 4];
                 let mut acc1 = [_mm256_setzero_ps(); 4];
                 let mut mins = [0f32; 4];
@@ -170,8 +189,10 @@ macro_rules! simd_kernels {
                         let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
                         let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
                         let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
-                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * a0.d), dot_u8_i8(q0, x0), acc0[t]);
-                        acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * a1.d), dot_u8_i8(q1, x1), acc1[t]);
+                        acc0[t] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d0 * a0.d), dot_u8_i8(q0, x0), acc0[t]);
+                        acc1[t] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d1 * a1.d), dot_u8_i8(q1, x1), acc1[t]);
                         mins[t] += m0 * a0.s + m1 * a1.s;
                     }
                     i += 2;
@@ -182,7 +203,8 @@ macro_rules! simd_kernels {
                     for t in 0..4 {
                         let a = acts[t].get_unchecked(i);
                         let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(q, x), acc0[t]);
+                        acc0[t] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(q, x), acc0[t]);
                         mins[t] += m * a.s;
                     }
                 }
@@ -194,7 +216,12 @@ macro_rules! simd_kernels {
             #[target_feature(enable = $features)]
             unsafe fn q8_0_x4(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
                 const BB: usize = QFormat::Q8_0.block_bytes();
-                let n = acts.iter().map(|a| a.len()).min().unwrap_or(0).min(row.len() / BB);
+                let n = acts
+                    .iter()
+                    .map(|a| a.len())
+                    .min()
+                    .unwrap_or(0)
+                    .min(row.len() / BB);
                 let mut acc0 = [_mm256_setzero_ps(); 4];
                 let mut acc1 = [_mm256_setzero_ps(); 4];
                 let p = row.as_ptr();
@@ -209,8 +236,16 @@ macro_rules! simd_kernels {
                         let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
                         let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
                         let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
-                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * a0.d), dot_u8_i8(qa0, _mm256_sign_epi8(x0, q0)), acc0[t]);
-                        acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * a1.d), dot_u8_i8(qa1, _mm256_sign_epi8(x1, q1)), acc1[t]);
+                        acc0[t] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d0 * a0.d),
+                            dot_u8_i8(qa0, _mm256_sign_epi8(x0, q0)),
+                            acc0[t],
+                        );
+                        acc1[t] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d1 * a1.d),
+                            dot_u8_i8(qa1, _mm256_sign_epi8(x1, q1)),
+                            acc1[t],
+                        );
                     }
                     i += 2;
                 }
@@ -222,7 +257,11 @@ macro_rules! simd_kernels {
                     for t in 0..4 {
                         let a = acts[t].get_unchecked(i);
                         let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(qa, _mm256_sign_epi8(x, q)), acc0[t]);
+                        acc0[t] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d * a.d),
+                            dot_u8_i8(qa, _mm256_sign_epi8(x, q)),
+                            acc0[t],
+                        );
                     }
                 }
                 let r = |t: usize| hsum(_mm256_add_ps(acc0[t], acc1[t]));
@@ -232,7 +271,9 @@ macro_rules! simd_kernels {
             #[target_feature(enable = $features)]
             #[inline]
             unsafe fn f16(p: *const u8) -> f32 {
-                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*p, *p.add(1)]) as i32)))
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                    u16::from_le_bytes([*p, *p.add(1)]) as i32,
+                )))
             }
 
             /// 16 bytes of nibbles → 32 bytes: low nibbles (elements 0..16), then high (16..32).
@@ -275,8 +316,16 @@ macro_rules! simd_kernels {
                     let (a0, a1) = (&act[i], &act[i + 1]);
                     let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
                     let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
-                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_u8_i8(nibbles(w0.add(4)), x0), acc0);
-                    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * a1.d), dot_u8_i8(nibbles(w1.add(4)), x1), acc1);
+                    acc0 = _mm256_fmadd_ps(
+                        _mm256_set1_ps(f16(w0) * a0.d),
+                        dot_u8_i8(nibbles(w0.add(4)), x0),
+                        acc0,
+                    );
+                    acc1 = _mm256_fmadd_ps(
+                        _mm256_set1_ps(f16(w1) * a1.d),
+                        dot_u8_i8(nibbles(w1.add(4)), x1),
+                        acc1,
+                    );
                     mins += f16(w0.add(2)) * a0.s + f16(w1.add(2)) * a1.s;
                     i += 2;
                 }
@@ -284,7 +333,11 @@ macro_rules! simd_kernels {
                     let w = p.add(i * BB);
                     let a = &act[i];
                     let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w) * a.d), dot_u8_i8(nibbles(w.add(4)), x), acc0);
+                    acc0 = _mm256_fmadd_ps(
+                        _mm256_set1_ps(f16(w) * a.d),
+                        dot_u8_i8(nibbles(w.add(4)), x),
+                        acc0,
+                    );
                     mins += f16(w.add(2)) * a.s;
                 }
                 hsum(_mm256_add_ps(acc0, acc1)) + mins
@@ -301,7 +354,11 @@ macro_rules! simd_kernels {
                     let w = p.add(i * BB);
                     let d = f16(w);
                     let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(nibbles(w.add(2)), x), acc);
+                    acc = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * a.d),
+                        dot_u8_i8(nibbles(w.add(2)), x),
+                        acc,
+                    );
                     offs += d * 8.0 * a.s;
                 }
                 hsum(acc) - offs
@@ -342,8 +399,13 @@ macro_rules! simd_kernels {
     };
 }
 
-simd_kernels!(avx2, "avx2,fma,f16c", |u, s| _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-simd_kernels!(vnni, "avx2,fma,f16c,avx512vnni,avx512vl", |u, s| _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
+simd_kernels!(avx2, "avx2,fma,f16c", |u, s| _mm256_madd_epi16(
+    _mm256_maddubs_epi16(u, s),
+    _mm256_set1_epi16(1)
+));
+simd_kernels!(vnni, "avx2,fma,f16c,avx512vnni,avx512vl", |u, s| {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+});
 
 #[cfg(test)]
 mod tests {
@@ -379,8 +441,12 @@ mod tests {
     /// Quantized dot products approximate the float dot product (the formats are read correctly).
     #[test]
     fn quantized_dot_tracks_float_dot() {
-        let w: Vec<f32> = (0..4 * QK).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
-        let x: Vec<f32> = (0..4 * QK).map(|i| ((i * 53 % 97) as f32 / 40.0) - 1.2).collect();
+        let w: Vec<f32> = (0..4 * QK)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..4 * QK)
+            .map(|i| ((i * 53 % 97) as f32 / 40.0) - 1.2)
+            .collect();
         let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
         let mut act = vec![ActBlock::default(); 4];
         quantize_activations(&x, &mut act);

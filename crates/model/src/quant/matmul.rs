@@ -27,8 +27,11 @@ pub struct QWeight {
 impl QWeight {
     /// Wraps GGUF bytes; fails when the byte count does not match the shape.
     pub fn new(format: QFormat, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, String> {
-        if cols % QK != 0 {
-            return Err(format!("{} needs rows of a multiple of {QK} values, got {cols}", format.name()));
+        if !cols.is_multiple_of(QK) {
+            return Err(format!(
+                "{} needs rows of a multiple of {QK} values, got {cols}",
+                format.name()
+            ));
         }
         let want = rows * cols / QK * format.block_bytes();
         if data.len() != want {
@@ -38,15 +41,31 @@ impl QWeight {
                 data.len()
             ));
         }
-        Ok(Self { format, rows, cols, data: Arc::new(data) })
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            data: Arc::new(data),
+        })
     }
 
     /// Quantizes a float `rows × cols` matrix (tests, and tools that write GGUF).
-    pub fn quantize(format: QFormat, rows: usize, cols: usize, values: &[f32]) -> Result<Self, String> {
-        if values.len() != rows * cols || cols % QK != 0 {
-            return Err(format!("cannot quantize {} values as {rows}x{cols}", values.len()));
+    pub fn quantize(
+        format: QFormat,
+        rows: usize,
+        cols: usize,
+        values: &[f32],
+    ) -> Result<Self, String> {
+        if values.len() != rows * cols || !cols.is_multiple_of(QK) {
+            return Err(format!(
+                "cannot quantize {} values as {rows}x{cols}",
+                values.len()
+            ));
         }
-        let data = values.chunks_exact(cols).flat_map(|r| super::formats::quantize_row(format, r)).collect();
+        let data = values
+            .chunks_exact(cols)
+            .flat_map(|r| super::formats::quantize_row(format, r))
+            .collect();
         Self::new(format, rows, cols, data)
     }
 
@@ -77,7 +96,12 @@ impl QWeight {
         for &r in order {
             data.extend_from_slice(self.row(r as usize));
         }
-        Self { format: self.format, rows: order.len(), cols: self.cols, data: Arc::new(data) }
+        Self {
+            format: self.format,
+            rows: order.len(),
+            cols: self.cols,
+            data: Arc::new(data),
+        }
     }
 
     /// Dequantizes the whole matrix (`rows × cols`, f32).
@@ -95,7 +119,10 @@ impl QWeight {
         for (dst, &id) in out.chunks_exact_mut(self.cols).zip(ids) {
             let id = id as usize;
             if id >= self.rows {
-                candle_core::bail!("token id {id} is outside the vocabulary of {} entries", self.rows);
+                candle_core::bail!(
+                    "token id {id} is outside the vocabulary of {} entries",
+                    self.rows
+                );
             }
             dequantize_row(self.format, self.row(id), dst);
         }
@@ -136,12 +163,17 @@ impl QWeight {
             let first = task * per_task;
             let last = (first + per_task).min(self.rows);
             // SAFETY: tasks write disjoint ranges [first·n, last·n) of `out_t`, which outlives the call.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(first * n), (last - first) * n) };
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(out_ptr.get().add(first * n), (last - first) * n)
+            };
             for (k, cell) in dst.chunks_exact_mut(n).enumerate() {
                 let w = self.row(first + k);
                 let mut t = 0;
                 while t + 4 <= n {
-                    let r = dot4(w, [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
+                    let r = dot4(
+                        w,
+                        [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
+                    );
                     cell[t..t + 4].copy_from_slice(&r);
                     t += 4;
                 }
@@ -182,11 +214,18 @@ impl CustomOp1 for QMatMulOp {
         "quantized-matmul"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let w = &self.0;
         let (n, cols) = layout.shape().dims2()?;
         if cols != w.cols {
-            candle_core::bail!("quantized matmul: input has {cols} features, weight expects {}", w.cols);
+            candle_core::bail!(
+                "quantized matmul: input has {cols} features, weight expects {}",
+                w.cols
+            );
         }
         let x = match storage {
             CpuStorage::F32(v) => v,
@@ -196,10 +235,18 @@ impl CustomOp1 for QMatMulOp {
             Some((a, b)) => &x[a..b],
             None => candle_core::bail!("quantized matmul needs a contiguous input"),
         };
-        Ok((CpuStorage::F32(w.matmul_rows(x, n)), Shape::from((n, w.rows))))
+        Ok((
+            CpuStorage::F32(w.matmul_rows(x, n)),
+            Shape::from((n, w.rows)),
+        ))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let w = self.0.dequantize(grad.device())?;
         Ok(Some(grad.matmul(&w)?))
     }
@@ -210,7 +257,9 @@ mod tests {
     use super::*;
 
     fn pseudo(n: usize, salt: usize) -> Vec<f32> {
-        (0..n).map(|i| (((i * 7919 + salt * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
+        (0..n)
+            .map(|i| (((i * 7919 + salt * 104729) % 1000) as f32 / 500.0) - 1.0)
+            .collect()
     }
 
     /// The product agrees with a float matmul of the dequantized weight, for row counts that use the
@@ -228,7 +277,10 @@ mod tests {
                 let got = w.forward(&x)?;
                 let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(err <= 0.02 * scale, "{format:?} n={n}: max err {err} (scale {scale})");
+                assert!(
+                    err <= 0.02 * scale,
+                    "{format:?} n={n}: max err {err} (scale {scale})"
+                );
             }
         }
         Ok(())
@@ -256,9 +308,18 @@ mod tests {
         let xs = pseudo(9 * cols, 4);
         for format in [QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0] {
             let w = QWeight::quantize(format, rows, cols, &pseudo(rows * cols, 2)).unwrap();
-            let all: Vec<Vec<f32>> = w.forward(&Tensor::from_vec(xs.clone(), (9, cols), &dev)?)?.to_vec2()?;
+            let all: Vec<Vec<f32>> = w
+                .forward(&Tensor::from_vec(xs.clone(), (9, cols), &dev)?)?
+                .to_vec2()?;
             for (t, row) in all.iter().enumerate() {
-                let one: Vec<f32> = w.forward(&Tensor::from_vec(xs[t * cols..(t + 1) * cols].to_vec(), (1, cols), &dev)?)?.get(0)?.to_vec1()?;
+                let one: Vec<f32> = w
+                    .forward(&Tensor::from_vec(
+                        xs[t * cols..(t + 1) * cols].to_vec(),
+                        (1, cols),
+                        &dev,
+                    )?)?
+                    .get(0)?
+                    .to_vec1()?;
                 assert_eq!(&one, row, "{format:?} row {t}");
             }
         }
@@ -273,4 +334,3 @@ mod tests {
         assert!(w.gather_rows(&[2], &Device::Cpu).is_err());
     }
 }
-

@@ -49,11 +49,16 @@ const SPIN_FOR: Duration = Duration::from_millis(2);
 fn pool() -> &'static Pool {
     static POOL: OnceLock<&'static Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let pool: &'static Pool =
-            Box::leak(Box::new(Pool { epoch: AtomicU64::new(0), job: Mutex::new(None), workers: OnceLock::new() }));
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            epoch: AtomicU64::new(0),
+            job: Mutex::new(None),
+            workers: OnceLock::new(),
+        }));
         let handles = (0..threads().saturating_sub(1))
             .filter_map(|i| {
-                let spawned = std::thread::Builder::new().name(format!("ol-kernel-{i}")).spawn(move || worker(pool));
+                let spawned = std::thread::Builder::new()
+                    .name(format!("ol-kernel-{i}"))
+                    .spawn(move || worker(pool));
                 spawned.ok().map(|h| h.thread().clone())
             })
             .collect();
@@ -75,7 +80,7 @@ fn worker(pool: &'static Pool) {
             }
             std::hint::spin_loop();
             spins += 1;
-            if spins % 1024 == 0 && start.elapsed() > SPIN_FOR {
+            if spins.is_multiple_of(1024) && start.elapsed() > SPIN_FOR {
                 std::thread::park_timeout(Duration::from_millis(50));
             }
         }
@@ -115,7 +120,12 @@ pub fn parallel_for(n: usize, f: &(dyn Fn(usize) + Sync)) {
     }
     // SAFETY: the lifetime is erased only for the duration of this call (we wait for `done == n`).
     let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-    let job = Arc::new(Job { f, n, next: AtomicUsize::new(0), done: AtomicUsize::new(0) });
+    let job = Arc::new(Job {
+        f,
+        n,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+    });
     *pool.job.lock().expect("pool lock") = Some(job.clone());
     pool.epoch.fetch_add(1, Ordering::AcqRel);
     for w in workers {
