@@ -4,7 +4,8 @@
 //!
 //! Usage: model-speed [model.gguf] [--threads N] [--prefill N] [--decode N] [--batches 1,8,32]
 
-use openledger_model::{load, Device, Llama, Logits, SeqInput};
+use openledger_model::sampling::argmax;
+use openledger_model::{load, Device, Llama, Logits, SeqCache, SeqInput};
 use std::time::Instant;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -42,47 +43,33 @@ fn prefill(m: &Llama, n: usize) -> f64 {
     n as f64 / best
 }
 
-/// `batch` sequences with 32-token prompts, then `steps` decode steps for all of them together.
-fn decode(m: &Llama, batch: usize, steps: usize) -> f64 {
-    let prompts: Vec<Vec<u32>> = (0..batch).map(|b| prompt(32, b + 1)).collect();
-    let mut caches: Vec<_> = (0..batch).map(|_| m.new_cache()).collect();
-    let mut inputs: Vec<SeqInput> = prompts
+/// Feeds each sequence its new tokens in one batched pass; returns each sequence's greedy next token.
+fn step(m: &Llama, new: &[Vec<u32>], caches: &mut [SeqCache]) -> Vec<u32> {
+    let mut inputs: Vec<SeqInput> = new
         .iter()
         .zip(caches.iter_mut())
-        .map(|(p, cache)| SeqInput {
-            tokens: p,
+        .map(|(t, cache)| SeqInput {
+            tokens: t,
             cache,
             adapter: None,
         })
         .collect();
-    let mut last: Vec<u32> = m
-        .forward(&mut inputs, Logits::Last)
-        .unwrap()
+    let logits = m.forward(&mut inputs, Logits::Last).unwrap();
+    logits
         .iter()
-        .map(|l| {
-            openledger_model::sampling::argmax(&l.squeeze(0).unwrap().to_vec1::<f32>().unwrap())
-        })
-        .collect();
+        .map(|l| argmax(&l.squeeze(0).unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+/// `batch` sequences with 32-token prompts, then `steps` decode steps for all of them together.
+fn decode(m: &Llama, batch: usize, steps: usize) -> f64 {
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|b| prompt(32, b + 1)).collect();
+    let mut caches: Vec<_> = (0..batch).map(|_| m.new_cache()).collect();
+    let mut last = step(m, &prompts, &mut caches);
     let t = Instant::now();
     for _ in 0..steps {
-        let toks: Vec<[u32; 1]> = last.iter().map(|&x| [x]).collect();
-        let mut inputs: Vec<SeqInput> = toks
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(tk, cache)| SeqInput {
-                tokens: tk,
-                cache,
-                adapter: None,
-            })
-            .collect();
-        last = m
-            .forward(&mut inputs, Logits::Last)
-            .unwrap()
-            .iter()
-            .map(|l| {
-                openledger_model::sampling::argmax(&l.squeeze(0).unwrap().to_vec1::<f32>().unwrap())
-            })
-            .collect();
+        let new: Vec<Vec<u32>> = last.iter().map(|&x| vec![x]).collect();
+        last = step(m, &new, &mut caches);
     }
     (batch * steps) as f64 / t.elapsed().as_secs_f64()
 }

@@ -69,35 +69,33 @@ impl Gguf {
         v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok()
     }
 
-    /// Strings of an array-valued key (tokens, merges).
-    pub fn meta_strings(&self, key: &str) -> Result<Vec<String>> {
+    /// The items of an array-valued key, each converted by `item`.
+    fn meta_array<T>(
+        &self,
+        key: &str,
+        item: impl Fn(&gguf_file::Value) -> candle_core::Result<T>,
+    ) -> Result<Vec<T>> {
         let arr = self
             .meta(key)
             .ok_or_else(|| self.err(format!("missing metadata {key}")))?;
         let arr = arr.to_vec().map_err(|e| self.err(format!("{key}: {e}")))?;
         arr.iter()
-            .map(|v| {
-                v.to_string()
-                    .cloned()
-                    .map_err(|e| self.err(format!("{key}: {e}")))
-            })
+            .map(|v| item(v).map_err(|e| self.err(format!("{key}: {e}"))))
             .collect()
+    }
+
+    /// Strings of an array-valued key (tokens, merges).
+    pub fn meta_strings(&self, key: &str) -> Result<Vec<String>> {
+        self.meta_array(key, |v| v.to_string().cloned())
     }
 
     /// Integers of an array-valued key (token types).
     pub fn meta_ints(&self, key: &str) -> Result<Vec<i64>> {
-        let arr = self
-            .meta(key)
-            .ok_or_else(|| self.err(format!("missing metadata {key}")))?;
-        let arr = arr.to_vec().map_err(|e| self.err(format!("{key}: {e}")))?;
-        arr.iter()
-            .map(|v| {
-                v.to_i32()
-                    .map(i64::from)
-                    .or_else(|_| v.to_u32().map(i64::from))
-                    .map_err(|e| self.err(format!("{key}: {e}")))
-            })
-            .collect()
+        self.meta_array(key, |v| {
+            v.to_i32()
+                .map(i64::from)
+                .or_else(|_| v.to_u32().map(i64::from))
+        })
     }
 
     pub fn meta_u32(&self, key: &str) -> Option<u32> {

@@ -2,42 +2,16 @@
 //! greedy output. The references come from llama-cpp-python (scripts/make-llama-references) and are
 //! checked in, so CI needs no llama.cpp build; the model itself comes from scripts/fetch-model.
 
-use openledger_model::{generate, load, GenerateParams, Llama, Logits, SeqInput, Tokenizer};
+mod common;
+use common::model;
+
+use openledger_model::{generate, GenerateParams, Llama, Logits, SeqInput};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// Below this top-1/top-2 logit margin in llama.cpp, the two runtimes may legitimately pick differently:
 /// llama.cpp's own logits for the same position move by up to ~0.3 between its decode and batch paths
 /// (90th percentile 1.5% of a ~20 logit), so a margin under 0.5 is a tie within its own noise.
 const NEAR_TIE: f64 = 0.5;
-
-fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("OPENLEDGER_MODEL") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = root
-        .join("models")
-        .join(openledger_model::DEFAULT_MODEL_FILE);
-    assert!(
-        p.exists(),
-        "{} is missing: run ./scripts/fetch-model first",
-        p.display()
-    );
-    p
-}
-
-fn model() -> &'static (Llama, Tokenizer) {
-    static M: OnceLock<(Llama, Tokenizer)> = OnceLock::new();
-    M.get_or_init(|| {
-        let p = model_path();
-        (
-            load::load(&p, &openledger_model::Device::Cpu).unwrap(),
-            Tokenizer::for_model(&p).unwrap(),
-        )
-    })
-}
 
 fn reference() -> Value {
     let text = include_str!("data/llama_cpp_reference.json");

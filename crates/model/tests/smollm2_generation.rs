@@ -1,35 +1,13 @@
 //! Generation on SmolLM2 as a user sees it: stop strings, streaming, limits, seeds, batching, chat
 //! templates and malformed model files.
 
+mod common;
+use common::{model, model_path};
+
 use openledger_model::chat::{self, Message};
 use openledger_model::{
-    generate, generate_batch, load, FinishReason, GenerateParams, Llama, SamplingParams, Tokenizer,
+    generate, generate_batch, load, FinishReason, GenerateParams, SamplingParams,
 };
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
-fn model_path() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models")
-        .join(openledger_model::DEFAULT_MODEL_FILE);
-    assert!(
-        p.exists(),
-        "{} is missing: run ./scripts/fetch-model first",
-        p.display()
-    );
-    p
-}
-
-fn model() -> &'static (Llama, Tokenizer) {
-    static M: OnceLock<(Llama, Tokenizer)> = OnceLock::new();
-    M.get_or_init(|| {
-        let p = model_path();
-        (
-            load::load(&p, &openledger_model::Device::Cpu).unwrap(),
-            Tokenizer::for_model(&p).unwrap(),
-        )
-    })
-}
 
 fn chat_ids(q: &str) -> Vec<u32> {
     let (_, tok) = model();

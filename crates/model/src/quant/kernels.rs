@@ -149,123 +149,19 @@ macro_rules! simd_kernels {
             }
             pub fn dot_q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
                 // SAFETY: as above.
-                unsafe { q4_1(row, act) }
+                unsafe { q4_1::<1>(row, [act])[0] }
             }
             pub fn dot_q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
                 // SAFETY: as above.
-                unsafe { q8_0(row, act) }
+                unsafe { q8_0::<1>(row, [act])[0] }
             }
-
             pub fn dot4_q4_1(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
                 // SAFETY: as above.
-                unsafe { q4_1_x4(row, acts) }
+                unsafe { q4_1::<4>(row, acts) }
             }
             pub fn dot4_q8_0(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
                 // SAFETY: as above.
-                unsafe { q8_0_x4(row, acts) }
-            }
-
-            /// Same arithmetic, in the same order, as `q4_1` for each of the four rows, so a row's
-            /// result never depends on which other rows share its batch.
-            #[target_feature(enable = $features)]
-            unsafe fn q4_1_x4(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
-                const BB: usize = QFormat::Q4_1.block_bytes();
-                let n = acts
-                    .iter()
-                    .map(|a| a.len())
-                    .min()
-                    .unwrap_or(0)
-                    .min(row.len() / BB);
-                let mut acc0 = [_mm256_setzero_ps(); 4];
-                let mut acc1 = [_mm256_setzero_ps(); 4];
-                let mut mins = [0f32; 4];
-                let p = row.as_ptr();
-                let mut i = 0;
-                while i + 1 < n {
-                    let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
-                    let (d0, d1, m0, m1) = (f16(w0), f16(w1), f16(w0.add(2)), f16(w1.add(2)));
-                    let (q0, q1) = (nibbles(w0.add(4)), nibbles(w1.add(4)));
-                    for t in 0..4 {
-                        let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
-                        let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
-                        let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
-                        acc0[t] =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d0 * a0.d), dot_u8_i8(q0, x0), acc0[t]);
-                        acc1[t] =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d1 * a1.d), dot_u8_i8(q1, x1), acc1[t]);
-                        mins[t] += m0 * a0.s + m1 * a1.s;
-                    }
-                    i += 2;
-                }
-                if i < n {
-                    let w = p.add(i * BB);
-                    let (d, m, q) = (f16(w), f16(w.add(2)), nibbles(w.add(4)));
-                    for t in 0..4 {
-                        let a = acts[t].get_unchecked(i);
-                        let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                        acc0[t] =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), dot_u8_i8(q, x), acc0[t]);
-                        mins[t] += m * a.s;
-                    }
-                }
-                let r = |t: usize| hsum(_mm256_add_ps(acc0[t], acc1[t])) + mins[t];
-                [r(0), r(1), r(2), r(3)]
-            }
-
-            /// Same arithmetic, in the same order, as `q8_0` for each of the four rows.
-            #[target_feature(enable = $features)]
-            unsafe fn q8_0_x4(row: &[u8], acts: [&[ActBlock]; 4]) -> [f32; 4] {
-                const BB: usize = QFormat::Q8_0.block_bytes();
-                let n = acts
-                    .iter()
-                    .map(|a| a.len())
-                    .min()
-                    .unwrap_or(0)
-                    .min(row.len() / BB);
-                let mut acc0 = [_mm256_setzero_ps(); 4];
-                let mut acc1 = [_mm256_setzero_ps(); 4];
-                let p = row.as_ptr();
-                let mut i = 0;
-                while i + 1 < n {
-                    let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
-                    let (d0, d1) = (f16(w0), f16(w1));
-                    let q0 = _mm256_loadu_si256(w0.add(2) as *const __m256i);
-                    let q1 = _mm256_loadu_si256(w1.add(2) as *const __m256i);
-                    let (qa0, qa1) = (_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(q1, q1));
-                    for t in 0..4 {
-                        let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
-                        let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
-                        let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
-                        acc0[t] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(d0 * a0.d),
-                            dot_u8_i8(qa0, _mm256_sign_epi8(x0, q0)),
-                            acc0[t],
-                        );
-                        acc1[t] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(d1 * a1.d),
-                            dot_u8_i8(qa1, _mm256_sign_epi8(x1, q1)),
-                            acc1[t],
-                        );
-                    }
-                    i += 2;
-                }
-                if i < n {
-                    let w = p.add(i * BB);
-                    let d = f16(w);
-                    let q = _mm256_loadu_si256(w.add(2) as *const __m256i);
-                    let qa = _mm256_sign_epi8(q, q);
-                    for t in 0..4 {
-                        let a = acts[t].get_unchecked(i);
-                        let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                        acc0[t] = _mm256_fmadd_ps(
-                            _mm256_set1_ps(d * a.d),
-                            dot_u8_i8(qa, _mm256_sign_epi8(x, q)),
-                            acc0[t],
-                        );
-                    }
-                }
-                let r = |t: usize| hsum(_mm256_add_ps(acc0[t], acc1[t]));
-                [r(0), r(1), r(2), r(3)]
+                unsafe { q8_0::<4>(row, acts) }
             }
 
             #[target_feature(enable = $features)]
@@ -303,44 +199,105 @@ macro_rules! simd_kernels {
                 _mm_cvtss_f32(s)
             }
 
+            /// One weight row against `R` activation rows; each weight block is unpacked once. Every
+            /// row gets the same arithmetic in the same order whatever `R` is, so a row's result never
+            /// depends on which other rows share its batch.
             #[target_feature(enable = $features)]
-            unsafe fn q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
+            unsafe fn q4_1<const R: usize>(row: &[u8], acts: [&[ActBlock]; R]) -> [f32; R] {
                 const BB: usize = QFormat::Q4_1.block_bytes();
-                let n = act.len().min(row.len() / BB);
-                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let mut mins = 0f32;
+                let n = acts
+                    .iter()
+                    .map(|a| a.len())
+                    .min()
+                    .unwrap_or(0)
+                    .min(row.len() / BB);
+                let mut acc0 = [_mm256_setzero_ps(); R];
+                let mut acc1 = [_mm256_setzero_ps(); R];
+                let mut mins = [0f32; R];
                 let p = row.as_ptr();
                 let mut i = 0;
                 while i + 1 < n {
                     let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
-                    let (a0, a1) = (&act[i], &act[i + 1]);
-                    let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
-                    let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
-                    acc0 = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(w0) * a0.d),
-                        dot_u8_i8(nibbles(w0.add(4)), x0),
-                        acc0,
-                    );
-                    acc1 = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(w1) * a1.d),
-                        dot_u8_i8(nibbles(w1.add(4)), x1),
-                        acc1,
-                    );
-                    mins += f16(w0.add(2)) * a0.s + f16(w1.add(2)) * a1.s;
+                    let (d0, d1, m0, m1) = (f16(w0), f16(w1), f16(w0.add(2)), f16(w1.add(2)));
+                    let (q0, q1) = (nibbles(w0.add(4)), nibbles(w1.add(4)));
+                    for t in 0..R {
+                        let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
+                        acc0[t] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d0 * a0.d),
+                            dot_u8_i8(q0, load(a0)),
+                            acc0[t],
+                        );
+                        acc1[t] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d1 * a1.d),
+                            dot_u8_i8(q1, load(a1)),
+                            acc1[t],
+                        );
+                        mins[t] += m0 * a0.s + m1 * a1.s;
+                    }
                     i += 2;
                 }
                 if i < n {
                     let w = p.add(i * BB);
-                    let a = &act[i];
-                    let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                    acc0 = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(w) * a.d),
-                        dot_u8_i8(nibbles(w.add(4)), x),
-                        acc0,
-                    );
-                    mins += f16(w.add(2)) * a.s;
+                    let (d, m, q) = (f16(w), f16(w.add(2)), nibbles(w.add(4)));
+                    for t in 0..R {
+                        let a = acts[t].get_unchecked(i);
+                        acc0[t] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(d * a.d),
+                            dot_u8_i8(q, load(a)),
+                            acc0[t],
+                        );
+                        mins[t] += m * a.s;
+                    }
                 }
-                hsum(_mm256_add_ps(acc0, acc1)) + mins
+                std::array::from_fn(|t| hsum(_mm256_add_ps(acc0[t], acc1[t])) + mins[t])
+            }
+
+            /// Q8_0 counterpart of `q4_1` (same ordering guarantee).
+            #[target_feature(enable = $features)]
+            unsafe fn q8_0<const R: usize>(row: &[u8], acts: [&[ActBlock]; R]) -> [f32; R] {
+                const BB: usize = QFormat::Q8_0.block_bytes();
+                let n = acts
+                    .iter()
+                    .map(|a| a.len())
+                    .min()
+                    .unwrap_or(0)
+                    .min(row.len() / BB);
+                let mut acc0 = [_mm256_setzero_ps(); R];
+                let mut acc1 = [_mm256_setzero_ps(); R];
+                let p = row.as_ptr();
+                // u8×i8 products: |q| as the unsigned side, q's sign moved onto the activation.
+                let block = |w: *const u8| {
+                    let q = _mm256_loadu_si256(w.add(2) as *const __m256i);
+                    (f16(w), q, _mm256_sign_epi8(q, q))
+                };
+                let mut i = 0;
+                while i + 1 < n {
+                    let ((d0, q0, u0), (d1, q1, u1)) =
+                        (block(p.add(i * BB)), block(p.add((i + 1) * BB)));
+                    for t in 0..R {
+                        let (a0, a1) = (acts[t].get_unchecked(i), acts[t].get_unchecked(i + 1));
+                        let p0 = dot_u8_i8(u0, _mm256_sign_epi8(load(a0), q0));
+                        let p1 = dot_u8_i8(u1, _mm256_sign_epi8(load(a1), q1));
+                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * a0.d), p0, acc0[t]);
+                        acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * a1.d), p1, acc1[t]);
+                    }
+                    i += 2;
+                }
+                if i < n {
+                    let (d, q, u) = block(p.add(i * BB));
+                    for t in 0..R {
+                        let a = acts[t].get_unchecked(i);
+                        let pr = dot_u8_i8(u, _mm256_sign_epi8(load(a), q));
+                        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), pr, acc0[t]);
+                    }
+                }
+                std::array::from_fn(|t| hsum(_mm256_add_ps(acc0[t], acc1[t])))
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn load(a: &ActBlock) -> __m256i {
+                _mm256_load_si256(a.qs.as_ptr() as *const __m256i)
             }
 
             #[target_feature(enable = $features)]
@@ -353,47 +310,14 @@ macro_rules! simd_kernels {
                 for (i, a) in act.iter().enumerate().take(n) {
                     let w = p.add(i * BB);
                     let d = f16(w);
-                    let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
                     acc = _mm256_fmadd_ps(
                         _mm256_set1_ps(d * a.d),
-                        dot_u8_i8(nibbles(w.add(2)), x),
+                        dot_u8_i8(nibbles(w.add(2)), load(a)),
                         acc,
                     );
                     offs += d * 8.0 * a.s;
                 }
                 hsum(acc) - offs
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
-                const BB: usize = QFormat::Q8_0.block_bytes();
-                let n = act.len().min(row.len() / BB);
-                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let p = row.as_ptr();
-                let mut i = 0;
-                while i + 1 < n {
-                    let (w0, w1) = (p.add(i * BB), p.add((i + 1) * BB));
-                    let (a0, a1) = (&act[i], &act[i + 1]);
-                    let q0 = _mm256_loadu_si256(w0.add(2) as *const __m256i);
-                    let q1 = _mm256_loadu_si256(w1.add(2) as *const __m256i);
-                    let x0 = _mm256_load_si256(a0.qs.as_ptr() as *const __m256i);
-                    let x1 = _mm256_load_si256(a1.qs.as_ptr() as *const __m256i);
-                    // u8×i8 products: move the weight's sign onto the activation.
-                    let p0 = dot_u8_i8(_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(x0, q0));
-                    let p1 = dot_u8_i8(_mm256_sign_epi8(q1, q1), _mm256_sign_epi8(x1, q1));
-                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), p0, acc0);
-                    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * a1.d), p1, acc1);
-                    i += 2;
-                }
-                if i < n {
-                    let w = p.add(i * BB);
-                    let a = &act[i];
-                    let q = _mm256_loadu_si256(w.add(2) as *const __m256i);
-                    let x = _mm256_load_si256(a.qs.as_ptr() as *const __m256i);
-                    let pr = dot_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
-                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w) * a.d), pr, acc0);
-                }
-                hsum(_mm256_add_ps(acc0, acc1))
             }
         }
     };
