@@ -194,18 +194,17 @@ pub fn run_generate(
         bail!("the prompt is empty (pass it as an argument or on stdin)");
     }
     let l = load_model(m)?;
-    let text = if use_chat {
+    let ids = if use_chat {
         let mut msgs = Vec::new();
         if let Some(sys) = system {
             msgs.push(Message::new("system", &sys));
         }
         msgs.push(Message::new("user", &prompt));
-        chat_prompt(&l.tokenizer, &msgs)?
+        chat_ids(&l.tokenizer, &msgs)?
     } else {
-        prompt
+        // A raw prompt is user text: special-token text in it stays text.
+        l.tokenizer.encode(&prompt, false)?
     };
-    // Chat templates contain special tokens; raw prompts are user text and never parsed for them.
-    let ids = l.tokenizer.encode(&text, use_chat)?;
     stream(&l, ids, params)?;
     Ok(())
 }

@@ -282,14 +282,19 @@ impl Llama {
                     cfg.max_position
                 )));
             }
-            if let Some(a) = s.adapter {
-                self.check_adapter(a)?;
-            }
             ids.extend_from_slice(s.tokens);
             positions.extend((s.cache.pos..s.cache.pos + s.tokens.len()).map(|p| p as u32));
             per_row.extend(std::iter::repeat_n(s.adapter, s.tokens.len()));
         }
         let n = ids.len();
+        // Each distinct adapter is checked once, not once per sequence using it.
+        let mut seen: Vec<&LoraAdapter> = Vec::new();
+        for a in per_row.iter().flatten() {
+            if !seen.iter().any(|s| std::ptr::eq(*s, *a)) {
+                self.check_adapter(a)?;
+                seen.push(a);
+            }
+        }
         let adapters = RowAdapters::from_rows(&per_row, &self.device)?;
         let pos_t = Tensor::new(positions.as_slice(), &self.device)?;
         let cos = self.cos.index_select(&pos_t, 0)?;
