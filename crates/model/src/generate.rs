@@ -2,7 +2,8 @@
 //! streaming text) and a step function that advances many sequences in one batched forward pass.
 
 use crate::error::{ModelError, Result};
-use crate::llama::{Llama, Logits, SeqCache, SeqInput};
+use crate::kv_cache::SeqCache;
+use crate::llama::{Llama, Logits, SeqInput};
 use crate::lora::LoraAdapter;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, Tokenizer};

@@ -3,14 +3,17 @@
 //! - [`load`]: GGUF (F32/F16/Q8_0/Q4_0/Q4_1 natively, other formats dequantized) and safetensors + `config.json`.
 //! - [`quant`]: the quantized formats with SIMD dot kernels, the decode hot path.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata or `tokenizer.json`; [`chat`] templates.
-//! - [`llama`]: the transformer over a batch of sequences of different lengths with per-row LoRA.
+//! - [`llama`]: the transformer over a batch of sequences of different lengths with per-row LoRA;
+//!   `cpu_forward` is its CPU inference path on plain buffers, [`kv_cache`] the caches both paths share.
 //! - [`lora`] and [`peft`]: adapters, merge/unmerge, rsLoRA, PEFT files both ways.
 //! - [`sampling`] and [`generate`]: sampling, stop rules, streaming, batched generation.
 
 pub mod chat;
 pub mod config;
+mod cpu_forward;
 pub mod error;
 pub mod generate;
+pub mod kv_cache;
 pub mod linear;
 pub mod llama;
 pub mod load;
@@ -24,7 +27,8 @@ pub use candle_core::Device;
 pub use config::{Arch, LlamaConfig};
 pub use error::{ModelError, Result};
 pub use generate::{generate, generate_batch, FinishReason, GenerateParams, Generation, Sequence};
-pub use llama::{Llama, Logits, SeqCache, SeqInput};
+pub use kv_cache::SeqCache;
+pub use llama::{Llama, Logits, SeqInput};
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, RowAdapters, Target};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

@@ -4,13 +4,16 @@
 //! All sequences' new tokens are stacked into one `[tokens, hidden]` matrix so every projection is
 //! one product for the whole batch (rows may carry different LoRA adapters); attention then runs per
 //! sequence against that sequence's own KV cache.
+//!
+//! Two paths compute the layers: on the CPU, inference runs [`crate::cpu_forward`] on plain buffers;
+//! training (differentiable mode) and other devices run the candle ops here.
 
 use crate::config::{Arch, LlamaConfig};
 use crate::error::{ModelError, Result};
+use crate::kv_cache::{LayerCache, SeqCache};
 use crate::linear::{Linear, Weight};
 use crate::lora::{LoraAdapter, RowAdapters, Target};
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::kv_cache::KvCache;
 
 /// One transformer block's weights.
 #[derive(Debug, Clone)]
@@ -59,8 +62,9 @@ pub struct Llama {
     pub blocks: Vec<Block>,
     pub norm: Tensor,
     pub lm_head: Weight,
-    cos: Tensor,
-    sin: Tensor,
+    /// Rotary tables, `[max_position, head_dim / 2]` row-major.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
     device: Device,
     /// Use only ops with a backward pass (training); slower.
     differentiable: bool,
@@ -68,23 +72,6 @@ pub struct Llama {
     /// its f16 KV cache. On for GGUF models (parity with llama.cpp), off for safetensors (parity with
     /// transformers, f32 throughout).
     f16_attention: bool,
-}
-
-/// A sequence's KV cache and position.
-#[derive(Debug, Clone)]
-pub struct SeqCache {
-    layers: Vec<KvCache>,
-    pos: usize,
-}
-
-impl SeqCache {
-    /// Tokens already in the cache.
-    pub fn len(&self) -> usize {
-        self.pos
-    }
-    pub fn is_empty(&self) -> bool {
-        self.pos == 0
-    }
 }
 
 /// One sequence's part of a batched forward pass.
@@ -141,8 +128,8 @@ impl Llama {
             }
         }
         Ok(Self {
-            cos: Tensor::from_vec(cos, (max, half), device)?,
-            sin: Tensor::from_vec(sin, (max, half), device)?,
+            cos,
+            sin,
             config,
             embed,
             blocks,
@@ -168,14 +155,20 @@ impl Llama {
         self.f16_attention = on;
     }
 
+    pub(crate) fn f16_attention(&self) -> bool {
+        self.f16_attention
+    }
+
+    /// The rotary `(cos, sin)` rows of a position.
+    pub(crate) fn rope_table(&self, pos: usize) -> (&[f32], &[f32]) {
+        let half = self.config.head_dim / 2;
+        let r = pos * half..(pos + 1) * half;
+        (&self.cos[r.clone()], &self.sin[r])
+    }
+
     /// An empty cache for a new sequence.
     pub fn new_cache(&self) -> SeqCache {
-        SeqCache {
-            layers: (0..self.config.num_layers)
-                .map(|_| KvCache::new(1, 128))
-                .collect(),
-            pos: 0,
-        }
+        SeqCache::new(self.config.num_layers)
     }
 
     /// `(out, in)` of a target projection (for building adapters).
@@ -296,50 +289,19 @@ impl Llama {
             }
         }
         let adapters = RowAdapters::from_rows(&per_row, &self.device)?;
-        let pos_t = Tensor::new(positions.as_slice(), &self.device)?;
-        let cos = self.cos.index_select(&pos_t, 0)?;
-        let sin = self.sin.index_select(&pos_t, 0)?;
-
-        let mut x = self.embed.rows(&ids, &self.device)?;
-        for (li, block) in self.blocks.iter().enumerate() {
-            let h = self.rms_norm(&x, &block.attn_norm)?;
-            let q = block.q.forward(&h, &adapters, li, Target::Q)?;
-            let k = block.k.forward(&h, &adapters, li, Target::K)?;
-            let v = block.v.forward(&h, &adapters, li, Target::V)?;
-            let q = self.rope(&q.reshape((1, n, cfg.num_heads, cfg.head_dim))?, &cos, &sin)?;
-            let k = self.rope(
-                &k.reshape((1, n, cfg.num_kv_heads, cfg.head_dim))?,
-                &cos,
-                &sin,
-            )?;
-            let v = v.reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
-            let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
-            let mut outs = Vec::with_capacity(seqs.len());
-            let mut off = 0;
-            for s in seqs.iter_mut() {
-                let len = s.tokens.len();
-                let start = s.cache.pos;
-                outs.push(self.attend(
-                    &q.narrow(0, off, len)?,
-                    &k.narrow(0, off, len)?,
-                    &v.narrow(0, off, len)?,
-                    &mut s.cache.layers[li],
-                    start,
-                )?);
-                off += len;
+        // A pass that failed part-way may have appended to some layers: drop anything past `pos`.
+        let kv_width = cfg.num_kv_heads * cfg.head_dim;
+        for s in seqs.iter_mut() {
+            for l in &mut s.cache.layers {
+                l.k.truncate(s.cache.pos * kv_width);
+                l.v.truncate(s.cache.pos * kv_width);
             }
-            let attn = if outs.len() == 1 {
-                outs.pop().expect("one output")
-            } else {
-                Tensor::cat(&outs, 0)?
-            };
-            x = (x + block.o.forward(&attn, &adapters, li, Target::O)?)?;
-            let h = self.rms_norm(&x, &block.ffn_norm)?;
-            let g = block.gate.forward(&h, &adapters, li, Target::Gate)?;
-            let u = block.up.forward(&h, &adapters, li, Target::Up)?;
-            let act = (candle_nn::ops::silu(&g)? * u)?;
-            x = (x + block.down.forward(&act, &adapters, li, Target::Down)?)?;
         }
+        let x = if self.device.is_cpu() && !self.differentiable {
+            self.hidden_cpu(&ids, &positions, seqs, &adapters)?
+        } else {
+            self.hidden_candle(&ids, &positions, seqs, &adapters)?
+        };
         for s in seqs.iter_mut() {
             s.cache.pos += s.tokens.len();
         }
@@ -373,13 +335,77 @@ impl Llama {
         Ok(out)
     }
 
+    /// The candle-op path of [`Llama::forward`]: final hidden states `[n, hidden]` (before the last norm).
+    fn hidden_candle(
+        &self,
+        ids: &[u32],
+        positions: &[u32],
+        seqs: &mut [SeqInput],
+        adapters: &RowAdapters,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let n = ids.len();
+        let table = |second: bool| -> Result<Tensor> {
+            let rows: Vec<f32> = positions
+                .iter()
+                .flat_map(|&p| {
+                    let (c, s) = self.rope_table(p as usize);
+                    if second { s } else { c }.iter().copied()
+                })
+                .collect();
+            Ok(Tensor::from_vec(rows, (n, cfg.head_dim / 2), &self.device)?)
+        };
+        let (cos, sin) = (table(false)?, table(true)?);
+        let mut x = self.embed.rows(ids, &self.device)?;
+        for (li, block) in self.blocks.iter().enumerate() {
+            let h = self.rms_norm(&x, &block.attn_norm)?;
+            let q = block.q.forward(&h, adapters, li, Target::Q)?;
+            let k = block.k.forward(&h, adapters, li, Target::K)?;
+            let v = block.v.forward(&h, adapters, li, Target::V)?;
+            let q = self.rope(&q.reshape((1, n, cfg.num_heads, cfg.head_dim))?, &cos, &sin)?;
+            let k = self.rope(
+                &k.reshape((1, n, cfg.num_kv_heads, cfg.head_dim))?,
+                &cos,
+                &sin,
+            )?;
+            let v = v.reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
+            let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
+            let mut outs = Vec::with_capacity(seqs.len());
+            let mut off = 0;
+            for s in seqs.iter_mut() {
+                let len = s.tokens.len();
+                let start = s.cache.pos;
+                outs.push(self.attend(
+                    &q.narrow(0, off, len)?,
+                    &k.narrow(0, off, len)?,
+                    &v.narrow(0, off, len)?,
+                    &mut s.cache.layers[li],
+                    start,
+                )?);
+                off += len;
+            }
+            let attn = if outs.len() == 1 {
+                outs.pop().expect("one output")
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
+            x = (x + block.o.forward(&attn, adapters, li, Target::O)?)?;
+            let h = self.rms_norm(&x, &block.ffn_norm)?;
+            let g = block.gate.forward(&h, adapters, li, Target::Gate)?;
+            let u = block.up.forward(&h, adapters, li, Target::Up)?;
+            let act = (candle_nn::ops::silu(&g)? * u)?;
+            x = (x + block.down.forward(&act, adapters, li, Target::Down)?)?;
+        }
+        Ok(x)
+    }
+
     /// Causal GQA attention of one sequence's new rows against its cache (after appending to it).
     fn attend(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        cache: &mut KvCache,
+        cache: &mut LayerCache,
         start: usize,
     ) -> Result<Tensor> {
         let cfg = &self.config;
@@ -389,17 +415,31 @@ impl Llama {
             cfg.head_dim,
             cfg.num_heads / cfg.num_kv_heads,
         );
-        // The cache holds f16-precision values, as llama.cpp's does (same numbers, and a later switch to
-        // an f16 store changes nothing).
-        let k = self.attn_round(&k.transpose(0, 1)?)?;
-        let v = self.attn_round(&v.transpose(0, 1)?)?;
-        let (k_all, v_all) = cache.append(&k, &v)?;
+        // The cache holds f16-precision values, as llama.cpp's does. New rows `[n, kvh, hd]` go after
+        // the cached ones; attention reads `[kvh, total, hd]`.
+        let k = self.attn_round(k)?;
+        let v = self.attn_round(v)?;
+        let with_cached = |buf: &[f32], new: &Tensor| -> Result<Tensor> {
+            let all = if start == 0 {
+                new.clone()
+            } else {
+                let prev =
+                    Tensor::from_slice(&buf[..start * kvh * hd], (start, kvh, hd), &self.device)?;
+                Tensor::cat(&[&prev, new], 0)?
+            };
+            Ok(all.transpose(0, 1)?.contiguous()?)
+        };
+        let (k_all, v_all) = (with_cached(&cache.k, &k)?, with_cached(&cache.v, &v)?);
+        cache.append(
+            &k.flatten_all()?.to_vec1::<f32>()?,
+            &v.flatten_all()?.to_vec1::<f32>()?,
+        );
         let total = start + n;
         // [heads, n, hd] → [kv_heads, group·n, hd]: the heads sharing a kv head become rows.
         let q = self
             .attn_round(&q.transpose(0, 1)?)?
             .reshape((kvh, group * n, hd))?;
-        let scores = (q.matmul(&k_all.contiguous()?.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = (q.matmul(&k_all.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let scores = if n > 1 {
             let mask: Vec<f32> = (0..n)
                 .flat_map(|i| {
@@ -425,7 +465,7 @@ impl Llama {
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let out = self.attn_round(&probs)?.matmul(&v_all.contiguous()?)?; // [kvh, group·n, hd]
+        let out = self.attn_round(&probs)?.matmul(&v_all)?; // [kvh, group·n, hd]
         Ok(out
             .reshape((cfg.num_heads, n, hd))?
             .transpose(0, 1)?

@@ -146,53 +146,68 @@ impl QWeight {
 
     /// The dot-kernel product on raw slices: `x` is `n × cols`, the result `n × rows`.
     pub fn matmul_rows(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let blocks = self.cols / QK;
-        let mut act = vec![ActBlock::default(); n * blocks];
-        for (xr, ar) in x.chunks_exact(self.cols).zip(act.chunks_exact_mut(blocks)) {
-            quantize_activations(xr, ar);
-        }
-        let dot = dot_fn(self.format);
-        let dot4 = super::kernels::dot4_fn(self.format);
-        let act_row = |t: usize| &act[t * blocks..(t + 1) * blocks];
-        // Output transposed (row-major in weight rows) so each task writes one contiguous range.
-        let tasks = (super::pool::threads() * 4).min(self.rows).max(1);
-        let per_task = self.rows.div_ceil(tasks);
-        let mut out_t = vec![0f32; self.rows * n];
-        let out_ptr = SendPtr(out_t.as_mut_ptr());
-        super::pool::parallel_for(self.rows.div_ceil(per_task), &|task| {
-            let first = task * per_task;
-            let last = (first + per_task).min(self.rows);
-            // SAFETY: tasks write disjoint ranges [first·n, last·n) of `out_t`, which outlives the call.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(out_ptr.get().add(first * n), (last - first) * n)
-            };
-            for (k, cell) in dst.chunks_exact_mut(n).enumerate() {
-                let w = self.row(first + k);
-                let mut t = 0;
-                while t + 4 <= n {
-                    let r = dot4(
-                        w,
-                        [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
-                    );
-                    cell[t..t + 4].copy_from_slice(&r);
-                    t += 4;
-                }
-                for (j, c) in cell.iter_mut().enumerate().skip(t) {
-                    *c = dot(w, act_row(j));
-                }
-            }
-        });
-        if n == 1 {
-            return out_t;
-        }
-        let mut out = vec![0f32; n * self.rows];
-        for r in 0..self.rows {
-            for t in 0..n {
-                out[t * self.rows + r] = out_t[r * n + t];
-            }
-        }
-        out
+        matmul_many(&[self], x, n).pop().expect("one product")
     }
+}
+
+/// Products of several weights with one shared input (`x` is `n × cols`): the activations are
+/// quantized once and every weight's rows go through one parallel loop (q, k and v; gate and up).
+/// Result `i` is `n × weights[i].rows()`. All weights must have `cols` input features.
+pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    let Some(first) = weights.first() else {
+        return Vec::new();
+    };
+    let cols = first.cols;
+    assert!(
+        weights.iter().all(|w| w.cols == cols) && x.len() == n * cols,
+        "matmul_many: inputs of different widths"
+    );
+    let blocks = cols / QK;
+    let mut act = vec![ActBlock::default(); n * blocks];
+    for (xr, ar) in x.chunks_exact(cols).zip(act.chunks_exact_mut(blocks)) {
+        quantize_activations(xr, ar);
+    }
+    let act_row = |t: usize| &act[t * blocks..(t + 1) * blocks];
+    let total: usize = weights.iter().map(|w| w.rows).sum();
+    let per_task = total.div_ceil(super::pool::threads() * 4).max(1);
+    // (weight, first row, end row): no task spans two weights.
+    let mut tasks = Vec::new();
+    for (wi, w) in weights.iter().enumerate() {
+        tasks.extend(
+            (0..w.rows)
+                .step_by(per_task)
+                .map(|r| (wi, r, (r + per_task).min(w.rows))),
+        );
+    }
+    let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0f32; n * w.rows]).collect();
+    let ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+    super::pool::parallel_for(tasks.len(), &|task| {
+        let (wi, first, end) = tasks[task];
+        let w = weights[wi];
+        let (dot, dot4) = (dot_fn(w.format), super::kernels::dot4_fn(w.format));
+        let out = ptrs[wi].get();
+        for r in first..end {
+            let row = w.row(r);
+            // SAFETY: element (t, r) of output `wi` is written by the one task owning row r;
+            // t < n and r < rows keep it inside the buffer, which outlives the loop.
+            let put = |t: usize, v: f32| unsafe { *out.add(t * w.rows + r) = v };
+            let mut t = 0;
+            while t + 4 <= n {
+                let res = dot4(
+                    row,
+                    [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
+                );
+                for (k, v) in res.into_iter().enumerate() {
+                    put(t + k, v);
+                }
+                t += 4;
+            }
+            for j in t..n {
+                put(j, dot(row, act_row(j)));
+            }
+        }
+    });
+    outs
 }
 
 /// A raw pointer that tasks writing disjoint ranges may share.

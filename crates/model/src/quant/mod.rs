@@ -6,4 +6,4 @@ pub mod matmul;
 pub mod pool;
 
 pub use formats::QFormat;
-pub use matmul::QWeight;
+pub use matmul::{matmul_many, QWeight};

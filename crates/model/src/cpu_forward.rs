@@ -1,0 +1,288 @@
+//! The inference forward pass on the CPU: the transformer on plain f32 buffers.
+//!
+//! Decoding a small model is a few hundred short steps per token; as candle ops each would allocate a
+//! tensor and pass through dispatch, and that overhead rivals the matrix products themselves. Here the
+//! norms, rotary embedding, attention over the KV cache and the SwiGLU run as loops over slices, sibling
+//! projections (q/k/v, gate/up) share one activation quantization and one parallel loop, and attention
+//! runs over (sequence, head, row-chunk) tasks on the kernel pool. LoRA updates, float weights and
+//! biases still go through the same [`Linear`] pieces as the candle path.
+//!
+//! Training and non-CPU devices use the candle path in [`crate::llama`] (every op differentiable);
+//! tests check that both paths give the same logits.
+
+use crate::error::Result;
+use crate::kv_cache::LayerCache;
+use crate::linear::{Linear, Weight};
+use crate::llama::{Llama, SeqInput};
+use crate::lora::{RowAdapters, Target};
+use crate::quant::{matmul_many, pool, QWeight};
+use candle_core::{Device, Tensor};
+
+/// Rounds to the nearest f16 value (llama.cpp's f16 KV cache and attention inputs).
+fn round_f16(xs: &mut [f32]) {
+    for x in xs {
+        *x = half::f16::from_f32(*x).to_f32();
+    }
+}
+
+/// `Σ a·b` with eight independent partial sums (vectorizes).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// RMS norm of each `w.len()`-wide row of `x`, scaled by `w` (as candle's `rms_norm`).
+fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (src, dst) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        let sum2: f32 = src.iter().map(|v| v * v).sum();
+        let m = (sum2 / w.len() as f32 + eps).sqrt();
+        for ((d, s), a) in dst.iter_mut().zip(src).zip(w) {
+            *d = *s / m * *a;
+        }
+    }
+    out
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// A raw pointer that tasks writing disjoint ranges may share.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Where one sequence's rows sit in the batch and what its cache held before this pass.
+struct SeqSpan {
+    offset: usize,
+    len: usize,
+    start: usize,
+}
+
+impl Llama {
+    /// The final hidden states (`[n, hidden]`, before the last norm) of the stacked new tokens.
+    pub(crate) fn hidden_cpu(
+        &self,
+        ids: &[u32],
+        positions: &[u32],
+        seqs: &mut [SeqInput],
+        adapters: &RowAdapters,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (n, hidden) = (ids.len(), cfg.hidden_size);
+        let eps = cfg.rms_norm_eps as f32;
+        let mut x = self
+            .embed
+            .rows(ids, &Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let spans: Vec<SeqSpan> = seqs
+            .iter()
+            .scan(0, |off, s| {
+                let span = SeqSpan {
+                    offset: *off,
+                    len: s.tokens.len(),
+                    start: s.cache.pos,
+                };
+                *off += span.len;
+                Some(span)
+            })
+            .collect();
+        for (li, block) in self.blocks.iter().enumerate() {
+            let h = rms_norm(&x, &block.attn_norm.to_vec1::<f32>()?, eps);
+            let [mut q, mut k, mut v]: [Vec<f32>; 3] = project(
+                [&block.q, &block.k, &block.v],
+                [Target::Q, Target::K, Target::V],
+                &h,
+                n,
+                adapters,
+                li,
+            )?;
+            self.rope_rows(&mut q, positions, cfg.num_heads);
+            self.rope_rows(&mut k, positions, cfg.num_kv_heads);
+            if self.f16_attention() {
+                round_f16(&mut q);
+                round_f16(&mut k);
+                round_f16(&mut v);
+            }
+            let kv_width = cfg.num_kv_heads * cfg.head_dim;
+            for (s, span) in seqs.iter_mut().zip(&spans) {
+                let r = span.offset * kv_width..(span.offset + span.len) * kv_width;
+                s.cache.layers[li].append(&k[r.clone()], &v[r]);
+            }
+            let caches: Vec<&LayerCache> = seqs.iter().map(|s| &s.cache.layers[li]).collect();
+            let attn = self.attention(&q, &spans, &caches);
+            let [o] = project([&block.o], [Target::O], &attn, n, adapters, li)?;
+            add_into(&mut x, &o);
+            let h = rms_norm(&x, &block.ffn_norm.to_vec1::<f32>()?, eps);
+            let [mut g, u] = project(
+                [&block.gate, &block.up],
+                [Target::Gate, Target::Up],
+                &h,
+                n,
+                adapters,
+                li,
+            )?;
+            for (a, b) in g.iter_mut().zip(&u) {
+                *a = *a / (1.0 + (-*a).exp()) * b;
+            }
+            let [d] = project([&block.down], [Target::Down], &g, n, adapters, li)?;
+            add_into(&mut x, &d);
+        }
+        Ok(Tensor::from_vec(x, (n, hidden), &Device::Cpu)?)
+    }
+
+    /// Half-split rotary embedding in place on `[n, heads, head_dim]` rows at `positions`.
+    fn rope_rows(&self, x: &mut [f32], positions: &[u32], heads: usize) {
+        let hd = self.config.head_dim;
+        let half = hd / 2;
+        for (row, &p) in x.chunks_exact_mut(heads * hd).zip(positions) {
+            let (cos, sin) = self.rope_table(p as usize);
+            for head in row.chunks_exact_mut(hd) {
+                let (a, b) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (x0, x1) = (a[i], b[i]);
+                    a[i] = x0 * cos[i] - x1 * sin[i];
+                    b[i] = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+        }
+    }
+
+    /// Causal GQA attention of every sequence's new rows against its cache (already appended):
+    /// `[n, heads · head_dim]`.
+    fn attention(&self, q: &[f32], spans: &[SeqSpan], caches: &[&LayerCache]) -> Vec<f32> {
+        let cfg = &self.config;
+        let (heads, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let group = heads / kvh;
+        let width = heads * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let round = self.f16_attention();
+        const CHUNK: usize = 16;
+        // (sequence, head, first row): rows of one chunk share a task.
+        let tasks: Vec<(usize, usize, usize)> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(si, s)| {
+                (0..heads).flat_map(move |h| (0..s.len).step_by(CHUNK).map(move |r| (si, h, r)))
+            })
+            .collect();
+        let mut out = vec![0f32; q.len()];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let run = |task: usize| {
+            let (si, h, first) = tasks[task];
+            let (span, cache) = (&spans[si], caches[si]);
+            let g = h / group;
+            let mut probs = Vec::with_capacity(span.start + span.len);
+            for i in first..(first + CHUNK).min(span.len) {
+                let row = span.offset + i;
+                let qi = &q[row * width + h * hd..][..hd];
+                let visible = span.start + i + 1;
+                probs.clear();
+                probs.extend(
+                    (0..visible).map(|j| dot(qi, &cache.k[(j * kvh + g) * hd..][..hd]) * scale),
+                );
+                let max = probs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for p in probs.iter_mut() {
+                    *p = (*p - max).exp();
+                    sum += *p;
+                }
+                for p in probs.iter_mut() {
+                    *p /= sum;
+                }
+                if round {
+                    round_f16(&mut probs);
+                }
+                // SAFETY: (row, head h) is written by this task alone; the buffer outlives the loop.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.get().add(row * width + h * hd), hd)
+                };
+                for (j, &p) in probs.iter().enumerate() {
+                    let vj = &cache.v[(j * kvh + g) * hd..][..hd];
+                    for (a, b) in o.iter_mut().zip(vj) {
+                        *a += p * b;
+                    }
+                }
+            }
+        };
+        let work: usize = spans.iter().map(|s| s.len * (s.start + s.len)).sum();
+        if work * heads * hd < 1 << 16 {
+            (0..tasks.len()).for_each(run);
+        } else {
+            pool::parallel_for(tasks.len(), &run);
+        }
+        out
+    }
+}
+
+/// Sibling projections of one input (`x` is `n × in`): the base products together (one activation
+/// quantization and one parallel loop when all are quantized), then each one's bias and LoRA updates.
+fn project<const K: usize>(
+    linears: [&Linear; K],
+    targets: [Target; K],
+    x: &[f32],
+    n: usize,
+    adapters: &RowAdapters,
+    layer: usize,
+) -> Result<[Vec<f32>; K]> {
+    let quant: Option<Vec<&QWeight>> = linears
+        .iter()
+        .map(|l| match &l.weight {
+            Weight::Quant(q) => Some(q),
+            Weight::Float(_) => None,
+        })
+        .collect();
+    let cols = x.len() / n.max(1);
+    let xt = if quant.is_none() || !adapters.is_empty() {
+        Some(Tensor::from_slice(x, (n, cols), &Device::Cpu)?)
+    } else {
+        None
+    };
+    let mut ys: Vec<Vec<f32>> = match (&quant, &xt) {
+        (Some(qs), _) => matmul_many(qs, x, n),
+        (None, Some(t)) => linears
+            .iter()
+            .map(|l| Ok(l.weight.matmul_t(t)?.flatten_all()?.to_vec1::<f32>()?))
+            .collect::<Result<_>>()?,
+        (None, None) => unreachable!("float weights always get an input tensor"),
+    };
+    for ((y, l), &t) in ys.iter_mut().zip(&linears).zip(&targets) {
+        if let Some(b) = &l.bias {
+            let b = b.to_vec1::<f32>()?;
+            for row in y.chunks_exact_mut(b.len()) {
+                add_into(row, &b);
+            }
+        }
+        if let (Some(xt), false) = (&xt, adapters.is_empty()) {
+            let rows = y.len() / n.max(1);
+            let yt = Tensor::from_slice(y, (n, rows), &Device::Cpu)?;
+            *y = adapters
+                .apply(xt, yt, layer, t)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+        }
+    }
+    Ok(ys.try_into().expect("one output per projection"))
+}
