@@ -1,18 +1,21 @@
 //! [`QWeight`]: a quantized weight matrix kept in its GGUF bytes, and its product with f32 activations.
 //!
-//! On the CPU, activations are quantized to 8 bits and every weight row is dotted with them by the SIMD
-//! kernels (four activation rows per weight-row load), weight rows split across threads. Each output
-//! row is computed the same way whatever else is in the batch, so results never depend on batch
-//! composition (a request gives the same tokens alone or batched with others). On other devices the
-//! weight is dequantized and multiplied by the device's GEMM.
+//! On the CPU, activations are quantized to 8 bits and multiplied by the SIMD kernels, weight rows split
+//! across threads: Q4_1 matrices are kept repacked eight rows at a time ([`super::packed`]), other
+//! formats as GGUF rows dotted one weight row against up to four activation rows. Each output is
+//! computed the same way whatever else is in the batch, so results never depend on batch composition
+//! (a request gives the same tokens alone or batched with others). On other devices the weight is
+//! dequantized and multiplied by the device's GEMM.
 //!
 //! The product is a candle custom op with a backward pass (∂x = ∂y·W), so LoRA layers stacked on a
 //! quantized base (QLoRA) train through it with candle's autograd.
 
 use super::formats::{dequantize_row, quantize_activations, ActBlock, QFormat, QK};
 use super::kernels::dot_fn;
+use super::packed;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A `rows × cols` matrix (out features × in features) in a GGML block format.
@@ -21,7 +24,9 @@ pub struct QWeight {
     format: QFormat,
     rows: usize,
     cols: usize,
+    /// GGUF rows, or the grouped layout of [`super::packed`] when `packed`.
     data: Arc<Vec<u8>>,
+    packed: bool,
 }
 
 impl QWeight {
@@ -41,11 +46,18 @@ impl QWeight {
                 data.len()
             ));
         }
+        let packed = format == QFormat::Q4_1 && packed::packable(rows, cols);
+        let data = if packed {
+            packed::pack(&data, rows, cols)
+        } else {
+            data
+        };
         Ok(Self {
             format,
             rows,
             cols,
             data: Arc::new(data),
+            packed,
         })
     }
 
@@ -85,23 +97,23 @@ impl QWeight {
     fn row_bytes(&self) -> usize {
         self.cols / QK * self.format.block_bytes()
     }
-    fn row(&self, r: usize) -> &[u8] {
+    /// Row `r` in GGUF bytes.
+    fn row(&self, r: usize) -> Cow<'_, [u8]> {
+        if self.packed {
+            return Cow::Owned(packed::unpack_row(&self.data, self.cols, r));
+        }
         let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
+        Cow::Borrowed(&self.data[r * rb..(r + 1) * rb])
     }
 
     /// The same matrix with its rows reordered: row `i` of the result is row `order[i]` here.
     pub fn permute_rows(&self, order: &[u32]) -> Self {
         let mut data = Vec::with_capacity(self.data.len());
         for &r in order {
-            data.extend_from_slice(self.row(r as usize));
+            data.extend_from_slice(&self.row(r as usize));
         }
-        Self {
-            format: self.format,
-            rows: order.len(),
-            cols: self.cols,
-            data: Arc::new(data),
-        }
+        Self::new(self.format, order.len(), self.cols, data)
+            .expect("a permutation keeps the byte count")
     }
 
     /// Dequantizes the whole matrix (`rows × cols`, f32).
@@ -109,7 +121,7 @@ impl QWeight {
         let mut out = vec![0f32; self.rows * self.cols];
         out.par_chunks_mut(self.cols)
             .enumerate()
-            .for_each(|(r, dst)| dequantize_row(self.format, self.row(r), dst));
+            .for_each(|(r, dst)| dequantize_row(self.format, &self.row(r), dst));
         Tensor::from_vec(out, (self.rows, self.cols), device)
     }
 
@@ -124,7 +136,7 @@ impl QWeight {
                     self.rows
                 );
             }
-            dequantize_row(self.format, self.row(id), dst);
+            dequantize_row(self.format, &self.row(id), dst);
         }
         Tensor::from_vec(out, (ids.len(), self.cols), device)
     }
@@ -169,7 +181,10 @@ pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
     }
     let act_row = |t: usize| &act[t * blocks..(t + 1) * blocks];
     let total: usize = weights.iter().map(|w| w.rows).sum();
-    let per_task = total.div_ceil(super::pool::threads() * 4).max(1);
+    // A multiple of 8 rows, so packed groups never straddle two tasks.
+    let per_task = total
+        .div_ceil(super::pool::threads() * 4)
+        .next_multiple_of(8);
     // (weight, first row, end row): no task spans two weights.
     let mut tasks = Vec::new();
     for (wi, w) in weights.iter().enumerate() {
@@ -184,13 +199,40 @@ pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
     super::pool::parallel_for(tasks.len(), &|task| {
         let (wi, first, end) = tasks[task];
         let w = weights[wi];
-        let (dot, dot4) = (dot_fn(w.format), super::kernels::dot4_fn(w.format));
         let out = ptrs[wi].get();
+        // SAFETY: element (t, r) of output `wi` is written by the one task owning row r;
+        // t < n and r < rows keep it inside the buffer, which outlives the loop.
+        let put = |t: usize, r: usize, v: f32| unsafe { *out.add(t * w.rows + r) = v };
+        if w.packed {
+            let (x1, x4) = packed::kernels();
+            let group_bytes = blocks * packed::GROUP_BLOCK;
+            for g in first / 8..end / 8 {
+                let group = &w.data[g * group_bytes..(g + 1) * group_bytes];
+                let mut t = 0;
+                while t + 4 <= n {
+                    let res = x4(
+                        group,
+                        [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
+                    );
+                    for (k, rows) in res.iter().enumerate() {
+                        for (i, &v) in rows.iter().enumerate() {
+                            put(t + k, g * 8 + i, v);
+                        }
+                    }
+                    t += 4;
+                }
+                for j in t..n {
+                    for (i, v) in x1(group, act_row(j)).into_iter().enumerate() {
+                        put(j, g * 8 + i, v);
+                    }
+                }
+            }
+            return;
+        }
+        let (dot, dot4) = (dot_fn(w.format), super::kernels::dot4_fn(w.format));
         for r in first..end {
             let row = w.row(r);
-            // SAFETY: element (t, r) of output `wi` is written by the one task owning row r;
-            // t < n and r < rows keep it inside the buffer, which outlives the loop.
-            let put = |t: usize, v: f32| unsafe { *out.add(t * w.rows + r) = v };
+            let row = &row[..];
             let mut t = 0;
             while t + 4 <= n {
                 let res = dot4(
@@ -198,12 +240,12 @@ pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
                     [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
                 );
                 for (k, v) in res.into_iter().enumerate() {
-                    put(t + k, v);
+                    put(t + k, r, v);
                 }
                 t += 4;
             }
             for j in t..n {
-                put(j, dot(row, act_row(j)));
+                put(j, r, dot(row, act_row(j)));
             }
         }
     });
@@ -282,8 +324,14 @@ mod tests {
     #[test]
     fn both_paths_match_dequantized_matmul() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        let (rows, cols) = (70, 96);
-        for format in [QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0] {
+        let cols = 96;
+        // 72 rows: Q4_1 is repacked in groups of eight; 70 rows: every format as GGUF rows.
+        for (format, rows) in [
+            (QFormat::Q4_0, 70),
+            (QFormat::Q4_1, 70),
+            (QFormat::Q4_1, 72),
+            (QFormat::Q8_0, 70),
+        ] {
             let w = QWeight::quantize(format, rows, cols, &pseudo(rows * cols, 1)).unwrap();
             let wf = w.dequantize(&dev)?;
             for n in [1, 3, 6, 18] {
@@ -294,7 +342,7 @@ mod tests {
                 let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(
                     err <= 0.02 * scale,
-                    "{format:?} n={n}: max err {err} (scale {scale})"
+                    "{format:?} {rows} rows, n={n}: max err {err} (scale {scale})"
                 );
             }
         }

@@ -3,6 +3,7 @@
 pub mod formats;
 pub mod kernels;
 pub mod matmul;
+pub mod packed;
 pub mod pool;
 
 pub use formats::QFormat;
