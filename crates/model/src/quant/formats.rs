@@ -40,13 +40,15 @@ impl QFormat {
     }
 }
 
-/// One quantized block of activations: x ≈ d·qs, with `s` = d·Σqs (used by formats with a minimum).
+/// One quantized block of activations: x ≈ d·qs, with `s` = d·Σqs at f16 precision (used by formats
+/// with a minimum, as llama.cpp's Q8_1) and `sum` = Σqs exactly (used by the repacked Q8_0 kernel).
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(32))]
 pub struct ActBlock {
     pub qs: [i8; QK],
     pub d: f32,
     pub s: f32,
+    pub sum: i32,
 }
 
 #[inline]
@@ -74,6 +76,7 @@ pub fn quantize_activations(x: &[f32], out: &mut [ActBlock]) {
         }
         block.d = f16::from_f32(d).to_f32();
         block.s = f16::from_f32(d * sum as f32).to_f32();
+        block.sum = sum;
     }
 }
 

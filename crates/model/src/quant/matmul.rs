@@ -1,8 +1,8 @@
 //! [`QWeight`]: a quantized weight matrix kept in its GGUF bytes, and its product with f32 activations.
 //!
 //! On the CPU, activations are quantized to 8 bits and multiplied by the SIMD kernels, weight rows split
-//! across threads: Q4_1 matrices are kept repacked eight rows at a time ([`super::packed`]), other
-//! formats as GGUF rows dotted one weight row against up to four activation rows. Each output is
+//! across threads: Q4_1 and Q8_0 matrices are kept repacked eight rows at a time ([`super::packed`]),
+//! others as GGUF rows dotted one weight row against up to four activation rows. Each output is
 //! computed the same way whatever else is in the batch, so results never depend on batch composition
 //! (a request gives the same tokens alone or batched with others). On other devices the weight is
 //! dequantized and multiplied by the device's GEMM.
@@ -46,9 +46,9 @@ impl QWeight {
                 data.len()
             ));
         }
-        let packed = format == QFormat::Q4_1 && packed::packable(rows, cols);
+        let packed = packed::packable(format, rows, cols);
         let data = if packed {
-            packed::pack(&data, rows, cols)
+            packed::pack(format, &data, rows, cols)
         } else {
             data
         };
@@ -100,7 +100,7 @@ impl QWeight {
     /// Row `r` in GGUF bytes.
     fn row(&self, r: usize) -> Cow<'_, [u8]> {
         if self.packed {
-            return Cow::Owned(packed::unpack_row(&self.data, self.cols, r));
+            return Cow::Owned(packed::unpack_row(self.format, &self.data, self.cols, r));
         }
         let rb = self.row_bytes();
         Cow::Borrowed(&self.data[r * rb..(r + 1) * rb])
@@ -204,8 +204,8 @@ pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
         // t < n and r < rows keep it inside the buffer, which outlives the loop.
         let put = |t: usize, r: usize, v: f32| unsafe { *out.add(t * w.rows + r) = v };
         if w.packed {
-            let (x1, x4) = packed::kernels();
-            let group_bytes = blocks * packed::GROUP_BLOCK;
+            let (x1, x4) = packed::kernels(w.format);
+            let group_bytes = blocks * packed::group_block_bytes(w.format).expect("packed");
             for g in first / 8..end / 8 {
                 let group = &w.data[g * group_bytes..(g + 1) * group_bytes];
                 let mut t = 0;
