@@ -18,8 +18,25 @@ use crate::lora::{RowAdapters, Target};
 use crate::quant::{matmul_many, pool, QWeight};
 use candle_core::{Device, Tensor};
 
+/// Are AVX2, FMA and F16C there (checked once)?
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *YES.get_or_init(|| has!("avx2") && has!("fma") && has!("f16c"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Rounds to the nearest f16 value (llama.cpp's f16 KV cache and attention inputs).
 fn round_f16(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the features were checked.
+        return unsafe { simd::round_f16(xs) };
+    }
     for x in xs {
         *x = half::f16::from_f32(*x).to_f32();
     }
@@ -28,8 +45,8 @@ fn round_f16(xs: &mut [f32]) {
 /// `Σ a·b` (AVX2 + FMA when the CPU has them).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected.
+    if has_avx2() {
+        // SAFETY: the features were checked.
         return unsafe { simd::dot(a, b) };
     }
     let mut acc = [0f32; 8];
@@ -48,15 +65,20 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `y += p·x` (AVX2 + FMA when the CPU has them).
-fn axpy(p: f32, x: &[f32], y: &mut [f32]) {
+/// `out = Σⱼ p[j] · rows[j·stride..][..out.len()]` (AVX2 + FMA when the CPU has them).
+fn weighted_rows(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected.
-        return unsafe { simd::axpy(p, x, y) };
+    if has_avx2() && out.len().is_multiple_of(8) {
+        // SAFETY: the features were checked; every row read is inside `rows` (callers pass
+        // `rows.len() ≥ (p.len() − 1)·stride + out.len()`), asserted here.
+        assert!(p.is_empty() || rows.len() >= (p.len() - 1) * stride + out.len());
+        return unsafe { simd::weighted_rows(p, rows, stride, out) };
     }
-    for (b, a) in y.iter_mut().zip(x) {
-        *b += p * a;
+    out.fill(0.0);
+    for (j, &pj) in p.iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(&rows[j * stride..]) {
+            *o += pj * v;
+        }
     }
 }
 
@@ -91,20 +113,42 @@ mod simd {
         sum
     }
 
+    /// Eight accumulators per 64-wide column chunk stay in registers across all rows.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn axpy(p: f32, x: &[f32], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-        let pv = _mm256_set1_ps(p);
-        let mut i = 0;
-        while i + 8 <= n {
-            let v = _mm256_fmadd_ps(pv, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
-            _mm256_storeu_ps(py.add(i), v);
-            i += 8;
+    pub unsafe fn weighted_rows(p: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        let base = rows.as_ptr();
+        for c in (0..out.len()).step_by(64) {
+            let lanes = (out.len() - c).min(64) / 8;
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm256_set1_ps(pj);
+                let r = base.add(j * stride + c);
+                if lanes == 8 {
+                    for (l, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(r.add(8 * l)), *a);
+                    }
+                } else {
+                    for (l, a) in acc.iter_mut().enumerate().take(lanes) {
+                        *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(r.add(8 * l)), *a);
+                    }
+                }
+            }
+            for (l, a) in acc.iter().enumerate().take(lanes) {
+                _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * l), *a);
+            }
         }
-        while i < n {
-            y[i] += p * x[i];
-            i += 1;
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn round_f16(xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            let h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+        for x in chunks.into_remainder() {
+            *x = half::f16::from_f32(*x).to_f32();
         }
     }
 }
@@ -275,8 +319,9 @@ impl Llama {
                     *p = (*p - max).exp();
                     sum += *p;
                 }
+                let inv = 1.0 / sum;
                 for p in probs.iter_mut() {
-                    *p /= sum;
+                    *p *= inv;
                 }
                 if round {
                     round_f16(&mut probs);
@@ -285,9 +330,7 @@ impl Llama {
                 let o = unsafe {
                     std::slice::from_raw_parts_mut(out_ptr.get().add(row * width + h * hd), hd)
                 };
-                for (j, &p) in probs.iter().enumerate() {
-                    axpy(p, &cache.v[(j * kvh + g) * hd..][..hd], o);
-                }
+                weighted_rows(&probs, &cache.v[g * hd..], kvh * hd, o);
             }
         };
         let work: usize = spans.iter().map(|s| s.len * (s.start + s.len)).sum();
@@ -348,4 +391,47 @@ fn project<const K: usize>(
         }
     }
     Ok(ys.try_into().expect("one output per projection"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, salt: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + salt * 104729) % 2001) as f32 - 1000.0) / 37.0)
+            .collect()
+    }
+
+    /// The SIMD helpers compute what their plain definitions say.
+    #[test]
+    fn helpers_match_their_definitions() {
+        let mut xs = values(203, 1);
+        xs.extend([65504.0, 1e-8, -0.0, 70000.0]);
+        let mut rounded = xs.clone();
+        round_f16(&mut rounded);
+        for (r, x) in rounded.iter().zip(&xs) {
+            assert_eq!(
+                r.to_bits(),
+                half::f16::from_f32(*x).to_f32().to_bits(),
+                "{x}"
+            );
+        }
+        let (a, b) = (values(77, 2), values(77, 3));
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - want).abs() < 1e-3 * want.abs().max(1.0));
+        for width in [64, 24, 136] {
+            let (rows, stride) = (values(9 * 200, 4), 200);
+            let p = values(9, 5);
+            let mut out = vec![f32::NAN; width];
+            weighted_rows(&p, &rows, stride, &mut out);
+            for (c, o) in out.iter().enumerate() {
+                let want: f32 = (0..9).map(|j| p[j] * rows[j * stride + c]).sum();
+                assert!(
+                    (o - want).abs() < 1e-3 * want.abs().max(1.0),
+                    "width {width} col {c}"
+                );
+            }
+        }
+    }
 }
