@@ -95,14 +95,16 @@ fn main() {
     let n_prefill: usize = arg(&args, "--prefill", 256);
     let steps: usize = arg(&args, "--decode", 128);
     let batches: String = arg(&args, "--batches", "1,8,32".to_string());
+    let t = Instant::now();
     let m = load::load(std::path::Path::new(&path), &Device::Cpu).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(1)
     });
+    let load_s = t.elapsed().as_secs_f64();
     decode(&m, 1, 8); // warm-up
     let mut out = serde_json::json!({
         "system": "openledger", "model": path, "threads": threads, "kernels": openledger_model::quant::kernels::isa(),
-        "prefill_tokens": n_prefill, "prefill_tok_s": prefill(&m, n_prefill),
+        "load_s": load_s, "prefill_tokens": n_prefill, "prefill_tok_s": prefill(&m, n_prefill),
     });
     for b in batches.split(',').filter_map(|b| b.parse::<usize>().ok()) {
         out[format!("decode_b{b}_tok_s")] =
