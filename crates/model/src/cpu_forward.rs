@@ -15,7 +15,8 @@ use crate::kv_cache::LayerCache;
 use crate::linear::{Linear, Weight};
 use crate::llama::{Llama, SeqInput};
 use crate::lora::{RowAdapters, Target};
-use crate::quant::{matmul_many, pool, QWeight};
+use crate::quant::pool::{self, SendPtr};
+use crate::quant::{matmul_many, QWeight};
 use candle_core::{Device, Tensor};
 
 /// Are AVX2, FMA and F16C there (checked once)?
@@ -169,17 +170,6 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
-    }
-}
-
-/// A raw pointer that tasks writing disjoint ranges may share.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -13,6 +13,7 @@
 use super::formats::{dequantize_row, quantize_activations, ActBlock, QFormat, QK};
 use super::kernels::dot_fn;
 use super::packed;
+use super::pool::SendPtr;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -250,17 +251,6 @@ pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
         }
     });
     outs
-}
-
-/// A raw pointer that tasks writing disjoint ranges may share.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// The custom op behind [`QWeight::forward`]'s dot-kernel path.

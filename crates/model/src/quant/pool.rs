@@ -136,3 +136,15 @@ pub fn parallel_for(n: usize, f: &(dyn Fn(usize) + Sync)) {
         std::hint::spin_loop();
     }
 }
+
+/// A raw pointer to an output buffer that parallel tasks writing disjoint elements may share.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: users write disjoint elements, and the buffer outlives the `parallel_for` that uses it.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
