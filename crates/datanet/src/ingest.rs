@@ -1,0 +1,337 @@
+//! The ingestion pipeline: files → parsed records → normalised rows → validation → BLAKE3 hashes
+//! and MinHash signatures (in parallel with rayon) → deduplication against the datanet and within
+//! the contribution (in file and row order, so results are the same on every machine) → per-file
+//! scores → the accepted rows' Merkle root. The result, [`Contribution`], carries everything the
+//! chain's `contribute` call, the blob store and the contributor's report need.
+
+use crate::{
+    dedup::{signature, KnownRows, LshIndex, Signature},
+    error::Result,
+    hash::{hash_canonical, RowHash},
+    limits::Limits,
+    merkle::{rows_root, RowProof},
+    normalize::normalize_row,
+    parse::parse_file,
+    row::{Location, Record, Row, Schema},
+    score::{score, FileCounts, FileScore},
+    source::SourceFile,
+    validate::{check_row, Check, Problem},
+};
+use alloy_primitives::B256;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::io::Write;
+
+/// A row that made it into the contribution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AcceptedRow {
+    /// BLAKE3 of the row's canonical JSON.
+    pub hash: RowHash,
+    /// The normalised row.
+    pub row: Row,
+    /// Index of its file in the input.
+    pub file: usize,
+    /// Where in that file.
+    pub at: Location,
+    /// Its MinHash signature (`None` when it has no words), for the datanet's near-duplicate index.
+    pub signature: Option<Signature>,
+}
+
+/// Where the original of an exact duplicate is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DuplicateOf {
+    /// Already in the datanet: the earlier contributor keeps the credit.
+    Datanet,
+    /// Earlier in this contribution.
+    Contribution {
+        /// File name.
+        file: String,
+        /// Where in it.
+        at: Location,
+    },
+}
+
+/// A row rejected as an exact copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExactDuplicate {
+    /// File name.
+    pub file: String,
+    /// Where in it.
+    pub at: Location,
+    /// The row's hash (the same as the original's).
+    pub hash: RowHash,
+    /// Where the original is.
+    pub of: DuplicateOf,
+}
+
+/// A row whose shingles largely overlap an existing row's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NearDuplicate {
+    /// File name.
+    pub file: String,
+    /// Where in it.
+    pub at: Location,
+    /// The row's hash.
+    pub hash: RowHash,
+    /// The most similar existing row (in the datanet or earlier in the contribution).
+    pub matched: RowHash,
+    /// Estimated Jaccard similarity of their word 5-shingles.
+    pub similarity: f64,
+    /// Whether the row was kept (see [`Limits::drop_near_duplicates`]).
+    pub kept: bool,
+}
+
+/// A row dropped by validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedRow {
+    /// File name.
+    pub file: String,
+    /// Where in it.
+    pub at: Location,
+    /// Why.
+    pub problem: Problem,
+}
+
+/// The outcome for one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileReport {
+    /// File name.
+    pub name: String,
+    /// What happened to its records.
+    pub counts: FileCounts,
+    /// Its score, reasons and verdict.
+    pub score: FileScore,
+}
+
+/// The result of ingesting one contribution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Contribution {
+    /// The datanet's schema.
+    pub schema: Schema,
+    /// Accepted rows, in file and row order (the Merkle leaves' order).
+    pub rows: Vec<AcceptedRow>,
+    /// Rows rejected as exact duplicates.
+    pub duplicates: Vec<ExactDuplicate>,
+    /// Near-duplicates found (kept or dropped).
+    pub near_duplicates: Vec<NearDuplicate>,
+    /// Rows dropped by validation.
+    pub dropped: Vec<DroppedRow>,
+    /// Per-file scores and verdicts, in input order.
+    pub files: Vec<FileReport>,
+    /// Merkle root over the accepted rows' hashes (`rowsRoot`).
+    pub rows_root: B256,
+    /// Size of the JSONL export of the accepted rows, in bytes (`byteSize`).
+    pub byte_size: u64,
+}
+
+impl Contribution {
+    /// Number of accepted rows (`rowCount`).
+    pub fn row_count(&self) -> u64 {
+        self.rows.len() as u64
+    }
+
+    /// The accepted rows' hashes, in order.
+    pub fn hashes(&self) -> Vec<RowHash> {
+        self.rows.iter().map(|r| r.hash).collect()
+    }
+
+    /// The contribution's score (`score`): accepted files' scores weighted by their records.
+    pub fn score_bps(&self) -> u16 {
+        let accepted = self.files.iter().filter(|f| f.score.accepted);
+        let (sum, n) = accepted.fold((0u64, 0u64), |(s, n), f| {
+            let r = f.counts.records as u64;
+            (s + f.score.bps as u64 * r, n + r)
+        });
+        sum.checked_div(n).unwrap_or(0) as u16
+    }
+
+    /// The inclusion proof of accepted row `index`.
+    pub fn proof(&self, index: usize) -> Option<RowProof> {
+        RowProof::new(&self.hashes(), index)
+    }
+
+    /// Writes the accepted rows as JSONL: one canonical JSON object per line.
+    pub fn write_jsonl(&self, w: &mut impl Write) -> std::io::Result<()> {
+        for r in &self.rows {
+            w.write_all(&r.row.canonical_json())?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
+/// A record after normalisation, validation, hashing and signing.
+struct Prepared {
+    at: Location,
+    row: Row,
+    problem: Option<Problem>,
+    hash: RowHash,
+    json_len: usize,
+    signature: Option<Signature>,
+}
+
+fn prepare(record: Record, limits: &Limits) -> Prepared {
+    let row = normalize_row(&record.row);
+    let problem = check_row(&row, limits);
+    let (hash, json_len, signature) = if problem.is_none() {
+        let json = row.canonical_json();
+        (
+            hash_canonical(&json),
+            json.len(),
+            signature(&row.fields().join("\n")),
+        )
+    } else {
+        ([0; 32], 0, None)
+    };
+    Prepared {
+        at: record.at,
+        row,
+        problem,
+        hash,
+        json_len,
+        signature,
+    }
+}
+
+/// Runs the pipeline over a contribution's files. Fails on the first file (in input order) that
+/// cannot be parsed; otherwise returns accepted rows and a report for every file.
+pub fn ingest<K: KnownRows + ?Sized>(
+    files: &[SourceFile],
+    schema: Schema,
+    limits: &Limits,
+    existing: &K,
+) -> Result<Contribution> {
+    let parsed: Vec<Result<Vec<Record>>> = files
+        .par_iter()
+        .map(|f| parse_file(f, schema, limits))
+        .collect();
+    let parsed = parsed.into_iter().collect::<Result<Vec<_>>>()?;
+    let prepared: Vec<Vec<Prepared>> = parsed
+        .into_iter()
+        .map(|records| {
+            records
+                .into_par_iter()
+                .map(|r| prepare(r, limits))
+                .collect()
+        })
+        .collect();
+
+    let mut out = Contribution {
+        schema,
+        rows: Vec::new(),
+        duplicates: Vec::new(),
+        near_duplicates: Vec::new(),
+        dropped: Vec::new(),
+        files: Vec::new(),
+        rows_root: B256::ZERO,
+        byte_size: 0,
+    };
+    let mut seen: HashMap<RowHash, (usize, Location)> = HashMap::new();
+    let mut contribution_lsh = LshIndex::default();
+    for (file_idx, rows) in prepared.into_iter().enumerate() {
+        let name = &files[file_idx].name;
+        let mut counts = FileCounts::default();
+        let mut local: HashMap<RowHash, Location> = HashMap::new();
+        let mut local_lsh = LshIndex::default();
+        let mut kept: Vec<(AcceptedRow, usize)> = Vec::new();
+        for p in rows {
+            counts.records += 1;
+            if let Some(problem) = p.problem {
+                match (problem.check(), &problem) {
+                    (Check::Schema, _) => counts.empty_field += 1,
+                    (Check::Length, Problem::TooShort { .. }) => counts.too_short += 1,
+                    (Check::Length, _) => counts.too_long += 1,
+                    (Check::Encoding, _) => counts.bad_encoding += 1,
+                }
+                out.dropped.push(DroppedRow {
+                    file: name.clone(),
+                    at: p.at,
+                    problem,
+                });
+                continue;
+            }
+            let original = if existing.contains(&p.hash) {
+                Some(DuplicateOf::Datanet)
+            } else if let Some((f, at)) = seen.get(&p.hash) {
+                Some(DuplicateOf::Contribution {
+                    file: files[*f].name.clone(),
+                    at: *at,
+                })
+            } else {
+                local.get(&p.hash).map(|at| DuplicateOf::Contribution {
+                    file: name.clone(),
+                    at: *at,
+                })
+            };
+            if let Some(of) = original {
+                counts.exact_duplicates += 1;
+                out.duplicates.push(ExactDuplicate {
+                    file: name.clone(),
+                    at: p.at,
+                    hash: p.hash,
+                    of,
+                });
+                continue;
+            }
+            if let Some(sig) = &p.signature {
+                let t = limits.near_duplicate_threshold;
+                let best = [
+                    existing.most_similar(sig, t),
+                    contribution_lsh.most_similar(sig, t),
+                    local_lsh.most_similar(sig, t),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(None, |best: Option<(RowHash, f64)>, m| match best {
+                    Some(b) if b.1 >= m.1 => Some(b),
+                    _ => Some(m),
+                });
+                if let Some((matched, similarity)) = best {
+                    counts.near_duplicates += 1;
+                    out.near_duplicates.push(NearDuplicate {
+                        file: name.clone(),
+                        at: p.at,
+                        hash: p.hash,
+                        matched,
+                        similarity,
+                        kept: !limits.drop_near_duplicates,
+                    });
+                    if limits.drop_near_duplicates {
+                        continue;
+                    }
+                }
+                local_lsh.insert(p.hash, sig.clone());
+            }
+            local.insert(p.hash, p.at);
+            kept.push((
+                AcceptedRow {
+                    hash: p.hash,
+                    row: p.row,
+                    file: file_idx,
+                    at: p.at,
+                    signature: p.signature,
+                },
+                p.json_len,
+            ));
+        }
+        counts.kept = kept.len();
+        let score = score(&counts, limits);
+        if score.accepted {
+            for (row, json_len) in kept {
+                seen.insert(row.hash, (file_idx, row.at));
+                if let Some(sig) = &row.signature {
+                    contribution_lsh.insert(row.hash, sig.clone());
+                }
+                out.byte_size += json_len as u64 + 1;
+                out.rows.push(row);
+            }
+        }
+        out.files.push(FileReport {
+            name: name.clone(),
+            counts,
+            score,
+        });
+    }
+    out.rows_root = rows_root(&out.hashes());
+    Ok(out)
+}

@@ -1,0 +1,37 @@
+//! Ingestion limits and thresholds, with OpenLedger's defaults. Every check in the pipeline reads
+//! its bound from here, so a datanet (or a test) can tune them in one place.
+
+use serde::{Deserialize, Serialize};
+
+/// Bounds and thresholds of the ingestion pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest file accepted, in bytes (OpenLedger: 5 MB). Checked before the file is read.
+    pub max_file_bytes: u64,
+    /// Largest decompressed content read from a PDF page or a DOCX part, in bytes.
+    pub max_expanded_bytes: u64,
+    /// Longest row kept, in characters after normalisation (prompt + response together).
+    pub max_row_chars: usize,
+    /// Shortest row kept, in characters after normalisation.
+    pub min_row_chars: usize,
+    /// A file scoring below this (basis points) is rejected.
+    pub min_score_bps: u16,
+    /// Estimated Jaccard similarity at and above which a row is a near-duplicate.
+    pub near_duplicate_threshold: f64,
+    /// Whether near-duplicates are dropped (true) or kept and only reported (false).
+    pub drop_near_duplicates: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 5 * 1024 * 1024,
+            max_expanded_bytes: 64 * 1024 * 1024,
+            max_row_chars: 20_000,
+            min_row_chars: 1,
+            min_score_bps: 5_000,
+            near_duplicate_threshold: 0.8,
+            drop_near_duplicates: false,
+        }
+    }
+}
