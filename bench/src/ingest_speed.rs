@@ -8,13 +8,8 @@
 use openledger_datanet::{ingest, DatanetIndex, Limits, Schema, SourceFile};
 use std::time::Instant;
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod flags;
+use flags::arg;
 
 struct Rng(u64);
 

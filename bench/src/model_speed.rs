@@ -8,13 +8,8 @@ use openledger_model::sampling::argmax;
 use openledger_model::{load, Device, Llama, Logits, SeqCache, SeqInput};
 use std::time::Instant;
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod flags;
+use flags::arg;
 
 /// Deterministic prompt tokens (ordinary vocabulary ids).
 fn prompt(n: usize, salt: usize) -> Vec<u32> {
