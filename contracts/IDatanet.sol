@@ -79,7 +79,9 @@ interface IDatanet {
         bool permissioned
     ) external returns (uint64);
 
-    /// score is the validation score in basis points (0..=10000).
+    /// score is the validation score in basis points (0..=10000). Each address may submit at most
+    /// `max_daily_contributions` contributions and `max_daily_contribution_bytes` bytes to a
+    /// datanet per UTC day (governed parameters).
     function contribute(
         uint64 datanetId,
         bytes32 rowsRoot,
@@ -109,4 +111,8 @@ interface IDatanet {
     function contributionCount() external view returns (uint64);
     /// The fee `approve` would charge for a contribution of `byteSize` bytes.
     function approvalFee(uint64 byteSize) external view returns (uint256);
+    /// Number of contributions submitted to a datanet.
+    function contributionCountOf(uint64 datanetId) external view returns (uint64);
+    /// Ids of a datanet's contributions in submission order, `limit` (at most 1000) from `offset`.
+    function contributionsOf(uint64 datanetId, uint64 offset, uint64 limit) external view returns (uint64[] memory);
 }

@@ -3,6 +3,7 @@
 //! Datanet version roots are roots of this tree over approved contributions.
 
 use alloy_primitives::{keccak256, B256};
+use alloy_sol_types::SolValue;
 
 /// Depth of the tree: up to 2^32 leaves.
 pub const DEPTH: usize = 32;
@@ -68,6 +69,12 @@ impl Frontier {
         }
         node
     }
+}
+
+/// The leaf an approved contribution adds to its datanet's version tree:
+/// `keccak256(abi.encodePacked(contributionId, rowsRoot, rowCount))`.
+pub fn version_leaf(contribution_id: u64, rows_root: B256, row_count: u64) -> B256 {
+    keccak256((contribution_id, rows_root, row_count).abi_encode_packed())
 }
 
 /// A leaf's sibling path, bottom-up.

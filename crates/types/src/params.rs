@@ -64,6 +64,20 @@ pub struct Params {
     pub approval_fee_per_kib: U256,
     /// Lowest validation score (basis points) a contribution may carry.
     pub min_contribution_score: u16,
+    /// Most contributions one address may submit to one datanet per UTC day.
+    #[serde(default = "default_daily_contributions")]
+    pub max_daily_contributions: u32,
+    /// Most bytes (rows' JSONL size) one address may submit to one datanet per UTC day.
+    #[serde(default = "default_daily_contribution_bytes")]
+    pub max_daily_contribution_bytes: u64,
+}
+
+fn default_daily_contributions() -> u32 {
+    50
+}
+
+fn default_daily_contribution_bytes() -> u64 {
+    100 * 1024 * 1024
 }
 
 impl Default for Params {
@@ -116,6 +130,8 @@ impl Default for Params {
             approval_fee_base: milli * U256::from(100u64),
             approval_fee_per_kib: milli,
             min_contribution_score: 0,
+            max_daily_contributions: default_daily_contributions(),
+            max_daily_contribution_bytes: default_daily_contribution_bytes(),
         }
     }
 }
@@ -141,6 +157,11 @@ impl Params {
         }
         if self.max_tx_bytes == 0 || self.max_settle_batch == 0 {
             return Err("max_tx_bytes and max_settle_batch must be positive".into());
+        }
+        if self.max_daily_contributions == 0 || self.max_daily_contribution_bytes == 0 {
+            return Err(
+                "max_daily_contributions and max_daily_contribution_bytes must be positive".into(),
+            );
         }
         Ok(())
     }

@@ -5,7 +5,10 @@
 //! Keys (ids are 8-byte BE): `d/n` → datanet count; `d/d`++id → `DatanetInfo`; `d/f`++id → the
 //! version tree's frontier; `d/v`++id++version → `VersionInfo`; `d/c` → contribution count;
 //! `d/k`++cid → `ContributionInfo`; `d/h`++id++rowsRoot → cid (exact-duplicate guard);
-//! `d/g`++id++address → access granted; `d/q`++id++address → access requested.
+//! `d/g`++id++address → access granted; `d/q`++id++address → access requested;
+//! `d/m`++id → the datanet's contribution count; `d/l`++id++n → its n-th contribution's id
+//! (0-based, submission order); `d/u`++id++address → `StoredQuota` (today's use of the daily
+//! contribution quota).
 
 use crate::{
     codec,
@@ -13,7 +16,7 @@ use crate::{
     kv::StateRead,
     Ctx, ExecError,
 };
-use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_primitives::{Address, U256};
 use alloy_sol_types::{sol, SolCall, SolValue};
 use openledger_types::{
     abi::IDatanet::{self, ContributionInfo, DatanetInfo, VersionInfo},
@@ -37,7 +40,20 @@ sol! {
         uint64 count;
         bytes32[] branch;
     }
+
+    /// What one address submitted to one datanet on one UTC day.
+    struct StoredQuota {
+        uint64 day;
+        uint32 contributions;
+        uint64 bytes;
+    }
 }
+
+/// Seconds in the day the contribution quota counts over.
+pub const QUOTA_DAY_SECS: u64 = 86_400;
+
+/// Most ids one `contributionsOf` call returns.
+pub const MAX_PAGE: u64 = 1000;
 
 fn k(prefix: &[u8], id: u64, rest: &[u8]) -> Vec<u8> {
     codec::key(&[prefix, &id.to_be_bytes(), rest])
@@ -61,6 +77,56 @@ pub fn version(state: &dyn StateRead, id: u64, v: u64) -> ExecResult<VersionInfo
         .ok_or_else(|| ExecError::NotFound(format!("version {v} of datanet {id}")))
 }
 
+/// Number of contributions submitted to datanet `id`.
+pub fn contribution_count_of(state: &dyn StateRead, id: u64) -> Result<u64, StorageError> {
+    codec::get_u64(state, &k(b"d/m", id, &[]))
+}
+
+/// Ids of datanet `id`'s contributions `offset..offset+limit` in submission order (at most
+/// [`MAX_PAGE`]).
+pub fn contribution_ids(
+    state: &dyn StateRead,
+    id: u64,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<u64>, StorageError> {
+    let end = contribution_count_of(state, id)?.min(offset.saturating_add(limit.min(MAX_PAGE)));
+    (offset..end)
+        .map(|n| codec::get_u64(state, &k(b"d/l", id, &n.to_be_bytes())))
+        .collect()
+}
+
+/// Charges one contribution of `bytes` to `who`'s quota on datanet `id` for the day of `now`,
+/// or says how much is left.
+fn charge_quota(ctx: &mut Ctx, id: u64, who: Address, bytes: u64, now: u64) -> ExecResult<()> {
+    let key = k(b"d/u", id, who.as_slice());
+    let day = now / QUOTA_DAY_SECS;
+    let mut q = codec::get_sol::<StoredQuota>(&ctx.state, &key)?
+        .filter(|q| q.day == day)
+        .unwrap_or(StoredQuota {
+            day,
+            contributions: 0,
+            bytes: 0,
+        });
+    let p = ctx.params;
+    if q.contributions >= p.max_daily_contributions {
+        return Err(ExecError::Invalid(format!(
+            "daily quota reached: {who} already made {} contributions to datanet {id} today (limit {}); try again after the UTC day ends",
+            q.contributions, p.max_daily_contributions
+        )));
+    }
+    if q.bytes.saturating_add(bytes) > p.max_daily_contribution_bytes {
+        return Err(ExecError::Invalid(format!(
+            "daily quota reached: {bytes} more bytes would exceed {who}'s {} bytes a day on datanet {id} ({} used today)",
+            p.max_daily_contribution_bytes, q.bytes
+        )));
+    }
+    q.contributions += 1;
+    q.bytes += bytes;
+    codec::put_sol(&mut ctx.state, key, &q);
+    Ok(())
+}
+
 /// Whether `user` may contribute to and train on datanet `d`.
 pub fn has_access(
     state: &dyn StateRead,
@@ -72,10 +138,7 @@ pub fn has_access(
         || state.get(&k(b"d/g", d.id, user.as_slice()))?.is_some())
 }
 
-/// The leaf a contribution adds to its datanet's version tree.
-pub fn version_leaf(contribution_id: u64, rows_root: B256, row_count: u64) -> B256 {
-    keccak256((contribution_id, rows_root, row_count).abi_encode_packed())
-}
+pub use merkle::version_leaf;
 
 /// The fee `approve` charges for a contribution of `bytes` bytes.
 pub fn approval_fee(params: &openledger_types::Params, bytes: u64) -> U256 {
@@ -189,8 +252,12 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
                     d.id
                 )));
             }
+            charge_quota(ctx, d.id, ctx.sender, c.byteSize, now)?;
             let cid = codec::next_id(&mut ctx.state, b"d/c")?;
             ctx.state.put(dup, cid.to_be_bytes().to_vec());
+            let n = contribution_count_of(&ctx.state, d.id)?;
+            codec::put_u64(&mut ctx.state, k(b"d/l", d.id, &n.to_be_bytes()), cid);
+            codec::put_u64(&mut ctx.state, k(b"d/m", d.id, &[]), n + 1);
             let info = ContributionInfo {
                 id: cid,
                 datanetId: d.id,
@@ -365,5 +432,9 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
         C::datanetCount(_) => codec::get_u64(&ctx.state, b"d/n")?.abi_encode(),
         C::contributionCount(_) => codec::get_u64(&ctx.state, b"d/c")?.abi_encode(),
         C::approvalFee(c) => approval_fee(ctx.params, c.byteSize).abi_encode(),
+        C::contributionCountOf(c) => contribution_count_of(&ctx.state, c.datanetId)?.abi_encode(),
+        C::contributionsOf(c) => {
+            contribution_ids(&ctx.state, c.datanetId, c.offset, c.limit)?.abi_encode()
+        }
     })
 }

@@ -1,0 +1,172 @@
+//! The datanet module's per-contributor daily quota and per-datanet contribution listing: the
+//! quota refuses the contribution over the limit with a message saying so, changes nothing when
+//! it refuses, and resets on the next UTC day; `contributionsOf` lists a datanet's contributions
+//! in submission order.
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{keccak256, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::SolCall;
+use openledger_state::{
+    apply_tx, genesis::genesis_writes, modules::bank, modules::datanet, verify_raw, Env, MemKv,
+};
+use openledger_types::{abi::IDatanet, modules, units::one_open, Genesis};
+
+const CHAIN_ID: u64 = 77;
+
+struct World {
+    kv: MemKv,
+    signers: Vec<PrivateKeySigner>,
+    genesis: Genesis,
+    env: Env,
+}
+
+impl World {
+    fn new(max_contributions: u32, max_bytes: u64) -> World {
+        let signers: Vec<_> = (0..2)
+            .map(|i| PrivateKeySigner::from_bytes(&keccak256(format!("quota user {i}"))).unwrap())
+            .collect();
+        let addrs: Vec<_> = signers.iter().map(|s| s.address()).collect();
+        let mut genesis =
+            Genesis::with_accounts(CHAIN_ID, 1_000, &addrs, U256::from(1000u64) * one_open())
+                .unwrap();
+        genesis.params.max_daily_contributions = max_contributions;
+        genesis.params.max_daily_contribution_bytes = max_bytes;
+        let mut kv = MemKv::default();
+        kv.apply(genesis_writes(&genesis).unwrap());
+        World {
+            kv,
+            signers,
+            genesis,
+            env: Env {
+                chain_id: CHAIN_ID,
+                block_number: 1,
+                // 10:00 UTC on some day.
+                timestamp: 20_000 * 86_400 + 36_000,
+            },
+        }
+    }
+
+    fn send(&mut self, who: usize, data: Vec<u8>) -> Result<(), String> {
+        let nonce = bank::account(&self.kv, &self.signers[who].address())
+            .unwrap()
+            .nonce;
+        let tx = TxEip1559 {
+            chain_id: CHAIN_ID,
+            nonce,
+            gas_limit: 2_000_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to: TxKind::Call(modules::DATANET),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: data.into(),
+        };
+        let sig = self.signers[who]
+            .sign_hash_sync(&tx.signature_hash())
+            .unwrap();
+        let raw = TxEnvelope::from(tx.into_signed(sig)).encoded_2718();
+        let tx = verify_raw(&raw, CHAIN_ID, self.genesis.params.max_tx_bytes).unwrap();
+        let out =
+            apply_tx(&self.kv, &self.env, &self.genesis.params, &tx).map_err(|e| e.to_string())?;
+        self.kv.apply(out.writes);
+        Ok(())
+    }
+
+    fn create(&mut self, who: usize) {
+        self.send(
+            who,
+            IDatanet::createDatanetCall {
+                name: "d".into(),
+                summary: String::new(),
+                description: String::new(),
+                tags: vec![],
+                dataType: 0,
+                licence: "CC0".into(),
+                permissioned: false,
+            }
+            .abi_encode(),
+        )
+        .unwrap();
+    }
+
+    fn contribute(
+        &mut self,
+        who: usize,
+        datanet: u64,
+        seed: u64,
+        bytes: u64,
+    ) -> Result<(), String> {
+        self.send(
+            who,
+            IDatanet::contributeCall {
+                datanetId: datanet,
+                rowsRoot: keccak256(seed.to_be_bytes()),
+                rowCount: 1,
+                byteSize: bytes,
+                score: 9000,
+                metadataUri: String::new(),
+            }
+            .abi_encode(),
+        )
+    }
+}
+
+#[test]
+fn the_daily_contribution_count_is_capped_per_datanet_and_resets_the_next_day() {
+    let mut w = World::new(2, 1 << 30);
+    w.create(0);
+    w.create(0);
+    w.contribute(1, 1, 1, 100).unwrap();
+    w.contribute(1, 1, 2, 100).unwrap();
+    let before = w.kv.clone();
+    let err = w.contribute(1, 1, 3, 100).unwrap_err();
+    assert!(err.contains("daily quota reached"), "{err}");
+    assert!(err.contains("limit 2"), "{err}");
+    assert_eq!(before.0, w.kv.0, "a refused contribution changes nothing");
+    // Another datanet has its own quota; another contributor has theirs.
+    w.contribute(1, 2, 4, 100).unwrap();
+    w.contribute(0, 1, 5, 100).unwrap();
+    // The next UTC day starts afresh.
+    w.env.timestamp += 14 * 3600;
+    w.contribute(1, 1, 3, 100).unwrap();
+}
+
+#[test]
+fn the_daily_byte_quota_counts_every_contribution_of_the_day() {
+    let mut w = World::new(100, 1000);
+    w.create(0);
+    w.contribute(1, 1, 1, 600).unwrap();
+    let err = w.contribute(1, 1, 2, 401).unwrap_err();
+    assert!(err.contains("1000 bytes a day"), "{err}");
+    assert!(err.contains("600 used today"), "{err}");
+    w.contribute(1, 1, 2, 400).unwrap();
+}
+
+#[test]
+fn contributions_are_listed_per_datanet_in_submission_order() {
+    let mut w = World::new(100, 1 << 30);
+    w.create(0);
+    w.create(0);
+    for (i, d) in [1u64, 2, 1, 1, 2].into_iter().enumerate() {
+        w.contribute(i % 2, d, i as u64, 10).unwrap();
+    }
+    assert_eq!(datanet::contribution_count_of(&w.kv, 1).unwrap(), 3);
+    assert_eq!(
+        datanet::contribution_ids(&w.kv, 1, 0, 10).unwrap(),
+        vec![1, 3, 4]
+    );
+    assert_eq!(
+        datanet::contribution_ids(&w.kv, 2, 0, 10).unwrap(),
+        vec![2, 5]
+    );
+    assert_eq!(datanet::contribution_ids(&w.kv, 1, 1, 1).unwrap(), vec![3]);
+    assert!(datanet::contribution_ids(&w.kv, 1, 7, 10)
+        .unwrap()
+        .is_empty());
+    assert!(datanet::contribution_ids(&w.kv, 9, 0, 10)
+        .unwrap()
+        .is_empty());
+}
