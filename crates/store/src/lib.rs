@@ -6,12 +6,16 @@
 //! - the block log: headers with their transaction hashes, and per-transaction records (raw
 //!   transaction, sender, gas, logs) for receipts and log queries.
 //!
+//! - beside it, [`BlobStore`]: content-addressed files for off-chain data (datanet rows).
+//!
 //! A block and all its state changes are committed in one redb write transaction, so a crash
 //! leaves the store at the previous block or the new one, never in between.
 
+mod blobs;
 mod records;
 mod state_tree;
 
+pub use blobs::{blob_id, blob_uri, parse_blob_uri, BlobError, BlobStore, URI_SCHEME};
 pub use records::{BlockRecord, TxRecord};
 pub use state_tree::{key_hash, StateAt};
 
