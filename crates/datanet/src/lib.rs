@@ -7,6 +7,10 @@
 //! [`score`] (per-file basis points and reasons) → [`merkle`] (rows root and proofs).
 //! [`ingest::ingest`] runs all of it. No I/O beyond reading the files it is given: the chain, the
 //! blob store and the REST/CLI front ends are wired on top of [`Contribution`].
+//!
+//! Around it: [`report`] (the contributor's JSON report), [`rowset`] (a contribution's rows as a
+//! blob, checked against its on-chain root on the way back), [`proof`] (a row's inclusion proof
+//! against a datanet version root) and [`stats`] (contributor statistics and the leaderboard).
 
 pub mod dedup;
 pub mod error;
@@ -16,9 +20,13 @@ pub mod limits;
 pub mod merkle;
 pub mod normalize;
 pub mod parse;
+pub mod proof;
+pub mod report;
 pub mod row;
+pub mod rowset;
 pub mod score;
 pub mod source;
+pub mod stats;
 pub mod validate;
 
 pub use dedup::{DatanetIndex, KnownRows, Signature};
@@ -29,5 +37,9 @@ pub use ingest::{
 };
 pub use limits::Limits;
 pub use merkle::RowProof;
+pub use proof::{DatanetProof, ProofContext, ProofError};
+pub use report::Report;
 pub use row::{Location, Record, Row, Schema};
+pub use rowset::{RowSet, RowSetError};
 pub use source::SourceFile;
+pub use stats::{leaderboard, ContributionSummary, ContributorStats, Status};
