@@ -94,9 +94,9 @@ pub enum Command {
         #[arg(default_value = "latest")]
         number: String,
     },
-    /// Datanets: create, contribute, approve/reject, access control, show.
+    /// Datanets: create, contribute files, approve/reject, access, versions, rows, export, proofs.
     #[command(subcommand)]
-    Datanet(DatanetCmd),
+    Datanet(crate::datanet_cmd::DatanetCmd),
     /// Models: base models and adapters with provenance.
     #[command(subcommand)]
     Model(ModelCmd),
@@ -128,65 +128,6 @@ pub enum KeysCmd {
         #[arg(long)]
         private_key: bool,
     },
-}
-
-#[derive(Subcommand)]
-pub enum DatanetCmd {
-    /// Create a datanet.
-    Create {
-        name: String,
-        #[arg(long, default_value = "")]
-        summary: String,
-        /// Markdown description (or @file to read it from a file).
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Comma-separated tags.
-        #[arg(long, value_delimiter = ',')]
-        tags: Vec<String>,
-        /// 0 = text, 1 = prompt/response records.
-        #[arg(long, default_value_t = 0)]
-        data_type: u8,
-        #[arg(long, default_value = "CC-BY-4.0")]
-        licence: String,
-        /// Only the owner and granted addresses may contribute and train.
-        #[arg(long)]
-        permissioned: bool,
-    },
-    /// Record a contribution (row-set Merkle root and its size) on chain.
-    Contribute {
-        datanet: u64,
-        #[arg(long)]
-        rows_root: B256,
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        bytes: u64,
-        /// Validation score in basis points (0..=10000).
-        #[arg(long, default_value_t = 10000)]
-        score: u16,
-        #[arg(long, default_value = "")]
-        metadata_uri: String,
-    },
-    /// Approve a contribution into a new version (owner; pays the size-based fee).
-    Approve { contribution: u64 },
-    /// Reject a contribution with a reason (owner).
-    Reject { contribution: u64, reason: String },
-    /// Ask the owner of a permissioned datanet for access.
-    RequestAccess {
-        datanet: u64,
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-    /// Grant access to a permissioned datanet (owner).
-    GrantAccess { datanet: u64, user: Address },
-    /// Revoke access (owner).
-    RevokeAccess { datanet: u64, user: Address },
-    /// Show a datanet.
-    Show { datanet: u64 },
-    /// Show a contribution.
-    Contribution { id: u64 },
-    /// Show a version of a datanet.
-    Version { datanet: u64, version: u64 },
 }
 
 #[derive(Subcommand)]
@@ -299,7 +240,7 @@ fn parse_attribution(s: &str) -> Result<(u64, u32), String> {
     ))
 }
 
-struct Session {
+pub(crate) struct Session {
     cli_home: Home,
     rpc: Option<String>,
     from: Option<String>,
@@ -308,7 +249,7 @@ struct Session {
 }
 
 impl Session {
-    fn rpc(&self) -> Result<Rpc> {
+    pub(crate) fn rpc(&self) -> Result<Rpc> {
         let url = match &self.rpc {
             Some(u) => u.clone(),
             None => match self.cli_home.load_config() {
@@ -366,8 +307,21 @@ impl Session {
         }
     }
 
+    /// A client of the node's REST routes; with `sign`, requests are signed by the --from key
+    /// when one is given (permissioned datanets need that).
+    pub(crate) fn rest(&self, sign: bool) -> Result<crate::rest::Rest> {
+        let rpc = self.rpc()?;
+        let (chain_id, signer) = if sign && self.from.is_some() {
+            let id = rpc.call("eth_chainId", json!([]))?;
+            (q(&id), Some(self.signer()?))
+        } else {
+            (0, None)
+        };
+        Ok(crate::rest::Rest::new(&rpc.url, chain_id, signer))
+    }
+
     /// Sends a module call and prints the outcome with decoded events.
-    fn call(&self, to: Address, value: U256, data: Vec<u8>) -> Result<()> {
+    pub(crate) fn call(&self, to: Address, value: U256, data: Vec<u8>) -> Result<()> {
         let signer = self.signer()?;
         let receipt = self.rpc()?.send(&signer, to, value, data)?;
         print_receipt(&receipt);
@@ -431,7 +385,7 @@ fn print_receipt(r: &Value) {
     }
 }
 
-fn show<T: std::fmt::Debug>(v: T) {
+pub(crate) fn show<T: std::fmt::Debug>(v: T) {
     println!("{v:#?}");
 }
 
@@ -547,7 +501,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&b)?);
         }
-        Command::Datanet(c) => datanet(&s, c)?,
+        Command::Datanet(c) => crate::datanet_cmd::run(&s, c)?,
         Command::Model(c) => model(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,
@@ -580,7 +534,7 @@ fn run_node(
     let genesis = home.load_genesis()?;
     let chain = openledger_node::Chain::open(&home.db(), &genesis, true)?;
     let head = chain.head()?;
-    let node = openledger_node::sequencer::Node::new(chain, config.clone())?;
+    let node = openledger_node::sequencer::Node::new(chain, config.clone(), &home.blobs())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -687,119 +641,10 @@ fn keys(s: &Session, k: KeysCmd) -> Result<()> {
     Ok(())
 }
 
-fn text_arg(s: &str) -> Result<String> {
+pub(crate) fn text_arg(s: &str) -> Result<String> {
     match s.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
         None => Ok(s.to_string()),
-    }
-}
-
-fn datanet(s: &Session, c: DatanetCmd) -> Result<()> {
-    let call = |data: Vec<u8>| s.call(modules::DATANET, U256::ZERO, data);
-    match c {
-        DatanetCmd::Create {
-            name,
-            summary,
-            description,
-            tags,
-            data_type,
-            licence,
-            permissioned,
-        } => call(
-            IDatanet::createDatanetCall {
-                name,
-                summary,
-                description: text_arg(&description)?,
-                tags,
-                dataType: data_type,
-                licence,
-                permissioned,
-            }
-            .abi_encode(),
-        ),
-        DatanetCmd::Contribute {
-            datanet,
-            rows_root,
-            rows,
-            bytes,
-            score,
-            metadata_uri,
-        } => call(
-            IDatanet::contributeCall {
-                datanetId: datanet,
-                rowsRoot: rows_root,
-                rowCount: rows,
-                byteSize: bytes,
-                score,
-                metadataUri: metadata_uri,
-            }
-            .abi_encode(),
-        ),
-        DatanetCmd::Approve { contribution } => call(
-            IDatanet::approveCall {
-                contributionId: contribution,
-            }
-            .abi_encode(),
-        ),
-        DatanetCmd::Reject {
-            contribution,
-            reason,
-        } => call(
-            IDatanet::rejectCall {
-                contributionId: contribution,
-                reason,
-            }
-            .abi_encode(),
-        ),
-        DatanetCmd::RequestAccess { datanet, note } => call(
-            IDatanet::requestAccessCall {
-                datanetId: datanet,
-                note,
-            }
-            .abi_encode(),
-        ),
-        DatanetCmd::GrantAccess { datanet, user } => call(
-            IDatanet::grantAccessCall {
-                datanetId: datanet,
-                user,
-            }
-            .abi_encode(),
-        ),
-        DatanetCmd::RevokeAccess { datanet, user } => call(
-            IDatanet::revokeAccessCall {
-                datanetId: datanet,
-                user,
-            }
-            .abi_encode(),
-        ),
-        DatanetCmd::Show { datanet } => {
-            let out = s.rpc()?.view(
-                modules::DATANET,
-                IDatanet::getDatanetCall { datanetId: datanet }.abi_encode(),
-            )?;
-            show(IDatanet::getDatanetCall::abi_decode_returns(&out)?);
-            Ok(())
-        }
-        DatanetCmd::Contribution { id } => {
-            let out = s.rpc()?.view(
-                modules::DATANET,
-                IDatanet::getContributionCall { contributionId: id }.abi_encode(),
-            )?;
-            show(IDatanet::getContributionCall::abi_decode_returns(&out)?);
-            Ok(())
-        }
-        DatanetCmd::Version { datanet, version } => {
-            let out = s.rpc()?.view(
-                modules::DATANET,
-                IDatanet::getVersionCall {
-                    datanetId: datanet,
-                    version,
-                }
-                .abi_encode(),
-            )?;
-            show(IDatanet::getVersionCall::abi_decode_returns(&out)?);
-            Ok(())
-        }
     }
 }
 

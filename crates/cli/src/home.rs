@@ -26,6 +26,10 @@ impl Home {
     pub fn db(&self) -> PathBuf {
         self.0.join("data").join("chain.redb")
     }
+    /// The content-addressed blob store (datanet rows).
+    pub fn blobs(&self) -> PathBuf {
+        self.0.join("data").join("blobs")
+    }
     pub fn keystore(&self) -> PathBuf {
         self.0.join("keystore")
     }

@@ -3,7 +3,9 @@
 
 mod ai;
 mod commands;
+mod datanet_cmd;
 mod home;
+mod rest;
 mod wallet;
 
 use clap::Parser;
@@ -48,6 +50,13 @@ fn default_home() -> PathBuf {
 }
 
 fn main() {
+    // Like other Unix tools, stop quietly when the reader of our output goes away
+    // (`openledger datanet export 1 | head`) instead of failing on the closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")

@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bounds and thresholds of the ingestion pipeline.
+/// Bounds and thresholds of the ingestion pipeline. Fields left out of a config file keep their
+/// defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest file accepted, in bytes (OpenLedger: 5 MB). Checked before the file is read.
     pub max_file_bytes: u64,

@@ -1,10 +1,11 @@
 //! The node's configuration file (`config.toml` in the chain home).
 
+use openledger_datanet::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// `config.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Where JSON-RPC listens (127.0.0.1 by default).
@@ -19,6 +20,16 @@ pub struct NodeConfig {
     pub max_batch: usize,
     /// Most blocks one eth_getLogs may scan.
     pub max_log_range: u64,
+    /// Most files in one datanet contribution upload.
+    #[serde(default = "default_max_upload_files")]
+    pub max_upload_files: usize,
+    /// Datanet ingestion limits (file size, row length, score and near-duplicate thresholds).
+    #[serde(default)]
+    pub ingest: Limits,
+}
+
+fn default_max_upload_files() -> usize {
+    64
 }
 
 impl Default for NodeConfig {
@@ -30,6 +41,8 @@ impl Default for NodeConfig {
             max_request_bytes: 1024 * 1024,
             max_batch: 1000,
             max_log_range: 10_000,
+            max_upload_files: default_max_upload_files(),
+            ingest: Limits::default(),
         }
     }
 }

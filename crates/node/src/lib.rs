@@ -1,9 +1,12 @@
 //! The OpenLedger node: the [`chain`] (pending block, sealing, genesis and replay
 //! verification over the store), the [`sequencer`] that seals blocks on a timer (or at once in
-//! dev mode), and the Ethereum JSON-RPC server in [`rpc`].
+//! dev mode), the Ethereum JSON-RPC server in [`rpc`], and beside it the REST routes in
+//! [`rest`] over the off-chain datanet rows in [`datanets`].
 
 pub mod chain;
 pub mod config;
+pub mod datanets;
+pub mod rest;
 pub mod rpc;
 pub mod sequencer;
 

@@ -87,12 +87,12 @@ impl From<openledger_store::StoreError> for RpcError {
 
 type RpcResult = Result<Value, RpcError>;
 
-/// The HTTP router: JSON-RPC on `POST /`.
+/// The HTTP router: JSON-RPC on `POST /`, the REST routes of [`crate::rest`] under `/v1`.
 pub fn router(node: Arc<Node>) -> Router {
     let limit = node.config.max_request_bytes;
     Router::new()
-        .route("/", post(handle))
-        .layer(DefaultBodyLimit::max(limit))
+        .route("/", post(handle).layer(DefaultBodyLimit::max(limit)))
+        .merge(crate::rest::router(node.clone()))
         .with_state(node)
 }
 

@@ -2,7 +2,7 @@
 //! outside the lock), and seals a block every `block_time_ms` — or, in dev mode, right after
 //! each request that submitted transactions.
 
-use crate::{chain::Sealed, Chain, ChainError, NodeConfig};
+use crate::{chain::Sealed, datanets::Datanets, Chain, ChainError, NodeConfig};
 use alloy_primitives::B256;
 use openledger_state::{verify_raw, ExecError};
 use std::{
@@ -14,6 +14,8 @@ use std::{
 pub struct Node {
     chain: Mutex<Chain>,
     pub config: NodeConfig,
+    /// Datanet rows: staging, serving, proofs.
+    pub datanets: Datanets,
     chain_id: u64,
     max_tx_bytes: u64,
 }
@@ -27,13 +29,20 @@ pub fn now() -> u64 {
 }
 
 impl Node {
-    /// Wraps an opened chain.
-    pub fn new(chain: Chain, config: NodeConfig) -> Result<Arc<Node>, ChainError> {
+    /// Wraps an opened chain, with the blob store in `blobs_dir`.
+    pub fn new(
+        chain: Chain,
+        config: NodeConfig,
+        blobs_dir: &std::path::Path,
+    ) -> Result<Arc<Node>, ChainError> {
         let chain_id = chain.chain_id();
         let max_tx_bytes = chain.params()?.max_tx_bytes;
+        let datanets = Datanets::open(blobs_dir, config.ingest.clone())
+            .map_err(|e| ChainError::Genesis(format!("opening the blob store: {e}")))?;
         Ok(Arc::new(Node {
             chain: Mutex::new(chain),
             config,
+            datanets,
             chain_id,
             max_tx_bytes,
         }))

@@ -37,6 +37,7 @@ fn fixture() -> Fixture {
             dev: true,
             ..NodeConfig::default()
         },
+        &dir.path().join("blobs"),
     )
     .unwrap();
     Fixture {

@@ -25,7 +25,11 @@ pub enum BlobError {
         source: std::io::Error,
     },
     #[error("blob {id} is damaged on disk ({path} hashes to {actual}); restore it from a backup or another node")]
-    Damaged { id: B256, path: PathBuf, actual: B256 },
+    Damaged {
+        id: B256,
+        path: PathBuf,
+        actual: B256,
+    },
     #[error("{0:?} is not a blob URI (expected blake3:<64 hex digits>)")]
     BadUri(String),
 }

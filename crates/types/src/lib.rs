@@ -7,6 +7,7 @@ pub mod genesis;
 pub mod merkle;
 pub mod modules;
 pub mod params;
+pub mod request_auth;
 pub mod units;
 
 pub use alloy_primitives::{Address, Bytes, B256, U256};
