@@ -98,11 +98,15 @@ pub enum DatanetCmd {
     Contribution { id: u64 },
     /// Show one version.
     Version { datanet: u64, version: u64 },
-    /// Print rows of a version (latest by default) with their contribution and contributor.
+    /// Print rows of a version (latest by default) with their contribution and contributor, or
+    /// with --contribution the rows of one contribution (pending ones too, for review).
     Rows {
-        datanet: u64,
-        #[arg(long, default_value_t = 0)]
+        #[arg(required_unless_present = "contribution")]
+        datanet: Option<u64>,
+        #[arg(long, default_value_t = 0, conflicts_with = "contribution")]
         version: u64,
+        #[arg(long)]
+        contribution: Option<u64>,
         #[arg(long, default_value_t = 0)]
         offset: u64,
         #[arg(long, default_value_t = 20)]
@@ -368,19 +372,28 @@ pub fn run(s: &Session, c: DatanetCmd) -> Result<()> {
         DatanetCmd::Rows {
             datanet,
             version,
+            contribution,
             offset,
             limit,
         } => {
-            let v: Value = s.rest(true)?.get(&format!(
-                "/v1/datanets/{datanet}/rows?version={version}&offset={offset}&limit={limit}"
-            ))?;
+            let path = match (contribution, datanet) {
+                (Some(c), _) => format!("/v1/contributions/{c}/rows?offset={offset}&limit={limit}"),
+                (None, Some(d)) => {
+                    format!("/v1/datanets/{d}/rows?version={version}&offset={offset}&limit={limit}")
+                }
+                (None, None) => bail!("name a datanet or pass --contribution"),
+            };
+            let v: Value = s.rest(true)?.get(&path)?;
             let rows: Vec<ExportRow> = serde_json::from_value(v["rows"].clone())?;
-            eprintln!(
-                "version {} of datanet {datanet}, rows {}..{}",
-                v["version"],
-                offset,
-                offset + rows.len() as u64
-            );
+            let what = match contribution {
+                Some(c) => format!("contribution {c}"),
+                None => format!(
+                    "version {} of datanet {}",
+                    v["version"],
+                    datanet.unwrap_or(0)
+                ),
+            };
+            eprintln!("{what}, rows {}..{}", offset, offset + rows.len() as u64);
             for r in rows {
                 let text = r.row.fields().join(" ⏎ ");
                 let short: String = text.chars().take(100).collect();

@@ -325,6 +325,13 @@ fn contribute_dedupe_approve_export_prove_restart_and_permissions() {
         "1",
         &s("carol.md"),
     ]);
+    // The owner reviews the pending rows before approving.
+    let review = env.ok(&["datanet", "rows", "--contribution", "3", "--limit", "5"]);
+    assert_eq!(
+        review.lines().filter(|l| l.contains(" c3 ")).count(),
+        5,
+        "{review}"
+    );
     env.ok(&["--from", "dev0", "datanet", "approve", "3"]);
     let before = export(&env, "1");
     assert_eq!(before.len(), 181);

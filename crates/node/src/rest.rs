@@ -12,6 +12,7 @@
 //! | `GET /v1/datanets/{id}/proof?row=<hash>&version=` | a row's inclusion proof against the version root |
 //! | `POST /v1/datanets/{id}/stage` | multipart upload of files: ingest, store the rows, return the report and `metadataUri` |
 //! | `GET /v1/contributions/{id}` | one contribution |
+//! | `GET /v1/contributions/{id}/rows?offset=&limit=` | a page of one contribution's rows (pending ones too, for review) |
 //!
 //! `version` 0 or absent means the latest. Permissioned datanets need a signed request
 //! ([`openledger_types::request_auth`]) from an address with access for rows, export, proof and
@@ -75,6 +76,7 @@ pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
             post(stage).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/v1/contributions/{id}", get(contribution))
+        .route("/v1/contributions/{id}/rows", get(contribution_rows))
 }
 
 /// Runs `f` on the latest sealed state, off the async threads.
@@ -114,7 +116,7 @@ fn signer(
 
 async fn list(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<DatanetView>>> {
     blocking(node, |_, s| {
-        let n = openledger_state::codec::get_u64(s, b"d/n")?;
+        let n = datanet::datanet_count(s)?;
         (1..=n)
             .map(|id| {
                 let d = datanet::datanet(s, id)?;
@@ -227,6 +229,24 @@ async fn rows(
             (page.len() as u64) < limit
         })?;
         Ok(json!({ "version": version, "offset": q.offset, "rows": page }))
+    })
+    .await
+    .map(Json)
+}
+
+async fn contribution_rows(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<u64>,
+    Query(q): Query<RowsQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    blocking(node, move |n, s| {
+        let who = signer(n, &headers, &method, &uri)?;
+        let limit = q.limit.unwrap_or(100).min(MAX_ROWS_PAGE);
+        let rows = n.datanets.contribution_rows(s, id, who, q.offset, limit)?;
+        Ok(json!({ "contribution": id, "offset": q.offset, "rows": rows }))
     })
     .await
     .map(Json)

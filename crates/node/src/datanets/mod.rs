@@ -247,6 +247,37 @@ impl Datanets {
         Ok(version)
     }
 
+    /// Rows `offset..offset+limit` of one contribution, whatever its status (the owner reviews
+    /// pending ones before approving).
+    pub fn contribution_rows(
+        &self,
+        state: &dyn StateRead,
+        cid: u64,
+        who: Option<Address>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<ExportRow>, ApiError> {
+        let c = contribution_info(state, cid)?;
+        let d = datanet_info(state, c.datanetId)?;
+        check_access(state, &d, who)?;
+        let rows = self
+            .rows_of(schema_of(&d)?, &c)
+            .map_err(|e| ApiError::Unavailable(format!("contribution {cid}: {e}")))?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .zip(rows.hashes)
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|(row, hash)| ExportRow {
+                row,
+                contribution_id: cid,
+                contributor: c.contributor,
+                row_hash: to_b256(&hash),
+            })
+            .collect())
+    }
+
     /// The inclusion proof of the row with hash `row` in version `version` (0 = latest).
     pub fn proof(
         &self,

@@ -77,6 +77,11 @@ pub fn version(state: &dyn StateRead, id: u64, v: u64) -> ExecResult<VersionInfo
         .ok_or_else(|| ExecError::NotFound(format!("version {v} of datanet {id}")))
 }
 
+/// Number of datanets created.
+pub fn datanet_count(state: &dyn StateRead) -> Result<u64, StorageError> {
+    codec::get_u64(state, b"d/n")
+}
+
 /// Number of contributions submitted to datanet `id`.
 pub fn contribution_count_of(state: &dyn StateRead, id: u64) -> Result<u64, StorageError> {
     codec::get_u64(state, &k(b"d/m", id, &[]))
@@ -429,7 +434,7 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
         C::hasAccess(c) => {
             has_access(&ctx.state, &datanet(&ctx.state, c.datanetId)?, &c.user)?.abi_encode()
         }
-        C::datanetCount(_) => codec::get_u64(&ctx.state, b"d/n")?.abi_encode(),
+        C::datanetCount(_) => datanet_count(&ctx.state)?.abi_encode(),
         C::contributionCount(_) => codec::get_u64(&ctx.state, b"d/c")?.abi_encode(),
         C::approvalFee(c) => approval_fee(ctx.params, c.byteSize).abi_encode(),
         C::contributionCountOf(c) => contribution_count_of(&ctx.state, c.datanetId)?.abi_encode(),
