@@ -246,6 +246,8 @@ pub(crate) struct Session {
     from: Option<String>,
     password: Option<String>,
     password_file: Option<std::path::PathBuf>,
+    /// The --from key once unlocked, so a command asks for its password once.
+    unlocked: std::cell::OnceCell<PrivateKeySigner>,
 }
 
 impl Session {
@@ -277,7 +279,15 @@ impl Session {
         Ok(p)
     }
 
-    fn signer(&self) -> Result<PrivateKeySigner> {
+    pub(crate) fn signer(&self) -> Result<PrivateKeySigner> {
+        if let Some(k) = self.unlocked.get() {
+            return Ok(k.clone());
+        }
+        let k = self.unlock()?;
+        Ok(self.unlocked.get_or_init(|| k).clone())
+    }
+
+    fn unlock(&self) -> Result<PrivateKeySigner> {
         let name = self
             .from
             .as_deref()
@@ -397,6 +407,7 @@ pub fn run(cli: Cli) -> Result<()> {
         from: cli.from,
         password: cli.password,
         password_file: cli.password_file,
+        unlocked: Default::default(),
     };
     let home = &s.cli_home;
     match cli.command {

@@ -515,6 +515,10 @@ fn contribute(
     dry_run: bool,
     report_path: Option<PathBuf>,
 ) -> Result<()> {
+    if !dry_run {
+        // Fail on a missing or locked key before uploading anything.
+        s.signer()?;
+    }
     let mut uploads = Vec::with_capacity(files.len());
     for f in files {
         let meta = std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?;
