@@ -28,7 +28,7 @@ use crate::{
 use alloy_primitives::{Address, B256};
 use axum::{
     extract::{DefaultBodyLimit, Multipart, Path, Query, State},
-    http::{header, HeaderMap, Method, StatusCode, Uri},
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -92,26 +92,32 @@ async fn blocking<T: Send + 'static>(
     .map_err(|e| ApiError::Internal(format!("request task failed: {e}")))?
 }
 
-/// The address a signed request acts for; `None` when unsigned.
-fn signer(
-    node: &Node,
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-) -> ApiResult<Option<Address>> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
-    let pq = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or(uri.path());
-    request_auth::verify(value, node.chain_id(), method.as_str(), pq, now())
-        .map(Some)
-        .map_err(ApiError::Unauthorized)
+/// The address a signed request acts for; `None` when unsigned. A signature that does not
+/// verify refuses the request.
+pub struct Caller(pub Option<Address>);
+
+impl axum::extract::FromRequestParts<Arc<Node>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        node: &Arc<Node>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Caller(None));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
+        let uri = &parts.uri;
+        let pq = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or(uri.path());
+        request_auth::verify(value, node.chain_id(), parts.method.as_str(), pq, now())
+            .map(|a| Caller(Some(a)))
+            .map_err(ApiError::Unauthorized)
+    }
 }
 
 async fn list(State(node): State<Arc<Node>>) -> ApiResult<Json<Vec<DatanetView>>> {
@@ -213,12 +219,9 @@ async fn rows(
     State(node): State<Arc<Node>>,
     Path(id): Path<u64>,
     Query(q): Query<RowsQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(who): Caller,
 ) -> ApiResult<Json<serde_json::Value>> {
     blocking(node, move |n, s| {
-        let who = signer(n, &headers, &method, &uri)?;
         let limit = q.limit.unwrap_or(100).min(MAX_ROWS_PAGE);
         let (mut page, mut at) = (Vec::new(), 0u64);
         let version = n.datanets.for_each_row(s, id, q.version, who, |r| {
@@ -238,12 +241,9 @@ async fn contribution_rows(
     State(node): State<Arc<Node>>,
     Path(id): Path<u64>,
     Query(q): Query<RowsQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(who): Caller,
 ) -> ApiResult<Json<serde_json::Value>> {
     blocking(node, move |n, s| {
-        let who = signer(n, &headers, &method, &uri)?;
         let limit = q.limit.unwrap_or(100).min(MAX_ROWS_PAGE);
         let rows = n.datanets.contribution_rows(s, id, who, q.offset, limit)?;
         Ok(json!({ "contribution": id, "offset": q.offset, "rows": rows }))
@@ -262,12 +262,9 @@ async fn export(
     State(node): State<Arc<Node>>,
     Path(id): Path<u64>,
     Query(q): Query<VersionQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(who): Caller,
 ) -> ApiResult<Response> {
     let (version, body) = blocking(node, move |n, s| {
-        let who = signer(n, &headers, &method, &uri)?;
         let mut body = Vec::new();
         let version = n
             .datanets
@@ -303,12 +300,9 @@ async fn proof(
     State(node): State<Arc<Node>>,
     Path(id): Path<u64>,
     Query(q): Query<ProofQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(who): Caller,
 ) -> ApiResult<Json<openledger_datanet::DatanetProof>> {
     blocking(node, move |n, s| {
-        let who = signer(n, &headers, &method, &uri)?;
         n.datanets.proof(s, id, q.row, q.version, who)
     })
     .await
@@ -318,12 +312,9 @@ async fn proof(
 async fn stage(
     State(node): State<Arc<Node>>,
     Path(id): Path<u64>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(who): Caller,
     mut form: Multipart,
 ) -> ApiResult<Json<crate::datanets::Staged>> {
-    let who = signer(&node, &headers, &method, &uri)?;
     let max_bytes = node.datanets.limits().max_file_bytes;
     let max_files = node.config.max_upload_files;
     let bad = |e: axum::extract::multipart::MultipartError| {
