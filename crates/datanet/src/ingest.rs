@@ -10,7 +10,7 @@ use crate::{
     hash::{hash_canonical, RowHash},
     limits::Limits,
     merkle::{rows_root, RowProof},
-    normalize::normalize_row,
+    normalize::normalize_row_owned,
     parse::parse_file,
     row::{Location, Record, Row, Schema},
     score::{score, FileCounts, FileScore},
@@ -19,6 +19,7 @@ use crate::{
 };
 use alloy_primitives::B256;
 use rayon::prelude::*;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -170,16 +171,26 @@ struct Prepared {
     signature: Option<Signature>,
 }
 
+thread_local! {
+    /// Each worker thread's buffer for canonical JSON, reused from row to row.
+    static JSON: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The row's hash and the length of its canonical JSON, serialised into a reused buffer.
+fn hash_row(row: &Row) -> (RowHash, usize) {
+    JSON.with_borrow_mut(|json| {
+        json.clear();
+        serde_json::to_writer(&mut *json, row).expect("a row of strings always serialises");
+        (hash_canonical(json), json.len())
+    })
+}
+
 fn prepare(record: Record, limits: &Limits) -> Prepared {
-    let row = normalize_row(&record.row);
+    let row = normalize_row_owned(record.row);
     let problem = check_row(&row, limits);
     let (hash, json_len, signature) = if problem.is_none() {
-        let json = row.canonical_json();
-        (
-            hash_canonical(&json),
-            json.len(),
-            signature(&row.fields().join("\n")),
-        )
+        let (hash, json_len) = hash_row(&row);
+        (hash, json_len, signature(&row.fields().join("\n")))
     } else {
         ([0; 32], 0, None)
     };

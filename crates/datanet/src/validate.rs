@@ -75,15 +75,16 @@ impl fmt::Display for Problem {
 
 /// Checks a normalised row; `None` when it passes.
 pub fn check_row(row: &Row, limits: &Limits) -> Option<Problem> {
+    let fields = row_fields(row);
     let names = row.schema().fields();
-    for (name, value) in names.iter().zip(row.fields()) {
+    for (name, value) in names.iter().zip(fields.iter().flatten()) {
         if value.is_empty() {
             return Some(Problem::EmptyField {
                 field: name.to_string(),
             });
         }
     }
-    let chars = row.char_count();
+    let chars: usize = fields.iter().flatten().map(|f| f.chars().count()).sum();
     if chars < limits.min_row_chars {
         return Some(Problem::TooShort { chars });
     }
@@ -91,23 +92,83 @@ pub fn check_row(row: &Row, limits: &Limits) -> Option<Problem> {
         return Some(Problem::TooLong { chars });
     }
     let mut texty = 0usize;
-    for c in row.fields().iter().flat_map(|f| f.chars()) {
-        if c == '\u{fffd}' {
-            return Some(Problem::ReplacementChar);
-        }
-        if c.is_control() && c != '\n' {
-            return Some(Problem::ControlChar { code: c as u32 });
-        }
-        if c.is_alphanumeric() || c.is_whitespace() {
-            texty += 1;
+    for field in fields.iter().flatten() {
+        match check_encoding(field) {
+            Ok(n) => texty += n,
+            Err(problem) => return Some(problem),
         }
     }
     (texty * 2 < chars).then_some(Problem::MostlyNonText)
 }
 
+/// The row's fields in canonical order, without allocating (a text row has one).
+pub(crate) fn row_fields(row: &Row) -> [Option<&str>; 2] {
+    match row {
+        Row::Text { text } => [Some(text), None],
+        Row::PromptResponse { prompt, response } => [Some(prompt), Some(response)],
+    }
+}
+
+/// Counts a field's letters, digits and whitespace, or returns its encoding problem. ASCII
+/// bytes are classified directly; other characters go through `char`'s Unicode tables.
+fn check_encoding(field: &str) -> Result<usize, Problem> {
+    let mut texty = 0usize;
+    let mut rest = field;
+    while !rest.is_empty() {
+        let ascii = rest.bytes().take_while(u8::is_ascii).count();
+        for &b in &rest.as_bytes()[..ascii] {
+            if b.is_ascii_control() && b != b'\n' {
+                return Err(Problem::ControlChar { code: b as u32 });
+            }
+            // The only ASCII whitespace left once controls are out: space and newline.
+            texty += (b.is_ascii_alphanumeric() || b == b' ' || b == b'\n') as usize;
+        }
+        rest = &rest[ascii..];
+        let Some(c) = rest.chars().next() else { break };
+        if c == '\u{fffd}' {
+            return Err(Problem::ReplacementChar);
+        }
+        if c.is_control() {
+            return Err(Problem::ControlChar { code: c as u32 });
+        }
+        texty += (c.is_alphanumeric() || c.is_whitespace()) as usize;
+        rest = &rest[c.len_utf8()..];
+    }
+    Ok(texty)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The original character-at-a-time encoding check, the reference for the ASCII fast path.
+    fn reference_encoding(fields: &[&str]) -> Result<usize, Problem> {
+        let mut texty = 0;
+        for c in fields.iter().flat_map(|f| f.chars()) {
+            if c == '\u{fffd}' {
+                return Err(Problem::ReplacementChar);
+            }
+            if c.is_control() && c != '\n' {
+                return Err(Problem::ControlChar { code: c as u32 });
+            }
+            if c.is_alphanumeric() || c.is_whitespace() {
+                texty += 1;
+            }
+        }
+        Ok(texty)
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_check_matches_the_reference(
+            a in "[a-c0 \n\t\r\u{b}\u{7f}.é\u{85}\u{fffd}\u{3000}{}]{0,12}",
+            b in "[a-c0 \n\t\r\u{b}\u{7f}.é\u{85}\u{fffd}\u{3000}{}]{0,12}",
+        ) {
+            let ours = check_encoding(&a).and_then(|x| Ok(x + check_encoding(&b)?));
+            prop_assert_eq!(ours, reference_encoding(&[&a, &b]));
+        }
+    }
 
     #[test]
     fn flags_each_problem() {
