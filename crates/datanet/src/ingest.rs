@@ -5,7 +5,7 @@
 //! chain's `contribute` call, the blob store and the contributor's report need.
 
 use crate::{
-    dedup::{signature, KnownRows, LshIndex, Signature},
+    dedup::{signature_of_parts, KnownRows, LshIndex, Signature},
     error::Result,
     hash::{hash_canonical, RowHash},
     limits::Limits,
@@ -15,7 +15,7 @@ use crate::{
     row::{Location, Record, Row, Schema},
     score::{score, FileCounts, FileScore},
     source::SourceFile,
-    validate::{check_row, Check, Problem},
+    validate::{check_row, row_fields, Check, Problem},
 };
 use alloy_primitives::B256;
 use rayon::prelude::*;
@@ -190,7 +190,8 @@ fn prepare(record: Record, limits: &Limits) -> Prepared {
     let problem = check_row(&row, limits);
     let (hash, json_len, signature) = if problem.is_none() {
         let (hash, json_len) = hash_row(&row);
-        (hash, json_len, signature(&row.fields().join("\n")))
+        let fields: Vec<&str> = row_fields(&row).into_iter().flatten().collect();
+        (hash, json_len, signature_of_parts(&fields))
     } else {
         ([0; 32], 0, None)
     };

@@ -1,9 +1,21 @@
-//! MinHash signatures over word 5-shingles, deterministic on every machine: words are lower-cased
-//! runs of letters and digits hashed with FNV-1a, shingles combine five word hashes through the
-//! SplitMix64 finaliser, and the 128 permutations are multiply-shift hashes whose constants come
-//! from a fixed SplitMix64 seed. Equal components / 128 estimates the Jaccard similarity.
+//! MinHash signatures over word 5-shingles, deterministic on every machine.
+//!
+//! Words are lower-cased runs of letters and digits; each word is hashed once, and a shingle's
+//! hash combines its five word hashes (a multiply-add per word, then the SplitMix64 finaliser).
+//! ASCII text is tokenised byte by byte; other characters go through `char`'s Unicode tables.
+//!
+//! The signature is one-permutation hashing (OPH) with optimal densification (Shrivastava, ICML
+//! 2017) rather than 128 independent permutations: each shingle hash is used once, its top 7 bits
+//! pick one of the 128 bins and its low 32 bits are the value kept when smaller than the bin's.
+//! That is one hash per shingle instead of 128.
+//!
+//! Short texts leave bins empty. Each empty bin `i` borrows the value of the first non-empty bin
+//! in a fixed pseudo-random probe order of its own ([`PROBES`]`[i]`, the same on every machine
+//! and for every text). Two texts agree at bin `i` exactly when the smallest shingle of their
+//! union in the bin they both end up reading is shared, so every component still matches with
+//! probability equal to the Jaccard similarity, and equal components / 128 estimates it.
 
-/// Number of hash permutations in a signature.
+/// Number of components (OPH bins) in a signature.
 pub const PERMUTATIONS: usize = 128;
 /// Words per shingle.
 pub const SHINGLE_WORDS: usize = 5;
@@ -28,73 +40,202 @@ const fn splitmix64(mut z: u64) -> u64 {
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// Per-permutation (multiplier, xor) constants.
-const PARAMS: [(u64, u64); PERMUTATIONS] = {
-    let mut p = [(0u64, 0u64); PERMUTATIONS];
-    let mut state = 0x0DA7_A5E7_u64;
+/// Odd multipliers, one per position in a shingle, from a fixed SplitMix64 seed.
+const POSITION_KEYS: [u64; SHINGLE_WORDS] = {
+    let mut keys = [0u64; SHINGLE_WORDS];
     let mut i = 0;
-    while i < PERMUTATIONS {
-        state = state.wrapping_add(GOLDEN);
-        let a = splitmix64(state) | 1;
-        state = state.wrapping_add(GOLDEN);
-        let b = splitmix64(state);
-        p[i] = (a, b);
+    while i < SHINGLE_WORDS {
+        keys[i] = splitmix64(0x5E1F_0000u64.wrapping_add((i as u64 + 1).wrapping_mul(GOLDEN))) | 1;
         i += 1;
     }
-    p
+    keys
 };
 
-fn word_hash(word: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut buf = [0u8; 4];
-    for c in word.chars().flat_map(char::to_lowercase) {
-        for &b in c.encode_utf8(&mut buf).as_bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+/// For each bin, a pseudo-random order of all 128 bins (a Fisher–Yates shuffle from a fixed
+/// seed): an empty bin copies the first non-empty bin in its order.
+const PROBES: [[u8; PERMUTATIONS]; PERMUTATIONS] = {
+    let mut table = [[0u8; PERMUTATIONS]; PERMUTATIONS];
+    let mut state = 0x0DA7_A5E7_u64;
+    let mut bin = 0;
+    while bin < PERMUTATIONS {
+        let mut order = [0u8; PERMUTATIONS];
+        let mut i = 0;
+        while i < PERMUTATIONS {
+            order[i] = i as u8;
+            i += 1;
+        }
+        let mut i = PERMUTATIONS - 1;
+        while i > 0 {
+            state = state.wrapping_add(GOLDEN);
+            let j = (splitmix64(state) % (i as u64 + 1)) as usize;
+            let t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+            i -= 1;
+        }
+        table[bin] = order;
+        bin += 1;
+    }
+    table
+};
+
+/// Hashes one lower-cased word, eight bytes at a time.
+#[derive(Clone, Copy)]
+struct WordHasher {
+    state: u64,
+    chunk: u64,
+    len: u32,
+}
+
+impl WordHasher {
+    const fn new() -> Self {
+        Self {
+            state: 0xcbf2_9ce4_8422_2325,
+            chunk: 0,
+            len: 0,
         }
     }
-    h
+
+    #[inline]
+    fn push(&mut self, b: u8) {
+        self.chunk |= (b as u64) << (8 * (self.len % 8));
+        self.len += 1;
+        if self.len % 8 == 0 {
+            self.state = (self.state ^ self.chunk)
+                .wrapping_mul(GOLDEN)
+                .rotate_left(29);
+            self.chunk = 0;
+        }
+    }
+
+    fn finish(self) -> u64 {
+        splitmix64(self.state ^ self.chunk ^ ((self.len as u64) << 56))
+    }
+}
+
+/// The hash of a window of word hashes (`SHINGLE_WORDS` of them, or fewer for a short text).
+#[inline]
+fn shingle_hash(window: &[u64]) -> u64 {
+    let sum = window
+        .iter()
+        .zip(POSITION_KEYS)
+        .fold(window.len() as u64, |h, (&w, k)| {
+            h.wrapping_add(w.wrapping_mul(k))
+        });
+    splitmix64(sum)
+}
+
+/// Feeds the shingle hashes of the concatenated `parts` to `emit`: parts never share a word, and
+/// shingles run across them as if they were joined by a newline. Returns the number of words.
+fn for_each_shingle(parts: &[&str], mut emit: impl FnMut(u64)) -> usize {
+    let mut window = [0u64; SHINGLE_WORDS];
+    let mut words = 0usize;
+    let mut add_word = |w: u64| {
+        if words < SHINGLE_WORDS {
+            window[words] = w;
+        } else {
+            window.copy_within(1.., 0);
+            window[SHINGLE_WORDS - 1] = w;
+        }
+        words += 1;
+        if words >= SHINGLE_WORDS {
+            emit(shingle_hash(&window));
+        }
+    };
+    for part in parts {
+        for_each_word(part, &mut add_word);
+    }
+    if (1..SHINGLE_WORDS).contains(&words) {
+        emit(shingle_hash(&window[..words]));
+    }
+    words
+}
+
+/// Feeds the hash of every word (lower-cased run of letters and digits) of `text` to `emit`.
+fn for_each_word(text: &str, emit: &mut impl FnMut(u64)) {
+    let bytes = text.as_bytes();
+    let mut word: Option<WordHasher> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii() {
+            i += 1;
+            if b.is_ascii_alphanumeric() {
+                word.get_or_insert(WordHasher::new())
+                    .push(b.to_ascii_lowercase());
+                continue;
+            }
+        } else {
+            let c = text[i..].chars().next().expect("i is on a char boundary");
+            i += c.len_utf8();
+            if c.is_alphanumeric() {
+                let w = word.get_or_insert(WordHasher::new());
+                let mut buf = [0u8; 4];
+                for lower in c.to_lowercase() {
+                    lower.encode_utf8(&mut buf).bytes().for_each(|b| w.push(b));
+                }
+                continue;
+            }
+        }
+        if let Some(w) = word.take() {
+            emit(w.finish());
+        }
+    }
+    if let Some(w) = word {
+        emit(w.finish());
+    }
 }
 
 /// The shingle hashes of a text: every run of [`SHINGLE_WORDS`] consecutive words (the whole
 /// word sequence when shorter). Empty when the text has no letters or digits.
 pub fn shingles(text: &str) -> Vec<u64> {
-    let words: Vec<u64> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(word_hash)
-        .collect();
-    if words.is_empty() {
-        return Vec::new();
-    }
-    let width = SHINGLE_WORDS.min(words.len());
-    words
-        .windows(width)
-        .map(|w| {
-            w.iter()
-                .fold(GOLDEN, |h, &x| splitmix64(h.rotate_left(17) ^ x))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for_each_shingle(&[text], |h| out.push(h));
+    out
 }
 
 /// The MinHash signature of a text, `None` when it has no words.
 pub fn signature(text: &str) -> Option<Signature> {
-    let shingles = shingles(text);
-    if shingles.is_empty() {
+    signature_of_parts(&[text])
+}
+
+/// The signature of `parts` joined by newlines (a row's fields), without joining them.
+pub fn signature_of_parts(parts: &[&str]) -> Option<Signature> {
+    let mut bins = [u32::MAX; PERMUTATIONS];
+    let mut filled = 0u128;
+    let words = for_each_shingle(parts, |h| {
+        let bin = (h >> 57) as usize;
+        bins[bin] = bins[bin].min(h as u32);
+        filled |= 1 << bin;
+    });
+    if words == 0 {
         return None;
     }
-    let mut sig = [u32::MAX; PERMUTATIONS];
-    for x in shingles {
-        for (s, &(a, b)) in sig.iter_mut().zip(PARAMS.iter()) {
-            let v = ((x ^ b).wrapping_mul(a) >> 32) as u32;
-            *s = (*s).min(v);
+    densify(&mut bins, filled);
+    Some(Signature(bins))
+}
+
+/// Fills each empty bin from the first bin of its probe order that a shingle filled (see the
+/// module doc). Reads only originally filled bins, so the order of filling does not matter.
+fn densify(bins: &mut [u32; PERMUTATIONS], filled: u128) {
+    if filled == u128::MAX {
+        return;
+    }
+    for i in 0..PERMUTATIONS {
+        if filled >> i & 1 == 0 {
+            let from = PROBES[i]
+                .iter()
+                .find(|&&j| filled >> j & 1 == 1)
+                .expect("at least one bin is filled");
+            bins[i] = bins[*from as usize];
         }
     }
-    Some(Signature(sig))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn signatures_are_fixed_across_machines() {
@@ -106,6 +247,83 @@ mod tests {
         assert_eq!(shingles("a b").len(), 1);
         assert!(signature("... !!! ").is_none());
         assert_eq!(s.similarity(&s), 1.0);
-        assert_eq!(s.0[..4], [761987252, 693966268, 108031640, 1250225500]);
+        assert_eq!(s.0[..4], [2543656617, 3580326308, 144083679, 3580326308]);
+    }
+
+    #[test]
+    fn parts_are_joined_by_a_word_break() {
+        let joined = signature("Why is the sky blue?\nRayleigh scattering, mostly.");
+        let parts = signature_of_parts(&["Why is the sky blue?", "Rayleigh scattering, mostly."]);
+        assert_eq!(joined, parts);
+        assert_ne!(signature("ab"), signature_of_parts(&["a", "b"]));
+    }
+
+    #[test]
+    fn unicode_words_are_lower_cased() {
+        assert_eq!(
+            signature("ÉCOLE Straße ΣΟΦΊΑ"),
+            signature("école straße σοφία")
+        );
+        assert_ne!(signature("école"), signature("ecole"));
+    }
+
+    /// Word `i` of a synthetic vocabulary.
+    fn word(i: usize) -> String {
+        format!("w{i}x")
+    }
+
+    /// True Jaccard similarity of two texts' shingle sets.
+    fn jaccard(a: &str, b: &str) -> f64 {
+        let a: HashSet<u64> = shingles(a).into_iter().collect();
+        let b: HashSet<u64> = shingles(b).into_iter().collect();
+        a.intersection(&b).count() as f64 / a.union(&b).count() as f64
+    }
+
+    #[test]
+    fn estimates_track_the_true_jaccard_similarity() {
+        // Pairs of texts sharing a prefix of words and differing in the rest, at sizes from a few
+        // shingles (mostly densified bins) to many more shingles than bins.
+        let mut errors = Vec::new();
+        for (len, shared) in [
+            (12, 10),
+            (30, 25),
+            (60, 30),
+            (100, 90),
+            (150, 75),
+            (300, 270),
+            (600, 150),
+            (1000, 900),
+        ] {
+            let a: Vec<String> = (0..len).map(word).collect();
+            let mut b = a.clone();
+            for (k, w) in b.iter_mut().enumerate().skip(shared) {
+                *w = word(100_000 + len * 10 + k);
+            }
+            let (a, b) = (a.join(" "), b.join(" "));
+            let truth = jaccard(&a, &b);
+            let estimate = signature(&a).unwrap().similarity(&signature(&b).unwrap());
+            errors.push((len, shared, truth, estimate));
+            assert!(
+                (estimate - truth).abs() <= 0.15,
+                "{len} words, {shared} shared: true {truth:.3}, estimated {estimate:.3}"
+            );
+        }
+        let mean_error: f64 =
+            errors.iter().map(|e| (e.2 - e.3).abs()).sum::<f64>() / errors.len() as f64;
+        assert!(mean_error < 0.06, "{errors:?}");
+    }
+
+    #[test]
+    fn disjoint_texts_share_almost_nothing() {
+        let a: Vec<String> = (0..200).map(word).collect();
+        let b: Vec<String> = (200..400).map(word).collect();
+        let s = signature(&a.join(" "))
+            .unwrap()
+            .similarity(&signature(&b.join(" ")).unwrap());
+        assert!(s < 0.05, "{s}");
+        let short = signature("one two three four five six")
+            .unwrap()
+            .similarity(&signature("seven eight nine ten eleven twelve").unwrap());
+        assert_eq!(short, 0.0);
     }
 }

@@ -9,7 +9,7 @@ pub mod lsh;
 pub mod minhash;
 
 pub use lsh::LshIndex;
-pub use minhash::{signature, Signature};
+pub use minhash::{signature, signature_of_parts, Signature};
 
 use crate::{hash::RowHash, ingest::Contribution};
 use std::collections::HashSet;
