@@ -5,9 +5,9 @@
 //! chain's `contribute` call, the blob store and the contributor's report need.
 
 use crate::{
-    dedup::{signature_of_parts, KnownRows, LshIndex, Signature},
+    dedup::{lsh::band_keys, signature_of_parts, KnownRows, LshIndex, Signature},
     error::Result,
-    hash::{hash_canonical, RowHash},
+    hash::{hash_canonical, BuildKeyHasher, RowHash},
     limits::Limits,
     merkle::{rows_root, RowProof},
     normalize::normalize_row_owned,
@@ -205,28 +205,39 @@ fn prepare(record: Record, limits: &Limits) -> Prepared {
     }
 }
 
+/// Parses and prepares every file, files and rows in parallel; fails on the first file (in input
+/// order) that cannot be parsed.
+fn parse_and_prepare(
+    files: &[SourceFile],
+    schema: Schema,
+    limits: &Limits,
+) -> Result<Vec<Vec<Prepared>>> {
+    let prepared: Vec<Result<Vec<Prepared>>> = files
+        .par_iter()
+        .map(|f| {
+            let records = parse_file(f, schema, limits)?;
+            Ok(records
+                .into_par_iter()
+                .map(|r| prepare(r, limits))
+                .collect())
+        })
+        .collect();
+    prepared.into_iter().collect()
+}
+
 /// Runs the pipeline over a contribution's files. Fails on the first file (in input order) that
 /// cannot be parsed; otherwise returns accepted rows and a report for every file.
+///
+/// Deduplication runs in file and row order. Rows kept from earlier accepted files and from the
+/// current file share one hash map and one LSH index; when a file is rejected, its rows are taken
+/// out of both again, so later files only ever match the datanet and accepted files.
 pub fn ingest<K: KnownRows + ?Sized>(
     files: &[SourceFile],
     schema: Schema,
     limits: &Limits,
     existing: &K,
 ) -> Result<Contribution> {
-    let parsed: Vec<Result<Vec<Record>>> = files
-        .par_iter()
-        .map(|f| parse_file(f, schema, limits))
-        .collect();
-    let parsed = parsed.into_iter().collect::<Result<Vec<_>>>()?;
-    let prepared: Vec<Vec<Prepared>> = parsed
-        .into_iter()
-        .map(|records| {
-            records
-                .into_par_iter()
-                .map(|r| prepare(r, limits))
-                .collect()
-        })
-        .collect();
+    let prepared = parse_and_prepare(files, schema, limits)?;
 
     let mut out = Contribution {
         schema,
@@ -238,13 +249,14 @@ pub fn ingest<K: KnownRows + ?Sized>(
         rows_root: B256::ZERO,
         byte_size: 0,
     };
-    let mut seen: HashMap<RowHash, (usize, Location)> = HashMap::new();
-    let mut contribution_lsh = LshIndex::default();
+    let total: usize = prepared.iter().map(Vec::len).sum();
+    let mut seen: HashMap<RowHash, (usize, Location), BuildKeyHasher> =
+        HashMap::with_capacity_and_hasher(total, BuildKeyHasher::default());
+    let mut near = LshIndex::default();
     for (file_idx, rows) in prepared.into_iter().enumerate() {
         let name = &files[file_idx].name;
         let mut counts = FileCounts::default();
-        let mut local: HashMap<RowHash, Location> = HashMap::new();
-        let mut local_lsh = LshIndex::default();
+        let near_before = near.len();
         let mut kept: Vec<(AcceptedRow, usize)> = Vec::new();
         for p in rows {
             counts.records += 1;
@@ -264,14 +276,9 @@ pub fn ingest<K: KnownRows + ?Sized>(
             }
             let original = if existing.contains(&p.hash) {
                 Some(DuplicateOf::Datanet)
-            } else if let Some((f, at)) = seen.get(&p.hash) {
-                Some(DuplicateOf::Contribution {
-                    file: files[*f].name.clone(),
-                    at: *at,
-                })
             } else {
-                local.get(&p.hash).map(|at| DuplicateOf::Contribution {
-                    file: name.clone(),
+                seen.get(&p.hash).map(|(f, at)| DuplicateOf::Contribution {
+                    file: files[*f].name.clone(),
                     at: *at,
                 })
             };
@@ -287,17 +294,15 @@ pub fn ingest<K: KnownRows + ?Sized>(
             }
             if let Some(sig) = &p.signature {
                 let t = limits.near_duplicate_threshold;
-                let best = [
+                let keys = band_keys(sig);
+                // The datanet wins ties, then the earliest row of the contribution.
+                let best = match (
                     existing.most_similar(sig, t),
-                    contribution_lsh.most_similar(sig, t),
-                    local_lsh.most_similar(sig, t),
-                ]
-                .into_iter()
-                .flatten()
-                .fold(None, |best: Option<(RowHash, f64)>, m| match best {
-                    Some(b) if b.1 >= m.1 => Some(b),
-                    _ => Some(m),
-                });
+                    near.most_similar_keyed(sig, &keys, t),
+                ) {
+                    (Some(d), Some(c)) if c.1 > d.1 => Some(c),
+                    (d, c) => d.or(c),
+                };
                 if let Some((matched, similarity)) = best {
                     counts.near_duplicates += 1;
                     out.near_duplicates.push(NearDuplicate {
@@ -312,9 +317,9 @@ pub fn ingest<K: KnownRows + ?Sized>(
                         continue;
                     }
                 }
-                local_lsh.insert(p.hash, sig.clone());
+                near.insert_keyed(p.hash, sig.clone(), &keys);
             }
-            local.insert(p.hash, p.at);
+            seen.insert(p.hash, (file_idx, p.at));
             kept.push((
                 AcceptedRow {
                     hash: p.hash,
@@ -330,13 +335,14 @@ pub fn ingest<K: KnownRows + ?Sized>(
         let score = score(&counts, limits);
         if score.accepted {
             for (row, json_len) in kept {
-                seen.insert(row.hash, (file_idx, row.at));
-                if let Some(sig) = &row.signature {
-                    contribution_lsh.insert(row.hash, sig.clone());
-                }
                 out.byte_size += json_len as u64 + 1;
                 out.rows.push(row);
             }
+        } else {
+            for (row, _) in &kept {
+                seen.remove(&row.hash);
+            }
+            near.truncate(near_before);
         }
         out.files.push(FileReport {
             name: name.clone(),
@@ -346,4 +352,47 @@ pub fn ingest<K: KnownRows + ?Sized>(
     }
     out.rows_root = rows_root(&out.hashes());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{hash::row_hash, DatanetIndex};
+
+    const P: &str =
+        "Owners approve contributions into immutable versions that fine-tuning jobs can \
+        cite by root, and contributors see their score, their rows and the fees they earned, while \
+        anyone can check an inclusion proof for a single row against the recorded root";
+
+    #[test]
+    fn a_rejected_files_rows_are_forgotten_by_later_files() {
+        let edited = P.replace("recorded root", "recorded roots");
+        let files = [
+            SourceFile::new("a.txt", "The first file has one ordinary row."),
+            SourceFile::new(
+                "b.txt",
+                format!("{P}\n\nbad \u{7} one\n\nbad \u{7} two\n\nbad \u{7} 3"),
+            ),
+            SourceFile::new("c.txt", format!("{P}\n\n{edited}")),
+        ];
+        let c = ingest(
+            &files,
+            Schema::Text,
+            &Limits::default(),
+            &DatanetIndex::default(),
+        )
+        .unwrap();
+        let accepted: Vec<bool> = c.files.iter().map(|f| f.score.accepted).collect();
+        assert_eq!(accepted, [true, false, true]);
+        assert!(c.duplicates.is_empty(), "{:?}", c.duplicates);
+        assert_eq!(c.near_duplicates.len(), 1, "{:?}", c.near_duplicates);
+        let near = &c.near_duplicates[0];
+        assert_eq!((near.file.as_str(), near.at), ("c.txt", Location::Line(3)));
+        assert_eq!(near.matched, row_hash(&Row::text(P)));
+        assert_eq!(c.row_count(), 3);
+        assert_eq!(
+            c.files[1].counts.kept, 1,
+            "b's copy was kept until b was scored"
+        );
+    }
 }

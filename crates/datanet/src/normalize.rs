@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn normalising_twice_changes_nothing() {
         for s in ["a  b\n\n\n c ", "\r\n\u{301}x", "p\n \n q"] {
-            let once = normalize_text(&s);
+            let once = normalize_text(s);
             assert_eq!(normalize_text(&once), once);
             assert_eq!(normalize_owned(once.clone()), once);
         }

@@ -1,9 +1,15 @@
 //! LSH banding over MinHash signatures (32 bands × 4 rows): rows sharing any band are candidates,
 //! and candidates are confirmed by their estimated similarity. Pairs at Jaccard 0.8 share a band
 //! with probability ≈ 1 − (1 − 0.8⁴)³² > 0.9999; pairs at 0.3 about 23% of the time (then dropped).
+//!
+//! Buckets are singly linked lists threaded through one flat array, so an insert allocates
+//! nothing per bucket: `heads` maps a band key to the newest slot holding it, and `links[slot]`
+//! points to the previous slot with the same key (slot = entry × [`BANDS`] + band). Because
+//! every insert only pushes onto list heads, the newest entries can be taken out again exactly
+//! ([`LshIndex::truncate`]), which the pipeline uses to drop a rejected file's rows.
 
 use super::minhash::{Signature, PERMUTATIONS};
-use crate::hash::RowHash;
+use crate::hash::{BuildKeyHasher, RowHash};
 use std::collections::HashMap;
 
 /// Number of bands.
@@ -11,11 +17,18 @@ pub const BANDS: usize = 32;
 /// Signature components per band.
 pub const ROWS_PER_BAND: usize = PERMUTATIONS / BANDS;
 
+/// The band keys of one signature.
+pub(crate) type BandKeys = [u64; BANDS];
+
+/// End of a bucket's list.
+const NONE: u32 = u32::MAX;
+
 /// An index of row signatures for near-duplicate lookups.
 #[derive(Clone, Debug, Default)]
 pub struct LshIndex {
     entries: Vec<(RowHash, Signature)>,
-    buckets: HashMap<u64, Vec<u32>>,
+    heads: HashMap<u64, u32, BuildKeyHasher>,
+    links: Vec<u32>,
 }
 
 fn band_key(band: usize, sig: &Signature) -> u64 {
@@ -27,17 +40,43 @@ fn band_key(band: usize, sig: &Signature) -> u64 {
     h
 }
 
+/// Every band key of a signature.
+pub(crate) fn band_keys(sig: &Signature) -> BandKeys {
+    std::array::from_fn(|band| band_key(band, sig))
+}
+
 impl LshIndex {
     /// Adds a row's signature.
     pub fn insert(&mut self, hash: RowHash, sig: Signature) {
-        let id = self.entries.len() as u32;
-        for band in 0..BANDS {
-            self.buckets
-                .entry(band_key(band, &sig))
-                .or_default()
-                .push(id);
+        let keys = band_keys(&sig);
+        self.insert_keyed(hash, sig, &keys);
+    }
+
+    /// Adds a row's signature whose band keys are already computed.
+    pub(crate) fn insert_keyed(&mut self, hash: RowHash, sig: Signature, keys: &BandKeys) {
+        let first_slot = (self.entries.len() * BANDS) as u32;
+        for (band, &key) in keys.iter().enumerate() {
+            let slot = first_slot + band as u32;
+            let previous = self.heads.insert(key, slot).unwrap_or(NONE);
+            self.links.push(previous);
         }
         self.entries.push((hash, sig));
+    }
+
+    /// Removes the entries inserted after the first `len`, newest first.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        while self.entries.len() > len {
+            let (_, sig) = self.entries.pop().expect("longer than len");
+            for (band, key) in band_keys(&sig).into_iter().enumerate().rev() {
+                let slot = self.entries.len() * BANDS + band;
+                // This entry is the newest in its bucket, so its link is the bucket's next head.
+                match self.links[slot] {
+                    NONE => self.heads.remove(&key),
+                    previous => self.heads.insert(key, previous),
+                };
+            }
+            self.links.truncate(self.entries.len() * BANDS);
+        }
     }
 
     /// Number of signatures held.
@@ -52,11 +91,27 @@ impl LshIndex {
 
     /// The most similar indexed row at or above `threshold` (earliest inserted on ties).
     pub fn most_similar(&self, sig: &Signature, threshold: f64) -> Option<(RowHash, f64)> {
-        let mut candidates: Vec<u32> = (0..BANDS)
-            .filter_map(|band| self.buckets.get(&band_key(band, sig)))
-            .flatten()
-            .copied()
-            .collect();
+        if self.is_empty() {
+            return None;
+        }
+        self.most_similar_keyed(sig, &band_keys(sig), threshold)
+    }
+
+    /// [`most_similar`](Self::most_similar) with the band keys already computed.
+    pub(crate) fn most_similar_keyed(
+        &self,
+        sig: &Signature,
+        keys: &BandKeys,
+        threshold: f64,
+    ) -> Option<(RowHash, f64)> {
+        let mut candidates: Vec<u32> = Vec::new();
+        for key in keys {
+            let mut slot = self.heads.get(key).copied().unwrap_or(NONE);
+            while slot != NONE {
+                candidates.push(slot / BANDS as u32);
+                slot = self.links[slot as usize];
+            }
+        }
         candidates.sort_unstable();
         candidates.dedup();
         let mut best: Option<(RowHash, f64)> = None;
@@ -68,5 +123,39 @@ impl LshIndex {
             }
         }
         best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(seed: u32) -> Signature {
+        Signature(std::array::from_fn(|i| seed * 1000 + i as u32))
+    }
+
+    #[test]
+    fn finds_the_most_similar_and_forgets_truncated_entries() {
+        let mut index = LshIndex::default();
+        let a = sig(1);
+        let mut b = a.clone();
+        b.0[..20].fill(7); // 108/128 equal to a
+        index.insert([1; 32], sig(2));
+        index.insert([2; 32], b.clone());
+        assert_eq!(index.most_similar(&a, 0.8), Some(([2; 32], 108.0 / 128.0)));
+        index.insert([3; 32], a.clone());
+        assert_eq!(index.most_similar(&a, 0.8), Some(([3; 32], 1.0)));
+        index.insert([4; 32], a.clone());
+        assert_eq!(
+            index.most_similar(&a, 0.8),
+            Some(([3; 32], 1.0)),
+            "earliest"
+        );
+        index.truncate(2);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.most_similar(&a, 0.8), Some(([2; 32], 108.0 / 128.0)));
+        index.truncate(0);
+        assert!(index.is_empty() && index.heads.is_empty() && index.links.is_empty());
+        assert_eq!(index.most_similar(&b, 0.5), None);
     }
 }

@@ -100,7 +100,7 @@ impl WordHasher {
     fn push(&mut self, b: u8) {
         self.chunk |= (b as u64) << (8 * (self.len % 8));
         self.len += 1;
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.state = (self.state ^ self.chunk)
                 .wrapping_mul(GOLDEN)
                 .rotate_left(29);

@@ -11,7 +11,10 @@ pub mod minhash;
 pub use lsh::LshIndex;
 pub use minhash::{signature, signature_of_parts, Signature};
 
-use crate::{hash::RowHash, ingest::Contribution};
+use crate::{
+    hash::{BuildKeyHasher, RowHash},
+    ingest::Contribution,
+};
 use std::collections::HashSet;
 
 /// Rows a datanet already holds, as seen by deduplication.
@@ -35,7 +38,7 @@ impl KnownRows for HashSet<RowHash> {
 /// An in-memory index of a datanet's rows: their hashes and MinHash signatures.
 #[derive(Clone, Debug, Default)]
 pub struct DatanetIndex {
-    hashes: HashSet<RowHash>,
+    hashes: HashSet<RowHash, BuildKeyHasher>,
     near: LshIndex,
 }
 
