@@ -5,7 +5,10 @@
 //! chain's `contribute` call, the blob store and the contributor's report need.
 
 use crate::{
-    dedup::{lsh::band_keys, signature_of_parts, KnownRows, LshIndex, Signature},
+    dedup::{
+        lsh::{band_keys, BandKeys},
+        signature_of_parts, KnownRows, LshIndex, Signature,
+    },
     error::Result,
     hash::{hash_canonical, BuildKeyHasher, RowHash},
     limits::Limits,
@@ -205,86 +208,105 @@ fn prepare(record: Record, limits: &Limits) -> Prepared {
     }
 }
 
-/// Parses and prepares every file, files and rows in parallel; fails on the first file (in input
-/// order) that cannot be parsed.
-fn parse_and_prepare(
-    files: &[SourceFile],
-    schema: Schema,
-    limits: &Limits,
-) -> Result<Vec<Vec<Prepared>>> {
-    let prepared: Vec<Result<Vec<Prepared>>> = files
-        .par_iter()
-        .map(|f| {
-            let records = parse_file(f, schema, limits)?;
-            Ok(records
-                .into_par_iter()
-                .map(|r| prepare(r, limits))
-                .collect())
-        })
-        .collect();
-    prepared.into_iter().collect()
+/// Parses and prepares one file, its rows in parallel.
+fn prepare_file(file: &SourceFile, schema: Schema, limits: &Limits) -> Result<Vec<Prepared>> {
+    let records = parse_file(file, schema, limits)?;
+    Ok(records
+        .into_par_iter()
+        .map(|r| prepare(r, limits))
+        .collect())
 }
 
-/// Runs the pipeline over a contribution's files. Fails on the first file (in input order) that
-/// cannot be parsed; otherwise returns accepted rows and a report for every file.
-///
-/// Deduplication runs in file and row order. Rows kept from earlier accepted files and from the
-/// current file share one hash map and one LSH index; when a file is rejected, its rows are taken
-/// out of both again, so later files only ever match the datanet and accepted files.
-pub fn ingest<K: KnownRows + ?Sized>(
+/// Parses and prepares the files on rayon's pool (files and rows in parallel, driven from a helper
+/// thread) while this thread hands each file's rows to `consume` in input order, as soon as that
+/// file is ready: deduplication of early files overlaps preparation of later ones. Stops at the
+/// first file (in input order) that cannot be parsed and returns its error.
+fn for_each_prepared(
     files: &[SourceFile],
     schema: Schema,
     limits: &Limits,
-    existing: &K,
-) -> Result<Contribution> {
-    let prepared = parse_and_prepare(files, schema, limits)?;
+    mut consume: impl FnMut(usize, Vec<Prepared>),
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            files
+                .par_iter()
+                .enumerate()
+                .for_each_with(tx, |tx, (i, f)| {
+                    // The receiver is gone only after an earlier file failed; nothing to do then.
+                    let _ = tx.send((i, prepare_file(f, schema, limits)));
+                });
+        });
+        let mut ready: Vec<Option<Result<Vec<Prepared>>>> = files.iter().map(|_| None).collect();
+        for next in 0..files.len() {
+            while ready[next].is_none() {
+                let (i, prepared) = rx.recv().expect("the preparing thread sends every file");
+                ready[i] = Some(prepared);
+            }
+            consume(next, ready[next].take().expect("received")?);
+        }
+        Ok(())
+    })
+}
 
-    let mut out = Contribution {
-        schema,
-        rows: Vec::new(),
-        duplicates: Vec::new(),
-        near_duplicates: Vec::new(),
-        dropped: Vec::new(),
-        files: Vec::new(),
-        rows_root: B256::ZERO,
-        byte_size: 0,
-    };
-    let total: usize = prepared.iter().map(Vec::len).sum();
-    let mut seen: HashMap<RowHash, (usize, Location), BuildKeyHasher> =
-        HashMap::with_capacity_and_hasher(total, BuildKeyHasher::default());
-    let mut near = LshIndex::default();
-    for (file_idx, rows) in prepared.into_iter().enumerate() {
-        let name = &files[file_idx].name;
+/// The sequential deduplication state: the contribution so far, plus the rows kept from accepted
+/// files and from the current file, in one hash map and one LSH index. When a file is rejected,
+/// its rows are taken out of both again, so later files only ever match the datanet and accepted
+/// files (exactly as if each file had its own index, merged on acceptance).
+struct Dedup<'a, K: ?Sized> {
+    files: &'a [SourceFile],
+    limits: &'a Limits,
+    existing: &'a K,
+    out: Contribution,
+    seen: HashMap<RowHash, (usize, Location), BuildKeyHasher>,
+    near: LshIndex,
+}
+
+impl<'a, K: KnownRows + ?Sized> Dedup<'a, K> {
+    fn new(files: &'a [SourceFile], schema: Schema, limits: &'a Limits, existing: &'a K) -> Self {
+        Dedup {
+            files,
+            limits,
+            existing,
+            out: Contribution {
+                schema,
+                rows: Vec::new(),
+                duplicates: Vec::new(),
+                near_duplicates: Vec::new(),
+                dropped: Vec::new(),
+                files: Vec::new(),
+                rows_root: B256::ZERO,
+                byte_size: 0,
+            },
+            seen: HashMap::default(),
+            near: LshIndex::default(),
+        }
+    }
+
+    /// Deduplicates and scores one file's rows; keeps them if the file is accepted.
+    fn add_file(&mut self, file_idx: usize, rows: Vec<Prepared>) {
+        let name = &self.files[file_idx].name;
+        self.seen.reserve(rows.len());
+        self.near.reserve(rows.len());
+        self.out.rows.reserve(rows.len());
+        let near_before = self.near.len();
         let mut counts = FileCounts::default();
-        let near_before = near.len();
-        let mut kept: Vec<(AcceptedRow, usize)> = Vec::new();
+        let mut kept: Vec<(AcceptedRow, usize)> = Vec::with_capacity(rows.len());
         for p in rows {
             counts.records += 1;
             if let Some(problem) = p.problem {
-                match (problem.check(), &problem) {
-                    (Check::Schema, _) => counts.empty_field += 1,
-                    (Check::Length, Problem::TooShort { .. }) => counts.too_short += 1,
-                    (Check::Length, _) => counts.too_long += 1,
-                    (Check::Encoding, _) => counts.bad_encoding += 1,
-                }
-                out.dropped.push(DroppedRow {
+                count_problem(&mut counts, &problem);
+                self.out.dropped.push(DroppedRow {
                     file: name.clone(),
                     at: p.at,
                     problem,
                 });
                 continue;
             }
-            let original = if existing.contains(&p.hash) {
-                Some(DuplicateOf::Datanet)
-            } else {
-                seen.get(&p.hash).map(|(f, at)| DuplicateOf::Contribution {
-                    file: files[*f].name.clone(),
-                    at: *at,
-                })
-            };
-            if let Some(of) = original {
+            if let Some(of) = self.exact_original(&p.hash) {
                 counts.exact_duplicates += 1;
-                out.duplicates.push(ExactDuplicate {
+                self.out.duplicates.push(ExactDuplicate {
                     file: name.clone(),
                     at: p.at,
                     hash: p.hash,
@@ -293,33 +315,24 @@ pub fn ingest<K: KnownRows + ?Sized>(
                 continue;
             }
             if let Some(sig) = &p.signature {
-                let t = limits.near_duplicate_threshold;
                 let keys = band_keys(sig);
-                // The datanet wins ties, then the earliest row of the contribution.
-                let best = match (
-                    existing.most_similar(sig, t),
-                    near.most_similar_keyed(sig, &keys, t),
-                ) {
-                    (Some(d), Some(c)) if c.1 > d.1 => Some(c),
-                    (d, c) => d.or(c),
-                };
-                if let Some((matched, similarity)) = best {
+                if let Some((matched, similarity)) = self.most_similar(sig, &keys) {
                     counts.near_duplicates += 1;
-                    out.near_duplicates.push(NearDuplicate {
+                    self.out.near_duplicates.push(NearDuplicate {
                         file: name.clone(),
                         at: p.at,
                         hash: p.hash,
                         matched,
                         similarity,
-                        kept: !limits.drop_near_duplicates,
+                        kept: !self.limits.drop_near_duplicates,
                     });
-                    if limits.drop_near_duplicates {
+                    if self.limits.drop_near_duplicates {
                         continue;
                     }
                 }
-                near.insert_keyed(p.hash, sig.clone(), &keys);
+                self.near.insert_keyed(p.hash, sig.clone(), &keys);
             }
-            seen.insert(p.hash, (file_idx, p.at));
+            self.seen.insert(p.hash, (file_idx, p.at));
             kept.push((
                 AcceptedRow {
                     hash: p.hash,
@@ -332,24 +345,76 @@ pub fn ingest<K: KnownRows + ?Sized>(
             ));
         }
         counts.kept = kept.len();
-        let score = score(&counts, limits);
+        let score = score(&counts, self.limits);
         if score.accepted {
             for (row, json_len) in kept {
-                out.byte_size += json_len as u64 + 1;
-                out.rows.push(row);
+                self.out.byte_size += json_len as u64 + 1;
+                self.out.rows.push(row);
             }
         } else {
             for (row, _) in &kept {
-                seen.remove(&row.hash);
+                self.seen.remove(&row.hash);
             }
-            near.truncate(near_before);
+            self.near.truncate(near_before);
         }
-        out.files.push(FileReport {
+        self.out.files.push(FileReport {
             name: name.clone(),
             counts,
             score,
         });
     }
+
+    /// Where the original of an exact copy is: the datanet first, then the contribution.
+    fn exact_original(&self, hash: &RowHash) -> Option<DuplicateOf> {
+        if self.existing.contains(hash) {
+            return Some(DuplicateOf::Datanet);
+        }
+        self.seen
+            .get(hash)
+            .map(|(f, at)| DuplicateOf::Contribution {
+                file: self.files[*f].name.clone(),
+                at: *at,
+            })
+    }
+
+    /// The most similar earlier row at or above the threshold. The datanet wins ties, then the
+    /// earliest row of the contribution.
+    fn most_similar(&self, sig: &Signature, keys: &BandKeys) -> Option<(RowHash, f64)> {
+        let t = self.limits.near_duplicate_threshold;
+        match (
+            self.existing.most_similar(sig, t),
+            self.near.most_similar_keyed(sig, keys, t),
+        ) {
+            (Some(d), Some(c)) if c.1 > d.1 => Some(c),
+            (d, c) => d.or(c),
+        }
+    }
+}
+
+/// Counts a dropped row against the check it failed.
+fn count_problem(counts: &mut FileCounts, problem: &Problem) {
+    match (problem.check(), problem) {
+        (Check::Schema, _) => counts.empty_field += 1,
+        (Check::Length, Problem::TooShort { .. }) => counts.too_short += 1,
+        (Check::Length, _) => counts.too_long += 1,
+        (Check::Encoding, _) => counts.bad_encoding += 1,
+    }
+}
+
+/// Runs the pipeline over a contribution's files. Fails on the first file (in input order) that
+/// cannot be parsed; otherwise returns accepted rows and a report for every file.
+///
+/// Files are parsed and their rows prepared in parallel; deduplication runs in file and row
+/// order (overlapping the preparation of later files), so results are the same on every machine.
+pub fn ingest<K: KnownRows + ?Sized>(
+    files: &[SourceFile],
+    schema: Schema,
+    limits: &Limits,
+    existing: &K,
+) -> Result<Contribution> {
+    let mut dedup = Dedup::new(files, schema, limits, existing);
+    for_each_prepared(files, schema, limits, |i, rows| dedup.add_file(i, rows))?;
+    let mut out = dedup.out;
     out.rows_root = rows_root(&out.hashes());
     Ok(out)
 }
@@ -394,5 +459,26 @@ mod tests {
             c.files[1].counts.kept, 1,
             "b's copy was kept until b was scored"
         );
+    }
+
+    #[test]
+    fn the_first_unparsable_file_in_input_order_is_reported() {
+        let good = || SourceFile::new("ok.txt", "A perfectly ordinary row of text.");
+        for bad_at in 0..4 {
+            let mut files: Vec<SourceFile> = (0..4).map(|_| good()).collect();
+            files[bad_at] = SourceFile::new(format!("bad{bad_at}.xyz"), "x");
+            files.push(SourceFile::new("later.xyz", "x"));
+            let err = ingest(
+                &files,
+                Schema::Text,
+                &Limits::default(),
+                &DatanetIndex::default(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, crate::IngestError::UnknownFormat { file, .. } if *file == format!("bad{bad_at}.xyz")),
+                "{err}"
+            );
+        }
     }
 }

@@ -46,6 +46,13 @@ pub(crate) fn band_keys(sig: &Signature) -> BandKeys {
 }
 
 impl LshIndex {
+    /// Makes room for `rows` more signatures.
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        self.entries.reserve(rows);
+        self.heads.reserve(rows * BANDS);
+        self.links.reserve(rows * BANDS);
+    }
+
     /// Adds a row's signature.
     pub fn insert(&mut self, hash: RowHash, sig: Signature) {
         let keys = band_keys(&sig);
