@@ -63,23 +63,21 @@ fn whitespace_is_normal(s: &str) -> bool {
     if matches!(first, b' ' | b'\n') || matches!(last, b' ' | b'\n') {
         return false;
     }
-    let mut prev = 0u8;
-    let mut newlines = 0usize;
-    for &c in b {
-        match c {
-            b'\r' | b'\t' => return false,
-            b' ' | b'\n' if prev == b' ' => return false,
-            b'\n' => {
-                newlines += 1;
-                if newlines > 2 {
-                    return false;
-                }
-            }
-            _ => newlines = 0,
-        }
-        prev = c;
-    }
-    true
+    // Branch-free passes (the compiler vectorises them) over single bytes, pairs and triples.
+    let singles = b
+        .iter()
+        .fold(false, |bad, &c| bad | (c == b'\r') | (c == b'\t'));
+    let pairs = b.iter().zip(&b[1..]).fold(false, |bad, (&p, &c)| {
+        bad | ((p == b' ') & ((c == b' ') | (c == b'\n')))
+    });
+    let triples = b
+        .iter()
+        .zip(&b[1..])
+        .zip(b.get(2..).unwrap_or_default())
+        .fold(false, |bad, ((&x, &y), &z)| {
+            bad | ((x == b'\n') & (y == b'\n') & (z == b'\n'))
+        });
+    !(singles | pairs | triples)
 }
 
 /// The whitespace rules of the module doc on NFC text. Every byte the rules look at is ASCII, so

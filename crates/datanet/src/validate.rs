@@ -109,20 +109,21 @@ pub(crate) fn row_fields(row: &Row) -> [Option<&str>; 2] {
     }
 }
 
-/// Counts a field's letters, digits and whitespace, or returns its encoding problem. ASCII
-/// bytes are classified directly; other characters go through `char`'s Unicode tables.
+/// Counts a field's letters, digits and whitespace, or returns its encoding problem. Runs of
+/// ASCII bytes are classified through a table ([`check_ascii`]); other characters go through
+/// `char`'s Unicode tables.
 fn check_encoding(field: &str) -> Result<usize, Problem> {
+    if field.is_ascii() {
+        return check_ascii(field.as_bytes());
+    }
     let mut texty = 0usize;
     let mut rest = field;
     while !rest.is_empty() {
-        let ascii = rest.bytes().take_while(u8::is_ascii).count();
-        for &b in &rest.as_bytes()[..ascii] {
-            if b.is_ascii_control() && b != b'\n' {
-                return Err(Problem::ControlChar { code: b as u32 });
-            }
-            // The only ASCII whitespace left once controls are out: space and newline.
-            texty += (b.is_ascii_alphanumeric() || b == b' ' || b == b'\n') as usize;
-        }
+        let ascii = rest
+            .bytes()
+            .position(|b| !b.is_ascii())
+            .unwrap_or(rest.len());
+        texty += check_ascii(&rest.as_bytes()[..ascii])?;
         rest = &rest[ascii..];
         let Some(c) = rest.chars().next() else { break };
         if c == '\u{fffd}' {
@@ -133,6 +134,41 @@ fn check_encoding(field: &str) -> Result<usize, Problem> {
         }
         texty += (c.is_alphanumeric() || c.is_whitespace()) as usize;
         rest = &rest[c.len_utf8()..];
+    }
+    Ok(texty)
+}
+
+/// Bit 0: an ASCII letter, digit, space or newline (the only ASCII whitespace left once the
+/// controls are out). Bit 1: a control character other than newline.
+const ASCII_CLASS: [u8; 128] = {
+    let mut class = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b' ' || c == b'\n' {
+            class[b] |= 1;
+        }
+        if c.is_ascii_control() && c != b'\n' {
+            class[b] |= 2;
+        }
+        b += 1;
+    }
+    class
+};
+
+/// [`check_encoding`] of an ASCII run: a branch-free pass through [`ASCII_CLASS`], then a search
+/// for the first control character only when there is one.
+fn check_ascii(run: &[u8]) -> Result<usize, Problem> {
+    let (texty, flags) = run.iter().fold((0usize, 0u8), |(texty, flags), &b| {
+        let class = ASCII_CLASS[(b & 0x7f) as usize];
+        (texty + (class & 1) as usize, flags | class)
+    });
+    if flags & 2 != 0 {
+        let code = run
+            .iter()
+            .find(|&&b| ASCII_CLASS[(b & 0x7f) as usize] & 2 != 0)
+            .expect("a control character was seen");
+        return Err(Problem::ControlChar { code: *code as u32 });
     }
     Ok(texty)
 }

@@ -79,13 +79,16 @@ const PROBES: [[u8; PERMUTATIONS]; PERMUTATIONS] = {
     table
 };
 
-/// Hashes one lower-cased word, eight bytes at a time.
+/// Hashes one lower-cased word's UTF-8 bytes, eight at a time (little-endian chunks).
 #[derive(Clone, Copy)]
 struct WordHasher {
     state: u64,
     chunk: u64,
     len: u32,
 }
+
+/// `0x20` in every byte: OR-ing it in lower-cases an ASCII letter and leaves a digit as it is.
+const ASCII_LOWER: u64 = 0x2020_2020_2020_2020;
 
 impl WordHasher {
     const fn new() -> Self {
@@ -96,20 +99,40 @@ impl WordHasher {
         }
     }
 
+    fn mix(&mut self, chunk: u64) {
+        self.state = (self.state ^ chunk).wrapping_mul(GOLDEN).rotate_left(29);
+    }
+
     #[inline]
     fn push(&mut self, b: u8) {
         self.chunk |= (b as u64) << (8 * (self.len % 8));
         self.len += 1;
         if self.len.is_multiple_of(8) {
-            self.state = (self.state ^ self.chunk)
-                .wrapping_mul(GOLDEN)
-                .rotate_left(29);
+            self.mix(self.chunk);
             self.chunk = 0;
         }
     }
 
     fn finish(self) -> u64 {
         splitmix64(self.state ^ self.chunk ^ ((self.len as u64) << 56))
+    }
+
+    /// The hash of an ASCII word of letters and digits, the same as pushing its lower-cased bytes
+    /// one by one, but a whole chunk at a time.
+    fn ascii_word(word: &[u8]) -> u64 {
+        let mut h = WordHasher::new();
+        let mut chunks = word.chunks_exact(8);
+        for c in &mut chunks {
+            h.mix(u64::from_le_bytes(c.try_into().expect("8 bytes")) | ASCII_LOWER);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            h.chunk = u64::from_le_bytes(last) | ASCII_LOWER >> (8 * (8 - rest.len()));
+        }
+        h.len = word.len() as u32;
+        h.finish()
     }
 }
 
@@ -152,38 +175,53 @@ fn for_each_shingle(parts: &[&str], mut emit: impl FnMut(u64)) -> usize {
 }
 
 /// Feeds the hash of every word (lower-cased run of letters and digits) of `text` to `emit`.
+/// Words of ASCII letters and digits (nearly all, in most text) are hashed a chunk at a time;
+/// a word with any other letter goes through [`unicode_word`].
 fn for_each_word(text: &str, emit: &mut impl FnMut(u64)) {
     let bytes = text.as_bytes();
-    let mut word: Option<WordHasher> = None;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b.is_ascii() {
-            i += 1;
-            if b.is_ascii_alphanumeric() {
-                word.get_or_insert(WordHasher::new())
-                    .push(b.to_ascii_lowercase());
-                continue;
+        if b.is_ascii_alphanumeric() {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                i += 1;
             }
+            if i < bytes.len() && !bytes[i].is_ascii() {
+                i = unicode_word(text, start, emit);
+            } else {
+                emit(WordHasher::ascii_word(&bytes[start..i]));
+            }
+        } else if b.is_ascii() {
+            i += 1;
         } else {
             let c = text[i..].chars().next().expect("i is on a char boundary");
-            i += c.len_utf8();
             if c.is_alphanumeric() {
-                let w = word.get_or_insert(WordHasher::new());
-                let mut buf = [0u8; 4];
-                for lower in c.to_lowercase() {
-                    lower.encode_utf8(&mut buf).bytes().for_each(|b| w.push(b));
-                }
-                continue;
+                i = unicode_word(text, i, emit);
+            } else {
+                i += c.len_utf8();
             }
         }
-        if let Some(w) = word.take() {
-            emit(w.finish());
+    }
+}
+
+/// Hashes the word starting at byte `start` character by character, with Unicode lower-casing,
+/// feeds it to `emit` and returns the byte offset where it ends.
+fn unicode_word(text: &str, start: usize, emit: &mut impl FnMut(u64)) -> usize {
+    let mut h = WordHasher::new();
+    let mut end = text.len();
+    for (at, c) in text[start..].char_indices() {
+        if !c.is_alphanumeric() {
+            end = start + at;
+            break;
+        }
+        let mut buf = [0u8; 4];
+        for lower in c.to_lowercase() {
+            lower.encode_utf8(&mut buf).bytes().for_each(|b| h.push(b));
         }
     }
-    if let Some(w) = word {
-        emit(w.finish());
-    }
+    emit(h.finish());
+    end
 }
 
 /// The shingle hashes of a text: every run of [`SHINGLE_WORDS`] consecutive words (the whole
@@ -256,6 +294,21 @@ mod tests {
         let parts = signature_of_parts(&["Why is the sky blue?", "Rayleigh scattering, mostly."]);
         assert_eq!(joined, parts);
         assert_ne!(signature("ab"), signature_of_parts(&["a", "b"]));
+    }
+
+    #[test]
+    fn ascii_words_hash_as_their_lower_cased_bytes() {
+        let letters = b"AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        for len in 1..=letters.len() {
+            let word = &letters[..len];
+            let mut one_by_one = WordHasher::new();
+            word.iter()
+                .for_each(|b| one_by_one.push(b.to_ascii_lowercase()));
+            assert_eq!(WordHasher::ascii_word(word), one_by_one.finish(), "{len}");
+        }
+        // A word that turns non-ASCII part way is hashed whole by the Unicode path.
+        assert_eq!(signature("ABCDEFGHIJé x"), signature("abcdefghijÉ X"));
+        assert_ne!(signature("ABCDEFGHIJé x"), signature("abcdefghij é x"));
     }
 
     #[test]
