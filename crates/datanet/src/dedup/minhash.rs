@@ -117,21 +117,30 @@ impl WordHasher {
         splitmix64(self.state ^ self.chunk ^ ((self.len as u64) << 56))
     }
 
-    /// The hash of an ASCII word of letters and digits, the same as pushing its lower-cased bytes
-    /// one by one, but a whole chunk at a time.
-    fn ascii_word(word: &[u8]) -> u64 {
+    /// The hash of the ASCII word of letters and digits `text[start..end]`, the same as pushing
+    /// its lower-cased bytes one by one, but a whole chunk at a time. The last partial chunk is
+    /// read as 8 bytes of `text` when there are that many (then masked), to avoid a copy.
+    fn ascii_word(text: &[u8], start: usize, end: usize) -> u64 {
         let mut h = WordHasher::new();
-        let mut chunks = word.chunks_exact(8);
+        let mut chunks = text[start..end].chunks_exact(8);
         for c in &mut chunks {
             h.mix(u64::from_le_bytes(c.try_into().expect("8 bytes")) | ASCII_LOWER);
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            h.chunk = u64::from_le_bytes(last) | ASCII_LOWER >> (8 * (8 - rest.len()));
+        let rest = chunks.remainder().len();
+        if rest > 0 {
+            let at = end - rest;
+            let last: [u8; 8] = match text.get(at..at + 8) {
+                Some(eight) => eight.try_into().expect("8 bytes"),
+                None => {
+                    let mut last = [0u8; 8];
+                    last[..rest].copy_from_slice(&text[at..end]);
+                    last
+                }
+            };
+            let keep = u64::MAX >> (8 * (8 - rest));
+            h.chunk = (u64::from_le_bytes(last) | ASCII_LOWER) & keep;
         }
-        h.len = word.len() as u32;
+        h.len = (end - start) as u32;
         h.finish()
     }
 }
@@ -190,7 +199,7 @@ fn for_each_word(text: &str, emit: &mut impl FnMut(u64)) {
             if i < bytes.len() && !bytes[i].is_ascii() {
                 i = unicode_word(text, start, emit);
             } else {
-                emit(WordHasher::ascii_word(&bytes[start..i]));
+                emit(WordHasher::ascii_word(bytes, start, i));
             }
         } else if b.is_ascii() {
             i += 1;
@@ -240,30 +249,27 @@ pub fn signature(text: &str) -> Option<Signature> {
 /// The signature of `parts` joined by newlines (a row's fields), without joining them.
 pub fn signature_of_parts(parts: &[&str]) -> Option<Signature> {
     let mut bins = [u32::MAX; PERMUTATIONS];
-    let mut filled = 0u128;
+    let mut filled = [false; PERMUTATIONS];
     let words = for_each_shingle(parts, |h| {
         let bin = (h >> 57) as usize;
         bins[bin] = bins[bin].min(h as u32);
-        filled |= 1 << bin;
+        filled[bin] = true;
     });
     if words == 0 {
         return None;
     }
-    densify(&mut bins, filled);
+    densify(&mut bins, &filled);
     Some(Signature(bins))
 }
 
 /// Fills each empty bin from the first bin of its probe order that a shingle filled (see the
 /// module doc). Reads only originally filled bins, so the order of filling does not matter.
-fn densify(bins: &mut [u32; PERMUTATIONS], filled: u128) {
-    if filled == u128::MAX {
-        return;
-    }
-    for i in 0..PERMUTATIONS {
-        if filled >> i & 1 == 0 {
-            let from = PROBES[i]
+fn densify(bins: &mut [u32; PERMUTATIONS], filled: &[bool; PERMUTATIONS]) {
+    for (i, probes) in PROBES.iter().enumerate() {
+        if !filled[i] {
+            let from = probes
                 .iter()
-                .find(|&&j| filled >> j & 1 == 1)
+                .find(|&&j| filled[j as usize])
                 .expect("at least one bin is filled");
             bins[i] = bins[*from as usize];
         }
@@ -298,13 +304,16 @@ mod tests {
 
     #[test]
     fn ascii_words_hash_as_their_lower_cased_bytes() {
-        let letters = b"AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
-        for len in 1..=letters.len() {
-            let word = &letters[..len];
-            let mut one_by_one = WordHasher::new();
-            word.iter()
-                .for_each(|b| one_by_one.push(b.to_ascii_lowercase()));
-            assert_eq!(WordHasher::ascii_word(word), one_by_one.finish(), "{len}");
+        let text = b"AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        for start in 0..4 {
+            for end in start + 1..=text.len() {
+                let mut one_by_one = WordHasher::new();
+                text[start..end]
+                    .iter()
+                    .for_each(|b| one_by_one.push(b.to_ascii_lowercase()));
+                let chunked = WordHasher::ascii_word(text, start, end);
+                assert_eq!(chunked, one_by_one.finish(), "{start}..{end}");
+            }
         }
         // A word that turns non-ASCII part way is hashed whole by the Unicode path.
         assert_eq!(signature("ABCDEFGHIJé x"), signature("abcdefghijÉ X"));
