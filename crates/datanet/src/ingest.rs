@@ -1,8 +1,10 @@
 //! The ingestion pipeline: files → parsed records → normalised rows → validation → BLAKE3 hashes
-//! and MinHash signatures (in parallel with rayon) → deduplication against the datanet and within
-//! the contribution (in file and row order, so results are the same on every machine) → per-file
-//! scores → the accepted rows' Merkle root. The result, [`Contribution`], carries everything the
-//! chain's `contribute` call, the blob store and the contributor's report need.
+//! and MinHash signatures, and the datanet's exact and near matches for each row (all of that in
+//! parallel with rayon, files and rows) → deduplication within the contribution (in file and row
+//! order, so results are the same on every machine; each file as soon as it and the files before
+//! it are prepared) → per-file scores → the accepted rows' Merkle root. The result,
+//! [`Contribution`], carries everything the chain's `contribute` call, the blob store and the
+//! contributor's report need.
 
 use crate::{
     dedup::{
@@ -164,7 +166,8 @@ impl Contribution {
     }
 }
 
-/// A record after normalisation, validation, hashing and signing.
+/// A record after normalisation, validation, hashing and signing, with the datanet's answers
+/// about it (looked up here, in parallel, since the datanet does not change during ingestion).
 struct Prepared {
     at: Location,
     row: Row,
@@ -172,6 +175,10 @@ struct Prepared {
     hash: RowHash,
     json_len: usize,
     signature: Option<Signature>,
+    /// Whether the datanet already holds this exact row.
+    in_datanet: bool,
+    /// The datanet's most similar row at or above the threshold, when not an exact copy.
+    datanet_match: Option<(RowHash, f64)>,
 }
 
 thread_local! {
@@ -188,32 +195,48 @@ fn hash_row(row: &Row) -> (RowHash, usize) {
     })
 }
 
-fn prepare(record: Record, limits: &Limits) -> Prepared {
+fn prepare<K: KnownRows + ?Sized>(record: Record, limits: &Limits, existing: &K) -> Prepared {
     let row = normalize_row_owned(record.row);
     let problem = check_row(&row, limits);
-    let (hash, json_len, signature) = if problem.is_none() {
-        let (hash, json_len) = hash_row(&row);
-        let fields: Vec<&str> = row_fields(&row).into_iter().flatten().collect();
-        (hash, json_len, signature_of_parts(&fields))
-    } else {
-        ([0; 32], 0, None)
-    };
-    Prepared {
+    let mut prepared = Prepared {
         at: record.at,
         row,
         problem,
-        hash,
-        json_len,
-        signature,
+        hash: [0; 32],
+        json_len: 0,
+        signature: None,
+        in_datanet: false,
+        datanet_match: None,
+    };
+    if prepared.problem.is_none() {
+        (prepared.hash, prepared.json_len) = hash_row(&prepared.row);
+        prepared.signature = match row_fields(&prepared.row) {
+            [Some(a), Some(b)] => signature_of_parts(&[a, b]),
+            [Some(a), None] => signature_of_parts(&[a]),
+            _ => None,
+        };
+        prepared.in_datanet = existing.contains(&prepared.hash);
+        if !prepared.in_datanet {
+            prepared.datanet_match = prepared
+                .signature
+                .as_ref()
+                .and_then(|sig| existing.most_similar(sig, limits.near_duplicate_threshold));
+        }
     }
+    prepared
 }
 
 /// Parses and prepares one file, its rows in parallel.
-fn prepare_file(file: &SourceFile, schema: Schema, limits: &Limits) -> Result<Vec<Prepared>> {
+fn prepare_file<K: KnownRows + ?Sized>(
+    file: &SourceFile,
+    schema: Schema,
+    limits: &Limits,
+    existing: &K,
+) -> Result<Vec<Prepared>> {
     let records = parse_file(file, schema, limits)?;
     Ok(records
         .into_par_iter()
-        .map(|r| prepare(r, limits))
+        .map(|r| prepare(r, limits, existing))
         .collect())
 }
 
@@ -221,10 +244,11 @@ fn prepare_file(file: &SourceFile, schema: Schema, limits: &Limits) -> Result<Ve
 /// thread) while this thread hands each file's rows to `consume` in input order, as soon as that
 /// file is ready: deduplication of early files overlaps preparation of later ones. Stops at the
 /// first file (in input order) that cannot be parsed and returns its error.
-fn for_each_prepared(
+fn for_each_prepared<K: KnownRows + ?Sized>(
     files: &[SourceFile],
     schema: Schema,
     limits: &Limits,
+    existing: &K,
     mut consume: impl FnMut(usize, Vec<Prepared>),
 ) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -235,7 +259,7 @@ fn for_each_prepared(
                 .enumerate()
                 .for_each_with(tx, |tx, (i, f)| {
                     // The receiver is gone only after an earlier file failed; nothing to do then.
-                    let _ = tx.send((i, prepare_file(f, schema, limits)));
+                    let _ = tx.send((i, prepare_file(f, schema, limits, existing)));
                 });
         });
         let mut ready: Vec<Option<Result<Vec<Prepared>>>> = files.iter().map(|_| None).collect();
@@ -253,22 +277,21 @@ fn for_each_prepared(
 /// The sequential deduplication state: the contribution so far, plus the rows kept from accepted
 /// files and from the current file, in one hash map and one LSH index. When a file is rejected,
 /// its rows are taken out of both again, so later files only ever match the datanet and accepted
-/// files (exactly as if each file had its own index, merged on acceptance).
-struct Dedup<'a, K: ?Sized> {
+/// files (exactly as if each file had its own index, merged on acceptance). The datanet's own
+/// matches come with each prepared row.
+struct Dedup<'a> {
     files: &'a [SourceFile],
     limits: &'a Limits,
-    existing: &'a K,
     out: Contribution,
     seen: HashMap<RowHash, (usize, Location), BuildKeyHasher>,
     near: LshIndex,
 }
 
-impl<'a, K: KnownRows + ?Sized> Dedup<'a, K> {
-    fn new(files: &'a [SourceFile], schema: Schema, limits: &'a Limits, existing: &'a K) -> Self {
+impl<'a> Dedup<'a> {
+    fn new(files: &'a [SourceFile], schema: Schema, limits: &'a Limits) -> Self {
         Dedup {
             files,
             limits,
-            existing,
             out: Contribution {
                 schema,
                 rows: Vec::new(),
@@ -304,7 +327,7 @@ impl<'a, K: KnownRows + ?Sized> Dedup<'a, K> {
                 });
                 continue;
             }
-            if let Some(of) = self.exact_original(&p.hash) {
+            if let Some(of) = self.exact_original(&p) {
                 counts.exact_duplicates += 1;
                 self.out.duplicates.push(ExactDuplicate {
                     file: name.clone(),
@@ -316,7 +339,8 @@ impl<'a, K: KnownRows + ?Sized> Dedup<'a, K> {
             }
             if let Some(sig) = &p.signature {
                 let keys = band_keys(sig);
-                if let Some((matched, similarity)) = self.most_similar(sig, &keys) {
+                let datanet = p.datanet_match;
+                if let Some((matched, similarity)) = self.most_similar(datanet, sig, &keys) {
                     counts.near_duplicates += 1;
                     self.out.near_duplicates.push(NearDuplicate {
                         file: name.clone(),
@@ -365,26 +389,28 @@ impl<'a, K: KnownRows + ?Sized> Dedup<'a, K> {
     }
 
     /// Where the original of an exact copy is: the datanet first, then the contribution.
-    fn exact_original(&self, hash: &RowHash) -> Option<DuplicateOf> {
-        if self.existing.contains(hash) {
+    fn exact_original(&self, p: &Prepared) -> Option<DuplicateOf> {
+        if p.in_datanet {
             return Some(DuplicateOf::Datanet);
         }
         self.seen
-            .get(hash)
+            .get(&p.hash)
             .map(|(f, at)| DuplicateOf::Contribution {
                 file: self.files[*f].name.clone(),
                 at: *at,
             })
     }
 
-    /// The most similar earlier row at or above the threshold. The datanet wins ties, then the
-    /// earliest row of the contribution.
-    fn most_similar(&self, sig: &Signature, keys: &BandKeys) -> Option<(RowHash, f64)> {
+    /// The most similar earlier row at or above the threshold, given the datanet's best match.
+    /// The datanet wins ties, then the earliest row of the contribution.
+    fn most_similar(
+        &self,
+        datanet: Option<(RowHash, f64)>,
+        sig: &Signature,
+        keys: &BandKeys,
+    ) -> Option<(RowHash, f64)> {
         let t = self.limits.near_duplicate_threshold;
-        match (
-            self.existing.most_similar(sig, t),
-            self.near.most_similar_keyed(sig, keys, t),
-        ) {
+        match (datanet, self.near.most_similar_keyed(sig, keys, t)) {
             (Some(d), Some(c)) if c.1 > d.1 => Some(c),
             (d, c) => d.or(c),
         }
@@ -412,8 +438,10 @@ pub fn ingest<K: KnownRows + ?Sized>(
     limits: &Limits,
     existing: &K,
 ) -> Result<Contribution> {
-    let mut dedup = Dedup::new(files, schema, limits, existing);
-    for_each_prepared(files, schema, limits, |i, rows| dedup.add_file(i, rows))?;
+    let mut dedup = Dedup::new(files, schema, limits);
+    for_each_prepared(files, schema, limits, existing, |i, rows| {
+        dedup.add_file(i, rows)
+    })?;
     let mut out = dedup.out;
     out.rows_root = rows_root(&out.hashes());
     Ok(out)
