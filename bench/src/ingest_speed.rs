@@ -5,9 +5,13 @@
 //! and the best run is reported, next to all of them (handy on a shared machine, and for
 //! profiling mostly the pipeline rather than the corpus generation).
 //!
-//! Usage: ingest-speed [--mb 50] [--seed 1] [--runs 1]
+//! `--datanet-mb M` first ingests (untimed) another M MB corpus into a [`DatanetIndex`] and then
+//! deduplicates against it, the way a contribution to a grown datanet is ingested.
+//!
+//! Usage: ingest-speed [--mb 50] [--seed 1] [--runs 1] [--datanet-mb 0]
 
 use openledger_datanet::{ingest, DatanetIndex, Limits, Schema, SourceFile};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod flags;
@@ -60,16 +64,15 @@ fn paragraph(rng: &mut Rng, vocab: &[String]) -> String {
     s
 }
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let mb: f64 = arg(&args, "--mb", 50.0);
-    let seed: u64 = arg(&args, "--seed", 1);
-    let runs: usize = arg(&args, "--runs", 1usize).max(1);
-    let target = (mb * 1024.0 * 1024.0) as usize;
+/// Writes about `target` bytes of JSONL and text files named `{prefix}NNN.*` into `dir`.
+fn write_corpus(
+    dir: &Path,
+    prefix: &str,
+    rng: &mut Rng,
+    vocab: &[String],
+    target: usize,
+) -> anyhow::Result<(Vec<PathBuf>, usize)> {
     let per_file = 4 * 1024 * 1024;
-    let dir = tempfile::tempdir()?;
-    let mut rng = Rng(seed);
-    let vocab = vocabulary(&mut rng);
     let mut paths = Vec::new();
     let mut written = 0usize;
     while written < target {
@@ -77,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         let limit = per_file.min(target - written);
         let mut body = String::new();
         while body.len() < limit {
-            let p = paragraph(&mut rng, &vocab);
+            let p = paragraph(rng, vocab);
             if jsonl {
                 body.push_str(&serde_json::to_string(&serde_json::json!({ "text": p }))?);
                 body.push('\n');
@@ -86,8 +89,8 @@ fn main() -> anyhow::Result<()> {
                 body.push_str("\n\n");
             }
         }
-        let path = dir.path().join(format!(
-            "part{:03}.{}",
+        let path = dir.join(format!(
+            "{prefix}{:03}.{}",
             paths.len(),
             if jsonl { "jsonl" } else { "txt" }
         ));
@@ -95,18 +98,45 @@ fn main() -> anyhow::Result<()> {
         written += body.len();
         paths.push(path);
     }
+    Ok((paths, written))
+}
 
+fn read_all(paths: &[PathBuf], limits: &Limits) -> anyhow::Result<Vec<SourceFile>> {
+    Ok(paths
+        .iter()
+        .map(|p| SourceFile::read(p, limits))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let mb: f64 = arg(&args, "--mb", 50.0);
+    let seed: u64 = arg(&args, "--seed", 1);
+    let runs: usize = arg(&args, "--runs", 1usize).max(1);
+    let datanet_mb: f64 = arg(&args, "--datanet-mb", 0.0);
+    let dir = tempfile::tempdir()?;
+    let mut rng = Rng(seed);
+    let vocab = vocabulary(&mut rng);
+    let target = (mb * 1024.0 * 1024.0) as usize;
+    let (paths, written) = write_corpus(dir.path(), "part", &mut rng, &vocab, target)?;
+
+    // An optional datanet to deduplicate against, ingested before (and outside) the timing.
     let limits = Limits::default();
+    let mut index = DatanetIndex::default();
+    if datanet_mb > 0.0 {
+        let target = (datanet_mb * 1024.0 * 1024.0) as usize;
+        let (old, _) = write_corpus(dir.path(), "old", &mut rng, &vocab, target)?;
+        let c = ingest(&read_all(&old, &limits)?, Schema::Text, &limits, &index)?;
+        index.add_contribution(&c);
+    }
+
     let mut timings = Vec::new();
     let mut result = None;
     for _ in 0..runs {
         let start = Instant::now();
-        let files = paths
-            .iter()
-            .map(|p| SourceFile::read(p, &limits))
-            .collect::<Result<Vec<_>, _>>()?;
+        let files = read_all(&paths, &limits)?;
         let read_s = start.elapsed().as_secs_f64();
-        let c = ingest(&files, Schema::Text, &limits, &DatanetIndex::default())?;
+        let c = ingest(&files, Schema::Text, &limits, &index)?;
         timings.push((read_s, start.elapsed().as_secs_f64()));
         result = Some((files.len(), c));
     }
@@ -129,6 +159,7 @@ fn main() -> anyhow::Result<()> {
             "near_duplicates": c.near_duplicates.len(),
             "threads": rayon::current_num_threads(),
             "runs": runs,
+            "datanet_rows": index.len(),
             "read_s": ms(read_s),
             "total_s": ms(total_s),
             "all_total_s": timings.iter().map(|t| ms(t.1)).collect::<Vec<_>>(),
