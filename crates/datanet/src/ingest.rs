@@ -7,10 +7,7 @@
 //! contributor's report need.
 
 use crate::{
-    dedup::{
-        lsh::{band_keys, BandKeys},
-        signature_of_parts, KnownRows, LshIndex, Signature,
-    },
+    dedup::{lsh::band_keys, signature_of_parts, KnownRows, LshIndex, Signature},
     error::Result,
     hash::{hash_canonical, BuildKeyHasher, RowHash},
     limits::Limits,
@@ -226,59 +223,57 @@ fn prepare<K: KnownRows + ?Sized>(record: Record, limits: &Limits, existing: &K)
     prepared
 }
 
-/// Parses and prepares one file, its rows in parallel.
-fn prepare_file<K: KnownRows + ?Sized>(
-    file: &SourceFile,
-    schema: Schema,
-    limits: &Limits,
-    existing: &K,
-) -> Result<Vec<Prepared>> {
-    let records = parse_file(file, schema, limits)?;
-    Ok(records
-        .into_par_iter()
-        .map(|r| prepare(r, limits, existing))
-        .collect())
+/// Parses every file, in parallel; fails on the first file (in input order) that cannot be
+/// parsed.
+fn parse_all(files: &[SourceFile], schema: Schema, limits: &Limits) -> Result<Vec<Vec<Record>>> {
+    let parsed: Vec<Result<Vec<Record>>> = files
+        .par_iter()
+        .map(|f| parse_file(f, schema, limits))
+        .collect();
+    parsed.into_iter().collect()
 }
 
-/// Parses and prepares the files on rayon's pool (files and rows in parallel, driven from a helper
+/// Prepares the files' records on rayon's pool (files and rows in parallel, driven from a helper
 /// thread) while this thread hands each file's rows to `consume` in input order, as soon as that
-/// file is ready: deduplication of early files overlaps preparation of later ones. Stops at the
-/// first file (in input order) that cannot be parsed and returns its error.
+/// file is ready: deduplication of early files overlaps preparation of later ones.
 fn for_each_prepared<K: KnownRows + ?Sized>(
-    files: &[SourceFile],
-    schema: Schema,
+    parsed: Vec<Vec<Record>>,
     limits: &Limits,
     existing: &K,
     mut consume: impl FnMut(usize, Vec<Prepared>),
-) -> Result<()> {
+) {
+    let files = parsed.len();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            files
-                .par_iter()
+            parsed
+                .into_par_iter()
                 .enumerate()
-                .for_each_with(tx, |tx, (i, f)| {
-                    // The receiver is gone only after an earlier file failed; nothing to do then.
-                    let _ = tx.send((i, prepare_file(f, schema, limits, existing)));
+                .for_each_with(tx, |tx, (i, records)| {
+                    let rows = records
+                        .into_par_iter()
+                        .map(|r| prepare(r, limits, existing))
+                        .collect();
+                    tx.send((i, rows))
+                        .expect("the receiver waits for every file");
                 });
         });
-        let mut ready: Vec<Option<Result<Vec<Prepared>>>> = files.iter().map(|_| None).collect();
-        for next in 0..files.len() {
+        let mut ready: Vec<Option<Vec<Prepared>>> = (0..files).map(|_| None).collect();
+        for next in 0..files {
             while ready[next].is_none() {
-                let (i, prepared) = rx.recv().expect("the preparing thread sends every file");
-                ready[i] = Some(prepared);
+                let (i, rows) = rx.recv().expect("the preparing thread sends every file");
+                ready[i] = Some(rows);
             }
-            consume(next, ready[next].take().expect("received")?);
+            consume(next, ready[next].take().expect("received"));
         }
-        Ok(())
-    })
+    });
 }
 
 /// The sequential deduplication state: the contribution so far, plus the rows kept from accepted
 /// files and from the current file, in one hash map and one LSH index. When a file is rejected,
-/// its rows are taken out of both again, so later files only ever match the datanet and accepted
-/// files (exactly as if each file had its own index, merged on acceptance). The datanet's own
-/// matches come with each prepared row.
+/// its rows are taken out of both (and out of the accepted rows) again, so later files only ever
+/// match the datanet and accepted files (exactly as if each file had its own index, merged on
+/// acceptance). The datanet's own matches come with each prepared row.
 struct Dedup<'a> {
     files: &'a [SourceFile],
     limits: &'a Limits,
@@ -307,15 +302,20 @@ impl<'a> Dedup<'a> {
         }
     }
 
+    /// Makes room for `records` rows at most.
+    fn reserve(&mut self, records: usize) {
+        self.seen.reserve(records);
+        self.near.reserve(records);
+        self.out.rows.reserve(records);
+    }
+
     /// Deduplicates and scores one file's rows; keeps them if the file is accepted.
     fn add_file(&mut self, file_idx: usize, rows: Vec<Prepared>) {
         let name = &self.files[file_idx].name;
-        self.seen.reserve(rows.len());
-        self.near.reserve(rows.len());
-        self.out.rows.reserve(rows.len());
+        let rows_before = self.out.rows.len();
         let near_before = self.near.len();
         let mut counts = FileCounts::default();
-        let mut kept: Vec<(AcceptedRow, usize)> = Vec::with_capacity(rows.len());
+        let mut bytes = 0u64;
         for p in rows {
             counts.records += 1;
             if let Some(problem) = p.problem {
@@ -338,9 +338,7 @@ impl<'a> Dedup<'a> {
                 continue;
             }
             if let Some(sig) = &p.signature {
-                let keys = band_keys(sig);
-                let datanet = p.datanet_match;
-                if let Some((matched, similarity)) = self.most_similar(datanet, sig, &keys) {
+                if let Some((matched, similarity)) = self.insert_near(&p, sig) {
                     counts.near_duplicates += 1;
                     self.out.near_duplicates.push(NearDuplicate {
                         file: name.clone(),
@@ -351,32 +349,27 @@ impl<'a> Dedup<'a> {
                         kept: !self.limits.drop_near_duplicates,
                     });
                     if self.limits.drop_near_duplicates {
+                        self.near.truncate(self.near.len() - 1);
                         continue;
                     }
                 }
-                self.near.insert_keyed(p.hash, sig.clone(), &keys);
             }
             self.seen.insert(p.hash, (file_idx, p.at));
-            kept.push((
-                AcceptedRow {
-                    hash: p.hash,
-                    row: p.row,
-                    file: file_idx,
-                    at: p.at,
-                    signature: p.signature,
-                },
-                p.json_len,
-            ));
+            bytes += p.json_len as u64 + 1;
+            self.out.rows.push(AcceptedRow {
+                hash: p.hash,
+                row: p.row,
+                file: file_idx,
+                at: p.at,
+                signature: p.signature,
+            });
         }
-        counts.kept = kept.len();
+        counts.kept = self.out.rows.len() - rows_before;
         let score = score(&counts, self.limits);
         if score.accepted {
-            for (row, json_len) in kept {
-                self.out.byte_size += json_len as u64 + 1;
-                self.out.rows.push(row);
-            }
+            self.out.byte_size += bytes;
         } else {
-            for (row, _) in &kept {
+            for row in self.out.rows.drain(rows_before..) {
                 self.seen.remove(&row.hash);
             }
             self.near.truncate(near_before);
@@ -401,16 +394,14 @@ impl<'a> Dedup<'a> {
             })
     }
 
-    /// The most similar earlier row at or above the threshold, given the datanet's best match.
-    /// The datanet wins ties, then the earliest row of the contribution.
-    fn most_similar(
-        &self,
-        datanet: Option<(RowHash, f64)>,
-        sig: &Signature,
-        keys: &BandKeys,
-    ) -> Option<(RowHash, f64)> {
+    /// Adds the row to the LSH index (the caller takes it out again if it is dropped) and returns
+    /// the most similar earlier row at or above the threshold. The datanet wins ties, then the
+    /// earliest row of the contribution.
+    fn insert_near(&mut self, p: &Prepared, sig: &Signature) -> Option<(RowHash, f64)> {
         let t = self.limits.near_duplicate_threshold;
-        match (datanet, self.near.most_similar_keyed(sig, keys, t)) {
+        let keys = band_keys(sig);
+        let contribution = self.near.insert_and_match(p.hash, sig.clone(), &keys, t);
+        match (p.datanet_match, contribution) {
             (Some(d), Some(c)) if c.1 > d.1 => Some(c),
             (d, c) => d.or(c),
         }
@@ -438,10 +429,10 @@ pub fn ingest<K: KnownRows + ?Sized>(
     limits: &Limits,
     existing: &K,
 ) -> Result<Contribution> {
+    let parsed = parse_all(files, schema, limits)?;
     let mut dedup = Dedup::new(files, schema, limits);
-    for_each_prepared(files, schema, limits, existing, |i, rows| {
-        dedup.add_file(i, rows)
-    })?;
+    dedup.reserve(parsed.iter().map(Vec::len).sum());
+    for_each_prepared(parsed, limits, existing, |i, rows| dedup.add_file(i, rows));
     let mut out = dedup.out;
     out.rows_root = rows_root(&out.hashes());
     Ok(out)
@@ -508,5 +499,22 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_dropped_near_duplicate_is_no_match_for_later_rows() {
+        let first_edit = P.replace("recorded root", "recorded roots");
+        let second_edit = first_edit.replace("Owners approve", "Owners approved");
+        let files = [SourceFile::new(
+            "a.txt",
+            format!("{P}\n\n{first_edit}\n\n{second_edit}"),
+        )];
+        let limits = Limits {
+            drop_near_duplicates: true,
+            ..Limits::default()
+        };
+        let c = ingest(&files, Schema::Text, &limits, &DatanetIndex::default()).unwrap();
+        let matched: Vec<RowHash> = c.near_duplicates.iter().map(|n| n.matched).collect();
+        assert_eq!(matched, [row_hash(&Row::text(P)); 2]);
     }
 }

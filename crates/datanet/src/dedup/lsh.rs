@@ -113,12 +113,52 @@ impl LshIndex {
     ) -> Option<(RowHash, f64)> {
         let mut candidates: Vec<u32> = Vec::new();
         for key in keys {
-            let mut slot = self.heads.get(key).copied().unwrap_or(NONE);
-            while slot != NONE {
-                candidates.push(slot / BANDS as u32);
-                slot = self.links[slot as usize];
-            }
+            let head = self.heads.get(key).copied().unwrap_or(NONE);
+            self.collect_bucket(head, &mut candidates);
         }
+        self.best_of(candidates, sig, threshold)
+    }
+
+    /// Adds a row's signature and returns what [`most_similar`](Self::most_similar) returned just
+    /// before, with one hash table probe per band instead of two: each insert hands back the
+    /// bucket's previous head, which is where the earlier rows sharing that band start.
+    pub(crate) fn insert_and_match(
+        &mut self,
+        hash: RowHash,
+        sig: Signature,
+        keys: &BandKeys,
+        threshold: f64,
+    ) -> Option<(RowHash, f64)> {
+        let first_slot = (self.entries.len() * BANDS) as u32;
+        let mut candidates: Vec<u32> = Vec::new();
+        for (band, &key) in keys.iter().enumerate() {
+            let previous = self
+                .heads
+                .insert(key, first_slot + band as u32)
+                .unwrap_or(NONE);
+            self.links.push(previous);
+            self.collect_bucket(previous, &mut candidates);
+        }
+        let best = self.best_of(candidates, &sig, threshold);
+        self.entries.push((hash, sig));
+        best
+    }
+
+    /// Appends the entries of the bucket list starting at `slot`.
+    fn collect_bucket(&self, mut slot: u32, candidates: &mut Vec<u32>) {
+        while slot != NONE {
+            candidates.push(slot / BANDS as u32);
+            slot = self.links[slot as usize];
+        }
+    }
+
+    /// The most similar candidate at or above `threshold`, the earliest inserted on ties.
+    fn best_of(
+        &self,
+        mut candidates: Vec<u32>,
+        sig: &Signature,
+        threshold: f64,
+    ) -> Option<(RowHash, f64)> {
         candidates.sort_unstable();
         candidates.dedup();
         let mut best: Option<(RowHash, f64)> = None;
@@ -164,5 +204,23 @@ mod tests {
         index.truncate(0);
         assert!(index.is_empty() && index.heads.is_empty() && index.links.is_empty());
         assert_eq!(index.most_similar(&b, 0.5), None);
+    }
+
+    #[test]
+    fn insert_and_match_answers_like_a_lookup_before_the_insert() {
+        let a = sig(1);
+        let mut b = a.clone();
+        b.0[..20].fill(7);
+        let mut c = a.clone();
+        c.0[100..].fill(9);
+        let mut looked_up = LshIndex::default();
+        let mut combined = LshIndex::default();
+        for (i, s) in [sig(2), a.clone(), b, sig(3), a, c].into_iter().enumerate() {
+            let expected = looked_up.most_similar(&s, 0.7);
+            looked_up.insert([i as u8; 32], s.clone());
+            let got = combined.insert_and_match([i as u8; 32], s.clone(), &band_keys(&s), 0.7);
+            assert_eq!(got, expected, "{i}");
+            assert_eq!(got.is_some(), [2, 4, 5].contains(&i), "{i}");
+        }
     }
 }
