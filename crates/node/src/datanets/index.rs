@@ -4,7 +4,7 @@
 //! date on each use; a rejection (which frees its rows) rebuilds it.
 
 use super::{ApiError, Datanets};
-use openledger_datanet::{dedup::signature, DatanetIndex, RowHash, Schema};
+use openledger_datanet::{dedup::signature_of_parts, DatanetIndex, RowHash, Schema};
 use openledger_state::{modules::datanet, StateRead};
 use openledger_types::abi::IDatanet::DatanetInfo;
 use std::collections::HashMap;
@@ -89,9 +89,8 @@ impl RowIndex {
             Ok(set) => {
                 for (row, hash) in set.rows.iter().zip(&set.hashes) {
                     self.first.entry(*hash).or_insert(cid);
-                    // The same text the ingestion pipeline signs: the fields, newline-joined.
-                    self.known
-                        .insert(*hash, signature(&row.fields().join("\n")));
+                    // Signed as the ingestion pipeline signs a row: its fields, in order.
+                    self.known.insert(*hash, signature_of_parts(&row.fields()));
                 }
             }
             Err(why) => {
