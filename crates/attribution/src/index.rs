@@ -1,0 +1,370 @@
+//! An attribution index: a directory of shards (one per build, e.g. one per datanet version
+//! range) listed in `index.json`, queried as one corpus. Rows never span shards and queries never
+//! contain the separator, so counts add up across shards and the longest match is the longest of
+//! the shards' — answers equal a single index over all rows. Adding a version appends a shard;
+//! nothing is rebuilt.
+//!
+//! Queries: n-gram counts, occurrences with their row, contribution and contributor, rows
+//! containing a span, the next-token distribution, the ∞-gram probability, and the longest match
+//! at every position of a text.
+
+use crate::{
+    build::{build_shard, shard_root, RowTokens, ShardMeta},
+    error::{IndexError, Result},
+    shard::Shard,
+    tokens::TokenId,
+};
+use alloy_primitives::{Address, B256};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    path::{Path, PathBuf},
+};
+
+/// Name of the index manifest.
+pub const MANIFEST: &str = "index.json";
+
+/// One shard in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// Directory name under the index directory.
+    pub dir: String,
+    /// BLAKE3 of its `shard.json`.
+    pub root: B256,
+}
+
+/// `index.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Shards, oldest first.
+    pub shards: Vec<ShardEntry>,
+    /// Free-form provenance of the whole index.
+    pub source: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// The index root: BLAKE3 over the shard roots in order. This is what goes on chain.
+    pub fn root(&self) -> B256 {
+        let mut h = blake3::Hasher::new();
+        for s in &self.shards {
+            h.update(s.root.as_slice());
+        }
+        B256::from(*h.finalize().as_bytes())
+    }
+}
+
+/// Where an n-gram occurs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occurrence {
+    /// Shard number.
+    pub shard: usize,
+    /// Token position in the shard.
+    pub position: u64,
+    /// Row number in the shard.
+    pub row: u64,
+    /// The row's contribution.
+    pub contribution_id: u64,
+    /// Its contributor.
+    pub contributor: Address,
+}
+
+/// A row and how often a span occurs in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowHit {
+    /// Shard number.
+    pub shard: usize,
+    /// Row number in the shard.
+    pub row: u64,
+    /// The row's contribution.
+    pub contribution_id: u64,
+    /// Its contributor.
+    pub contributor: Address,
+    /// Occurrences of the span in the row.
+    pub count: u64,
+}
+
+/// The ∞-gram estimate of P(next | context): the longest suffix of the context that occurs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InfGram {
+    /// Tokens of the context used (its longest suffix with a non-zero count).
+    pub suffix_len: usize,
+    /// Occurrences of that suffix followed by any token (not at a row's end).
+    pub context_count: u64,
+    /// Occurrences of that suffix followed by `next`.
+    pub next_count: u64,
+    /// `next_count / context_count` (0 when the context never continues).
+    pub prob: f64,
+}
+
+/// An opened index.
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    shards: Vec<Shard>,
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    let tmp = dir.join(format!(".{MANIFEST}.partial"));
+    let json = serde_json::to_vec_pretty(m).expect("manifest serialises");
+    fs::write(&tmp, json).map_err(|e| IndexError::io(&tmp, e))?;
+    let path = dir.join(MANIFEST);
+    fs::rename(&tmp, &path).map_err(|e| IndexError::io(&path, e))
+}
+
+impl Index {
+    /// Creates an index in `dir` (which must not hold one) with one shard of `rows`.
+    pub fn create(
+        dir: &Path,
+        rows: &[RowTokens],
+        vocab_size: u32,
+        source: BTreeMap<String, String>,
+    ) -> Result<Index> {
+        if dir.join(MANIFEST).exists() {
+            return Err(IndexError::Exists(dir.to_path_buf()));
+        }
+        fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
+        write_manifest(
+            dir,
+            &Manifest {
+                shards: vec![],
+                source: source.clone(),
+            },
+        )?;
+        let mut index = Index::open(dir)?;
+        index.add_shard(rows, vocab_size, source)?;
+        Ok(index)
+    }
+
+    /// Opens the index in `dir`, checking every shard's root against the manifest.
+    pub fn open(dir: &Path) -> Result<Index> {
+        let path = dir.join(MANIFEST);
+        let bytes = fs::read(&path).map_err(|e| IndexError::io(&path, e))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| IndexError::Corrupt(format!("{}: {e}", path.display())))?;
+        let mut shards = Vec::with_capacity(manifest.shards.len());
+        for s in &manifest.shards {
+            let sdir = dir.join(&s.dir);
+            let root = shard_root(&sdir)?;
+            if root != s.root {
+                return Err(IndexError::Corrupt(format!(
+                    "shard {} has root {root}, the manifest says {}",
+                    s.dir, s.root
+                )));
+            }
+            shards.push(Shard::open(&sdir)?);
+        }
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            manifest,
+            shards,
+        })
+    }
+
+    /// Appends a shard of `rows` (e.g. the rows a new datanet version added).
+    pub fn add_shard(
+        &mut self,
+        rows: &[RowTokens],
+        vocab_size: u32,
+        source: BTreeMap<String, String>,
+    ) -> Result<&ShardMeta> {
+        if let Some(first) = self.shards.first() {
+            if first.meta().vocab_size != vocab_size {
+                return Err(IndexError::Mismatch(format!(
+                    "the index was built with a vocabulary of {} ids, these rows with {vocab_size}",
+                    first.meta().vocab_size
+                )));
+            }
+        }
+        let name = format!("shard-{:04}", self.shards.len());
+        let sdir = self.dir.join(&name);
+        build_shard(&sdir, rows, vocab_size, source)?;
+        let root = shard_root(&sdir)?;
+        let mut manifest = self.manifest.clone();
+        manifest.shards.push(ShardEntry { dir: name, root });
+        write_manifest(&self.dir, &manifest)?;
+        self.manifest = manifest;
+        self.shards.push(Shard::open(&sdir)?);
+        Ok(self.shards.last().expect("just pushed").meta())
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The shards.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The index root recorded on chain.
+    pub fn root(&self) -> B256 {
+        self.manifest.root()
+    }
+
+    /// Tokens indexed, separators excluded.
+    pub fn token_count(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.meta().tokens - s.meta().rows)
+            .sum()
+    }
+
+    /// Occurrences of `ngram` (0 for the empty n-gram).
+    pub fn count(&self, ngram: &[TokenId]) -> u64 {
+        if ngram.is_empty() {
+            return 0;
+        }
+        self.shards.iter().map(|s| s.find(ngram).len() as u64).sum()
+    }
+
+    fn contribution_of(&self, shard: usize, row: u64) -> (u64, Address) {
+        let cs = &self.shards[shard].meta().contributions;
+        let i = cs.partition_point(|c| c.first_row <= row).saturating_sub(1);
+        cs.get(i)
+            .map(|c| (c.contribution_id, c.contributor))
+            .unwrap_or_default()
+    }
+
+    /// Up to `limit` occurrences of `ngram`, by shard then suffix order.
+    pub fn occurrences(&self, ngram: &[TokenId], limit: usize) -> Vec<Occurrence> {
+        let mut out = Vec::new();
+        if ngram.is_empty() {
+            return out;
+        }
+        for (si, s) in self.shards.iter().enumerate() {
+            for k in s.find(ngram) {
+                if out.len() == limit {
+                    return out;
+                }
+                let position = s.suffix(k);
+                let row = s.row_of(position) as u64;
+                let (contribution_id, contributor) = self.contribution_of(si, row);
+                out.push(Occurrence {
+                    shard: si,
+                    position: position as u64,
+                    row,
+                    contribution_id,
+                    contributor,
+                });
+            }
+        }
+        out
+    }
+
+    /// The rows containing `span` (looking at up to `max_occurrences` occurrences), most
+    /// occurrences first.
+    pub fn rows_containing(&self, span: &[TokenId], max_occurrences: usize) -> Vec<RowHit> {
+        let mut by_row: HashMap<(usize, u64), u64> = HashMap::new();
+        for o in self.occurrences(span, max_occurrences) {
+            *by_row.entry((o.shard, o.row)).or_default() += 1;
+        }
+        let mut hits: Vec<RowHit> = by_row
+            .into_iter()
+            .map(|((shard, row), count)| {
+                let (contribution_id, contributor) = self.contribution_of(shard, row);
+                RowHit {
+                    shard,
+                    row,
+                    contribution_id,
+                    contributor,
+                    count,
+                }
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then((a.shard, a.row).cmp(&(b.shard, b.row)))
+        });
+        hits
+    }
+
+    /// The tokens of row `row` of shard `shard`.
+    pub fn row_tokens(&self, shard: usize, row: u64) -> Vec<TokenId> {
+        let s = &self.shards[shard];
+        let t = s.tokens();
+        s.row_range(row as usize).filter_map(|i| t.get(i)).collect()
+    }
+
+    /// The tokens that follow `context` and how often, most frequent first (row ends excluded).
+    pub fn next_tokens(&self, context: &[TokenId]) -> Vec<(TokenId, u64)> {
+        let mut counts: BTreeMap<TokenId, u64> = BTreeMap::new();
+        for s in &self.shards {
+            let sep = s.meta().width.separator();
+            let range = if context.is_empty() {
+                0..s.len()
+            } else {
+                s.find(context)
+            };
+            let t = s.tokens();
+            let d = context.len();
+            let mut k = range.start;
+            // Suffixes in the range are sorted by their token at depth `d`: hop from one run of
+            // equal tokens to the next with a binary search each.
+            while k < range.end {
+                let Some(tok) = t.get(s.suffix(k) + d) else {
+                    k += 1;
+                    continue;
+                };
+                let run = s.extend(k..range.end, d, tok);
+                if tok != sep {
+                    *counts.entry(tok).or_default() += run.len() as u64;
+                }
+                k = run.end.max(k + 1);
+            }
+        }
+        let mut out: Vec<(TokenId, u64)> = counts.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Occurrences of `ngram` that are followed by a token of the same row.
+    fn continued_count(&self, ngram: &[TokenId]) -> u64 {
+        self.next_tokens(ngram).iter().map(|(_, c)| c).sum()
+    }
+
+    /// The ∞-gram probability of `next` after `context`: the longest suffix of the context that
+    /// occurs followed by some token decides.
+    pub fn infgram_prob(&self, context: &[TokenId], next: TokenId) -> InfGram {
+        // Counts shrink as the suffix grows, so binary-search the longest continued suffix.
+        let (mut lo, mut hi) = (0usize, context.len());
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if self.continued_count(&context[context.len() - mid..]) > 0 {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let suffix = &context[context.len() - lo..];
+        let context_count = self.continued_count(suffix);
+        let mut with_next = suffix.to_vec();
+        with_next.push(next);
+        let next_count = self.count(&with_next);
+        InfGram {
+            suffix_len: lo,
+            context_count,
+            next_count,
+            prob: if context_count == 0 {
+                0.0
+            } else {
+                next_count as f64 / context_count as f64
+            },
+        }
+    }
+
+    /// For every position `i` of `text`, the length of the longest `text[i..i+len]` that occurs.
+    pub fn longest_matches(&self, text: &[TokenId]) -> Vec<usize> {
+        (0..text.len())
+            .map(|i| {
+                self.shards
+                    .iter()
+                    .map(|s| s.longest_prefix(&text[i..]).0)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}

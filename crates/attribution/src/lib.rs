@@ -1,0 +1,19 @@
+//! Proof of Attribution over a datanet's rows, in the class of infini-gram and OLMoTrace.
+//!
+//! Rows are tokenised with the serving model's tokenizer (by the caller: this crate sees token
+//! ids only) and indexed as shards of a suffix array ([`build`]: libsais; files memory-mapped by
+//! [`shard`]). An [`Index`] answers n-gram counts, occurrences with their contribution and
+//! contributor, rows containing a span, next-token distributions, ∞-gram probabilities and the
+//! longest match at every position of a text, across all its shards as one corpus. Each row maps
+//! to its contribution id and contributor, which is what attribution pays.
+
+pub mod build;
+pub mod error;
+pub mod index;
+pub mod shard;
+pub mod tokens;
+
+pub use build::{build_shard, ContributionRows, RowTokens, ShardMeta};
+pub use error::{IndexError, Result};
+pub use index::{Index, InfGram, Manifest, Occurrence, RowHit};
+pub use tokens::{TokenId, Width};
