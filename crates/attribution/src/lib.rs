@@ -5,14 +5,19 @@
 //! [`shard`]). An [`Index`] answers n-gram counts, occurrences with their contribution and
 //! contributor, rows containing a span, next-token distributions, ∞-gram probabilities and the
 //! longest match at every position of a text, across all its shards as one corpus. Each row maps
-//! to its contribution id and contributor, which is what attribution pays.
+//! to its contribution id and contributor, which is what attribution pays. [`attribute`] turns
+//! an output into weighted contributions with their evidence (OLMoTrace's span algorithm, BM25
+//! re-ranking in [`bm25`]).
 
+pub mod attribute;
+pub mod bm25;
 pub mod build;
 pub mod error;
 pub mod index;
 pub mod shard;
 pub mod tokens;
 
+pub use attribute::{attribute, Attribution, ContributionWeight, Params, Span};
 pub use build::{build_shard, ContributionRows, RowTokens, ShardMeta};
 pub use error::{IndexError, Result};
 pub use index::{Index, InfGram, Manifest, Occurrence, RowHit};
