@@ -113,7 +113,8 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 }
 
 impl Index {
-    /// Creates an index in `dir` (which must not hold one) with one shard of `rows`.
+    /// Creates an index in `dir` (which must not hold one) with one shard of `rows`; `source`
+    /// is the shard's provenance (the index's is set with [`Index::set_source`]).
     pub fn create(
         dir: &Path,
         rows: &[RowTokens],
@@ -124,13 +125,7 @@ impl Index {
             return Err(IndexError::Exists(dir.to_path_buf()));
         }
         fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
-        write_manifest(
-            dir,
-            &Manifest {
-                shards: vec![],
-                source: source.clone(),
-            },
-        )?;
+        write_manifest(dir, &Manifest::default())?;
         let mut index = Index::open(dir)?;
         index.add_shard(rows, vocab_size, source)?;
         Ok(index)
@@ -186,6 +181,16 @@ impl Index {
         self.manifest = manifest;
         self.shards.push(Shard::open(&sdir)?);
         Ok(self.shards.last().expect("just pushed").meta())
+    }
+
+    /// Records `key = value` in the manifest's provenance (e.g. the datanet version covered).
+    /// The root does not cover provenance.
+    pub fn set_source(&mut self, key: &str, value: &str) -> Result<()> {
+        let mut manifest = self.manifest.clone();
+        manifest.source.insert(key.to_string(), value.to_string());
+        write_manifest(&self.dir, &manifest)?;
+        self.manifest = manifest;
+        Ok(())
     }
 
     /// The manifest.

@@ -97,6 +97,11 @@ pub enum Command {
     /// Datanets: create, contribute files, approve/reject, access, versions, rows, export, proofs.
     #[command(subcommand)]
     Datanet(crate::datanet_cmd::DatanetCmd),
+    /// Attribution indexes of datanet versions: build, count, next tokens, rows, info.
+    #[command(subcommand)]
+    Index(crate::index_cmd::IndexCmd),
+    /// Attribute a response to the datanet contributions it draws on (spans, rows, weights).
+    Attribute(crate::index_cmd::AttributeArgs),
     /// Models: base models and adapters with provenance.
     #[command(subcommand)]
     Model(ModelCmd),
@@ -241,7 +246,7 @@ fn parse_attribution(s: &str) -> Result<(u64, u32), String> {
 }
 
 pub(crate) struct Session {
-    cli_home: Home,
+    pub(crate) cli_home: Home,
     rpc: Option<String>,
     from: Option<String>,
     password: Option<String>,
@@ -513,6 +518,8 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&b)?);
         }
         Command::Datanet(c) => crate::datanet_cmd::run(&s, c)?,
+        Command::Index(c) => crate::index_cmd::run(&s, c)?,
+        Command::Attribute(a) => crate::index_cmd::run_attribute(&a)?,
         Command::Model(c) => model(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,

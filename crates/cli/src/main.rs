@@ -5,6 +5,7 @@ mod ai;
 mod commands;
 mod datanet_cmd;
 mod home;
+mod index_cmd;
 mod rest;
 mod wallet;
 

@@ -1,0 +1,404 @@
+//! `openledger index …` and `openledger attribute`: build a datanet version's attribution index
+//! (rows from the node's export, tokenised with the serving model's tokenizer; a later version
+//! adds a shard), query it, and attribute a response to the contributions it draws on, with a
+//! readable explanation or JSON.
+
+use crate::commands::Session;
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use openledger_attribution::{attribute, Attribution, Index, Params, RowTokens, TokenId};
+use openledger_model::Tokenizer;
+use openledger_node::datanets::{views::ContributionView, ExportRow};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct TokenizerArg {
+    /// The serving model (GGUF file or model directory) whose tokenizer the index uses.
+    #[arg(
+        long,
+        env = "OPENLEDGER_MODEL",
+        default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    pub tokenizer: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum IndexCmd {
+    /// Build (or extend with a new shard) the index of DATANET@VERSION.
+    Build {
+        /// DATANET@VERSION, e.g. 1@3.
+        #[arg(value_parser = parse_at)]
+        target: (u64, u64),
+        #[command(flatten)]
+        tokenizer: TokenizerArg,
+        /// Index directory (default: <home>/indexes/datanet-<id>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Count a text's occurrences (as tokens) in the index.
+    Count {
+        text: String,
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        tokenizer: TokenizerArg,
+    },
+    /// The tokens that follow a text in the index, most frequent first.
+    Next {
+        text: String,
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        tokenizer: TokenizerArg,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Rows containing a text, with their contribution and contributor.
+    Rows {
+        text: String,
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        tokenizer: TokenizerArg,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Shards, sizes and the root to record on chain.
+    Info {
+        #[arg(long)]
+        index: PathBuf,
+    },
+}
+
+fn parse_at(s: &str) -> Result<(u64, u64), String> {
+    let (d, v) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected DATANET@VERSION, e.g. 1@3"))?;
+    Ok((
+        d.parse().map_err(|e| format!("{s:?}: {e}"))?,
+        v.parse().map_err(|e| format!("{s:?}: {e}"))?,
+    ))
+}
+
+fn tokenizer(arg: &TokenizerArg) -> Result<Tokenizer> {
+    Tokenizer::for_model(&arg.tokenizer).with_context(|| {
+        format!(
+            "loading the tokenizer of {} (run ./scripts/fetch-model, or pass --tokenizer)",
+            arg.tokenizer.display()
+        )
+    })
+}
+
+/// Token ids of `text`, without a BOS the tokenizer may add.
+fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<TokenId>> {
+    let mut ids = tok.encode(text, false)?;
+    if tok.bos().is_some() && ids.first() == tok.bos().as_ref() {
+        ids.remove(0);
+    }
+    Ok(ids)
+}
+
+fn open(dir: &Path) -> Result<Index> {
+    Index::open(dir).with_context(|| format!("opening the index in {}", dir.display()))
+}
+
+/// Runs an index subcommand.
+pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
+    match c {
+        IndexCmd::Build {
+            target: (datanet, version),
+            tokenizer: t,
+            out,
+        } => {
+            let out = out.unwrap_or_else(|| {
+                s.cli_home
+                    .0
+                    .join("indexes")
+                    .join(format!("datanet-{datanet}"))
+            });
+            build(s, datanet, version, &tokenizer(&t)?, &t.tokenizer, &out)
+        }
+        IndexCmd::Count {
+            text,
+            index,
+            tokenizer: t,
+        } => {
+            let ids = encode(&tokenizer(&t)?, &text)?;
+            let ix = open(&index)?;
+            let started = Instant::now();
+            let n = ix.count(&ids);
+            println!(
+                "{n} occurrences of {} tokens ({:.0} µs)",
+                ids.len(),
+                started.elapsed().as_secs_f64() * 1e6
+            );
+            if n == 0 && !text.starts_with(char::is_whitespace) {
+                eprintln!("(a word inside a sentence is a different token with its leading space: try \" {text}\")");
+            }
+            Ok(())
+        }
+        IndexCmd::Next {
+            text,
+            index,
+            tokenizer: t,
+            top,
+        } => {
+            let tok = tokenizer(&t)?;
+            let ids = encode(&tok, &text)?;
+            let ix = open(&index)?;
+            let next = ix.next_tokens(&ids);
+            let total: u64 = next.iter().map(|x| x.1).sum();
+            println!("{total} continuations of {} tokens", ids.len());
+            for (id, n) in next.into_iter().take(top) {
+                println!(
+                    "{:>8}  {:>6.2}%  {:?}",
+                    n,
+                    100.0 * n as f64 / total.max(1) as f64,
+                    tok.decode(&[id], false).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        IndexCmd::Rows {
+            text,
+            index,
+            tokenizer: t,
+            limit,
+        } => {
+            let tok = tokenizer(&t)?;
+            let ids = encode(&tok, &text)?;
+            let ix = open(&index)?;
+            let hits = ix.rows_containing(&ids, 10_000);
+            println!("{} rows contain it", hits.len());
+            for h in hits.into_iter().take(limit) {
+                let text = tok.decode(&ix.row_tokens(h.shard, h.row), false)?;
+                let short: String = text.chars().take(100).collect();
+                println!(
+                    "contribution {:<4} {}  ×{}  {short}…",
+                    h.contribution_id, h.contributor, h.count
+                );
+            }
+            Ok(())
+        }
+        IndexCmd::Info { index } => {
+            let ix = open(&index)?;
+            let mut bytes = 0u64;
+            for (i, sh) in ix.shards().iter().enumerate() {
+                let m = sh.meta();
+                let b = m.tokens * (m.width.bytes() as u64 + m.ptr_bytes as u64) + m.rows * 8;
+                bytes += b;
+                println!(
+                    "shard {i}: {} rows, {} tokens, {:?} ids, {}-byte pointers, {} contributions, {}",
+                    m.rows,
+                    m.tokens,
+                    m.width,
+                    m.ptr_bytes,
+                    m.contributions.len(),
+                    m.source.get("versions").cloned().unwrap_or_default()
+                );
+            }
+            println!(
+                "{} tokens, {:.2} bytes per token; root {}",
+                ix.token_count(),
+                bytes as f64 / ix.token_count().max(1) as f64,
+                ix.root()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn build(
+    s: &Session,
+    datanet: u64,
+    version: u64,
+    tok: &Tokenizer,
+    model: &Path,
+    out: &Path,
+) -> Result<()> {
+    let existing = out.join(openledger_attribution::index::MANIFEST).exists();
+    let (index, from) = if existing {
+        let ix = open(out)?;
+        let m = &ix.manifest().source;
+        if m.get("datanet").map(String::as_str) != Some(&datanet.to_string()) {
+            bail!(
+                "{} holds the index of datanet {}, not {datanet}",
+                out.display(),
+                m.get("datanet").cloned().unwrap_or_default()
+            );
+        }
+        let done: u64 = m.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if version <= done {
+            println!(
+                "{} already covers version {done}; nothing to do",
+                out.display()
+            );
+            return Ok(());
+        }
+        (Some(ix), done)
+    } else {
+        (None, 0)
+    };
+    let rest = s.rest(true)?;
+    let contributions: Vec<ContributionView> =
+        rest.get(&format!("/v1/datanets/{datanet}/contributions"))?;
+    let version_of: HashMap<u64, u64> = contributions.iter().map(|c| (c.id, c.version)).collect();
+    eprintln!("fetching version {version} of datanet {datanet}…");
+    let body = rest.get_bytes(&format!("/v1/datanets/{datanet}/export?version={version}"))?;
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let r: ExportRow = serde_json::from_slice(line).context("reading the export")?;
+        if version_of.get(&r.contribution_id).copied().unwrap_or(0) <= from {
+            continue;
+        }
+        rows.push(r);
+    }
+    let total = rows.len();
+    let mut tokens = Vec::with_capacity(total);
+    for (i, r) in rows.into_iter().enumerate() {
+        tokens.push(RowTokens {
+            tokens: encode(tok, &r.row.fields().join("\n"))?,
+            contribution_id: r.contribution_id,
+            contributor: r.contributor,
+        });
+        if (i + 1) % 10_000 == 0 {
+            eprintln!("  tokenised {} of {total} rows", i + 1);
+        }
+    }
+    let tokenised = started.elapsed().as_secs_f64();
+    let mut source = BTreeMap::new();
+    source.insert("datanet".to_string(), datanet.to_string());
+    source.insert("versions".to_string(), format!("{}..={version}", from + 1));
+    source.insert("tokenizer".to_string(), model.display().to_string());
+    let vocab = tok.vocab_size() as u32;
+    let (mut ix, meta) = match index {
+        Some(mut ix) => {
+            let meta = ix.add_shard(&tokens, vocab, source)?.clone();
+            (ix, meta)
+        }
+        None => {
+            let mut ix = Index::create(out, &tokens, vocab, source)?;
+            ix.set_source("datanet", &datanet.to_string())?;
+            ix.set_source("tokenizer", &model.display().to_string())?;
+            let meta = ix.shards()[0].meta().clone();
+            (ix, meta)
+        }
+    };
+    ix.set_source("version", &version.to_string())?;
+    println!(
+        "indexed versions {}..={version} of datanet {datanet}: {} rows, {} tokens ({:?} ids) in {:.2} s (tokenising {:.2} s)",
+        from + 1,
+        meta.rows,
+        meta.tokens - meta.rows,
+        meta.width,
+        started.elapsed().as_secs_f64(),
+        tokenised
+    );
+    println!(
+        "{}: {} shard(s), root {} (record it with `openledger model register-adapter … --index-root`)",
+        out.display(),
+        ix.shards().len(),
+        ix.root()
+    );
+    Ok(())
+}
+
+/// `openledger attribute`.
+#[derive(clap::Args, Debug)]
+pub struct AttributeArgs {
+    /// Index directory.
+    #[arg(long)]
+    pub index: PathBuf,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArg,
+    /// The prompt (used to re-rank rows).
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// The response to attribute.
+    #[arg(long)]
+    pub response: String,
+    /// Print JSON instead of the explanation.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `openledger attribute`.
+pub fn run_attribute(a: &AttributeArgs) -> Result<()> {
+    let tok = tokenizer(&a.tokenizer)?;
+    let ix = open(&a.index)?;
+    let prompt = encode(&tok, &a.prompt)?;
+    let response = encode(&tok, &a.response)?;
+    let started = Instant::now();
+    let at = attribute(&ix, &prompt, &response, &Params::default());
+    let took = started.elapsed();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&at)?);
+        return Ok(());
+    }
+    explain(&tok, &ix, &response, &at)?;
+    eprintln!(
+        "attributed {} tokens in {:.1} ms",
+        response.len(),
+        took.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn explain(tok: &Tokenizer, ix: &Index, response: &[TokenId], at: &Attribution) -> Result<()> {
+    let colour = std::io::stdout().is_terminal();
+    let paint = |i: usize, s: &str| {
+        if colour {
+            format!("\x1b[1;{}m{s}\x1b[0m", 31 + (i % 6))
+        } else {
+            format!("[{}: {s}]", i + 1)
+        }
+    };
+    let mut out = String::new();
+    let mut at_pos = 0;
+    for (i, s) in at.spans.iter().enumerate() {
+        out += &tok.decode(&response[at_pos..s.start], false)?;
+        out += &paint(i, &tok.decode(&response[s.start..s.end], false)?);
+        at_pos = s.end;
+    }
+    out += &tok.decode(&response[at_pos..], false)?;
+    println!("{out}\n");
+    println!(
+        "{:.1}% of the response is found verbatim in the datanet; {:.1}% unattributed",
+        at.coverage * 100.0,
+        (1.0 - at.coverage) * 100.0
+    );
+    for c in &at.contributions {
+        println!(
+            "  contribution {:<5} {}  weight {:>6.2}%  ({} spans)",
+            c.contribution_id,
+            c.contributor,
+            c.weight * 100.0,
+            c.spans
+        );
+    }
+    for (i, s) in at.spans.iter().enumerate() {
+        println!(
+            "\n{} tokens {}..{}, {} occurrences, weight {:.2}%",
+            paint(i, &format!("span {}", i + 1)),
+            s.start,
+            s.end,
+            s.count,
+            s.weight * 100.0
+        );
+        for r in s.rows.iter().take(3) {
+            let text = tok.decode(&ix.row_tokens(r.shard, r.row), false)?;
+            let short: String = text.chars().take(90).collect();
+            println!(
+                "    contribution {:<4} {} bm25 {:>5.1}  {short}…",
+                r.contribution_id, r.contributor, r.bm25
+            );
+        }
+    }
+    Ok(())
+}

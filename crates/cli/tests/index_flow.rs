@@ -1,0 +1,164 @@
+//! The attribution index end to end through the CLI, on the sample datanet tokenised with
+//! SmolLM2's tokenizer (installed by ./scripts/fetch-model): an index grown one shard per
+//! datanet version answers exactly as one built at once, and a response quoting a contributor's
+//! planted facts gives that contributor at least 90% of the attributed weight.
+
+mod common;
+
+use common::{sample, Env};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn tokenizer() -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "run ./scripts/fetch-model first ({})",
+        p.display()
+    );
+    p.to_str().unwrap().to_string()
+}
+
+fn weights(a: &Value) -> Vec<(u64, f64)> {
+    a["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["contribution_id"].as_u64().unwrap(),
+                c["weight"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
+    let env = Env::new();
+    let node = env.start();
+    let tok = tokenizer();
+    let s = |n: &str| sample(n).to_str().unwrap().to_string();
+    env.ok(&["--from", "dev0", "datanet", "create", "Urban beekeeping"]);
+    for (key, file) in [
+        ("dev1", "alice.jsonl"),
+        ("dev2", "bob.txt"),
+        ("dev3", "carol.md"),
+        ("dev4", "dave.csv"),
+    ] {
+        env.ok(&["--from", key, "datanet", "contribute", "1", &s(file)]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grown = dir.path().join("grown");
+    let full = dir.path().join("full");
+    let (g, f) = (grown.to_str().unwrap(), full.to_str().unwrap());
+    for c in ["1", "2"] {
+        env.ok(&["--from", "dev0", "datanet", "approve", c]);
+    }
+    env.ok(&["index", "build", "1@2", "--tokenizer", &tok, "--out", g]);
+    for c in ["3", "4"] {
+        env.ok(&["--from", "dev0", "datanet", "approve", c]);
+    }
+    let out = env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", g]);
+    assert!(out.contains("2 shard(s)"), "{out}");
+    let out = env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", g]);
+    assert!(out.contains("nothing to do"), "{out}");
+    env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", f]);
+    drop(node);
+
+    for phrase in [
+        " the queen",
+        " the bees",
+        " Thursby lid-tap",
+        " Orlin nine-square count",
+        " nectar flow",
+        " a",
+    ] {
+        let a = env.ok(&["index", "count", phrase, "--index", g, "--tokenizer", &tok]);
+        let b = env.ok(&["index", "count", phrase, "--index", f, "--tokenizer", &tok]);
+        let n = |s: &str| s.split_whitespace().next().unwrap().parse::<u64>().unwrap();
+        assert_eq!(n(&a), n(&b), "{phrase}");
+        let na = env.ok(&["index", "next", phrase, "--index", g, "--tokenizer", &tok]);
+        let nb = env.ok(&["index", "next", phrase, "--index", f, "--tokenizer", &tok]);
+        assert_eq!(na, nb, "{phrase}");
+    }
+    let out = env.ok(&[
+        "index",
+        "count",
+        " Thursby lid-tap",
+        "--index",
+        g,
+        "--tokenizer",
+        &tok,
+    ]);
+    assert!(!out.starts_with("0 "), "{out}");
+    let rows = env.ok(&[
+        "index",
+        "rows",
+        " Thursby lid-tap",
+        "--index",
+        g,
+        "--tokenizer",
+        &tok,
+    ]);
+    assert!(
+        rows.starts_with("1 rows contain it") && rows.contains("contribution 1 "),
+        "{rows}"
+    );
+
+    // Alice's planted facts, amid ordinary prose.
+    let response = "A good beekeeper listens first. Under the Thursby lid-tap, a queenright colony answers two knocks on the roof with a short rise in sound. \
+        Then open the hive slowly. On the Penhallow brood-arc index, a score of five or more on the central frames marks a sound queen.";
+    let a: Value = serde_json::from_str(&env.ok(&[
+        "attribute",
+        "--index",
+        g,
+        "--tokenizer",
+        &tok,
+        "--prompt",
+        "How do I know my colony has a queen?",
+        "--response",
+        response,
+        "--json",
+    ]))
+    .unwrap();
+    let w = weights(&a);
+    let total: f64 = w.iter().map(|x| x.1).sum();
+    assert!(total > 0.0 && total <= 1.0 + 1e-9, "{a}");
+    assert_eq!(w[0].0, 1, "alice's contribution first: {w:?}");
+    assert!(w[0].1 / total >= 0.9, "{w:?}");
+
+    // Carol's and dave's facts split the weight between them.
+    let response = "For sugar rolls I use a Quillfeather sugar-roll jar, a wide-mouthed jar with a 3.2 millimetre stainless mesh lid. \
+        The Tillingham verge mix is sown in early autumn at two grams per square metre onto scraped, weed-free ground.";
+    let a: Value = serde_json::from_str(&env.ok(&[
+        "attribute",
+        "--index",
+        f,
+        "--tokenizer",
+        &tok,
+        "--response",
+        response,
+        "--json",
+    ]))
+    .unwrap();
+    let w = weights(&a);
+    let total: f64 = w.iter().map(|x| x.1).sum();
+    let of = |c: u64| w.iter().find(|x| x.0 == c).map_or(0.0, |x| x.1);
+    assert!((of(3) + of(4)) / total >= 0.9, "{w:?}");
+    assert!(of(3) > 0.2 * total && of(4) > 0.2 * total, "{w:?}");
+    let text = env.ok(&[
+        "attribute",
+        "--index",
+        f,
+        "--tokenizer",
+        &tok,
+        "--response",
+        response,
+    ]);
+    assert!(
+        text.contains("[1: ") && text.contains("contribution 3"),
+        "{text}"
+    );
+}
