@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{sample, stderr, stdout, Env};
+use common::{sample, Env};
 use serde_json::Value;
 
 fn export(env: &Env, datanet: &str) -> Vec<Value> {
