@@ -7,11 +7,12 @@
 //! longest match at every position of a text, across all its shards as one corpus. Each row maps
 //! to its contribution id and contributor, which is what attribution pays. [`attribute`] turns
 //! an output into weighted contributions with their evidence (OLMoTrace's span algorithm, BM25
-//! re-ranking in [`bm25`]).
+//! re-ranking in [`bm25`]); [`commitment`] is what an inference receipt commits to.
 
 pub mod attribute;
 pub mod bm25;
 pub mod build;
+pub mod commitment;
 pub mod error;
 pub mod index;
 pub mod shard;
@@ -19,6 +20,7 @@ pub mod tokens;
 
 pub use attribute::{attribute, Attribution, ContributionWeight, Params, Span};
 pub use build::{build_shard, ContributionRows, RowTokens, ShardMeta};
+pub use commitment::{commit, Commitment};
 pub use error::{IndexError, Result};
 pub use index::{Index, InfGram, Manifest, Occurrence, RowHit};
 pub use tokens::{TokenId, Width};

@@ -102,6 +102,9 @@ pub enum Command {
     Index(crate::index_cmd::IndexCmd),
     /// Attribute a response to the datanet contributions it draws on (spans, rows, weights).
     Attribute(crate::index_cmd::AttributeArgs),
+    /// Attribution commitments of inference receipts: verify.
+    #[command(subcommand)]
+    Attribution(crate::index_cmd::AttributionCmd),
     /// Models: base models and adapters with provenance.
     #[command(subcommand)]
     Model(ModelCmd),
@@ -520,6 +523,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Datanet(c) => crate::datanet_cmd::run(&s, c)?,
         Command::Index(c) => crate::index_cmd::run(&s, c)?,
         Command::Attribute(a) => crate::index_cmd::run_attribute(&a)?,
+        Command::Attribution(c) => crate::index_cmd::run_attribution(&s, c)?,
         Command::Model(c) => model(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,

@@ -6,7 +6,7 @@
 use crate::commands::Session;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use openledger_attribution::{attribute, Attribution, Index, Params, RowTokens, TokenId};
+use openledger_attribution::{attribute, commit, Attribution, Index, Params, RowTokens, TokenId};
 use openledger_model::Tokenizer;
 use openledger_node::datanets::{views::ContributionView, ExportRow};
 use std::{
@@ -326,6 +326,81 @@ pub struct AttributeArgs {
     /// Print JSON instead of the explanation.
     #[arg(long)]
     pub json: bool,
+    /// Also print the on-chain commitment (top K and the root of the full list) for
+    /// `openledger inference record --attribution … --attribution-root …`.
+    #[arg(long, value_name = "K")]
+    pub commit_top: Option<usize>,
+}
+
+#[derive(Subcommand)]
+pub enum AttributionCmd {
+    /// Recompute an inference receipt's attribution from the index, the prompt and the response,
+    /// and compare it with the root and top-k the receipt carries.
+    Verify {
+        receipt: u64,
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        tokenizer: TokenizerArg,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long)]
+        response: String,
+    },
+}
+
+/// Runs `openledger attribution …`.
+pub fn run_attribution(s: &Session, c: AttributionCmd) -> Result<()> {
+    match c {
+        AttributionCmd::Verify {
+            receipt,
+            index,
+            tokenizer: t,
+            prompt,
+            response,
+        } => {
+            use alloy_sol_types::SolCall;
+            use openledger_types::abi::IInference;
+            let out = s.rpc()?.view(
+                openledger_types::modules::INFERENCE,
+                IInference::getReceiptCall { receiptId: receipt }.abi_encode(),
+            )?;
+            let r = IInference::getReceiptCall::abi_decode_returns(&out)
+                .with_context(|| format!("reading receipt {receipt}"))?;
+            let tok = tokenizer(&t)?;
+            let ix = open(&index)?;
+            let a = attribute(
+                &ix,
+                &encode(&tok, &prompt)?,
+                &encode(&tok, &response)?,
+                &Params::default(),
+            );
+            let c = commit(&a, r.top.len());
+            let top: Vec<(u64, u32)> = r
+                .top
+                .iter()
+                .map(|x| (x.contributionId, x.weightPpm))
+                .collect();
+            let ours: Vec<(u64, u32)> = c
+                .top
+                .iter()
+                .map(|w| (w.contribution_id, w.weight_ppm))
+                .collect();
+            if c.root != r.attributionRoot || top != ours {
+                bail!(
+                    "MISMATCH: receipt {receipt} commits to root {} and top {top:?}; recomputed from {} the attribution has root {} and top {ours:?}",
+                    r.attributionRoot,
+                    index.display(),
+                    c.root
+                );
+            }
+            println!(
+                "VERIFIED: receipt {receipt}'s attribution (root {}, {} contributions, top {}) recomputes from the index",
+                c.root, c.len, ours.len()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Runs `openledger attribute`.
@@ -337,11 +412,32 @@ pub fn run_attribute(a: &AttributeArgs) -> Result<()> {
     let started = Instant::now();
     let at = attribute(&ix, &prompt, &response, &Params::default());
     let took = started.elapsed();
+    let commitment = a.commit_top.map(|k| commit(&at, k));
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&at)?);
+        let mut v = serde_json::to_value(&at)?;
+        if let Some(c) = &commitment {
+            v["commitment"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     explain(&tok, &ix, &response, &at)?;
+    if let Some(c) = commitment {
+        let args: Vec<String> = c
+            .top
+            .iter()
+            .map(|w| format!("--attribution {}:{}", w.contribution_id, w.weight_ppm))
+            .collect();
+        println!(
+            "
+commitment: {} contributions, root {}
+  {} --attribution-root {}",
+            c.len,
+            c.root,
+            args.join(" "),
+            c.root
+        );
+    }
     eprintln!(
         "attributed {} tokens in {:.1} ms",
         response.len(),

@@ -65,7 +65,6 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
     let out = env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", g]);
     assert!(out.contains("nothing to do"), "{out}");
     env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", f]);
-    drop(node);
 
     for phrase in [
         " the queen",
