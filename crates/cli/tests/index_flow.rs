@@ -160,4 +160,116 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         text.contains("[1: ") && text.contains("contribution 3"),
         "{text}"
     );
+
+    // An operator records the inference with the commitment; anyone holding the index verifies it.
+    let a: Value = serde_json::from_str(&env.ok(&[
+        "attribute",
+        "--index",
+        f,
+        "--tokenizer",
+        &tok,
+        "--response",
+        response,
+        "--json",
+        "--commit-top",
+        "3",
+    ]))
+    .unwrap();
+    let c = &a["commitment"];
+    let root = c["root"].as_str().unwrap().to_string();
+    let info = env.ok(&["index", "info", "--index", f]);
+    let index_root = info.split("root ").nth(1).unwrap().trim().to_string();
+    let hash = format!("0x{}", "11".repeat(32));
+    env.ok(&[
+        "--from",
+        "dev5",
+        "model",
+        "register-base",
+        "SmolLM2",
+        "--hash",
+        &hash,
+    ]);
+    env.ok(&[
+        "--from",
+        "dev5",
+        "model",
+        "register-adapter",
+        "bees",
+        "--base",
+        "1",
+        "--datanet",
+        "1@4",
+        "--config-hash",
+        &hash,
+        "--adapter-hash",
+        &hash,
+        "--index-root",
+        &index_root,
+    ]);
+    env.ok(&["--from", "dev6", "inference", "deposit", "10"]);
+    let key = |name: &str| {
+        env.ok(&["keys", "list"])
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .to_string()
+    };
+    env.ok(&[
+        "--from",
+        "dev6",
+        "inference",
+        "approve-operator",
+        &key("dev5"),
+        "10",
+    ]);
+    let mut record: Vec<String> = [
+        "--from",
+        "dev5",
+        "inference",
+        "record",
+        "--caller",
+        &key("dev6"),
+        "--adapter",
+        "1",
+        "--prompt-tokens",
+        "10",
+        "--completion-tokens",
+        "60",
+        "--attribution-root",
+        &root,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for w in c["top"].as_array().unwrap() {
+        record.push("--attribution".into());
+        record.push(format!("{}:{}", w["contribution_id"], w["weight_ppm"]));
+    }
+    env.ok(&record.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = env.ok(&[
+        "attribution",
+        "verify",
+        "1",
+        "--index",
+        f,
+        "--tokenizer",
+        &tok,
+        "--response",
+        response,
+    ]);
+    assert!(out.contains("VERIFIED"), "{out}");
+    let err = env.fails(&[
+        "attribution",
+        "verify",
+        "1",
+        "--index",
+        f,
+        "--tokenizer",
+        &tok,
+        "--response",
+        "Under the Thursby lid-tap, a queenright colony answers two knocks on the roof.",
+    ]);
+    assert!(err.contains("MISMATCH"), "{err}");
+    drop(node);
 }
