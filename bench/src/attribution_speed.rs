@@ -74,6 +74,12 @@ fn write_tokens(path: &str, rows: &[Vec<TokenId>]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The value after `name`, if given.
+fn path_arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).map(String::as_str)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -82,12 +88,12 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let mtokens: f64 = arg(&args, "--mtokens", 10.0);
     let mut rng = Rng(arg(&args, "--seed", 1));
-    let rows = match args.iter().position(|a| a == "--tokens") {
-        Some(i) => read_tokens(args.get(i + 1).map(String::as_str).unwrap_or_default())?,
+    let rows = match path_arg(&args, "--tokens") {
+        Some(path) => read_tokens(path)?,
         None => synthetic(&mut rng, (mtokens * 1e6) as usize),
     };
-    if let Some(i) = args.iter().position(|a| a == "--write-tokens") {
-        write_tokens(args.get(i + 1).map(String::as_str).unwrap_or_default(), &rows)?;
+    if let Some(path) = path_arg(&args, "--write-tokens") {
+        write_tokens(path, &rows)?;
     }
     let n_tokens: usize = rows.iter().map(|r| r.len()).sum();
     let input: Vec<RowTokens> = rows
@@ -129,8 +135,8 @@ fn main() -> anyhow::Result<()> {
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     lat.sort_by(f64::total_cmp);
-    if let Some(i) = args.iter().position(|a| a == "--ngrams-out") {
-        let mut f = std::fs::File::create(args.get(i + 1).map(String::as_str).unwrap_or_default())?;
+    if let Some(path) = path_arg(&args, "--ngrams-out") {
+        let mut f = std::fs::File::create(path)?;
         for (q, c) in ngrams.iter().zip(&counts) {
             writeln!(f, "{}", serde_json::json!({ "ids": q, "count": c }))?;
         }
@@ -155,8 +161,7 @@ fn main() -> anyhow::Result<()> {
         assert!(a.coverage <= 1.0);
     }
     att.sort_by(f64::total_cmp);
-    if let Some(i) = args.iter().position(|a| a == "--responses-out") {
-        let path = args.get(i + 1).map(String::as_str).unwrap_or_default();
+    if let Some(path) = path_arg(&args, "--responses-out") {
         std::fs::write(path, serde_json::to_vec(&responses)?)?;
     }
     let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
