@@ -15,27 +15,16 @@ use openledger_attribution::{attribute, Index, Params, RowTokens, TokenId};
 use std::{collections::BTreeMap, io::Write, time::Instant};
 
 mod flags;
+mod rng;
 use flags::arg;
+use rng::Rng;
 
 const VOCAB: u32 = 49_152;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn token(&mut self) -> TokenId {
-        let r = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((r * r * r) * VOCAB as f64) as TokenId
-    }
+/// A Zipf-like token id.
+fn token(rng: &mut Rng) -> TokenId {
+    let r = rng.unit();
+    ((r * r * r) * VOCAB as f64) as TokenId
 }
 
 fn synthetic(rng: &mut Rng, tokens: usize) -> Vec<Vec<TokenId>> {
@@ -43,7 +32,7 @@ fn synthetic(rng: &mut Rng, tokens: usize) -> Vec<Vec<TokenId>> {
     let mut n = 0;
     while n < tokens {
         let len = 50 + rng.below(350) as usize;
-        rows.push((0..len).map(|_| rng.token()).collect::<Vec<_>>());
+        rows.push((0..len).map(|_| token(rng)).collect::<Vec<_>>());
         n += len;
     }
     rows
@@ -151,7 +140,7 @@ fn main() -> anyhow::Result<()> {
             let r = &rows[rng.below(rows.len() as u64) as usize];
             let s = rng.below(r.len().saturating_sub(50) as u64 + 1) as usize;
             resp.extend_from_slice(&r[s..(s + 50).min(r.len())]);
-            resp.extend((0..50).map(|_| rng.token()));
+            resp.extend((0..50).map(|_| token(&mut rng)));
         }
         resp.truncate(400);
         responses.push(serde_json::json!(resp));

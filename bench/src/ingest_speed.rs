@@ -17,22 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod flags;
+mod rng;
 use flags::arg;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use rng::Rng;
 
 /// A vocabulary of pronounceable words with a Zipf-like pick, so text looks like text.
 fn vocabulary(rng: &mut Rng) -> Vec<String> {

@@ -228,7 +228,7 @@ pub enum StakeCmd {
     Show { who: Option<String> },
 }
 
-fn parse_datanet_version(s: &str) -> Result<(u64, u64), String> {
+pub(crate) fn parse_datanet_version(s: &str) -> Result<(u64, u64), String> {
     let (d, v) = s
         .split_once('@')
         .ok_or_else(|| format!("{s:?}: expected DATANET@VERSION, e.g. 1@3"))?;

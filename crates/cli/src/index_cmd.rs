@@ -32,7 +32,7 @@ pub enum IndexCmd {
     /// Build (or extend with a new shard) the index of DATANET@VERSION.
     Build {
         /// DATANET@VERSION, e.g. 1@3.
-        #[arg(value_parser = parse_at)]
+        #[arg(value_parser = crate::commands::parse_datanet_version)]
         target: (u64, u64),
         #[command(flatten)]
         tokenizer: TokenizerArg,
@@ -73,16 +73,6 @@ pub enum IndexCmd {
         #[arg(long)]
         index: PathBuf,
     },
-}
-
-fn parse_at(s: &str) -> Result<(u64, u64), String> {
-    let (d, v) = s
-        .split_once('@')
-        .ok_or_else(|| format!("{s:?}: expected DATANET@VERSION, e.g. 1@3"))?;
-    Ok((
-        d.parse().map_err(|e| format!("{s:?}: {e}"))?,
-        v.parse().map_err(|e| format!("{s:?}: {e}"))?,
-    ))
 }
 
 fn tokenizer(arg: &TokenizerArg) -> Result<Tokenizer> {
@@ -176,11 +166,12 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
             let hits = ix.rows_containing(&ids, 10_000);
             println!("{} rows contain it", hits.len());
             for h in hits.into_iter().take(limit) {
-                let text = tok.decode(&ix.row_tokens(h.shard, h.row), false)?;
-                let short: String = text.chars().take(100).collect();
                 println!(
-                    "contribution {:<4} {}  ×{}  {short}…",
-                    h.contribution_id, h.contributor, h.count
+                    "contribution {:<4} {}  ×{}  {}",
+                    h.contribution_id,
+                    h.contributor,
+                    h.count,
+                    row_preview(&tok, &ix, h.shard, h.row, 100)?
                 );
             }
             Ok(())
@@ -446,6 +437,23 @@ commitment: {} contributions, root {}
     Ok(())
 }
 
+/// The first `chars` characters of a row's text.
+fn row_preview(
+    tok: &Tokenizer,
+    ix: &Index,
+    shard: usize,
+    row: u64,
+    chars: usize,
+) -> Result<String> {
+    let text = tok.decode(&ix.row_tokens(shard, row), false)?;
+    let short: String = text.chars().take(chars).collect();
+    Ok(if short.len() < text.len() {
+        short + "…"
+    } else {
+        short
+    })
+}
+
 fn explain(tok: &Tokenizer, ix: &Index, response: &[TokenId], at: &Attribution) -> Result<()> {
     let colour = std::io::stdout().is_terminal();
     let paint = |i: usize, s: &str| {
@@ -488,11 +496,12 @@ fn explain(tok: &Tokenizer, ix: &Index, response: &[TokenId], at: &Attribution) 
             s.weight * 100.0
         );
         for r in s.rows.iter().take(3) {
-            let text = tok.decode(&ix.row_tokens(r.shard, r.row), false)?;
-            let short: String = text.chars().take(90).collect();
             println!(
-                "    contribution {:<4} {} bm25 {:>5.1}  {short}…",
-                r.contribution_id, r.contributor, r.bm25
+                "    contribution {:<4} {} bm25 {:>5.1}  {}",
+                r.contribution_id,
+                r.contributor,
+                r.bm25,
+                row_preview(tok, ix, r.shard, r.row, 90)?
             );
         }
     }
