@@ -1,18 +1,30 @@
 //! Attribution index speed: build time, bytes per token, n-gram count latency and span
 //! attribution latency for a 400-token response, as JSON.
 //!
-//! The corpus is either `--tokens FILE` in infini-gram's tokenized layout (u16 little-endian,
-//! each document preceded by 0xFFFF) — so a peer can index the very same stream — or a
+//! The corpus is `--text-dir DIR` (every `*.txt` file under DIR, split into rows at blank lines
+//! and tokenised with `--tokenizer MODEL`, SmolLM2's by default: real text), `--tokens FILE` in
+//! infini-gram's tokenized layout (u16 little-endian, each document preceded by 0xFFFF), or a
 //! deterministic synthetic corpus of `--mtokens M` million Zipf-distributed ids (SmolLM2's
-//! vocabulary size), which `--write-tokens FILE` saves in that layout. `--ngrams-out FILE` writes
+//! vocabulary size). `--write-tokens FILE` saves the rows in infini-gram's layout, so a peer can
+//! index the very same stream. `--ngrams-out FILE` writes
 //! the 1,000 queried n-grams and our counts as JSONL (`{"ids": [...], "count": N}`) to compare
 //! with the peer's, and `--responses-out FILE` the twenty 400-token responses attributed (JSON).
 //!
-//! Usage: attribution-speed [--mtokens 10] [--seed 1] [--tokens FILE] [--write-tokens FILE]
+//! The index is built with the default [`BuildOptions`] (shards split for the cores) or, with
+//! `--one-shard`, as a single shard.
+//!
+//! Usage: attribution-speed [--mtokens 10] [--seed 1] [--tokens FILE]
+//!        [--text-dir DIR [--tokenizer MODEL]] [--write-tokens FILE] [--one-shard]
 //!        [--ngrams-out FILE] [--responses-out FILE]
 
-use openledger_attribution::{attribute, Index, Params, RowTokens, TokenId};
-use std::{collections::BTreeMap, io::Write, time::Instant};
+use openledger_attribution::{attribute, BuildOptions, Index, Params, RowTokens, TokenId};
+use rayon::prelude::*;
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 mod flags;
 mod rng;
@@ -51,6 +63,41 @@ fn read_tokens(path: &str) -> anyhow::Result<Vec<Vec<TokenId>>> {
         .collect())
 }
 
+/// Every `*.txt` file under `dir`, in path order.
+fn text_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            text_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "txt") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(())
+}
+
+/// The paragraphs of every text file under `dir`, tokenised (files that are not UTF-8 are read
+/// lossily: the mail corpus has some Latin-1).
+fn tokenise_dir(dir: &Path, model: &Path) -> anyhow::Result<Vec<Vec<TokenId>>> {
+    let tok = openledger_model::Tokenizer::for_model(model)?;
+    let mut files = Vec::new();
+    text_files(dir, &mut files)?;
+    anyhow::ensure!(!files.is_empty(), "no .txt files under {}", dir.display());
+    let per_file: Vec<Vec<Vec<TokenId>>> = files
+        .par_iter()
+        .map(|f| {
+            let text = String::from_utf8_lossy(&std::fs::read(f)?).replace("\r\n", "\n");
+            text.split("\n\n")
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| Ok(tok.encode_plain(p)?))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(per_file.into_iter().flatten().collect())
+}
+
 fn write_tokens(path: &str, rows: &[Vec<TokenId>]) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for r in rows {
@@ -77,10 +124,18 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let mtokens: f64 = arg(&args, "--mtokens", 10.0);
     let mut rng = Rng(arg(&args, "--seed", 1));
-    let rows = match path_arg(&args, "--tokens") {
-        Some(path) => read_tokens(path)?,
-        None => synthetic(&mut rng, (mtokens * 1e6) as usize),
+    let started = Instant::now();
+    let rows = match (path_arg(&args, "--tokens"), path_arg(&args, "--text-dir")) {
+        (Some(path), _) => read_tokens(path)?,
+        (None, Some(dir)) => tokenise_dir(
+            Path::new(dir),
+            Path::new(
+                path_arg(&args, "--tokenizer").unwrap_or("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            ),
+        )?,
+        (None, None) => synthetic(&mut rng, (mtokens * 1e6) as usize),
     };
+    let load_s = started.elapsed().as_secs_f64();
     if let Some(path) = path_arg(&args, "--write-tokens") {
         write_tokens(path, &rows)?;
     }
@@ -94,13 +149,28 @@ fn main() -> anyhow::Result<()> {
             contributor: alloy_primitives::Address::repeat_byte((i / 100 % 250) as u8 + 1),
         })
         .collect();
+    let mut opts = BuildOptions::default();
+    if args.iter().any(|a| a == "--one-shard") {
+        opts.threads = 1;
+    }
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let index = Index::create(&dir.path().join("ix"), &input, VOCAB, BTreeMap::new())?;
+    let index = Index::create(
+        &dir.path().join("ix"),
+        &input,
+        VOCAB,
+        BTreeMap::new(),
+        &opts,
+    )?;
     let build_s = started.elapsed().as_secs_f64();
-    let shard = &index.shards()[0];
-    let m = shard.meta();
-    let bytes = m.tokens * (m.width.bytes() as u64 + m.ptr_bytes as u64) + m.rows * 8;
+    let bytes: u64 = index
+        .shards()
+        .iter()
+        .map(|s| {
+            let m = s.meta();
+            m.tokens * (m.width.bytes() as u64 + m.ptr_bytes as u64) + m.rows * 8
+        })
+        .sum();
 
     // 1,000 n-grams (n = 1..=10): 90% cut from random rows, 10% random ids.
     let mut ngrams: Vec<Vec<TokenId>> = Vec::new();
@@ -160,7 +230,9 @@ fn main() -> anyhow::Result<()> {
             "bench": "attribution-speed",
             "tokens": n_tokens,
             "rows": rows.len(),
-            "threads": rayon::current_num_threads(),
+            "threads": opts.threads,
+            "shards": index.shards().len(),
+            "load_s": r3(load_s),
             "build_s": r3(build_s),
             "bytes_per_token": r3(bytes as f64 / n_tokens as f64),
             "count_us_median": r3(percentile(&lat, 0.5)),

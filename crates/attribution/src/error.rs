@@ -35,6 +35,16 @@ pub enum IndexError {
         "{0} tokens is over the 2^31 tokens one shard can hold; split the rows into several shards"
     )]
     TooLarge(usize),
+    /// One row over the most tokens a shard may hold.
+    #[error("row {row} has {tokens} tokens, more than the {max} one shard may hold; raise the shard size or split the row")]
+    RowTooLarge {
+        /// Row number in the input.
+        row: usize,
+        /// Its tokens, its separator included.
+        tokens: u64,
+        /// The shard size limit.
+        max: u64,
+    },
     /// libsais failed.
     #[error("suffix array construction failed: {0}")]
     Build(String),

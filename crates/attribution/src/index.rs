@@ -9,8 +9,9 @@
 //! at every position of a text.
 
 use crate::{
-    build::{build_shard, shard_root, RowTokens, ShardMeta},
+    build::{shard_root, RowTokens, ShardMeta},
     error::{IndexError, Result},
+    parts::{build_parts, remove_quietly, BuildOptions},
     shard::Shard,
     tokens::TokenId,
 };
@@ -113,13 +114,15 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 }
 
 impl Index {
-    /// Creates an index in `dir` (which must not hold one) with one shard of `rows`; `source`
-    /// is the shard's provenance (the index's is set with [`Index::set_source`]).
+    /// Creates an index in `dir` (which must not hold one) from `rows` (one shard, or several
+    /// for a large batch: see [`crate::parts`]); `source` is the shards' provenance (the index's
+    /// is set with [`Index::set_source`]).
     pub fn create(
         dir: &Path,
         rows: &[RowTokens],
         vocab_size: u32,
         source: BTreeMap<String, String>,
+        opts: &BuildOptions,
     ) -> Result<Index> {
         if dir.join(MANIFEST).exists() {
             return Err(IndexError::Exists(dir.to_path_buf()));
@@ -127,7 +130,7 @@ impl Index {
         fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
         write_manifest(dir, &Manifest::default())?;
         let mut index = Index::open(dir)?;
-        index.add_shard(rows, vocab_size, source)?;
+        index.add_rows(rows, vocab_size, source, opts)?;
         Ok(index)
     }
 
@@ -156,13 +159,15 @@ impl Index {
         })
     }
 
-    /// Appends a shard of `rows` (e.g. the rows a new datanet version added).
-    pub fn add_shard(
+    /// Appends `rows` (e.g. the rows a new datanet version added) as one shard, or several for a
+    /// large batch, all or nothing. Returns the new shards' metadata.
+    pub fn add_rows(
         &mut self,
         rows: &[RowTokens],
         vocab_size: u32,
         source: BTreeMap<String, String>,
-    ) -> Result<&ShardMeta> {
+        opts: &BuildOptions,
+    ) -> Result<Vec<ShardMeta>> {
         if let Some(first) = self.shards.first() {
             if first.meta().vocab_size != vocab_size {
                 return Err(IndexError::Mismatch(format!(
@@ -171,16 +176,28 @@ impl Index {
                 )));
             }
         }
-        let name = format!("shard-{:04}", self.shards.len());
-        let sdir = self.dir.join(&name);
-        build_shard(&sdir, rows, vocab_size, source)?;
-        let root = shard_root(&sdir)?;
+        let first = self.shards.len();
+        let name = |k: usize| format!("shard-{:04}", first + k);
+        let built = build_parts(rows, vocab_size, &source, opts, |k| self.dir.join(name(k)))?;
         let mut manifest = self.manifest.clone();
-        manifest.shards.push(ShardEntry { dir: name, root });
-        write_manifest(&self.dir, &manifest)?;
+        let mut opened = Vec::with_capacity(built.len());
+        let added = (|| {
+            for (k, (sdir, _)) in built.iter().enumerate() {
+                let root = shard_root(sdir)?;
+                manifest.shards.push(ShardEntry { dir: name(k), root });
+                opened.push(Shard::open(sdir)?);
+            }
+            write_manifest(&self.dir, &manifest)
+        })();
+        if let Err(e) = added {
+            for (sdir, _) in &built {
+                remove_quietly(sdir);
+            }
+            return Err(e);
+        }
         self.manifest = manifest;
-        self.shards.push(Shard::open(&sdir)?);
-        Ok(self.shards.last().expect("just pushed").meta())
+        self.shards.extend(opened);
+        Ok(built.into_iter().map(|(_, meta)| meta).collect())
     }
 
     /// Records `key = value` in the manifest's provenance (e.g. the datanet version covered).

@@ -4,7 +4,7 @@
 //! index grown shard by shard (one per datanet version) answers exactly as one built at once.
 
 use alloy_primitives::Address;
-use openledger_attribution::{Index, RowTokens, TokenId};
+use openledger_attribution::{BuildOptions, Index, RowTokens, TokenId};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -134,7 +134,7 @@ proptest! {
         extra in proptest::collection::vec(proptest::collection::vec(0u32..6, 0..6), 0..6),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::create(&dir.path().join("ix"), &rows_of(&rows), 6, BTreeMap::new()).unwrap();
+        let index = Index::create(&dir.path().join("ix"), &rows_of(&rows), 6, BTreeMap::new(), &BuildOptions::default()).unwrap();
         check_all(&index, &rows, &queries(&rows, &extra));
     }
 
@@ -148,23 +148,29 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let index =
-            Index::create(&dir.path().join("ix"), &rows_of(&rows), 70_000, BTreeMap::new()).unwrap();
+            Index::create(&dir.path().join("ix"), &rows_of(&rows), 70_000, BTreeMap::new(), &BuildOptions::default()).unwrap();
         assert_eq!(index.shards()[0].meta().width, openledger_attribution::Width::U32);
         check_all(&index, &rows, &queries(&rows, &extra));
     }
 
     #[test]
-    fn adding_a_shard_per_version_equals_a_full_rebuild(
+    fn adding_versions_in_split_shards_equals_a_full_rebuild(
         rows in corpus(vec![0, 1, 2, 3]),
         split in 0usize..12,
+        max_shard_tokens in 8u64..40,
+        threads in 1usize..4,
         extra in proptest::collection::vec(proptest::collection::vec(0u32..4, 1..5), 0..6),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let all = rows_of(&rows);
         let split = split.min(all.len());
-        let full = Index::create(&dir.path().join("full"), &all, 4, BTreeMap::new()).unwrap();
-        let mut grown = Index::create(&dir.path().join("grown"), &all[..split], 4, BTreeMap::new()).unwrap();
-        grown.add_shard(&all[split..], 4, BTreeMap::new()).unwrap();
+        let full = Index::create(&dir.path().join("full"), &all, 4, BTreeMap::new(), &BuildOptions::default()).unwrap();
+        // The grown index also splits each batch into small shards built side by side.
+        let opts = BuildOptions { max_shard_tokens, threads };
+        let longest = all.iter().map(|r| r.tokens.len() as u64 + 1).max().unwrap_or(0);
+        prop_assume!(longest <= max_shard_tokens);
+        let mut grown = Index::create(&dir.path().join("grown"), &all[..split], 4, BTreeMap::new(), &opts).unwrap();
+        grown.add_rows(&all[split..], 4, BTreeMap::new(), &opts).unwrap();
         let grown = Index::open(&dir.path().join("grown")).unwrap();
         for q in queries(&rows, &extra) {
             prop_assert_eq!(grown.count(&q), full.count(&q));
@@ -187,19 +193,80 @@ proptest! {
 fn bad_tokens_and_damaged_shards_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let rows = rows_of(&[vec![1, 2, 9]]);
-    let err = Index::create(&dir.path().join("a"), &rows, 5, BTreeMap::new())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = Index::create(
+        &dir.path().join("a"),
+        &rows,
+        5,
+        BTreeMap::new(),
+        &BuildOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         err.contains("token id 9 is outside the vocabulary of 5"),
         "{err}"
     );
     let path = dir.path().join("b");
-    let index = Index::create(&path, &rows_of(&[vec![1, 2, 3]]), 5, BTreeMap::new()).unwrap();
+    let index = Index::create(
+        &path,
+        &rows_of(&[vec![1, 2, 3]]),
+        5,
+        BTreeMap::new(),
+        &BuildOptions::default(),
+    )
+    .unwrap();
     assert_eq!(index.count(&[2, 3]), 1);
-    assert!(Index::create(&path, &rows_of(&[vec![1]]), 5, BTreeMap::new()).is_err());
+    assert!(Index::create(
+        &path,
+        &rows_of(&[vec![1]]),
+        5,
+        BTreeMap::new(),
+        &BuildOptions::default()
+    )
+    .is_err());
     std::fs::write(path.join("shard-0000/shard.json"), b"{}").unwrap();
     let err = Index::open(&path).err().unwrap().to_string();
     assert!(err.contains("corrupt index"), "{err}");
+}
+
+#[test]
+fn a_failing_part_leaves_the_index_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ix");
+    let opts = BuildOptions {
+        max_shard_tokens: 4,
+        threads: 2,
+    };
+    let mut index = Index::create(
+        &path,
+        &rows_of(&[vec![1, 2], vec![2, 3]]),
+        5,
+        BTreeMap::new(),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(index.shards().len(), 2, "each 3-token row is its own shard");
+    let before = index.root();
+    // The third part holds an id outside the vocabulary: nothing of the batch may stay.
+    let err = index
+        .add_rows(
+            &rows_of(&[vec![1, 1], vec![2, 2], vec![3, 9], vec![4, 4]]),
+            5,
+            BTreeMap::new(),
+            &opts,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("row 2: token id 9"), "{err}");
+    let reopened = Index::open(&path).unwrap();
+    assert_eq!(reopened.root(), before);
+    assert_eq!(reopened.count(&[1]), 1);
+    let mut dirs: Vec<String> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["index.json", "shard-0000", "shard-0001"]);
 }

@@ -4,7 +4,7 @@
 //! splits the weight between them; weights never sum past 1; filler alone earns little.
 
 use alloy_primitives::Address;
-use openledger_attribution::{attribute, Index, Params, RowTokens, TokenId};
+use openledger_attribution::{attribute, BuildOptions, Index, Params, RowTokens, TokenId};
 use std::collections::BTreeMap;
 
 struct Rng(u64);
@@ -50,7 +50,14 @@ fn corpus() -> (Index, tempfile::TempDir) {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::create(&dir.path().join("ix"), &rows, 2000, BTreeMap::new()).unwrap();
+    let index = Index::create(
+        &dir.path().join("ix"),
+        &rows,
+        2000,
+        BTreeMap::new(),
+        &BuildOptions::default(),
+    )
+    .unwrap();
     (index, dir)
 }
 

@@ -6,9 +6,12 @@
 use crate::commands::Session;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use openledger_attribution::{attribute, commit, Attribution, Index, Params, RowTokens, TokenId};
+use openledger_attribution::{
+    attribute, commit, Attribution, BuildOptions, Index, Params, RowTokens, TokenId,
+};
 use openledger_model::Tokenizer;
 use openledger_node::datanets::{views::ContributionView, ExportRow};
+use rayon::prelude::*;
 use std::{
     collections::{BTreeMap, HashMap},
     io::IsTerminal,
@@ -39,6 +42,13 @@ pub enum IndexCmd {
         /// Index directory (default: <home>/indexes/datanet-<id>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The most tokens one shard holds; a larger version is split into several shards.
+        #[arg(long, default_value_t = BuildOptions::default().max_shard_tokens,
+              value_parser = clap::value_parser!(u64).range(2..=i32::MAX as u64 - 1))]
+        max_shard_tokens: u64,
+        /// Threads to tokenise and build with (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Count a text's occurrences (as tokens) in the index.
     Count {
@@ -75,6 +85,9 @@ pub enum IndexCmd {
     },
 }
 
+/// Rows tokenised between two progress lines.
+const PROGRESS_EVERY: usize = 10_000;
+
 fn tokenizer(arg: &TokenizerArg) -> Result<Tokenizer> {
     Tokenizer::for_model(&arg.tokenizer).with_context(|| {
         format!(
@@ -86,11 +99,7 @@ fn tokenizer(arg: &TokenizerArg) -> Result<Tokenizer> {
 
 /// Token ids of `text`, without a BOS the tokenizer may add.
 fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<TokenId>> {
-    let mut ids = tok.encode(text, false)?;
-    if tok.bos().is_some() && ids.first() == tok.bos().as_ref() {
-        ids.remove(0);
-    }
-    Ok(ids)
+    Ok(tok.encode_plain(text)?)
 }
 
 fn open(dir: &Path) -> Result<Index> {
@@ -104,6 +113,8 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
             target: (datanet, version),
             tokenizer: t,
             out,
+            max_shard_tokens,
+            threads,
         } => {
             let out = out.unwrap_or_else(|| {
                 s.cli_home
@@ -111,7 +122,18 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
                     .join("indexes")
                     .join(format!("datanet-{datanet}"))
             });
-            build(s, datanet, version, &tokenizer(&t)?, &t.tokenizer, &out)
+            let opts = BuildOptions {
+                max_shard_tokens,
+                threads: threads.unwrap_or(BuildOptions::default().threads).max(1),
+            };
+            build(
+                s,
+                (datanet, version),
+                &tokenizer(&t)?,
+                &t.tokenizer,
+                &out,
+                &opts,
+            )
         }
         IndexCmd::Count {
             text,
@@ -206,11 +228,11 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
 
 fn build(
     s: &Session,
-    datanet: u64,
-    version: u64,
+    (datanet, version): (u64, u64),
     tok: &Tokenizer,
     model: &Path,
     out: &Path,
+    opts: &BuildOptions,
 ) -> Result<()> {
     let existing = out.join(openledger_attribution::index::MANIFEST).exists();
     let (index, from) = if existing {
@@ -251,15 +273,30 @@ fn build(
         rows.push(r);
     }
     let total = rows.len();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()
+        .context("starting the tokenising threads")?;
     let mut tokens = Vec::with_capacity(total);
-    for (i, r) in rows.into_iter().enumerate() {
-        tokens.push(RowTokens {
-            tokens: encode(tok, &r.row.fields().join("\n"))?,
-            contribution_id: r.contribution_id,
-            contributor: r.contributor,
-        });
-        if (i + 1) % 10_000 == 0 {
-            eprintln!("  tokenised {} of {total} rows", i + 1);
+    for (done, chunk) in rows.chunks(PROGRESS_EVERY).enumerate() {
+        let part: Vec<RowTokens> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|r| {
+                    Ok(RowTokens {
+                        tokens: encode(tok, &r.row.fields().join("\n"))?,
+                        contribution_id: r.contribution_id,
+                        contributor: r.contributor,
+                    })
+                })
+                .collect::<Result<_>>()
+        })?;
+        tokens.extend(part);
+        if total > PROGRESS_EVERY {
+            eprintln!(
+                "  tokenised {} of {total} rows",
+                ((done + 1) * PROGRESS_EVERY).min(total)
+            );
         }
     }
     let tokenised = started.elapsed().as_secs_f64();
@@ -268,26 +305,29 @@ fn build(
     source.insert("versions".to_string(), format!("{}..={version}", from + 1));
     source.insert("tokenizer".to_string(), model.display().to_string());
     let vocab = tok.vocab_size() as u32;
-    let (mut ix, meta) = match index {
+    eprintln!("building the suffix array of {} rows…", tokens.len());
+    let (mut ix, metas) = match index {
         Some(mut ix) => {
-            let meta = ix.add_shard(&tokens, vocab, source)?.clone();
-            (ix, meta)
+            let metas = ix.add_rows(&tokens, vocab, source, opts)?;
+            (ix, metas)
         }
         None => {
-            let mut ix = Index::create(out, &tokens, vocab, source)?;
+            let mut ix = Index::create(out, &tokens, vocab, source, opts)?;
             ix.set_source("datanet", &datanet.to_string())?;
             ix.set_source("tokenizer", &model.display().to_string())?;
-            let meta = ix.shards()[0].meta().clone();
-            (ix, meta)
+            let metas = ix.shards().iter().map(|s| s.meta().clone()).collect();
+            (ix, metas)
         }
     };
     ix.set_source("version", &version.to_string())?;
+    let (n_rows, n_tokens): (u64, u64) = metas
+        .iter()
+        .fold((0, 0), |(r, t), m| (r + m.rows, t + m.tokens - m.rows));
     println!(
-        "indexed versions {}..={version} of datanet {datanet}: {} rows, {} tokens ({:?} ids) in {:.2} s (tokenising {:.2} s)",
+        "indexed versions {}..={version} of datanet {datanet}: {n_rows} rows, {n_tokens} tokens ({:?} ids) as {} new shard(s) in {:.2} s (tokenising {:.2} s)",
         from + 1,
-        meta.rows,
-        meta.tokens - meta.rows,
-        meta.width,
+        metas.first().map(|m| m.width).unwrap_or(openledger_attribution::Width::U16),
+        metas.len(),
         started.elapsed().as_secs_f64(),
         tokenised
     );

@@ -191,6 +191,16 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids for `text` as a corpus holds it: plain text, no BOS (what an attribution index
+    /// stores and is queried with).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .plain
+            .encode_fast(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Text for `ids`; special tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner
