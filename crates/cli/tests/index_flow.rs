@@ -1,7 +1,8 @@
 //! The attribution index end to end through the CLI, on the sample datanet tokenised with
-//! SmolLM2's tokenizer (installed by ./scripts/fetch-model): an index grown one shard per
-//! datanet version answers exactly as one built at once, and a response quoting a contributor's
-//! planted facts gives that contributor at least 90% of the attributed weight.
+//! SmolLM2's tokenizer (installed by ./scripts/fetch-model): an index grown one batch per
+//! datanet version (the second split into many small shards) answers exactly as one built at
+//! once, and a response quoting a contributor's planted facts gives that contributor at least
+//! 90% of the attributed weight.
 
 mod common;
 
@@ -60,8 +61,25 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
     for c in ["3", "4"] {
         env.ok(&["--from", "dev0", "datanet", "approve", c]);
     }
-    let out = env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", g]);
-    assert!(out.contains("2 shard(s)"), "{out}");
+    // The second version is split into shards of at most 400 tokens.
+    let out = env.ok(&[
+        "index",
+        "build",
+        "1@4",
+        "--tokenizer",
+        &tok,
+        "--out",
+        g,
+        "--max-shard-tokens",
+        "400",
+    ]);
+    let shards: usize = out
+        .split(" shard(s), root")
+        .next()
+        .and_then(|s| s.rsplit(": ").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no shard count in {out}"));
+    assert!(shards > 3, "{out}");
     let out = env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", g]);
     assert!(out.contains("nothing to do"), "{out}");
     env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", f]);
