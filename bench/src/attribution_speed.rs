@@ -163,14 +163,7 @@ fn main() -> anyhow::Result<()> {
         &opts,
     )?;
     let build_s = started.elapsed().as_secs_f64();
-    let bytes: u64 = index
-        .shards()
-        .iter()
-        .map(|s| {
-            let m = s.meta();
-            m.tokens * (m.width.bytes() as u64 + m.ptr_bytes as u64) + m.rows * 8
-        })
-        .sum();
+    let bytes: u64 = index.shards().iter().map(|s| s.meta().data_bytes()).sum();
 
     // 1,000 n-grams (n = 1..=10): 90% cut from random rows, 10% random ids.
     let mut ngrams: Vec<Vec<TokenId>> = Vec::new();

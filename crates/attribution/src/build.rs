@@ -66,6 +66,13 @@ pub struct ShardMeta {
     pub files: BTreeMap<String, String>,
 }
 
+impl ShardMeta {
+    /// Bytes of the shard's data files: tokens, suffix array and row offsets.
+    pub fn data_bytes(&self) -> u64 {
+        self.tokens * (self.width.bytes() as u64 + self.ptr_bytes as u64) + self.rows * 8
+    }
+}
+
 /// A row to index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowTokens {

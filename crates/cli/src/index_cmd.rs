@@ -78,6 +78,23 @@ pub enum IndexCmd {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
+    /// The ∞-gram probability of every token of a text given the text before it (the longest
+    /// earlier suffix found in the index decides), and the text's perplexity under it.
+    Prob {
+        text: String,
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        tokenizer: TokenizerArg,
+    },
+    /// The longest match in the index starting at every token of a text.
+    Matches {
+        text: String,
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        tokenizer: TokenizerArg,
+    },
     /// Shards, sizes and the root to record on chain.
     Info {
         #[arg(long)]
@@ -198,15 +215,67 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
             }
             Ok(())
         }
+        IndexCmd::Prob {
+            text,
+            index,
+            tokenizer: t,
+        } => {
+            let tok = tokenizer(&t)?;
+            let ids = encode(&tok, &text)?;
+            if ids.len() < 2 {
+                bail!("give at least two tokens: the first is context only");
+            }
+            let ix = open(&index)?;
+            let mut log_sum = 0.0;
+            println!("{:>8}  {:>7}  {:>9}  token", "prob", "context", "counts");
+            for i in 1..ids.len() {
+                let p = ix.infgram_prob(&ids[..i], ids[i]);
+                log_sum += p.prob.max(1e-9).ln();
+                println!(
+                    "{:>8.4}  {:>7}  {:>9}  {:?}",
+                    p.prob,
+                    p.suffix_len,
+                    format!("{}/{}", p.next_count, p.context_count),
+                    tok.decode(&ids[i..=i], false).unwrap_or_default()
+                );
+            }
+            println!(
+                "perplexity {:.2} over {} tokens (a probability of 0 counts as 1e-9)",
+                (-log_sum / (ids.len() - 1) as f64).exp(),
+                ids.len() - 1
+            );
+            Ok(())
+        }
+        IndexCmd::Matches {
+            text,
+            index,
+            tokenizer: t,
+        } => {
+            let tok = tokenizer(&t)?;
+            let ids = encode(&tok, &text)?;
+            let ix = open(&index)?;
+            println!("{:>4}  {:>5}  longest match", "at", "len");
+            for (i, len) in ix.longest_matches(&ids).into_iter().enumerate() {
+                println!(
+                    "{i:>4}  {len:>5}  {:?}",
+                    tok.decode(&ids[i..i + len], false).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
         IndexCmd::Info { index } => {
             let ix = open(&index)?;
             let mut bytes = 0u64;
             for (i, sh) in ix.shards().iter().enumerate() {
                 let m = sh.meta();
-                let b = m.tokens * (m.width.bytes() as u64 + m.ptr_bytes as u64) + m.rows * 8;
-                bytes += b;
+                bytes += m.data_bytes();
+                let part = m
+                    .source
+                    .get("part")
+                    .map(|p| format!(" part {p}"))
+                    .unwrap_or_default();
                 println!(
-                    "shard {i}: {} rows, {} tokens, {:?} ids, {}-byte pointers, {} contributions, {}",
+                    "shard {i}: {} rows, {} tokens, {:?} ids, {}-byte pointers, {} contributions, versions {}{part}",
                     m.rows,
                     m.tokens,
                     m.width,

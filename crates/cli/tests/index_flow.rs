@@ -96,10 +96,48 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         let b = env.ok(&["index", "count", phrase, "--index", f, "--tokenizer", &tok]);
         let n = |s: &str| s.split_whitespace().next().unwrap().parse::<u64>().unwrap();
         assert_eq!(n(&a), n(&b), "{phrase}");
-        let na = env.ok(&["index", "next", phrase, "--index", g, "--tokenizer", &tok]);
-        let nb = env.ok(&["index", "next", phrase, "--index", f, "--tokenizer", &tok]);
-        assert_eq!(na, nb, "{phrase}");
+        for q in ["next", "matches", "prob"] {
+            if q == "prob" && phrase == " a" {
+                continue;
+            }
+            let qa = env.ok(&["index", q, phrase, "--index", g, "--tokenizer", &tok]);
+            let qb = env.ok(&["index", q, phrase, "--index", f, "--tokenizer", &tok]);
+            assert_eq!(qa, qb, "index {q} {phrase}");
+        }
     }
+    // A planted phrase matches whole from its first token, and once it has begun each of its
+    // tokens is all but certain given the tokens before it.
+    let m = env.ok(&[
+        "index",
+        "matches",
+        " Thursby lid-tap",
+        "--index",
+        g,
+        "--tokenizer",
+        &tok,
+    ]);
+    let lens: Vec<usize> = m
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(lens.len() > 2 && lens[0] == lens.len(), "{m}");
+    let p = env.ok(&[
+        "index",
+        "prob",
+        " Thursby lid-tap",
+        "--index",
+        g,
+        "--tokenizer",
+        &tok,
+    ]);
+    let ppl: f64 = p
+        .split("perplexity ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no perplexity in {p}"));
+    assert!((1.0..1.5).contains(&ppl), "{p}");
     let out = env.ok(&[
         "index",
         "count",
