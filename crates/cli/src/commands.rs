@@ -16,6 +16,7 @@ use openledger_types::{
     units::{format_open, parse_open},
 };
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -199,6 +200,10 @@ pub enum InferenceCmd {
         attributions: Vec<(u64, u32)>,
         #[arg(long, default_value_t = B256::ZERO)]
         attribution_root: B256,
+        /// Record the commitment (top list and root) of this `openledger attribute --json
+        /// --commit-top K` output instead of --attribution/--attribution-root.
+        #[arg(long, conflicts_with_all = ["attributions", "attribution_root"])]
+        attribution_file: Option<PathBuf>,
     },
     /// Settle receipts: split their fees by the governed split.
     Settle { receipts: Vec<u64> },
@@ -253,7 +258,7 @@ pub(crate) struct Session {
     rpc: Option<String>,
     from: Option<String>,
     password: Option<String>,
-    password_file: Option<std::path::PathBuf>,
+    password_file: Option<PathBuf>,
     /// The --from key once unlocked, so a command asks for its password once.
     unlocked: std::cell::OnceCell<PrivateKeySigner>,
 }
@@ -405,6 +410,33 @@ fn print_receipt(r: &Value) {
 
 pub(crate) fn show<T: std::fmt::Debug>(v: T) {
     println!("{v:#?}");
+}
+
+/// The top list and root of the commitment in an `openledger attribute --json --commit-top K`
+/// output.
+fn committed_attribution(path: &Path) -> Result<(Vec<(u64, u32)>, B256)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let c: openledger_attribution::Commitment = v
+        .get("commitment")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .with_context(|| format!("reading the commitment in {}", path.display()))?
+        .with_context(|| {
+            format!(
+                "{} has no commitment: write it with `openledger attribute … --json --commit-top K`",
+                path.display()
+            )
+        })?;
+    Ok((
+        c.top
+            .iter()
+            .map(|w| (w.contribution_id, w.weight_ppm))
+            .collect(),
+        c.root,
+    ))
 }
 
 /// Runs a parsed command line.
@@ -748,25 +780,32 @@ fn inference(s: &Session, c: InferenceCmd) -> Result<()> {
             completion_tokens,
             attributions,
             attribution_root,
-        } => s.call(
-            m,
-            U256::ZERO,
-            IInference::recordInferenceCall {
-                caller,
-                adapterId: adapter,
-                promptTokens: prompt_tokens,
-                completionTokens: completion_tokens,
-                top: attributions
-                    .into_iter()
-                    .map(|(c, w)| IInference::Attribution {
-                        contributionId: c,
-                        weightPpm: w,
-                    })
-                    .collect(),
-                attributionRoot: attribution_root,
-            }
-            .abi_encode(),
-        ),
+            attribution_file,
+        } => {
+            let (attributions, attribution_root) = match attribution_file {
+                Some(path) => committed_attribution(&path)?,
+                None => (attributions, attribution_root),
+            };
+            s.call(
+                m,
+                U256::ZERO,
+                IInference::recordInferenceCall {
+                    caller,
+                    adapterId: adapter,
+                    promptTokens: prompt_tokens,
+                    completionTokens: completion_tokens,
+                    top: attributions
+                        .into_iter()
+                        .map(|(c, w)| IInference::Attribution {
+                            contributionId: c,
+                            weightPpm: w,
+                        })
+                        .collect(),
+                    attributionRoot: attribution_root,
+                }
+                .abi_encode(),
+            )
+        }
         InferenceCmd::Settle { receipts } => {
             if receipts.is_empty() {
                 bail!("name at least one receipt id");

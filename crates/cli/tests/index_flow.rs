@@ -279,7 +279,10 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         &key("dev5"),
         "10",
     ]);
-    let mut record: Vec<String> = [
+    // The operator records straight from the attribute output.
+    let file = dir.path().join("attribution.json");
+    std::fs::write(&file, a.to_string()).unwrap();
+    env.ok(&[
         "--from",
         "dev5",
         "inference",
@@ -292,17 +295,11 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         "10",
         "--completion-tokens",
         "60",
-        "--attribution-root",
-        &root,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for w in c["top"].as_array().unwrap() {
-        record.push("--attribution".into());
-        record.push(format!("{}:{}", w["contribution_id"], w["weight_ppm"]));
-    }
-    env.ok(&record.iter().map(String::as_str).collect::<Vec<_>>());
+        "--attribution-file",
+        file.to_str().unwrap(),
+    ]);
+    let receipt = env.ok(&["inference", "receipt", "1"]);
+    assert!(receipt.contains(&root), "{receipt}");
     let out = env.ok(&[
         "attribution",
         "verify",
