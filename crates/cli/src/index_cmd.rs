@@ -51,55 +51,52 @@ pub enum IndexCmd {
         threads: Option<usize>,
     },
     /// Count a text's occurrences (as tokens) in the index.
-    Count {
-        text: String,
-        #[arg(long)]
-        index: PathBuf,
-        #[command(flatten)]
-        tokenizer: TokenizerArg,
-    },
+    Count(#[command(flatten)] Query),
     /// The tokens that follow a text in the index, most frequent first.
     Next {
-        text: String,
-        #[arg(long)]
-        index: PathBuf,
         #[command(flatten)]
-        tokenizer: TokenizerArg,
+        q: Query,
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
     /// Rows containing a text, with their contribution and contributor.
     Rows {
-        text: String,
-        #[arg(long)]
-        index: PathBuf,
         #[command(flatten)]
-        tokenizer: TokenizerArg,
+        q: Query,
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
     /// The ∞-gram probability of every token of a text given the text before it (the longest
     /// earlier suffix found in the index decides), and the text's perplexity under it.
-    Prob {
-        text: String,
-        #[arg(long)]
-        index: PathBuf,
-        #[command(flatten)]
-        tokenizer: TokenizerArg,
-    },
+    Prob(#[command(flatten)] Query),
     /// The longest match in the index starting at every token of a text.
-    Matches {
-        text: String,
-        #[arg(long)]
-        index: PathBuf,
-        #[command(flatten)]
-        tokenizer: TokenizerArg,
-    },
+    Matches(#[command(flatten)] Query),
     /// Shards, sizes and the root to record on chain.
     Info {
         #[arg(long)]
         index: PathBuf,
     },
+}
+
+/// A text to look up in an index.
+#[derive(clap::Args, Debug)]
+pub struct Query {
+    /// The text, tokenised as plain text (a word inside a sentence starts with its space).
+    text: String,
+    /// The index directory.
+    #[arg(long)]
+    index: PathBuf,
+    #[command(flatten)]
+    tokenizer: TokenizerArg,
+}
+
+impl Query {
+    /// The tokenizer, the text's token ids and the opened index.
+    fn load(&self) -> Result<(Tokenizer, Vec<TokenId>, Index)> {
+        let tok = tokenizer(&self.tokenizer)?;
+        let ids = encode(&tok, &self.text)?;
+        Ok((tok, ids, open(&self.index)?))
+    }
 }
 
 /// Rows tokenised between two progress lines.
@@ -152,13 +149,9 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
                 &opts,
             )
         }
-        IndexCmd::Count {
-            text,
-            index,
-            tokenizer: t,
-        } => {
-            let ids = encode(&tokenizer(&t)?, &text)?;
-            let ix = open(&index)?;
+        IndexCmd::Count(q) => {
+            let (_, ids, ix) = q.load()?;
+            let text = q.text;
             let started = Instant::now();
             let n = ix.count(&ids);
             println!(
@@ -171,15 +164,8 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
             }
             Ok(())
         }
-        IndexCmd::Next {
-            text,
-            index,
-            tokenizer: t,
-            top,
-        } => {
-            let tok = tokenizer(&t)?;
-            let ids = encode(&tok, &text)?;
-            let ix = open(&index)?;
+        IndexCmd::Next { q, top } => {
+            let (tok, ids, ix) = q.load()?;
             let next = ix.next_tokens(&ids);
             let total: u64 = next.iter().map(|x| x.1).sum();
             println!("{total} continuations of {} tokens", ids.len());
@@ -193,15 +179,8 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
             }
             Ok(())
         }
-        IndexCmd::Rows {
-            text,
-            index,
-            tokenizer: t,
-            limit,
-        } => {
-            let tok = tokenizer(&t)?;
-            let ids = encode(&tok, &text)?;
-            let ix = open(&index)?;
+        IndexCmd::Rows { q, limit } => {
+            let (tok, ids, ix) = q.load()?;
             let hits = ix.rows_containing(&ids, 10_000);
             println!("{} rows contain it", hits.len());
             for h in hits.into_iter().take(limit) {
@@ -215,17 +194,11 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
             }
             Ok(())
         }
-        IndexCmd::Prob {
-            text,
-            index,
-            tokenizer: t,
-        } => {
-            let tok = tokenizer(&t)?;
-            let ids = encode(&tok, &text)?;
+        IndexCmd::Prob(q) => {
+            let (tok, ids, ix) = q.load()?;
             if ids.len() < 2 {
                 bail!("give at least two tokens: the first is context only");
             }
-            let ix = open(&index)?;
             let mut log_sum = 0.0;
             println!("{:>8}  {:>7}  {:>9}  token", "prob", "context", "counts");
             for i in 1..ids.len() {
@@ -246,14 +219,8 @@ pub fn run(s: &Session, c: IndexCmd) -> Result<()> {
             );
             Ok(())
         }
-        IndexCmd::Matches {
-            text,
-            index,
-            tokenizer: t,
-        } => {
-            let tok = tokenizer(&t)?;
-            let ids = encode(&tok, &text)?;
-            let ix = open(&index)?;
+        IndexCmd::Matches(q) => {
+            let (tok, ids, ix) = q.load()?;
             println!("{:>4}  {:>5}  longest match", "at", "len");
             for (i, len) in ix.longest_matches(&ids).into_iter().enumerate() {
                 println!(
