@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
         (None, Some(dir)) => tokenise_dir(
             Path::new(dir),
             Path::new(
-                path_arg(&args, "--tokenizer").unwrap_or("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+                path_arg(&args, "--tokenizer").unwrap_or(openledger_model::DEFAULT_MODEL_PATH),
             ),
         )?,
         (None, None) => synthetic(&mut rng, (mtokens * 1e6) as usize),

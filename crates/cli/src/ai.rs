@@ -17,7 +17,7 @@ pub struct ModelArgs {
     #[arg(
         long,
         env = "OPENLEDGER_MODEL",
-        default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        default_value = openledger_model::DEFAULT_MODEL_PATH
     )]
     pub model: PathBuf,
     /// PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.

@@ -25,7 +25,7 @@ pub struct TokenizerArg {
     #[arg(
         long,
         env = "OPENLEDGER_MODEL",
-        default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        default_value = openledger_model::DEFAULT_MODEL_PATH
     )]
     pub tokenizer: PathBuf,
 }

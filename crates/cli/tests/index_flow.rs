@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 fn tokenizer() -> String {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        .join("../..")
+        .join(openledger_model::DEFAULT_MODEL_PATH);
     assert!(
         p.exists(),
         "run ./scripts/fetch-model first ({})",
@@ -40,6 +41,19 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
     let env = Env::new();
     let node = env.start();
     let tok = tokenizer();
+    // `openledger ARGS --tokenizer SmolLM2`, which must succeed.
+    let with_tok = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--tokenizer", tok.as_str()]);
+        env.ok(&a)
+    };
+    let query = |q: &str, text: &str, index: &str| with_tok(&["index", q, text, "--index", index]);
+    let attribute_json = |args: &[&str]| -> Value {
+        let mut a = vec!["attribute"];
+        a.extend(args);
+        a.push("--json");
+        serde_json::from_str(&with_tok(&a)).unwrap()
+    };
     let s = |n: &str| sample(n).to_str().unwrap().to_string();
     env.ok(&["--from", "dev0", "datanet", "create", "Urban beekeeping"]);
     for (key, file) in [
@@ -57,17 +71,15 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
     for c in ["1", "2"] {
         env.ok(&["--from", "dev0", "datanet", "approve", c]);
     }
-    env.ok(&["index", "build", "1@2", "--tokenizer", &tok, "--out", g]);
+    with_tok(&["index", "build", "1@2", "--out", g]);
     for c in ["3", "4"] {
         env.ok(&["--from", "dev0", "datanet", "approve", c]);
     }
     // The second version is split into shards of at most 400 tokens.
-    let out = env.ok(&[
+    let out = with_tok(&[
         "index",
         "build",
         "1@4",
-        "--tokenizer",
-        &tok,
         "--out",
         g,
         "--max-shard-tokens",
@@ -80,9 +92,9 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no shard count in {out}"));
     assert!(shards > 3, "{out}");
-    let out = env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", g]);
+    let out = with_tok(&["index", "build", "1@4", "--out", g]);
     assert!(out.contains("nothing to do"), "{out}");
-    env.ok(&["index", "build", "1@4", "--tokenizer", &tok, "--out", f]);
+    with_tok(&["index", "build", "1@4", "--out", f]);
 
     for phrase in [
         " the queen",
@@ -92,45 +104,29 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         " nectar flow",
         " a",
     ] {
-        let a = env.ok(&["index", "count", phrase, "--index", g, "--tokenizer", &tok]);
-        let b = env.ok(&["index", "count", phrase, "--index", f, "--tokenizer", &tok]);
+        let a = query("count", phrase, g);
+        let b = query("count", phrase, f);
         let n = |s: &str| s.split_whitespace().next().unwrap().parse::<u64>().unwrap();
         assert_eq!(n(&a), n(&b), "{phrase}");
         for q in ["next", "matches", "prob"] {
             if q == "prob" && phrase == " a" {
                 continue;
             }
-            let qa = env.ok(&["index", q, phrase, "--index", g, "--tokenizer", &tok]);
-            let qb = env.ok(&["index", q, phrase, "--index", f, "--tokenizer", &tok]);
+            let qa = query(q, phrase, g);
+            let qb = query(q, phrase, f);
             assert_eq!(qa, qb, "index {q} {phrase}");
         }
     }
     // A planted phrase matches whole from its first token, and once it has begun each of its
     // tokens is all but certain given the tokens before it.
-    let m = env.ok(&[
-        "index",
-        "matches",
-        " Thursby lid-tap",
-        "--index",
-        g,
-        "--tokenizer",
-        &tok,
-    ]);
+    let m = query("matches", " Thursby lid-tap", g);
     let lens: Vec<usize> = m
         .lines()
         .skip(1)
         .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
         .collect();
     assert!(lens.len() > 2 && lens[0] == lens.len(), "{m}");
-    let p = env.ok(&[
-        "index",
-        "prob",
-        " Thursby lid-tap",
-        "--index",
-        g,
-        "--tokenizer",
-        &tok,
-    ]);
+    let p = query("prob", " Thursby lid-tap", g);
     let ppl: f64 = p
         .split("perplexity ")
         .nth(1)
@@ -138,25 +134,9 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         .and_then(|x| x.parse().ok())
         .unwrap_or_else(|| panic!("no perplexity in {p}"));
     assert!((1.0..1.5).contains(&ppl), "{p}");
-    let out = env.ok(&[
-        "index",
-        "count",
-        " Thursby lid-tap",
-        "--index",
-        g,
-        "--tokenizer",
-        &tok,
-    ]);
+    let out = query("count", " Thursby lid-tap", g);
     assert!(!out.starts_with("0 "), "{out}");
-    let rows = env.ok(&[
-        "index",
-        "rows",
-        " Thursby lid-tap",
-        "--index",
-        g,
-        "--tokenizer",
-        &tok,
-    ]);
+    let rows = query("rows", " Thursby lid-tap", g);
     assert!(
         rows.starts_with("1 rows contain it") && rows.contains("contribution 1 "),
         "{rows}"
@@ -165,19 +145,14 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
     // Alice's planted facts, amid ordinary prose.
     let response = "A good beekeeper listens first. Under the Thursby lid-tap, a queenright colony answers two knocks on the roof with a short rise in sound. \
         Then open the hive slowly. On the Penhallow brood-arc index, a score of five or more on the central frames marks a sound queen.";
-    let a: Value = serde_json::from_str(&env.ok(&[
-        "attribute",
+    let a = attribute_json(&[
         "--index",
         g,
-        "--tokenizer",
-        &tok,
         "--prompt",
         "How do I know my colony has a queen?",
         "--response",
         response,
-        "--json",
-    ]))
-    .unwrap();
+    ]);
     let w = weights(&a);
     let total: f64 = w.iter().map(|x| x.1).sum();
     assert!(total > 0.0 && total <= 1.0 + 1e-9, "{a}");
@@ -187,50 +162,20 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
     // Carol's and dave's facts split the weight between them.
     let response = "For sugar rolls I use a Quillfeather sugar-roll jar, a wide-mouthed jar with a 3.2 millimetre stainless mesh lid. \
         The Tillingham verge mix is sown in early autumn at two grams per square metre onto scraped, weed-free ground.";
-    let a: Value = serde_json::from_str(&env.ok(&[
-        "attribute",
-        "--index",
-        f,
-        "--tokenizer",
-        &tok,
-        "--response",
-        response,
-        "--json",
-    ]))
-    .unwrap();
+    let a = attribute_json(&["--index", f, "--response", response]);
     let w = weights(&a);
     let total: f64 = w.iter().map(|x| x.1).sum();
     let of = |c: u64| w.iter().find(|x| x.0 == c).map_or(0.0, |x| x.1);
     assert!((of(3) + of(4)) / total >= 0.9, "{w:?}");
     assert!(of(3) > 0.2 * total && of(4) > 0.2 * total, "{w:?}");
-    let text = env.ok(&[
-        "attribute",
-        "--index",
-        f,
-        "--tokenizer",
-        &tok,
-        "--response",
-        response,
-    ]);
+    let text = with_tok(&["attribute", "--index", f, "--response", response]);
     assert!(
         text.contains("[1: ") && text.contains("contribution 3"),
         "{text}"
     );
 
     // An operator records the inference with the commitment; anyone holding the index verifies it.
-    let a: Value = serde_json::from_str(&env.ok(&[
-        "attribute",
-        "--index",
-        f,
-        "--tokenizer",
-        &tok,
-        "--response",
-        response,
-        "--json",
-        "--commit-top",
-        "3",
-    ]))
-    .unwrap();
+    let a = attribute_json(&["--index", f, "--response", response, "--commit-top", "3"]);
     let c = &a["commitment"];
     let root = c["root"].as_str().unwrap().to_string();
     let info = env.ok(&["index", "info", "--index", f]);
@@ -300,14 +245,12 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
     ]);
     let receipt = env.ok(&["inference", "receipt", "1"]);
     assert!(receipt.contains(&root), "{receipt}");
-    let out = env.ok(&[
+    let out = with_tok(&[
         "attribution",
         "verify",
         "1",
         "--index",
         f,
-        "--tokenizer",
-        &tok,
         "--response",
         response,
     ]);

@@ -35,3 +35,17 @@ pub use tokenizer::Tokenizer;
 
 /// The default model's file name under `models/` (installed by `scripts/fetch-model`).
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The default model's path relative to the repository root: `models/` + [`DEFAULT_MODEL_FILE`].
+pub const DEFAULT_MODEL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[cfg(test)]
+mod default_model_tests {
+    #[test]
+    fn the_default_path_is_the_default_file_under_models() {
+        assert_eq!(
+            super::DEFAULT_MODEL_PATH,
+            format!("models/{}", super::DEFAULT_MODEL_FILE)
+        );
+    }
+}
