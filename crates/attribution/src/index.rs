@@ -127,11 +127,21 @@ impl Index {
         if dir.join(MANIFEST).exists() {
             return Err(IndexError::Exists(dir.to_path_buf()));
         }
+        let created = !dir.exists();
         fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
         write_manifest(dir, &Manifest::default())?;
-        let mut index = Index::open(dir)?;
-        index.add_rows(rows, vocab_size, source, opts)?;
-        Ok(index)
+        let added = Index::open(dir).and_then(|mut index| {
+            index.add_rows(rows, vocab_size, source, opts)?;
+            Ok(index)
+        });
+        if added.is_err() {
+            // Leave no empty index behind: a retry must find the directory as it was.
+            let _ = fs::remove_file(dir.join(MANIFEST));
+            if created {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        added
     }
 
     /// Opens the index in `dir`, checking every shard's root against the manifest.

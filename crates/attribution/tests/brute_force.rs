@@ -207,6 +207,10 @@ fn bad_tokens_and_damaged_shards_are_refused() {
         err.contains("token id 9 is outside the vocabulary of 5"),
         "{err}"
     );
+    assert!(
+        !dir.path().join("a").exists(),
+        "a failed create leaves nothing"
+    );
     let path = dir.path().join("b");
     let index = Index::create(
         &path,
