@@ -21,6 +21,17 @@ pub enum IngestError {
         /// The limit.
         max: u64,
     },
+    /// The file's compressed content expands past its budget or its upload's (a decompression
+    /// bomb, or more than this node reads).
+    #[error("{file}: its compressed content expands past the {limit}-byte budget per {scope}; split the upload or save the document without the bulk (a decompression bomb is refused)")]
+    Expands {
+        /// File name.
+        file: String,
+        /// The budget crossed, in bytes.
+        limit: u64,
+        /// "file" or "upload".
+        scope: &'static str,
+    },
     /// The file has no bytes or no rows.
     #[error("{file}: the file has no rows (it is empty or holds only whitespace{hint})")]
     Empty {

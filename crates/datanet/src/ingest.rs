@@ -7,13 +7,14 @@
 //! contributor's report need.
 
 use crate::{
+    budget::RequestBudget,
     dedup::{lsh::band_keys, signature_of_parts, KnownRows, LshIndex, Signature},
     error::Result,
     hash::{hash_canonical, BuildKeyHasher, RowHash},
     limits::Limits,
     merkle::{rows_root, RowProof},
     normalize::normalize_row_owned,
-    parse::parse_file,
+    parse::parse_file_in,
     row::{Location, Record, Row, Schema},
     score::{score, FileCounts, FileScore},
     source::SourceFile,
@@ -223,12 +224,13 @@ fn prepare<K: KnownRows + ?Sized>(record: Record, limits: &Limits, existing: &K)
     prepared
 }
 
-/// Parses every file, in parallel; fails on the first file (in input order) that cannot be
-/// parsed.
+/// Parses every file, in parallel, against one expansion budget for the upload; fails on the
+/// first file (in input order) that cannot be parsed.
 fn parse_all(files: &[SourceFile], schema: Schema, limits: &Limits) -> Result<Vec<Vec<Record>>> {
+    let budget = RequestBudget::for_limits(limits);
     let parsed: Vec<Result<Vec<Record>>> = files
         .par_iter()
-        .map(|f| parse_file(f, schema, limits))
+        .map(|f| parse_file_in(f, schema, limits, &budget))
         .collect();
     parsed.into_iter().collect()
 }

@@ -8,10 +8,13 @@
 //! [`ingest::ingest`] runs all of it. No I/O beyond reading the files it is given: the chain, the
 //! blob store and the REST/CLI front ends are wired on top of [`Contribution`].
 //!
+//! Decompression is bounded per file and per upload by [`budget`].
+//!
 //! Around it: [`report`] (the contributor's JSON report), [`rowset`] (a contribution's rows as a
 //! blob, checked against its on-chain root on the way back), [`proof`] (a row's inclusion proof
 //! against a datanet version root) and [`stats`] (contributor statistics and the leaderboard).
 
+pub mod budget;
 pub mod dedup;
 pub mod error;
 pub mod hash;
@@ -29,6 +32,7 @@ pub mod source;
 pub mod stats;
 pub mod validate;
 
+pub use budget::{FileBudget, RequestBudget};
 pub use dedup::{DatanetIndex, KnownRows, Signature};
 pub use error::{IngestError, Result};
 pub use hash::{row_hash, RowHash};

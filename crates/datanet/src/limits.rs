@@ -10,8 +10,15 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Largest file accepted, in bytes (OpenLedger: 5 MB). Checked before the file is read.
     pub max_file_bytes: u64,
-    /// Largest decompressed content read from a PDF page or a DOCX part, in bytes.
+    /// Most bytes one PDF or DOCX file may decompress to, all its streams and parts together,
+    /// each counted every time it is read (see [`crate::budget`]).
     pub max_expanded_bytes: u64,
+    /// Most bytes the files of one upload may decompress to together (they are parsed in
+    /// parallel and share this budget).
+    pub max_request_expanded_bytes: u64,
+    /// Most content tokens (operators and operands) one PDF page may hold: a page's content is
+    /// parsed whole, at about a hundred bytes of memory per token.
+    pub max_pdf_page_tokens: u64,
     /// Longest row kept, in characters after normalisation (prompt + response together).
     pub max_row_chars: usize,
     /// Shortest row kept, in characters after normalisation.
@@ -29,6 +36,8 @@ impl Default for Limits {
         Self {
             max_file_bytes: 5 * 1024 * 1024,
             max_expanded_bytes: 64 * 1024 * 1024,
+            max_request_expanded_bytes: 256 * 1024 * 1024,
+            max_pdf_page_tokens: 500_000,
             max_row_chars: 20_000,
             min_row_chars: 1,
             min_score_bps: 5_000,

@@ -151,5 +151,8 @@ fn docx_zip_bomb_is_bounded() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("expands past 10000 bytes"), "{e}");
+    assert!(
+        e.contains("expands past the 10000-byte budget per file"),
+        "{e}"
+    );
 }

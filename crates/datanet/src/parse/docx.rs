@@ -1,17 +1,22 @@
 //! DOCX: the ZIP's `word/document.xml` is read with `quick-xml`; each `<w:p>` paragraph with text
 //! is a row. Runs' `<w:t>` text is concatenated, `<w:tab/>` becomes a tab and `<w:br/>` a line
-//! break. The decompressed part is bounded, so a ZIP bomb is an error, not an allocation.
+//! break. The decompressed part is charged to the file's and the upload's expansion budgets
+//! ([`crate::budget`]) as it is read, so a ZIP bomb is an error, not an allocation.
 
 use crate::{
+    budget::FileBudget,
     error::IngestError,
-    limits::Limits,
     row::{Location, Record, Row},
 };
 use quick_xml::events::Event;
 use std::io::{Cursor, Read};
 
 /// Parses a `.docx` file.
-pub(super) fn parse(name: &str, bytes: &[u8], limits: &Limits) -> Result<Vec<Record>, IngestError> {
+pub(super) fn parse(
+    name: &str,
+    bytes: &[u8],
+    budget: &mut FileBudget<'_>,
+) -> Result<Vec<Record>, IngestError> {
     let err = |message: String| IngestError::Docx {
         file: name.to_string(),
         message,
@@ -21,16 +26,13 @@ pub(super) fn parse(name: &str, bytes: &[u8], limits: &Limits) -> Result<Vec<Rec
     let part = archive
         .by_name("word/document.xml")
         .map_err(|e| err(format!("word/document.xml: {e}")))?;
+    // Read one byte past what the budgets allow, then charge what was read.
+    let allowed = budget.remaining();
     let mut xml = Vec::new();
-    part.take(limits.max_expanded_bytes + 1)
+    part.take(allowed.saturating_add(1))
         .read_to_end(&mut xml)
         .map_err(|e| err(format!("word/document.xml: {e}")))?;
-    if xml.len() as u64 > limits.max_expanded_bytes {
-        return Err(err(format!(
-            "word/document.xml expands past {} bytes",
-            limits.max_expanded_bytes
-        )));
-    }
+    budget.charge(xml.len() as u64)?;
     let xml = std::str::from_utf8(&xml)
         .map_err(|e| err(format!("word/document.xml is not UTF-8: {e}")))?;
     paragraphs(xml).map_err(err)

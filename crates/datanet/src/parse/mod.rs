@@ -8,7 +8,14 @@ mod jsonl;
 mod pdf;
 mod text;
 
-use crate::{error::IngestError, limits::Limits, row::Record, row::Schema, source::SourceFile};
+use crate::{
+    budget::{FileBudget, RequestBudget},
+    error::IngestError,
+    limits::Limits,
+    row::Record,
+    row::Schema,
+    source::SourceFile,
+};
 
 /// The file formats this crate reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,13 +57,24 @@ impl Format {
     }
 }
 
-/// Parses one file into records. Refuses files over the size limit, empty files and files with
-/// no rows. Text and prompt/response come out as the schema says; text formats (plain text,
-/// markdown, PDF, DOCX) only fit the text schema.
+/// Parses one file into records, as an upload of its own (see [`parse_file_in`]).
 pub fn parse_file(
     file: &SourceFile,
     schema: Schema,
     limits: &Limits,
+) -> Result<Vec<Record>, IngestError> {
+    parse_file_in(file, schema, limits, &RequestBudget::for_limits(limits))
+}
+
+/// Parses one file of an upload into records. Refuses files over the size limit, empty files,
+/// files with no rows and compressed files that expand past their budget or what is left of
+/// the upload's `request` budget. Text and prompt/response come out as the schema says; text
+/// formats (plain text, markdown, PDF, DOCX) only fit the text schema.
+pub fn parse_file_in(
+    file: &SourceFile,
+    schema: Schema,
+    limits: &Limits,
+    request: &RequestBudget,
 ) -> Result<Vec<Record>, IngestError> {
     let name = &file.name;
     let ext = file.extension();
@@ -89,8 +107,16 @@ pub fn parse_file(
         Format::Text => text::parse(name, &file.bytes)?,
         Format::Jsonl => jsonl::parse(name, &file.bytes, schema)?,
         Format::Csv => csv_table::parse(name, &file.bytes, schema)?,
-        Format::Pdf => pdf::parse(name, &file.bytes, limits)?,
-        Format::Docx => docx::parse(name, &file.bytes, limits)?,
+        Format::Pdf => pdf::parse(
+            &file.bytes,
+            limits,
+            &mut FileBudget::new(name, limits, request),
+        )?,
+        Format::Docx => docx::parse(
+            name,
+            &file.bytes,
+            &mut FileBudget::new(name, limits, request),
+        )?,
     };
     if records.is_empty() {
         let hint = match format {
