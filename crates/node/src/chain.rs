@@ -2,6 +2,18 @@
 //! L2 sequencer does) against the pending block's state; a rejected one changes nothing and its
 //! sender gets the reason. Sealing computes the transactions, receipts and state roots, builds
 //! an Ethereum header and commits everything in one store transaction.
+//!
+//! Every operation changes the chain only by complete steps, whatever fails:
+//! - a transaction executes against a read-only view that borrows the pending block's writes;
+//!   only after it has executed in full (and fits the block) are its effects added. A panic in
+//!   execution is caught and becomes a rejection ([`ChainError::TxPanicked`]); the pending block
+//!   is exactly as it was before.
+//! - sealing keeps the pending block until the store has committed it. A failed commit (a full
+//!   disk) leaves every acknowledged transaction pending, to be sealed by the next attempt; a
+//!   commit that reports an error although the block landed is recognised (the block is read
+//!   back) and not committed twice. While a full pending block cannot be sealed, new
+//!   transactions are refused ([`ChainError::SealFailed`]), so the pending block stays bounded
+//!   by the block gas limit.
 
 use alloy_consensus::{
     proofs::{calculate_receipt_root, calculate_transaction_root},
@@ -11,12 +23,16 @@ use alloy_consensus::{
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Bloom, Bytes, B256};
 use openledger_state::{
-    apply_tx, executor::Outcome, genesis::genesis_writes, modules::params, Env, ExecError, Overlay,
-    StateRead, VerifiedTx, WriteSet,
+    apply_tx, executor::Outcome, genesis::genesis_writes, modules::params, Env, ExecError,
+    StateRead, StorageError, VerifiedTx, WriteSet,
 };
 use openledger_store::{BlockRecord, Store, StoreError, TxRecord};
 use openledger_types::{modules::STAKING, Genesis, Params};
-use std::{path::Path, sync::Arc};
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    path::Path,
+    sync::Arc,
+};
 
 /// Why the chain could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +45,31 @@ pub enum ChainError {
     Genesis(String),
     #[error("verification failed at block {block}: {reason}")]
     Mismatch { block: u64, reason: String },
+    /// Executing the transaction panicked (a bug in the node): it was rejected and changed
+    /// nothing.
+    #[error(
+        "internal error: executing transaction {tx} panicked ({message}); the transaction was \
+         rejected and the pending block is unchanged"
+    )]
+    TxPanicked { tx: B256, message: String },
+    /// Sealing panicked (a bug in the node): nothing was committed, the pending block is kept.
+    #[error(
+        "internal error: sealing block {block} panicked ({message}); nothing was committed and \
+         its transactions stay pending"
+    )]
+    SealPanicked { block: u64, message: String },
+    /// The pending block is full and could not be sealed, so the transaction was not accepted.
+    #[error(
+        "the pending block {block} is full and could not be sealed ({source}); transaction {tx} \
+         was not accepted, retry it later (the {pending} transactions already accepted are kept \
+         and will be sealed once the store recovers)"
+    )]
+    SealFailed {
+        block: u64,
+        tx: B256,
+        pending: usize,
+        source: Box<ChainError>,
+    },
 }
 
 struct Pending {
@@ -40,12 +81,39 @@ struct Pending {
     gas_used: u64,
 }
 
+/// The state a transaction executes against: the pending block's writes, borrowed (never moved,
+/// so nothing a failing transaction does can lose them), over the store.
+struct PendingView<'a> {
+    store: &'a Store,
+    writes: &'a WriteSet,
+}
+
+impl StateRead for PendingView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.get(key),
+        }
+    }
+}
+
+/// The text of a caught panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// The node's chain state.
 pub struct Chain {
     store: Arc<Store>,
     chain_id: u64,
     durable: bool,
     pending: Option<Pending>,
+    #[cfg(feature = "fault-injection")]
+    panic_on: Option<B256>,
 }
 
 /// What sealing a block produced.
@@ -54,6 +122,15 @@ pub struct Sealed {
     pub number: u64,
     pub hash: B256,
     pub txs: usize,
+}
+
+/// The block the pending transactions would make if it were sealed now.
+#[derive(Clone, Debug)]
+pub struct PendingBlock {
+    /// Its header. The state root is only computed when the block is sealed: here it is zero.
+    pub header: Header,
+    /// Its transactions, in order, as they would be recorded.
+    pub txs: Vec<TxRecord>,
 }
 
 impl Chain {
@@ -67,6 +144,8 @@ impl Chain {
             chain_id: genesis.chain_id,
             durable,
             pending: None,
+            #[cfg(feature = "fault-injection")]
+            panic_on: None,
         };
         match chain.store.head()? {
             None => {
@@ -140,13 +219,12 @@ impl Chain {
 
     /// Runs `f` over the pending state (latest sealed state plus accepted, unsealed transactions).
     pub fn with_pending_state<T>(&self, f: impl FnOnce(&dyn StateRead) -> T) -> T {
-        let base: &dyn StateRead = &*self.store;
         match &self.pending {
-            None => f(base),
-            Some(p) => {
-                let o = Overlay::with_writes(base, p.writes.clone());
-                f(&o)
-            }
+            None => f(&*self.store),
+            Some(p) => f(&PendingView {
+                store: &self.store,
+                writes: &p.writes,
+            }),
         }
     }
 
@@ -172,24 +250,67 @@ impl Chain {
             .flat_map(|p| p.txs.iter().map(|(t, _)| t))
     }
 
-    fn open_block(&mut self, timestamp: u64) -> Result<&mut Pending, ChainError> {
-        if self.pending.is_none() {
-            let env = self.pending_env(timestamp)?;
-            let params = params::load(&*self.store).map_err(ExecError::from)?;
-            self.pending = Some(Pending {
-                env,
-                params,
-                writes: WriteSet::new(),
-                txs: Vec::new(),
-                hashes: Default::default(),
-                gas_used: 0,
-            });
+    /// A new, empty pending block on top of the head, opened at `timestamp`.
+    fn new_block(&self, timestamp: u64) -> Result<Pending, ChainError> {
+        let head = self.head()?;
+        Ok(Pending {
+            env: Env {
+                chain_id: self.chain_id,
+                block_number: head.header.number + 1,
+                timestamp: timestamp.max(head.header.timestamp),
+            },
+            params: params::load(&*self.store).map_err(ExecError::from)?,
+            writes: WriteSet::new(),
+            txs: Vec::new(),
+            hashes: Default::default(),
+            gas_used: 0,
+        })
+    }
+
+    /// Executes `tx` against `view` in the environment of `p`, catching a panic and turning it
+    /// into a rejection.
+    fn execute(
+        &self,
+        view: &dyn StateRead,
+        p: &Pending,
+        tx: &VerifiedTx,
+    ) -> Result<Outcome, ChainError> {
+        let run = || {
+            #[cfg(feature = "fault-injection")]
+            if self.panic_on == Some(tx.hash) {
+                let view = PanicAfterReads {
+                    inner: view,
+                    reads: Default::default(),
+                    after: 2,
+                };
+                return apply_tx(&view, &p.env, &p.params, tx);
+            }
+            apply_tx(view, &p.env, &p.params, tx)
+        };
+        // Unwind safety: the closure only reads. The view and `p` are shared borrows of state
+        // nothing mutates during the call; everything execution writes lives in an overlay that
+        // apply_tx owns and that is dropped with the panic.
+        match catch_unwind(AssertUnwindSafe(run)) {
+            Ok(result) => Ok(result?),
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                tracing::error!(
+                    tx = %tx.hash,
+                    sender = %tx.sender,
+                    "executing a transaction panicked: {message}; it was rejected and the \
+                     pending block is unchanged (this is a bug, please report it)"
+                );
+                Err(ChainError::TxPanicked {
+                    tx: tx.hash,
+                    message,
+                })
+            }
         }
-        Ok(self.pending.as_mut().expect("just opened"))
     }
 
     /// Executes a verified transaction into the pending block (opened at `now` if none is
-    /// open). A full block is sealed first. Rejections change nothing.
+    /// open). A full block is sealed first. A rejected transaction — however it fails, a panic
+    /// included — leaves the pending block exactly as it was.
     pub fn submit(&mut self, tx: VerifiedTx, now: u64) -> Result<B256, ChainError> {
         let in_pending = self
             .pending
@@ -198,23 +319,24 @@ impl Chain {
         if in_pending || self.store.tx(&tx.hash)?.is_some() {
             return Err(ExecError::AlreadyKnown(tx.hash).into());
         }
-        let store = self.store.clone();
-        let pending = self.open_block(now)?;
-        let base: &dyn StateRead = &*store;
-        let state = Overlay::with_writes(base, std::mem::take(&mut pending.writes));
-        let result = apply_tx(&state, &pending.env, &pending.params, &tx);
-        pending.writes = state.into_writes();
-        let mut outcome = match result {
-            Ok(o) => o,
-            Err(e) => {
-                if pending.txs.is_empty() {
-                    self.pending = None;
-                }
-                return Err(e.into());
-            }
+        // Phase 1, read-only: execute against a view of the pending block (or of a new one that
+        // is only kept if the transaction is accepted).
+        let mut fresh = None;
+        let pending = match &self.pending {
+            Some(p) => p,
+            None => fresh.insert(self.new_block(now)?),
         };
+        let view = PendingView {
+            store: &self.store,
+            writes: &pending.writes,
+        };
+        let outcome = self.execute(&view, pending, &tx)?;
         let limit = pending.params.block_gas_limit;
-        if pending.gas_used + outcome.gas_used > limit {
+        let fits = pending
+            .gas_used
+            .checked_add(outcome.gas_used)
+            .is_some_and(|total| total <= limit);
+        if !fits {
             if pending.txs.is_empty() {
                 return Err(ExecError::BlockFull {
                     needed: outcome.gas_used,
@@ -222,9 +344,30 @@ impl Chain {
                 }
                 .into());
             }
-            self.seal()?;
+            let (block, accepted) = (pending.env.block_number, pending.txs.len());
+            if let Err(e) = self.seal() {
+                return Err(ChainError::SealFailed {
+                    block,
+                    tx: tx.hash,
+                    pending: accepted,
+                    source: Box::new(e),
+                });
+            }
             return self.submit(tx, now);
         }
+        // Phase 2: the transaction executed in full and fits; add its effects. Nothing below
+        // can fail.
+        let pending = match (fresh, &mut self.pending) {
+            (Some(p), slot) => slot.insert(p),
+            (None, Some(p)) => p,
+            (None, None) => {
+                return Err(ChainError::Mismatch {
+                    block: 0,
+                    reason: "the pending block vanished while a transaction executed".into(),
+                })
+            }
+        };
+        let mut outcome = outcome;
         pending.gas_used += outcome.gas_used;
         pending.writes.extend(std::mem::take(&mut outcome.writes));
         let hash = tx.hash;
@@ -233,12 +376,9 @@ impl Chain {
         Ok(hash)
     }
 
-    /// Seals the pending block, if it holds any transaction.
-    pub fn seal(&mut self) -> Result<Option<Sealed>, ChainError> {
-        let Some(p) = self.pending.take().filter(|p| !p.txs.is_empty()) else {
-            return Ok(None);
-        };
-        let parent = self.head()?;
+    /// The header (its state root left zero) and the transaction records of the block `p`
+    /// makes on top of `parent`.
+    fn build_block(p: &Pending, parent: &BlockRecord) -> (Header, Vec<TxRecord>) {
         let number = p.env.block_number;
         let mut cumulative = 0u64;
         let mut bloom = Bloom::default();
@@ -274,12 +414,11 @@ impl Chain {
             log_index += out.logs.len() as u64;
         }
         let envelopes: Vec<&TxEnvelope> = p.txs.iter().map(|(t, _)| &t.envelope).collect();
-        let (state_root, batch) = self.store.state_root_after(number, &p.writes)?;
         let header = Header {
             parent_hash: parent.hash(),
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: STAKING,
-            state_root,
+            state_root: B256::ZERO,
             transactions_root: calculate_transaction_root(&envelopes),
             receipts_root: calculate_receipt_root(&receipts),
             logs_bloom: bloom,
@@ -291,16 +430,127 @@ impl Chain {
             base_fee_per_gas: Some(p.params.min_gas_price_wei),
             ..Default::default()
         };
+        (header, records)
+    }
+
+    /// The block the pending transactions would make if sealed now (an empty one on top of the
+    /// head, timestamped `now`, when nothing is pending). Its state root is zero: it is only
+    /// computed when the block is sealed.
+    pub fn pending_block(&self, now: u64) -> Result<PendingBlock, ChainError> {
+        let parent = self.head()?;
+        let fresh;
+        let p = match &self.pending {
+            Some(p) => p,
+            None => {
+                fresh = self.new_block(now)?;
+                &fresh
+            }
+        };
+        let (header, txs) = Self::build_block(p, &parent);
+        Ok(PendingBlock { header, txs })
+    }
+
+    /// Seals the pending block, if it holds any transaction. The pending block is kept until
+    /// the store has committed it: if the commit fails, every transaction stays pending and the
+    /// next call tries again.
+    pub fn seal(&mut self) -> Result<Option<Sealed>, ChainError> {
+        let Some(number) = self.pending.as_ref().map(|p| p.env.block_number) else {
+            return Ok(None);
+        };
+        // Unwind safety: seal_pending changes `self` only by its last step (clearing the
+        // pending block once the commit succeeded); a panic before it leaves everything as it
+        // was, and the store's write transaction, dropped unfinished, is aborted.
+        match catch_unwind(AssertUnwindSafe(|| self.seal_pending())) {
+            Ok(r) => r,
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                tracing::error!(
+                    block = number,
+                    "sealing panicked: {message}; nothing was committed and the transactions \
+                     stay pending (this is a bug, please report it)"
+                );
+                Err(ChainError::SealPanicked {
+                    block: number,
+                    message,
+                })
+            }
+        }
+    }
+
+    fn seal_pending(&mut self) -> Result<Option<Sealed>, ChainError> {
+        let Some(p) = self.pending.as_ref() else {
+            return Ok(None);
+        };
+        if p.txs.is_empty() {
+            self.pending = None;
+            return Ok(None);
+        }
+        let number = p.env.block_number;
+        let parent = self.head()?;
+        if parent.header.number >= number {
+            // A commit that reported an error landed after all: the block is there already.
+            return match self.landed(p, number)? {
+                Some(sealed) => {
+                    self.pending = None;
+                    Ok(Some(sealed))
+                }
+                None => Err(ChainError::Mismatch {
+                    block: number,
+                    reason: "the store already holds a different block at the pending block's \
+                             height; the pending block cannot be sealed"
+                        .into(),
+                }),
+            };
+        }
+        let (mut header, records) = Self::build_block(p, &parent);
+        let (state_root, batch) = self.store.state_root_after(number, &p.writes)?;
+        header.state_root = state_root;
         let block = BlockRecord {
             header,
             tx_hashes: p.txs.iter().map(|(t, _)| t.hash).collect(),
         };
-        self.store
-            .commit_block(&block, &records, &p.writes, batch, self.durable)?;
-        Ok(Some(Sealed {
+        let sealed = Sealed {
             number,
             hash: block.hash(),
             txs: records.len(),
+        };
+        if let Err(e) = self
+            .store
+            .commit_block(&block, &records, &p.writes, batch, self.durable)
+        {
+            // The commit may have landed although it reported an error; if it did, the block is
+            // sealed and must not be written again.
+            if let Ok(Some(landed)) = self.landed(p, number) {
+                if landed.hash == sealed.hash {
+                    tracing::warn!(
+                        block = number,
+                        "the store reported an error ({e}) but the block was committed"
+                    );
+                    self.pending = None;
+                    return Ok(Some(landed));
+                }
+            }
+            return Err(e.into());
+        }
+        self.pending = None;
+        Ok(Some(sealed))
+    }
+
+    /// Block `number` as the store holds it, if it is the block of exactly `p`'s transactions.
+    fn landed(&self, p: &Pending, number: u64) -> Result<Option<Sealed>, ChainError> {
+        let Some(block) = self.store.block(number)? else {
+            return Ok(None);
+        };
+        let same = block.tx_hashes.len() == p.txs.len()
+            && block
+                .tx_hashes
+                .iter()
+                .zip(&p.txs)
+                .all(|(h, (t, _))| *h == t.hash);
+        Ok(same.then(|| Sealed {
+            number,
+            hash: block.hash(),
+            txs: block.tx_hashes.len(),
         }))
     }
 
@@ -322,8 +572,10 @@ impl Chain {
                 env.block_number
             )));
         }
-        self.pending = None;
-        self.open_block(block.header.timestamp)?.env = env;
+        self.pending = Some(Pending {
+            env,
+            ..self.new_block(block.header.timestamp)?
+        });
         for (i, hash) in block.tx_hashes.iter().enumerate() {
             let rec = source
                 .tx(hash)?
@@ -377,6 +629,39 @@ impl Chain {
             }
         }
         Ok(())
+    }
+}
+
+/// A state view that panics on its `after`-th read, so a transaction panics in the middle of
+/// its execution (fault injection for tests).
+#[cfg(feature = "fault-injection")]
+struct PanicAfterReads<'a> {
+    inner: &'a dyn StateRead,
+    reads: std::cell::Cell<u32>,
+    after: u32,
+}
+
+#[cfg(feature = "fault-injection")]
+impl StateRead for PanicAfterReads<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.reads.set(self.reads.get() + 1);
+        if self.reads.get() >= self.after {
+            panic!("injected fault: transaction execution panicked");
+        }
+        self.inner.get(key)
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Chain {
+    /// Makes the execution of transaction `hash` panic midway (tests only).
+    pub fn inject_panic(&mut self, hash: B256) {
+        self.panic_on = Some(hash);
+    }
+
+    /// The pending block's state writes, if a block is open (tests only).
+    pub fn pending_writes(&self) -> Option<WriteSet> {
+        self.pending.as_ref().map(|p| p.writes.clone())
     }
 }
 

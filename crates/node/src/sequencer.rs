@@ -18,6 +18,7 @@ pub struct Node {
     pub datanets: Datanets,
     chain_id: u64,
     max_tx_bytes: u64,
+    seal_failures: std::sync::atomic::AtomicU64,
 }
 
 /// Unix seconds now.
@@ -45,13 +46,21 @@ impl Node {
             datanets,
             chain_id,
             max_tx_bytes,
+            seal_failures: Default::default(),
         }))
     }
 
-    /// Locks the chain (a poisoned lock is recovered: the chain's state is only changed by
-    /// complete operations).
+    /// Locks the chain. A poisoned lock (a panic while it was held) is recovered, which is
+    /// sound because the chain changes only by complete operations: a transaction's effects are
+    /// added to the pending block only once it has executed in full, panics in execution and
+    /// sealing are caught and leave everything as it was, and the pending block is cleared only
+    /// once the store has committed it (see [`crate::chain`]).
     pub fn chain(&self) -> MutexGuard<'_, Chain> {
-        self.chain.lock().unwrap_or_else(|p| p.into_inner())
+        self.chain.lock().unwrap_or_else(|poisoned| {
+            tracing::warn!("recovering the chain lock after a panic while it was held");
+            self.chain.clear_poison();
+            poisoned.into_inner()
+        })
     }
 
     pub fn chain_id(&self) -> u64 {
@@ -66,7 +75,21 @@ impl Node {
 
     /// Seals the pending block now, if any.
     pub fn seal(&self) -> Result<Option<Sealed>, ChainError> {
-        self.chain().seal()
+        use std::sync::atomic::Ordering;
+        let r = self.chain().seal();
+        match &r {
+            Ok(_) => self.seal_failures.store(0, Ordering::Relaxed),
+            Err(_) => {
+                self.seal_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    /// How many seals in a row have failed (0 after a success).
+    pub fn consecutive_seal_failures(&self) -> u64 {
+        self.seal_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs the block timer until `stop` resolves, then seals what is pending.
@@ -83,13 +106,24 @@ impl Node {
         }
     }
 
-    fn seal_and_log(&self) {
+    /// Seals what is pending and logs the outcome. A failure is logged loudly every time, with
+    /// how many attempts in a row have failed; nothing is dropped: the transactions stay
+    /// pending and the next tick tries again.
+    pub fn seal_and_log(&self) {
         match self.seal() {
             Ok(Some(s)) => {
                 tracing::info!(block = s.number, txs = s.txs, hash = %s.hash, "sealed block")
             }
             Ok(None) => {}
-            Err(e) => tracing::error!("sealing failed: {e}"),
+            Err(e) => {
+                let attempts = self.consecutive_seal_failures();
+                let pending = self.chain().pending_txs().count();
+                tracing::error!(
+                    attempts,
+                    pending,
+                    "sealing failed: {e}; the {pending} pending transactions are kept and                      sealing is retried every block interval (new transactions are refused once                      the pending block is full); check the disk and the node's data directory"
+                );
+            }
         }
     }
 }

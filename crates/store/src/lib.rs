@@ -10,6 +10,10 @@
 //!
 //! A block and all its state changes are committed in one redb write transaction, so a crash
 //! leaves the store at the previous block or the new one, never in between.
+//!
+//! With the `fault-injection` feature (tests only, never in release builds), [`Store::inject_commit_fault`]
+//! makes the next block commits fail as a full disk would, so callers can prove that a failed
+//! commit loses nothing.
 
 mod blobs;
 mod records;
@@ -73,6 +77,20 @@ impl From<StoreError> for StorageError {
 /// The node's database.
 pub struct Store {
     db: Database,
+    #[cfg(feature = "fault-injection")]
+    faults: std::sync::Mutex<std::collections::VecDeque<CommitFault>>,
+}
+
+/// How an injected commit failure behaves (`fault-injection` feature, tests only).
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitFault {
+    /// Every write of the block is made, then the transaction is aborted and the commit
+    /// reports "no space left on device": nothing lands.
+    DiskFull,
+    /// The block is committed, then an I/O error is reported anyway (as an fsync error after
+    /// the data reached the disk can be): the block landed though the caller was told it failed.
+    ErrorAfterCommit,
 }
 
 impl Store {
@@ -96,7 +114,28 @@ impl Store {
         tx.open_table(BLOCK_HASHES).ctx("creating tables")?;
         tx.open_table(META).ctx("creating tables")?;
         tx.commit().ctx("creating tables")?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
+        })
+    }
+
+    /// Makes the next block commits fail, one fault per commit in order (tests only).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_commit_fault(&self, faults: &[CommitFault]) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(faults.iter().copied());
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn next_fault(&self) -> Option<CommitFault> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 
     /// The number of the newest committed block, if any.
@@ -200,6 +239,25 @@ impl Store {
                 .ctx(&what)?
                 .insert("head", number.to_be_bytes().as_slice())
                 .ctx(&what)?;
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some(fault) = self.next_fault() {
+            let disk_full = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device (injected fault)",
+                )
+            };
+            match fault {
+                CommitFault::DiskFull => {
+                    wtx.abort().ctx(&what)?;
+                    return Err(disk_full()).ctx(&what);
+                }
+                CommitFault::ErrorAfterCommit => {
+                    wtx.commit().ctx(&what)?;
+                    return Err(disk_full()).ctx(&what);
+                }
+            }
         }
         wtx.commit().ctx(&what)
     }
