@@ -12,6 +12,11 @@ use std::path::Path;
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
+/// The largest rank an adapter may declare.
+pub const MAX_RANK: usize = 4096;
+/// The largest `lora_alpha` (real adapters use 8 to a few hundred).
+pub const MAX_ALPHA: f64 = 65536.0;
+
 fn key(layer: usize, t: Target, ab: &str) -> String {
     format!(
         "base_model.model.model.layers.{layer}.{}.{}.lora_{ab}.weight",
@@ -32,9 +37,41 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
     }
     let r = v["r"]
         .as_u64()
-        .filter(|&r| r > 0 && r <= 4096)
-        .ok_or_else(|| bad("missing or invalid \"r\"".into()))? as usize;
-    let alpha = v["lora_alpha"].as_f64().unwrap_or(8.0);
+        .filter(|&r| (1..=MAX_RANK as u64).contains(&r))
+        .ok_or_else(|| {
+            bad(format!(
+                "missing or invalid \"r\" ({}): the rank must be an integer between 1 and {MAX_RANK}",
+                v["r"]
+            ))
+        })? as usize;
+    // PEFT's defaults: lora_alpha 8, no rsLoRA, no dropout.
+    let alpha = match &v["lora_alpha"] {
+        Value::Null => 8.0,
+        a => a
+            .as_f64()
+            .filter(|a| a.is_finite() && *a > 0.0 && *a <= MAX_ALPHA)
+            .ok_or_else(|| {
+                bad(format!(
+                    "lora_alpha is {a}; it must be a number above 0 and at most {MAX_ALPHA}"
+                ))
+            })?,
+    };
+    let use_rslora = match &v["use_rslora"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        other => {
+            return Err(bad(format!(
+                "use_rslora is {other}; it must be true or false"
+            )))
+        }
+    };
+    let dropout = match &v["lora_dropout"] {
+        Value::Null => 0.0,
+        d => d
+            .as_f64()
+            .filter(|d| (0.0..1.0).contains(d))
+            .ok_or_else(|| bad(format!("lora_dropout is {d}; it must be in [0, 1)")))?,
+    };
     if v["use_dora"].as_bool() == Some(true) {
         return Err(bad("DoRA adapters (use_dora) are not supported".into()));
     }
@@ -71,10 +108,19 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
         }
     }
     let names: Vec<String> = match &v["target_modules"] {
+        Value::Array(a) if a.is_empty() => {
+            return Err(bad("target_modules lists no modules".into()))
+        }
         Value::Array(a) => a
             .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
+            .map(|x| {
+                x.as_str().map(str::to_string).ok_or_else(|| {
+                    bad(format!(
+                        "target_modules holds {x}, which is not a module name"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?,
         Value::String(s) => {
             return Err(bad(format!(
                 "target_modules as a regex ({s:?}) is not supported; list the modules"
@@ -97,9 +143,9 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
     Ok(LoraConfig {
         r,
         alpha,
-        use_rslora: v["use_rslora"].as_bool().unwrap_or(false),
+        use_rslora,
         targets,
-        dropout: v["lora_dropout"].as_f64().unwrap_or(0.0),
+        dropout,
         base_model: v["base_model_name_or_path"].as_str().map(str::to_string),
     })
 }
@@ -138,12 +184,26 @@ pub fn from_parts(
                 target.peft_name()
             )));
         }
+        if layer >= crate::config::limits::MAX_LAYERS {
+            return Err(bad(format!(
+                "tensor {name:?} is for layer {layer}; no model has more than {} layers",
+                crate::config::limits::MAX_LAYERS
+            )));
+        }
+        if t.rank() != 2 {
+            return Err(bad(format!(
+                "tensor {name:?} is {:?}; LoRA weights are matrices",
+                t.dims()
+            )));
+        }
         let t = t.to_dtype(DType::F32)?;
         let e = pairs.entry((layer, target)).or_default();
-        if ab == 'A' {
-            e.0 = Some(t);
-        } else {
-            e.1 = Some(t);
+        let slot = if ab == 'A' { &mut e.0 } else { &mut e.1 };
+        if slot.replace(t).is_some() {
+            return Err(bad(format!(
+                "the file holds layer {layer} {} lora_{ab} twice (last seen as {name:?})",
+                target.peft_name()
+            )));
         }
     }
     if pairs.is_empty() {
@@ -296,19 +356,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         save(&a, dir.path()).unwrap();
         let b = load(dir.path(), &dev).unwrap();
+        // Every config field, every (layer, target), and both matrices of each pair, bit for bit.
         assert_eq!(a.config, b.config);
+        assert!(a.config.use_rslora && a.config.targets.len() == 2);
         assert_eq!(a.num_params(), b.num_params());
-        for ((l1, t1, p1), (l2, t2, p2)) in a.pairs().zip(b.pairs()) {
+        let (pa, pb): (Vec<_>, Vec<_>) = (a.pairs().collect(), b.pairs().collect());
+        assert_eq!(pa.len(), 4, "2 layers x 2 targets written");
+        assert_eq!(pa.len(), pb.len());
+        for ((l1, t1, p1), (l2, t2, p2)) in pa.iter().zip(&pb) {
             assert_eq!((l1, t1), (l2, t2));
-            let d = (&p1.b - &p2.b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(d, 0.0);
+            for (which, x, y) in [("A", &p1.a, &p2.a), ("B", &p1.b, &p2.b)] {
+                assert_eq!(x.dims(), y.dims(), "layer {l1} {t1:?} {which}");
+                let (x, y): (Vec<f32>, Vec<f32>) = (
+                    x.flatten_all().unwrap().to_vec1().unwrap(),
+                    y.flatten_all().unwrap().to_vec1().unwrap(),
+                );
+                assert!(!x.is_empty());
+                let same = x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "layer {l1} {t1:?} {which} changed in the round trip");
+            }
         }
     }
 

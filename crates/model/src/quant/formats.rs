@@ -79,8 +79,10 @@ pub(crate) fn quantize_activations_scalar(x: &[f32], out: &mut [ActBlock]) {
         let mut sum = 0i32;
         for (q, v) in block.qs.iter_mut().zip(chunk) {
             // Round half to even, as llama.cpp's _mm256_round_ps does (exact for |x| < 2^22).
+            // Finite inputs scale into [-127, 127] (the clamp changes no result); NaN or infinite
+            // activations (a corrupt model) give 0 or ±127, so `sum` stays small and cannot overflow.
             const MAGIC: f32 = 12_582_912.0;
-            let r = ((v * inv + MAGIC) - MAGIC) as i32;
+            let r = (((v * inv).clamp(-127.0, 127.0) + MAGIC) - MAGIC) as i32;
             *q = r as i8;
             sum += r;
         }
@@ -106,9 +108,16 @@ unsafe fn quantize_activations_avx2(x: &[f32], out: &mut [ActBlock]) {
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
         let d = amax / 127.0;
         let inv = _mm256_set1_ps(if amax == 0.0 { 0.0 } else { 127.0 / amax });
+        let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
         let q = v.map(|v| {
+            // As the scalar path: NaN lanes become 0 (the ordered-compare mask clears them), then
+            // the product is clamped to [-127, 127], so no lane converts to i32::MIN and `sum`
+            // cannot overflow; finite inputs are already inside and keep their bits.
+            let p = _mm256_mul_ps(v, inv);
+            let p = _mm256_and_ps(p, _mm256_cmp_ps(p, p, _CMP_ORD_Q));
+            let p = _mm256_min_ps(_mm256_max_ps(p, lo), hi);
             _mm256_cvtps_epi32(_mm256_round_ps(
-                _mm256_mul_ps(v, inv),
+                p,
                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
             ))
         });
@@ -218,6 +227,43 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Activations from a corrupt model (NaN, ±inf, huge next to tiny, in any order) quantize
+    /// without overflow on both paths: every quant within ±127 and the sum equal to theirs.
+    #[test]
+    fn non_finite_activations_stay_in_range() {
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            1e-30,
+            0.0,
+            1.0,
+        ];
+        for seed in 0..64usize {
+            let x: Vec<f32> = (0..2 * QK)
+                .map(|i| specials[(i * 7 + seed * 13 + i * i * seed) % specials.len()])
+                .collect();
+            for f in [
+                quantize_activations as fn(&[f32], &mut [ActBlock]),
+                quantize_activations_scalar,
+            ] {
+                let mut out = vec![ActBlock::default(); 2];
+                f(&x, &mut out);
+                for b in &out {
+                    let sum: i32 = b.qs.iter().map(|&q| i32::from(q)).sum();
+                    assert!(
+                        b.qs.iter().all(|&q| (-127..=127).contains(&q)),
+                        "{:?}",
+                        b.qs
+                    );
+                    assert_eq!(b.sum, sum, "seed {seed}");
+                }
+            }
+        }
+    }
+
     proptest! {
         /// The SIMD activation quantizer gives the scalar one's bits (ties, zeros, mixed magnitudes).
         #[test]
@@ -235,6 +281,7 @@ mod tests {
             let (mut fast, mut slow) = (vec![ActBlock::default(); blocks], vec![ActBlock::default(); blocks]);
             quantize_activations(&x, &mut fast);
             quantize_activations_scalar(&x, &mut slow);
+            prop_assert_eq!(fast.len(), slow.len());
             for (f, s) in fast.iter().zip(&slow) {
                 prop_assert_eq!(f.qs, s.qs);
                 prop_assert_eq!((f.d.to_bits(), f.s.to_bits(), f.sum), (s.d.to_bits(), s.s.to_bits(), s.sum));

@@ -32,14 +32,26 @@ pub struct QWeight {
 
 impl QWeight {
     /// Wraps GGUF bytes; fails when the byte count does not match the shape.
+    ///
+    /// Every size is computed with checked arithmetic: a shape whose byte count (or element count,
+    /// which [`QWeight::dequantize`] allocates as f32) does not fit in `usize` is refused, so no later
+    /// product of `rows`, `cols` and the block size can wrap.
     pub fn new(format: QFormat, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, String> {
-        if !cols.is_multiple_of(QK) {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(QK) {
             return Err(format!(
-                "{} needs rows of a multiple of {QK} values, got {cols}",
+                "{} needs a non-empty matrix with rows of a multiple of {QK} values, got {rows}x{cols}",
                 format.name()
             ));
         }
-        let want = rows * cols / QK * format.block_bytes();
+        let want = (cols / QK)
+            .checked_mul(format.block_bytes())
+            .and_then(|row| row.checked_mul(rows))
+            .filter(|_| {
+                rows.checked_mul(cols)
+                    .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()))
+                    .is_some_and(|b| b <= isize::MAX as usize)
+            })
+            .ok_or_else(|| format!("{} {rows}x{cols} is too large", format.name()))?;
         if data.len() != want {
             return Err(format!(
                 "{} {rows}x{cols} needs {want} bytes, got {}",
@@ -69,7 +81,7 @@ impl QWeight {
         cols: usize,
         values: &[f32],
     ) -> Result<Self, String> {
-        if values.len() != rows * cols || !cols.is_multiple_of(QK) {
+        if rows.checked_mul(cols) != Some(values.len()) || !cols.is_multiple_of(QK) {
             return Err(format!(
                 "cannot quantize {} values as {rows}x{cols}",
                 values.len()
@@ -158,23 +170,35 @@ impl QWeight {
     }
 
     /// The dot-kernel product on raw slices: `x` is `n × cols`, the result `n × rows`.
-    pub fn matmul_rows(&self, x: &[f32], n: usize) -> Vec<f32> {
-        matmul_many(&[self], x, n).pop().expect("one product")
+    pub fn matmul_rows(&self, x: &[f32], n: usize) -> candle_core::Result<Vec<f32>> {
+        let mut outs = matmul_many(&[self], x, n)?;
+        outs.pop()
+            .ok_or_else(|| candle_core::Error::msg("quantized matmul: no product"))
     }
 }
 
 /// Products of several weights with one shared input (`x` is `n × cols`): the activations are
 /// quantized once and every weight's rows go through one parallel loop (q, k and v; gate and up).
 /// Result `i` is `n × weights[i].rows()`. All weights must have `cols` input features.
-pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+///
+/// Fails when the widths disagree, or when a kernel task panics (reported once every task has
+/// ended; see [`super::pool::parallel_for`]).
+pub fn matmul_many(
+    weights: &[&QWeight],
+    x: &[f32],
+    n: usize,
+) -> candle_core::Result<Vec<Vec<f32>>> {
     let Some(first) = weights.first() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let cols = first.cols;
-    assert!(
-        weights.iter().all(|w| w.cols == cols) && x.len() == n * cols,
-        "matmul_many: inputs of different widths"
-    );
+    if !(weights.iter().all(|w| w.cols == cols) && n.checked_mul(cols) == Some(x.len())) {
+        let widths: Vec<usize> = weights.iter().map(|w| w.cols).collect();
+        candle_core::bail!(
+            "quantized matmul: weights of {widths:?} input features for {} values in {n} rows",
+            x.len()
+        );
+    }
     let blocks = cols / QK;
     let mut act = vec![ActBlock::default(); n * blocks];
     for (xr, ar) in x.chunks_exact(cols).zip(act.chunks_exact_mut(blocks)) {
@@ -195,15 +219,32 @@ pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
                 .map(|r| (wi, r, (r + per_task).min(w.rows))),
         );
     }
-    let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0f32; n * w.rows]).collect();
-    let ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
-    super::pool::parallel_for(tasks.len(), &|task| {
+    let mut outs: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|w| {
+            let len = n
+                .checked_mul(w.rows)
+                .expect("matmul_many: output size overflows");
+            vec![0f32; len]
+        })
+        .collect();
+    let ptrs: Vec<(SendPtr, usize)> = outs
+        .iter_mut()
+        .map(|o| (SendPtr(o.as_mut_ptr()), o.len()))
+        .collect();
+    let run = super::pool::parallel_for(tasks.len(), &|task| {
         let (wi, first, end) = tasks[task];
         let w = weights[wi];
-        let out = ptrs[wi].get();
-        // SAFETY: element (t, r) of output `wi` is written by the one task owning row r;
-        // t < n and r < rows keep it inside the buffer, which outlives the loop.
-        let put = |t: usize, r: usize, v: f32| unsafe { *out.add(t * w.rows + r) = v };
+        let (out, len) = (ptrs[wi].0.get(), ptrs[wi].1);
+        let put = |t: usize, r: usize, v: f32| {
+            // t < n and r < rows, and n·rows = len was computed with checked arithmetic, so the index
+            // cannot wrap; the check below keeps the write inside the buffer whatever a caller passed.
+            let i = t * w.rows + r;
+            assert!(i < len, "matmul_many: output index {i} outside {len}");
+            // SAFETY: i < len, the length of output `wi`, which outlives this loop; element (t, r)
+            // is written only by the one task owning row r, so no two writes alias.
+            unsafe { *out.add(i) = v }
+        };
         if w.packed {
             let (x1, x4) = packed::kernels(w.format);
             let group_bytes = blocks * packed::group_block_bytes(w.format).expect("packed");
@@ -250,7 +291,8 @@ pub fn matmul_many(weights: &[&QWeight], x: &[f32], n: usize) -> Vec<Vec<f32>> {
             }
         }
     });
-    outs
+    run.map_err(|e| candle_core::Error::msg(format!("quantized matmul: {e}")))?;
+    Ok(outs)
 }
 
 /// The custom op behind [`QWeight::forward`]'s dot-kernel path.
@@ -283,7 +325,7 @@ impl CustomOp1 for QMatMulOp {
             None => candle_core::bail!("quantized matmul needs a contiguous input"),
         };
         Ok((
-            CpuStorage::F32(w.matmul_rows(x, n)),
+            CpuStorage::F32(w.matmul_rows(x, n)?),
             Shape::from((n, w.rows)),
         ))
     }
@@ -383,6 +425,14 @@ mod tests {
     fn wrong_sizes_are_refused() {
         assert!(QWeight::new(QFormat::Q4_1, 2, 32, vec![0; 39]).is_err());
         assert!(QWeight::new(QFormat::Q4_1, 2, 30, vec![0; 40]).is_err());
+        assert!(QWeight::new(QFormat::Q4_1, 0, 32, vec![]).is_err());
+        assert!(QWeight::new(QFormat::Q8_0, 2, 0, vec![]).is_err());
+        // rows·cols wraps to 0 in 64 bits: a wrapping size check would accept an empty buffer and
+        // the product would then write far outside its output.
+        assert!(QWeight::new(QFormat::Q4_1, 1 << 59, 32, vec![]).is_err());
+        // The byte count overflows while rows·cols/32 does not.
+        assert!(QWeight::new(QFormat::Q8_0, usize::MAX / 32, 32, vec![]).is_err());
+        assert!(QWeight::quantize(QFormat::Q8_0, 1 << 59, 32, &[]).is_err());
         let w = QWeight::quantize(QFormat::Q8_0, 2, 32, &[0.5; 64]).unwrap();
         assert!(w.gather_rows(&[2], &Device::Cpu).is_err());
     }

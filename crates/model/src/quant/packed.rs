@@ -67,11 +67,22 @@ fn pieces(format: QFormat) -> &'static [(usize, usize, usize, u8)] {
     }
 }
 
-/// GGUF bytes (`rows × cols`, row-major) → the grouped layout.
+/// GGUF bytes (`rows × cols`, row-major) → the grouped layout (the same number of bytes).
+///
+/// The caller checked the shape (`QWeight::new`): `data` holds exactly `rows × cols / 32` blocks,
+/// `rows` is a multiple of 8. A mismatch is a bug in the caller and panics before anything is written.
 pub fn pack(format: QFormat, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
     let (blocks, bb) = (cols / QK, format.block_bytes());
     let gb = group_block_bytes(format).expect("a repacked format");
-    let mut out = vec![0u8; rows / 8 * blocks * gb];
+    let size = blocks.checked_mul(bb).and_then(|row| row.checked_mul(rows));
+    assert!(
+        packable(format, rows, cols) && size == Some(data.len()),
+        "pack: {} bytes for a {rows}x{cols} {} matrix",
+        data.len(),
+        format.name()
+    );
+    // A group block holds eight GGUF blocks (160 = 8·20, 272 = 8·34): the same byte count.
+    let mut out = vec![0u8; data.len()];
     for (g, group) in out.chunks_exact_mut(blocks * gb).enumerate() {
         for (b, dst) in group.chunks_exact_mut(gb).enumerate() {
             for r in 0..8 {
