@@ -26,6 +26,10 @@ pub struct NodeConfig {
     /// Datanet ingestion limits (file size, row length, score and near-duplicate thresholds).
     #[serde(default)]
     pub ingest: Limits,
+    /// Datanet staging: upload size, per-account rates, concurrent uploads, garbage
+    /// collection of unreferenced uploads.
+    #[serde(default)]
+    pub staging: crate::datanets::StagingConfig,
 }
 
 fn default_max_upload_files() -> usize {
@@ -43,6 +47,7 @@ impl Default for NodeConfig {
             max_log_range: 10_000,
             max_upload_files: default_max_upload_files(),
             ingest: Limits::default(),
+            staging: Default::default(),
         }
     }
 }

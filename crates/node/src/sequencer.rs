@@ -70,6 +70,9 @@ impl Node {
     /// Decodes, verifies and executes a raw transaction into the pending block.
     pub fn submit_raw(&self, raw: &[u8]) -> Result<B256, ChainError> {
         let tx = verify_raw(raw, self.chain_id, self.max_tx_bytes).map_err(ChainError::from)?;
+        // A contribution's claims must match the rows this node staged (followers re-executing
+        // blocks trust the sequencer for this admission rule; see datanets::staging).
+        self.datanets.check_contribution(&tx)?;
         self.chain().submit(tx, now())
     }
 

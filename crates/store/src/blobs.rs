@@ -118,6 +118,16 @@ impl BlobStore {
         Ok(id)
     }
 
+    /// Deletes a blob (garbage collection of unreferenced ones); an absent blob is no error.
+    pub fn remove(&self, id: &B256) -> Result<(), BlobError> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
     /// Reads a blob, checking its hash; `None` when absent.
     pub fn get(&self, id: &B256) -> Result<Option<Vec<u8>>, BlobError> {
         let path = self.path(id);
@@ -162,6 +172,10 @@ mod tests {
         assert!(parse_blob_uri("ipfs://x").is_err());
         // Reopening finds it; a damaged file is reported, not served.
         let store = BlobStore::open(dir.path()).unwrap();
+        let other = store.put(b"other rows").unwrap();
+        store.remove(&other).unwrap();
+        assert!(!store.contains(&other) && store.get(&other).unwrap().is_none());
+        store.remove(&other).unwrap();
         fs::write(store.path(&id), b"hello rowz").unwrap();
         let err = store.get(&id).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");

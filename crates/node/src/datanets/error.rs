@@ -21,6 +21,12 @@ pub enum ApiError {
     /// An upload over the limits (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The upload took longer than the node waits for one (408).
+    #[error("{0}")]
+    TimedOut(String),
+    /// Over a per-account rate limit (429); retry after the given seconds.
+    #[error("{0}")]
+    RateLimited(String, u64),
     /// A file that cannot be read or parsed (422).
     #[error("{0}")]
     Unprocessable(String),
@@ -30,6 +36,10 @@ pub enum ApiError {
     /// Rows the chain commits to are not in this node's blob store (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The node is busy (ingestion slots or replay memory full) (503); retry after the given
+    /// seconds.
+    #[error("{0}")]
+    Busy(String, u64),
     /// Anything else (500).
     #[error("{0}")]
     Internal(String),
@@ -43,10 +53,20 @@ impl ApiError {
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
+            ApiError::TimedOut(_) => 408,
             ApiError::TooLarge(_) => 413,
+            ApiError::RateLimited(..) => 429,
             ApiError::Unprocessable(_) | ApiError::Rejected(_) => 422,
-            ApiError::Unavailable(_) => 503,
+            ApiError::Unavailable(_) | ApiError::Busy(..) => 503,
             ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// Seconds to wait before retrying, for the `Retry-After` header.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited(_, s) | ApiError::Busy(_, s) => Some(*s),
+            _ => None,
         }
     }
 }

@@ -4,17 +4,24 @@
 //! and row inclusion proofs — to the REST routes in [`crate::rest`].
 //!
 //! The chain is the source of truth: a contribution's rows are the blob its `metadataUri` names
-//! (`blake3:<hash>`), accepted only when they hash to its on-chain `rowsRoot`. Nothing here is
-//! written except blobs, which are immutable, so a restart loses nothing: the in-memory row index
-//! ([`index::RowIndex`]) is rebuilt from the chain and the blobs on first use.
+//! (`blake3:<hash>`), accepted only when they hash to its on-chain `rowsRoot`. Blobs are
+//! immutable, so a restart loses nothing: the in-memory row index ([`index::RowIndex`]) is rebuilt
+//! from the chain and the blobs on first use. Staging also records what it computed for each
+//! upload ([`staging`]): a `contribute` transaction must match it to be admitted, and uploads no
+//! contribution references are deleted after a TTL. [`guard`] bounds what clients may ask of the
+//! node (replays, rates, concurrent uploads).
 
 mod error;
+pub mod guard;
 mod index;
+pub mod staging;
 pub mod views;
 
 pub use error::ApiError;
+pub use staging::{run_gc, GcReport, StagedRecord, StagingConfig};
 
 use alloy_primitives::{Address, B256};
+use guard::Guards;
 use index::RowIndex;
 use openledger_datanet::{
     hash::to_b256, ingest, rowset, DatanetProof, Limits, ProofContext, Report, Row, RowHash,
@@ -27,10 +34,11 @@ use openledger_types::{
     merkle::version_leaf,
 };
 use serde::{Deserialize, Serialize};
+use staging::StagedRecords;
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 /// A staged contribution: the report, and where its rows now are.
@@ -63,6 +71,8 @@ pub struct Datanets {
     blobs: BlobStore,
     limits: Limits,
     indexes: Mutex<HashMap<u64, Arc<Mutex<RowIndex>>>>,
+    staged: StagedRecords,
+    guards: OnceLock<Guards>,
 }
 
 /// The schema of a datanet's `dataType`.
@@ -109,13 +119,61 @@ pub fn check_access(
 }
 
 impl Datanets {
-    /// Opens the service over the blob store in `blobs_dir`.
+    /// Opens the service over the blob store in `blobs_dir`, with the staging records in the
+    /// `staging` directory beside it.
     pub fn open(blobs_dir: &Path, limits: Limits) -> Result<Datanets, ApiError> {
+        let staging_dir = blobs_dir.parent().unwrap_or(blobs_dir).join(format!(
+            "{}-staging",
+            blobs_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "blobs".into())
+        ));
         Ok(Datanets {
             blobs: BlobStore::open(blobs_dir).map_err(|e| ApiError::Internal(e.to_string()))?,
             limits,
             indexes: Mutex::new(HashMap::new()),
+            staged: StagedRecords::open(&staging_dir)?,
+            guards: OnceLock::new(),
         })
+    }
+
+    /// The request guards, built from `cfg` on first use (a node's config does not change).
+    pub fn guards(&self, cfg: &StagingConfig) -> &Guards {
+        self.guards.get_or_init(|| Guards::new(cfg))
+    }
+
+    /// What staging recorded for a blob.
+    pub fn staged(&self, blob: &B256) -> Vec<StagedRecord> {
+        self.staged.records(blob)
+    }
+
+    /// The sequencer's admission rule for datanet contributions (see [`staging`]): a
+    /// `contribute` transaction must cite a row set this node staged for that datanet by its
+    /// sender, with the figures staging computed. Other transactions pass.
+    pub fn check_contribution(
+        &self,
+        tx: &openledger_state::VerifiedTx,
+    ) -> Result<(), openledger_state::ExecError> {
+        self.staged
+            .check(
+                &self.blobs,
+                tx.sender,
+                tx.to(),
+                tx.input(),
+                crate::sequencer::now(),
+            )
+            .map_err(openledger_state::ExecError::Invalid)
+    }
+
+    /// One garbage collection pass over staged uploads (see [`staging`]).
+    pub fn collect_garbage(
+        &self,
+        state: &dyn StateRead,
+        now: u64,
+        ttl: u64,
+    ) -> Result<GcReport, ApiError> {
+        self.staged.collect(&self.blobs, state, now, ttl)
     }
 
     /// The ingestion limits uploads are held to.
@@ -144,18 +202,30 @@ impl Datanets {
         RowSet::decode_checked(&bytes, schema, c.rowsRoot).map_err(|e| e.to_string())
     }
 
-    /// Ingests `files` as a contribution to datanet `id` by `who`, against the rows the datanet
-    /// holds (approved and pending), and stores the accepted rows. Writes nothing when a file
-    /// cannot be read or no row is accepted.
+    /// Whether `who` may stage to datanet `id` (it exists, and they have access).
+    pub fn check_stage(
+        &self,
+        state: &dyn StateRead,
+        id: u64,
+        who: Address,
+    ) -> Result<(), ApiError> {
+        let d = datanet_info(state, id)?;
+        check_access(state, &d, Some(who))
+    }
+
+    /// Ingests `files` as a contribution to datanet `id` signed by `who`, against the rows the
+    /// datanet holds (approved and pending), stores the accepted rows and records what staging
+    /// computed, which the contribution must then claim. Writes nothing when a file cannot be
+    /// read or no row is accepted.
     pub fn stage(
         &self,
         state: &dyn StateRead,
         id: u64,
         files: &[SourceFile],
-        who: Option<Address>,
+        who: Address,
     ) -> Result<Staged, ApiError> {
         let d = datanet_info(state, id)?;
-        check_access(state, &d, who)?;
+        check_access(state, &d, Some(who))?;
         if files.is_empty() {
             return Err(ApiError::BadRequest("no files were uploaded".into()));
         }
@@ -169,10 +239,19 @@ impl Datanets {
         if c.rows.is_empty() {
             return Err(ApiError::Rejected(Box::new(report)));
         }
+        let record = StagedRecord {
+            datanet_id: id,
+            staged_by: who,
+            rows_root: report.rows_root,
+            row_count: report.row_count,
+            byte_size: report.byte_size,
+            score: report.score_bps,
+            staged_at: crate::sequencer::now(),
+            last_used: 0,
+        };
         let blob = self
-            .blobs
-            .put(&rowset::encode(&c))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .staged
+            .stage(&self.blobs, &rowset::encode(&c), record)?;
         Ok(Staged {
             datanet_id: id,
             report,
@@ -202,6 +281,34 @@ impl Datanets {
             offset += datanet::MAX_PAGE;
         }
         Ok(out)
+    }
+
+    /// Checks a request to export version `version` (0 = latest) of datanet `id` before any
+    /// row is sent: access, the version, and that every contribution's rows blob is here.
+    /// Returns the version to export.
+    pub fn export_version(
+        &self,
+        state: &dyn StateRead,
+        id: u64,
+        version: u64,
+        who: Option<Address>,
+    ) -> Result<u64, ApiError> {
+        let d = datanet_info(state, id)?;
+        check_access(state, &d, who)?;
+        let version = resolve_version(&d, version)?;
+        for v in 1..=version {
+            let c = contribution_info(state, datanet::version(state, id, v)?.contributionId)?;
+            let present = parse_blob_uri(&c.metadataUri)
+                .map(|b| self.blobs.contains(&b))
+                .unwrap_or(false);
+            if !present {
+                return Err(ApiError::Unavailable(format!(
+                    "version {v} of datanet {id} cannot be served: the rows of contribution {} ({}) are not in this node's blob store",
+                    c.id, c.metadataUri
+                )));
+            }
+        }
+        Ok(version)
     }
 
     /// Calls `each` with every row of version `version` (0 = latest) in order: contributions in

@@ -1,0 +1,259 @@
+//! Guards on the REST routes, so no client can exhaust the node: signed requests remembered
+//! against replay ([`ReplayGuard`]), per-account staging rate limits ([`RateLimiter`]) and a
+//! bound on uploads read and ingested at once ([`Guards::ingest`]). Every table here is bounded:
+//! entries expire with their windows and a full table turns requests away rather than grow.
+
+use super::{staging::StagingConfig, ApiError};
+use alloy_primitives::{Address, B256};
+use openledger_types::request_auth::MAX_SKEW_SECS;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Mutex, MutexGuard},
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The guards of one node, built from its [`StagingConfig`].
+pub struct Guards {
+    /// Signed requests seen.
+    pub replay: ReplayGuard,
+    /// Staging rate limits.
+    pub rate: RateLimiter,
+    /// Slots for uploads being read and ingested.
+    pub ingest: tokio::sync::Semaphore,
+}
+
+impl Guards {
+    /// Guards with `cfg`'s limits.
+    pub fn new(cfg: &StagingConfig) -> Guards {
+        Guards {
+            replay: ReplayGuard::new(cfg.max_remembered_requests),
+            rate: RateLimiter::new(cfg),
+            ingest: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
+        }
+    }
+}
+
+/// Signed requests accepted while their signatures are valid: a second use is a replay.
+pub struct ReplayGuard {
+    cap: usize,
+    seen: Mutex<HashMap<B256, u64>>,
+}
+
+impl ReplayGuard {
+    /// Remembers at most `cap` requests at once.
+    pub fn new(cap: usize) -> ReplayGuard {
+        ReplayGuard {
+            cap: cap.max(1),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records the signed request `key`, signed at `time`; refuses it if it was seen before
+    /// (401), or when the table is full of unexpired requests (503).
+    pub fn remember(&self, key: B256, time: u64, now: u64) -> Result<(), ApiError> {
+        let mut seen = lock(&self.seen);
+        if seen.contains_key(&key) {
+            return Err(ApiError::Unauthorized(
+                "this signed request was already used: sign every request afresh (a replayed request is refused)".into(),
+            ));
+        }
+        if seen.len() >= self.cap {
+            seen.retain(|_, expires| *expires > now);
+        }
+        if seen.len() >= self.cap {
+            return Err(ApiError::Busy(
+                "the node is holding too many recent signed requests; retry shortly".into(),
+                MAX_SKEW_SECS.min(60),
+            ));
+        }
+        // A request is valid until its time is MAX_SKEW_SECS behind the clock.
+        seen.insert(key, time.saturating_add(MAX_SKEW_SECS).max(now));
+        Ok(())
+    }
+
+    /// How many requests are remembered.
+    pub fn len(&self) -> usize {
+        lock(&self.seen).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One account's recent stagings.
+#[derive(Default)]
+struct Window {
+    /// Times of stagings in the last minute.
+    starts: VecDeque<u64>,
+    /// (time, bytes) of uploads in the last hour.
+    bytes: VecDeque<(u64, u64)>,
+}
+
+impl Window {
+    fn expire(&mut self, now: u64) {
+        while self.starts.front().is_some_and(|&t| t + 60 <= now) {
+            self.starts.pop_front();
+        }
+        while self.bytes.front().is_some_and(|&(t, _)| t + 3600 <= now) {
+            self.bytes.pop_front();
+        }
+    }
+
+    fn bytes_used(&self) -> u64 {
+        self.bytes
+            .iter()
+            .map(|&(_, b)| b)
+            .fold(0, u64::saturating_add)
+    }
+}
+
+/// Per-account staging limits: uploads per minute and bytes per hour.
+pub struct RateLimiter {
+    per_minute: usize,
+    bytes_per_hour: u64,
+    cap: usize,
+    accounts: Mutex<HashMap<Address, Window>>,
+}
+
+impl RateLimiter {
+    /// Limits from `cfg`.
+    pub fn new(cfg: &StagingConfig) -> RateLimiter {
+        RateLimiter {
+            per_minute: cfg.max_per_minute as usize,
+            bytes_per_hour: cfg.max_bytes_per_hour,
+            cap: cfg.max_remembered_requests.max(1),
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one staging by `who` at `now`, or refuses it (429, with when to retry).
+    pub fn admit(&self, who: Address, now: u64) -> Result<(), ApiError> {
+        let mut all = lock(&self.accounts);
+        if all.len() >= self.cap && !all.contains_key(&who) {
+            all.retain(|_, w| {
+                w.expire(now);
+                !w.starts.is_empty() || !w.bytes.is_empty()
+            });
+            if all.len() >= self.cap {
+                return Err(ApiError::Busy(
+                    "the node is tracking too many staging accounts; retry shortly".into(),
+                    60,
+                ));
+            }
+        }
+        let w = all.entry(who).or_default();
+        w.expire(now);
+        if w.starts.len() >= self.per_minute {
+            let retry = w
+                .starts
+                .front()
+                .map_or(60, |&t| (t + 60).saturating_sub(now).max(1));
+            return Err(ApiError::RateLimited(
+                format!(
+                    "{who} has staged {} uploads in the last minute, the most allowed; retry in {retry} s",
+                    w.starts.len()
+                ),
+                retry,
+            ));
+        }
+        let used = w.bytes_used();
+        if used >= self.bytes_per_hour {
+            return Err(self.bytes_refusal(who, w, used, now));
+        }
+        w.starts.push_back(now);
+        Ok(())
+    }
+
+    fn bytes_refusal(&self, who: Address, w: &Window, used: u64, now: u64) -> ApiError {
+        let retry = w
+            .bytes
+            .front()
+            .map_or(3600, |&(t, _)| (t + 3600).saturating_sub(now).max(1));
+        ApiError::RateLimited(
+            format!(
+                "{who} has uploaded {used} bytes in the last hour; the limit is {} bytes per hour; retry in {retry} s",
+                self.bytes_per_hour
+            ),
+            retry,
+        )
+    }
+
+    /// Bytes `who` may still upload this hour.
+    pub fn bytes_left(&self, who: Address, now: u64) -> u64 {
+        let mut all = lock(&self.accounts);
+        let w = all.entry(who).or_default();
+        w.expire(now);
+        self.bytes_per_hour.saturating_sub(w.bytes_used())
+    }
+
+    /// The refusal for an upload by `who` of more than it may still send (429).
+    pub fn over_hourly(&self, who: Address, now: u64) -> ApiError {
+        let mut all = lock(&self.accounts);
+        let w = all.entry(who).or_default();
+        w.expire(now);
+        let used = w.bytes_used();
+        self.bytes_refusal(who, w, used, now)
+    }
+
+    /// Counts `bytes` uploaded by `who`.
+    pub fn charge_bytes(&self, who: Address, now: u64, bytes: u64) {
+        let mut all = lock(&self.accounts);
+        let w = all.entry(who).or_default();
+        w.expire(now);
+        w.bytes.push_back((now, bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_accepted_once_and_a_full_table_refuses_until_entries_expire() {
+        let g = ReplayGuard::new(2);
+        let (a, b, c) = (
+            B256::repeat_byte(1),
+            B256::repeat_byte(2),
+            B256::repeat_byte(3),
+        );
+        g.remember(a, 1000, 1000).unwrap();
+        let err = g.remember(a, 1000, 1001).unwrap_err();
+        assert_eq!(err.status(), 401);
+        assert!(err.to_string().contains("already used"), "{err}");
+        g.remember(b, 1000, 1001).unwrap();
+        assert_eq!(g.remember(c, 1000, 1002).unwrap_err().status(), 503);
+        // Once the first two are past their validity they are forgotten.
+        g.remember(c, 1400, 1000 + MAX_SKEW_SECS + 1).unwrap();
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn stagings_per_minute_and_bytes_per_hour_are_limited_per_account() {
+        let cfg = StagingConfig {
+            max_per_minute: 2,
+            max_bytes_per_hour: 1000,
+            ..StagingConfig::default()
+        };
+        let r = RateLimiter::new(&cfg);
+        let (alice, bob) = (Address::repeat_byte(0xa), Address::repeat_byte(0xb));
+        r.admit(alice, 100).unwrap();
+        r.admit(alice, 110).unwrap();
+        let err = r.admit(alice, 120).unwrap_err();
+        assert_eq!((err.status(), err.retry_after()), (429, Some(40)));
+        r.admit(bob, 120).unwrap();
+        r.admit(alice, 160).unwrap();
+        r.charge_bytes(alice, 160, 900);
+        assert_eq!(r.bytes_left(alice, 170), 100);
+        assert_eq!(r.bytes_left(bob, 170), 1000);
+        r.charge_bytes(alice, 170, 100);
+        let err = r.admit(alice, 300).unwrap_err();
+        assert_eq!(err.status(), 429);
+        assert!(err.to_string().contains("bytes per hour"), "{err}");
+        assert_eq!(r.bytes_left(alice, 160 + 3600), 1000 - 100);
+    }
+}
