@@ -30,6 +30,15 @@ use std::{
 /// Name of a shard's metadata file.
 pub const META_FILE: &str = "shard.json";
 
+/// The format version this build writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// A shard's data files, each hashed in its `shard.json`.
+pub const DATA_FILES: [&str; 3] = ["tokens.bin", "sa.bin", "rows.bin"];
+
+/// The most tokens one shard holds, separators included: libsais addresses positions as i32.
+pub const MAX_SHARD_TOKENS: u64 = i32::MAX as u64 - 1;
+
 /// One contribution's rows in a shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContributionRows {
@@ -67,10 +76,135 @@ pub struct ShardMeta {
 }
 
 impl ShardMeta {
-    /// Bytes of the shard's data files: tokens, suffix array and row offsets.
+    /// Bytes of the shard's data files: tokens, suffix array and row offsets (saturating: a
+    /// checked shard's sizes never come near).
     pub fn data_bytes(&self) -> u64 {
-        self.tokens * (self.width.bytes() as u64 + self.ptr_bytes as u64) + self.rows * 8
+        self.tokens
+            .saturating_mul(self.width.bytes() as u64 + self.ptr_bytes as u64)
+            .saturating_add(self.rows.saturating_mul(8))
     }
+
+    /// The size each data file must have, in [`DATA_FILES`] order, computed with checked
+    /// arithmetic.
+    pub fn file_sizes(&self) -> Result<[u64; 3], String> {
+        let size = |count: u64, width: u64, what: &str| {
+            count.checked_mul(width).ok_or_else(|| {
+                format!(
+                    "{what} {count} × {width} bytes overflows: the metadata is crafted or corrupt"
+                )
+            })
+        };
+        Ok([
+            size(self.tokens, self.width.bytes() as u64, "tokens")?,
+            size(self.tokens, self.ptr_bytes as u64, "tokens")?,
+            size(self.rows, 8, "rows")?,
+        ])
+    }
+
+    /// Checks every field against the layout, before any file is read by it: the format, the
+    /// token width for the vocabulary, the counts and their limits, the pointer width, the file
+    /// hashes listed, and the contributions covering every row exactly once, in order. The
+    /// reason says which field is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "format {} is not one this build reads (it reads format {FORMAT})",
+                self.format
+            ));
+        }
+        let width = Width::for_vocab(self.vocab_size as usize);
+        if self.width != width {
+            return Err(format!(
+                "width {:?} does not fit the vocabulary of {} ids (it takes {width:?})",
+                self.width, self.vocab_size
+            ));
+        }
+        if self.tokens > MAX_SHARD_TOKENS {
+            return Err(format!(
+                "tokens {} is over the {MAX_SHARD_TOKENS} one shard may hold",
+                self.tokens
+            ));
+        }
+        // Every row is a separator and at least one token.
+        if self.rows > self.tokens / 2 || (self.rows == 0) != (self.tokens == 0) {
+            return Err(format!(
+                "rows {} cannot lay out as {} tokens (each row is a separator and at least one token)",
+                self.rows, self.tokens
+            ));
+        }
+        if !(1..=8).contains(&self.ptr_bytes) {
+            return Err(format!(
+                "ptr_bytes {} is outside the 1..=8 bytes a suffix-array pointer may take",
+                self.ptr_bytes
+            ));
+        }
+        let ptr = ptr_bytes_for(self.tokens);
+        if self.ptr_bytes != ptr {
+            return Err(format!(
+                "ptr_bytes {} is not the {ptr} bytes the layout uses for {} tokens",
+                self.ptr_bytes, self.tokens
+            ));
+        }
+        self.file_sizes()?;
+        for name in self.files.keys() {
+            if !DATA_FILES.contains(&name.as_str()) {
+                return Err(format!(
+                    "files lists {name:?}, which is not a data file of a shard ({})",
+                    DATA_FILES.join(", ")
+                ));
+            }
+        }
+        for name in DATA_FILES {
+            match self.files.get(name) {
+                None => return Err(format!("files has no BLAKE3 hash for {name}")),
+                Some(h) if parse_hash(h).is_none() => {
+                    return Err(format!(
+                        "files gives {name} the hash {h:?}, not 64 hex digits"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut next = 0u64;
+        for (i, c) in self.contributions.iter().enumerate() {
+            if c.first_row != next || c.rows == 0 {
+                return Err(format!(
+                    "contribution {i} (id {}) starts at row {} with {} rows; contributions must cover the rows in order, each at least one, and the next row is {next}",
+                    c.contribution_id, c.first_row, c.rows
+                ));
+            }
+            next = match next.checked_add(c.rows) {
+                Some(n) if n <= self.rows => n,
+                _ => {
+                    return Err(format!(
+                        "contribution {i} (id {}) starts at row {} with {} rows, past the shard's {} rows",
+                        c.contribution_id, c.first_row, c.rows, self.rows
+                    ))
+                }
+            };
+        }
+        if next != self.rows {
+            return Err(format!(
+                "the contributions cover {next} of the shard's {} rows; every row must belong to one contribution",
+                self.rows
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A BLAKE3 hash written as 64 hex digits.
+pub(crate) fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let digit = |b: u8| (b as char).to_digit(16);
+        *o = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
 }
 
 /// A row to index.
@@ -136,7 +270,7 @@ pub fn build_shard(
         flat.push(sep);
         flat.extend_from_slice(&r.tokens);
     }
-    if flat.len() >= i32::MAX as usize {
+    if flat.len() as u64 > MAX_SHARD_TOKENS {
         return Err(IndexError::TooLarge(flat.len()));
     }
     let n = flat.len() as u64;
@@ -172,7 +306,7 @@ pub fn build_shard(
     let row_bytes: Vec<u8> = starts.iter().flat_map(|s| s.to_le_bytes()).collect();
     write("rows.bin", &row_bytes)?;
     let meta = ShardMeta {
-        format: 1,
+        format: FORMAT,
         width,
         vocab_size,
         tokens: n,
@@ -252,6 +386,33 @@ pub fn shard_root(dir: &Path) -> Result<B256> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_sizes_that_overflow_are_refused() {
+        let meta = |tokens: u64, rows: u64, ptr_bytes: u8| ShardMeta {
+            format: FORMAT,
+            width: Width::U32,
+            vocab_size: 100_000,
+            tokens,
+            rows,
+            ptr_bytes,
+            contributions: vec![],
+            source: BTreeMap::new(),
+            files: BTreeMap::new(),
+        };
+        assert_eq!(meta(10, 2, 1).file_sizes().unwrap(), [40, 10, 16]);
+        for m in [
+            meta(u64::MAX / 3, 0, 1),
+            meta(u64::MAX / 4 + 1, 0, 1),
+            meta(1, u64::MAX / 8 + 1, 1),
+            meta(u64::MAX / 8 + 1, 0, 8),
+        ] {
+            let err = m.file_sizes().unwrap_err();
+            assert!(err.contains("overflows"), "{err}");
+            assert!(m.validate().is_err());
+        }
+        assert_eq!(meta(u64::MAX, u64::MAX, 8).data_bytes(), u64::MAX);
+    }
 
     #[test]
     fn pointer_width_is_the_fewest_bytes() {

@@ -9,10 +9,10 @@
 //! at every position of a text.
 
 use crate::{
-    build::{shard_root, RowTokens, ShardMeta},
+    build::{RowTokens, ShardMeta},
     error::{IndexError, Result},
     parts::{build_parts, remove_quietly, BuildOptions},
-    shard::Shard,
+    shard::{inside, Shard},
     tokens::TokenId,
 };
 use alloy_primitives::{Address, B256};
@@ -105,6 +105,32 @@ pub struct Index {
     shards: Vec<Shard>,
 }
 
+/// The directory of shard `name` in the index at `index` (canonical): `name` must be one plain
+/// path component, and the directory it names must be a directory inside the index (a symlink
+/// may not lead out of it).
+fn shard_dir(index: &Path, name: &str) -> Result<PathBuf> {
+    let mut parts = Path::new(name).components();
+    let plain = matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(c)), None) if c == std::ffi::OsStr::new(name)
+    );
+    if !plain {
+        return Err(IndexError::Corrupt(format!(
+            "{}: shard directory {name:?} is not a plain name inside the index directory {}",
+            index.join(MANIFEST).display(),
+            index.display()
+        )));
+    }
+    let dir = inside(&index.join(name), index)?;
+    if !dir.is_dir() {
+        return Err(IndexError::Corrupt(format!(
+            "shard {name:?} of the index directory {} is not a directory",
+            index.display()
+        )));
+    }
+    Ok(dir)
+}
+
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(format!(".{MANIFEST}.partial"));
     let json = serde_json::to_vec_pretty(m).expect("manifest serialises");
@@ -144,23 +170,50 @@ impl Index {
         added
     }
 
-    /// Opens the index in `dir`, checking every shard's root against the manifest.
+    /// Opens the index in `dir`. Every shard must be a directory named by one plain path
+    /// component that stays inside `dir` (no absolute path, `..` or symlink out of it), listed
+    /// once, must open ([`Shard::open`]: its fields bounds-checked, its files inside it and
+    /// matching the BLAKE3 hashes its `shard.json` records) with the root the manifest gives it,
+    /// and must share the first shard's vocabulary. The index root is then exactly what the
+    /// files hold: it hashes the shard roots, each the hash of a `shard.json` that hashes its
+    /// files.
     pub fn open(dir: &Path) -> Result<Index> {
         let path = dir.join(MANIFEST);
         let bytes = fs::read(&path).map_err(|e| IndexError::io(&path, e))?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| IndexError::Corrupt(format!("{}: {e}", path.display())))?;
-        let mut shards = Vec::with_capacity(manifest.shards.len());
+        let real = fs::canonicalize(dir).map_err(|e| IndexError::io(dir, e))?;
+        let mut shards: Vec<Shard> = Vec::with_capacity(manifest.shards.len());
+        let mut seen = std::collections::HashSet::new();
         for s in &manifest.shards {
-            let sdir = dir.join(&s.dir);
-            let root = shard_root(&sdir)?;
-            if root != s.root {
+            let sdir = shard_dir(&real, &s.dir)?;
+            if !seen.insert(sdir.clone()) {
                 return Err(IndexError::Corrupt(format!(
-                    "shard {} has root {root}, the manifest says {}",
-                    s.dir, s.root
+                    "{}: shard {:?} is listed twice",
+                    path.display(),
+                    s.dir
                 )));
             }
-            shards.push(Shard::open(&sdir)?);
+            let shard = Shard::open(&sdir)?;
+            if shard.root() != s.root {
+                return Err(IndexError::Corrupt(format!(
+                    "shard {} has root {}, the manifest says {}",
+                    s.dir,
+                    shard.root(),
+                    s.root
+                )));
+            }
+            if let Some(first) = shards.first() {
+                if first.meta().vocab_size != shard.meta().vocab_size {
+                    return Err(IndexError::Corrupt(format!(
+                        "shard {} was built with a vocabulary of {} ids, the first shard with {}",
+                        s.dir,
+                        shard.meta().vocab_size,
+                        first.meta().vocab_size
+                    )));
+                }
+            }
+            shards.push(shard);
         }
         Ok(Index {
             dir: dir.to_path_buf(),
@@ -193,9 +246,12 @@ impl Index {
         let mut opened = Vec::with_capacity(built.len());
         let added = (|| {
             for (k, (sdir, _)) in built.iter().enumerate() {
-                let root = shard_root(sdir)?;
-                manifest.shards.push(ShardEntry { dir: name(k), root });
-                opened.push(Shard::open(sdir)?);
+                let shard = Shard::open(sdir)?;
+                manifest.shards.push(ShardEntry {
+                    dir: name(k),
+                    root: shard.root(),
+                });
+                opened.push(shard);
             }
             write_manifest(&self.dir, &manifest)
         })();
@@ -313,11 +369,15 @@ impl Index {
         hits
     }
 
-    /// The tokens of row `row` of shard `shard`.
+    /// The tokens of row `row` of shard `shard` (none for a shard or row that does not exist).
     pub fn row_tokens(&self, shard: usize, row: u64) -> Vec<TokenId> {
-        let s = &self.shards[shard];
+        let Some(s) = self.shards.get(shard) else {
+            return Vec::new();
+        };
         let t = s.tokens();
-        s.row_range(row as usize).filter_map(|i| t.get(i)).collect()
+        s.row_range(usize::try_from(row).unwrap_or(usize::MAX))
+            .filter_map(|i| t.get(i))
+            .collect()
     }
 
     /// The tokens that follow `context` and how often, most frequent first (row ends excluded).

@@ -1,28 +1,76 @@
-//! A shard opened for queries: its files memory-mapped (nothing is read up front), checked
-//! against the sizes its metadata promises, and the suffix-array searches every query is built
-//! from. The range of suffixes starting with a query is found by binary search; extending a match
-//! one token at a time narrows that range by two more binary searches on the token at the new
-//! depth, so the longest match at a position costs O(length × log N).
+//! A shard opened for queries. A shard on disk is untrusted input: before a query reads it,
+//! [`Shard::open`] checks every field of its `shard.json` against the layout
+//! ([`ShardMeta::validate`]), maps each data file only if it lies inside the shard's directory
+//! (no absolute path, `..` or symlink leads out) and has the size the metadata computes, checks
+//! the BLAKE3 hash `shard.json` records for it, and checks what the queries rely on in the
+//! contents: row offsets in order and on separators, tokens in the vocabulary, suffix-array
+//! pointers inside the token array. A shard that fails any check is refused with the file and the
+//! reason; queries on an opened shard never index outside its arrays.
+//!
+//! The shard's root is the BLAKE3 hash of the very `shard.json` bytes that were checked, and
+//! that file records the hash of every data file, so a shard that opens is exactly the one its
+//! root names. Hashing reads every byte once (BLAKE3 runs at GB/s, the same order as the read).
+//!
+//! The searches: the range of suffixes starting with a query is found by binary search; extending
+//! a match one token at a time narrows that range by two more binary searches on the token at
+//! the new depth, so the longest match at a position costs O(length × log N).
 
 use crate::{
-    build::{ShardMeta, META_FILE},
+    build::{parse_hash, ShardMeta, DATA_FILES, META_FILE},
     error::{IndexError, Result},
     tokens::{TokenId, Tokens, Width},
 };
+use alloy_primitives::B256;
 use memmap2::Mmap;
-use std::{cmp::Ordering, fs, ops::Range, path::Path};
+use std::{
+    cmp::Ordering,
+    fs,
+    ops::Range,
+    path::{Path, PathBuf},
+};
 
 /// A shard ready for queries.
 pub struct Shard {
     meta: ShardMeta,
+    root: B256,
     tokens: Mmap,
     sa: Mmap,
     rows: Mmap,
 }
 
-fn map(dir: &Path, name: &str, expect: u64) -> Result<Mmap> {
-    let path = dir.join(name);
+/// `path` made canonical, refused unless it lies inside `within` (itself canonical): what an
+/// absolute path, a `..` or a symlink would lead out of the index to is never read.
+pub(crate) fn inside(path: &Path, within: &Path) -> Result<PathBuf> {
+    let real = fs::canonicalize(path).map_err(|e| IndexError::io(path, e))?;
+    if !real.starts_with(within) {
+        return Err(IndexError::Corrupt(format!(
+            "{} leads to {}, outside {}: an index directory must hold all of its files",
+            path.display(),
+            real.display(),
+            within.display()
+        )));
+    }
+    Ok(real)
+}
+
+/// Opens `name` in `dir` (canonical), a regular file inside `dir`.
+fn open_file(dir: &Path, name: &str) -> Result<(PathBuf, fs::File)> {
+    let path = inside(&dir.join(name), dir)?;
     let file = fs::File::open(&path).map_err(|e| IndexError::io(&path, e))?;
+    let md = file.metadata().map_err(|e| IndexError::io(&path, e))?;
+    if !md.is_file() {
+        return Err(IndexError::Corrupt(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok((path, file))
+}
+
+/// Maps data file `name` of the shard in `dir`, checking its size and its BLAKE3 hash against
+/// the (validated) metadata.
+fn map(dir: &Path, name: &str, expect: u64, hash: &str) -> Result<Mmap> {
+    let (path, file) = open_file(dir, name)?;
     let len = file.metadata().map_err(|e| IndexError::io(&path, e))?.len();
     if len != expect {
         return Err(IndexError::Corrupt(format!(
@@ -30,25 +78,176 @@ fn map(dir: &Path, name: &str, expect: u64) -> Result<Mmap> {
             path.display()
         )));
     }
-    // SAFETY: shard files are written once and never modified in place (a new version is a new
-    // shard); the map is read-only.
-    unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(&path, e))
+    if usize::try_from(len).is_err() {
+        return Err(IndexError::Corrupt(format!(
+            "{} has {len} bytes, more than this machine can map",
+            path.display()
+        )));
+    }
+    // SAFETY: the map is read-only, and Rust needs the mapped bytes not to change while they are
+    // borrowed. Shard files are written once, into a temporary directory renamed into place,
+    // and never modified afterwards (a new version is a new shard); another process writing or
+    // truncating a file while it is mapped breaks that, which no mapping can prevent. The
+    // length was just checked against the metadata, the bytes are hashed below, and no access
+    // depends on the contents for memory safety: every read is bounds-checked slice indexing.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(&path, e))?;
+    if map.len() as u64 != expect {
+        return Err(IndexError::Corrupt(format!(
+            "{} changed size while it was opened",
+            path.display()
+        )));
+    }
+    let want = parse_hash(hash).ok_or_else(|| {
+        IndexError::Corrupt(format!(
+            "the shard.json of {} gives it the hash {hash:?}, not 64 hex digits",
+            path.display()
+        ))
+    })?;
+    let got = blake3::hash(&map);
+    if got.as_bytes() != &want {
+        return Err(IndexError::Corrupt(format!(
+            "{} does not match the BLAKE3 hash its shard.json records ({hash}; the file hashes to {}): it was changed after the index was built",
+            path.display(),
+            got.to_hex()
+        )));
+    }
+    Ok(map)
 }
 
 impl Shard {
-    /// Opens the shard in `dir`.
+    /// Opens the shard in `dir`, refusing it (with the file and the reason) unless every check
+    /// in the module documentation passes.
     pub fn open(dir: &Path) -> Result<Shard> {
-        let path = dir.join(META_FILE);
+        let dir = fs::canonicalize(dir).map_err(|e| IndexError::io(dir, e))?;
+        let (path, _) = open_file(&dir, META_FILE)?;
         let bytes = fs::read(&path).map_err(|e| IndexError::io(&path, e))?;
-        let meta: ShardMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| IndexError::Corrupt(format!("{}: {e}", path.display())))?;
-        let n = meta.tokens;
-        Ok(Shard {
-            tokens: map(dir, "tokens.bin", n * meta.width.bytes() as u64)?,
-            sa: map(dir, "sa.bin", n * meta.ptr_bytes as u64)?,
-            rows: map(dir, "rows.bin", meta.rows * 8)?,
+        let root = B256::from(*blake3::hash(&bytes).as_bytes());
+        let corrupt = |why: String| IndexError::Corrupt(format!("{}: {why}", path.display()));
+        let meta: ShardMeta = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        meta.validate().map_err(corrupt)?;
+        let sizes = meta.file_sizes().map_err(corrupt)?;
+        // The files are hashed side by side: the suffix array is the largest, about two thirds.
+        let [tokens, sa, rows] = std::thread::scope(|scope| {
+            let (dir, meta) = (&dir, &meta);
+            [0, 1, 2]
+                .map(|i| {
+                    let name = DATA_FILES[i];
+                    scope.spawn(move || map(dir, name, sizes[i], &meta.files[name]))
+                })
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        });
+        let shard = Shard {
+            tokens: tokens?,
+            sa: sa?,
+            rows: rows?,
             meta,
-        })
+            root,
+        };
+        shard.check_contents(&dir)?;
+        Ok(shard)
+    }
+
+    /// The contents the queries rely on: rows.bin lists every separator in order (the first at
+    /// 0, each row at least one token), every token is in the vocabulary, every suffix-array
+    /// pointer is inside the token array.
+    fn check_contents(&self, dir: &Path) -> Result<()> {
+        let bad = |name: &str, why: String| {
+            IndexError::Corrupt(format!("{}: {why}", dir.join(name).display()))
+        };
+        let n = self.meta.tokens;
+        let sep = self.meta.width.separator();
+        let tokens = self.tokens();
+        if tokens.len() as u64 != n {
+            return Err(bad(
+                "tokens.bin",
+                "its map is not aligned to its token width".into(),
+            ));
+        }
+        let vocab = self.meta.vocab_size;
+        // Counted without early exits so the loops vectorise; the first bad token is looked up
+        // only when there is one.
+        fn scan<T: Copy + Into<TokenId>>(ids: &[T], sep: TokenId, vocab: TokenId) -> (u64, u64) {
+            ids.iter().fold((0, 0), |(seps, bad), &t| {
+                let t: TokenId = t.into();
+                (
+                    seps + u64::from(t == sep),
+                    bad + u64::from(t != sep && t >= vocab),
+                )
+            })
+        }
+        let (separators, outside) = match tokens {
+            Tokens::U16(t) => scan(t, sep, vocab),
+            Tokens::U32(t) => scan(t, sep, vocab),
+        };
+        if outside > 0 {
+            let (i, t) = (0..tokens.len())
+                .filter_map(|i| Some((i, tokens.get(i)?)))
+                .find(|&(_, t)| t != sep && t >= vocab)
+                .unwrap_or_default();
+            return Err(bad(
+                "tokens.bin",
+                format!("token {t} at position {i} is outside the vocabulary of {vocab} ids"),
+            ));
+        }
+        if separators != self.meta.rows {
+            return Err(bad(
+                "tokens.bin",
+                format!(
+                    "holds {separators} row separators, shard.json says {} rows",
+                    self.meta.rows
+                ),
+            ));
+        }
+        let mut prev: Option<u64> = None;
+        for r in 0..self.meta.rows as usize {
+            let start = self.row_start(r);
+            let ok = match prev {
+                None => start == 0,
+                Some(p) => start >= p.saturating_add(2),
+            } && start < n.saturating_sub(1)
+                && tokens.get(start as usize) == Some(sep);
+            if !ok {
+                return Err(bad(
+                    "rows.bin",
+                    format!(
+                        "row {r} starts at {start}; rows must start at the separators of the {n} tokens, in order from 0, each row at least one token"
+                    ),
+                ));
+            }
+            prev = Some(start);
+        }
+        fn max_pointer<const W: usize>(sa: &[u8]) -> u64 {
+            sa.chunks_exact(W).fold(0, |m, p| {
+                let mut b = [0u8; 8];
+                b[..W].copy_from_slice(p);
+                m.max(u64::from_le_bytes(b))
+            })
+        }
+        let max = match self.meta.ptr_bytes {
+            1 => max_pointer::<1>(&self.sa),
+            2 => max_pointer::<2>(&self.sa),
+            3 => max_pointer::<3>(&self.sa),
+            4 => max_pointer::<4>(&self.sa),
+            5 => max_pointer::<5>(&self.sa),
+            6 => max_pointer::<6>(&self.sa),
+            7 => max_pointer::<7>(&self.sa),
+            _ => max_pointer::<8>(&self.sa),
+        };
+        if n > 0 && max >= n {
+            let k = (0..n as usize)
+                .find(|&k| self.suffix(k) as u64 >= n)
+                .unwrap_or_default();
+            return Err(bad(
+                "sa.bin",
+                format!("pointer {k} is {}, past the {n} tokens", self.suffix(k)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shard's root: BLAKE3 of the `shard.json` it was opened from.
+    pub fn root(&self) -> B256 {
+        self.root
     }
 
     /// Its metadata.
@@ -60,16 +259,16 @@ impl Shard {
     pub fn tokens(&self) -> Tokens<'_> {
         match self.meta.width {
             Width::U16 => {
-                // SAFETY: a page-aligned map of a file whose length is a multiple of 2; u16 has no
-                // invalid bit patterns; the file is little-endian like every supported target.
-                let (pre, mid, _) = unsafe { self.tokens.align_to::<u16>() };
-                debug_assert!(pre.is_empty());
+                // SAFETY: u16 has no invalid bit patterns and `align_to` only yields a correctly
+                // aligned middle; the file is little-endian like every supported target. The map
+                // is page-aligned, so nothing falls outside the middle: `open` refused the shard
+                // unless the middle holds exactly `tokens` ids.
+                let (_, mid, _) = unsafe { self.tokens.align_to::<u16>() };
                 Tokens::U16(mid)
             }
             Width::U32 => {
                 // SAFETY: as above, for 4-byte ids.
-                let (pre, mid, _) = unsafe { self.tokens.align_to::<u32>() };
-                debug_assert!(pre.is_empty());
+                let (_, mid, _) = unsafe { self.tokens.align_to::<u32>() };
                 Tokens::U32(mid)
             }
         }
@@ -85,7 +284,7 @@ impl Shard {
         self.meta.tokens == 0
     }
 
-    /// The position the `k`-th smallest suffix starts at.
+    /// The position the `k`-th smallest suffix starts at (`k < len()`).
     #[inline]
     pub fn suffix(&self, k: usize) -> usize {
         let w = self.meta.ptr_bytes as usize;
@@ -113,8 +312,11 @@ impl Shard {
         lo
     }
 
-    /// The token range of row `r`, without its separator.
+    /// The token range of row `r`, without its separator (empty past the last row).
     pub fn row_range(&self, r: usize) -> Range<usize> {
+        if r >= self.meta.rows as usize {
+            return 0..0;
+        }
         let start = self.row_start(r) as usize + 1;
         let end = if r + 1 < self.meta.rows as usize {
             self.row_start(r + 1) as usize
