@@ -23,17 +23,92 @@ pub struct NodeConfig {
     /// Most files in one datanet contribution upload.
     #[serde(default = "default_max_upload_files")]
     pub max_upload_files: usize,
+    /// Largest request body on any route, in bytes, uploads included (JSON-RPC keeps its own
+    /// smaller `max_request_bytes`). Absent: room for the largest datanet upload
+    /// (`max_upload_files` files of `ingest.max_file_bytes`) plus 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Most HTTP requests served at once; more wait their turn (within `request_timeout_secs`).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Most JSON-RPC request bodies executed at once.
+    #[serde(default = "default_max_concurrent_rpc")]
+    pub max_concurrent_rpc: usize,
+    /// Seconds any request may take, waiting for its turn included; past it the node answers
+    /// 503. A backstop for every route: it must leave room for the slowest datanet upload
+    /// (`staging.queue_wait_secs + staging.max_upload_secs`), which has its own limits.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Seconds one JSON-RPC request body may take, waiting for a worker included; calls still
+    /// running or not started by then answer error -32002.
+    #[serde(default = "default_rpc_timeout_secs")]
+    pub rpc_timeout_secs: u64,
+    /// Largest JSON-RPC response, in bytes: a call whose answer would pass it (counting the
+    /// batch's earlier answers) gets error -32005 instead.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Most logs one eth_getLogs returns.
+    #[serde(default = "default_max_log_results")]
+    pub max_log_results: usize,
+    /// Browser origins (`scheme://host[:port]`) allowed to call the node besides its own
+    /// (`http://127.0.0.1:PORT`, `http://localhost:PORT`, `http://[::1]:PORT`); `"*"` allows any.
+    /// A request with another `Origin` is refused (403), which stops web pages from posting to
+    /// the node (CSRF).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names (without port) the node answers to besides `localhost` and IP addresses;
+    /// `"*"` allows any. A request for another `Host` is refused (403), which stops DNS
+    /// rebinding.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Datanet ingestion limits (file size, row length, score and near-duplicate thresholds).
     #[serde(default)]
     pub ingest: Limits,
-    /// Datanet staging: upload size, per-account rates, concurrent uploads, garbage
-    /// collection of unreferenced uploads.
-    #[serde(default)]
-    pub staging: crate::datanets::StagingConfig,
 }
 
 fn default_max_upload_files() -> usize {
     64
+}
+
+fn default_max_concurrent_requests() -> usize {
+    64
+}
+
+fn default_max_concurrent_rpc() -> usize {
+    8
+}
+
+fn default_request_timeout_secs() -> u64 {
+    900
+}
+
+fn default_rpc_timeout_secs() -> u64 {
+    30
+}
+
+fn default_max_response_bytes() -> usize {
+    32 * 1024 * 1024
+}
+
+fn default_max_log_results() -> usize {
+    10_000
+}
+
+impl NodeConfig {
+    /// The largest request body on any route: `max_body_bytes`, or room for the largest
+    /// datanet upload plus 1 MiB.
+    pub fn total_body_limit(&self) -> usize {
+        self.max_body_bytes.unwrap_or_else(|| {
+            let per_file = usize::try_from(self.ingest.max_file_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(64 * 1024);
+            self.max_upload_files
+                .max(1)
+                .saturating_mul(per_file)
+                .saturating_add(1024 * 1024)
+                .max(self.max_request_bytes)
+        })
+    }
 }
 
 impl Default for NodeConfig {
@@ -46,8 +121,16 @@ impl Default for NodeConfig {
             max_batch: 1000,
             max_log_range: 10_000,
             max_upload_files: default_max_upload_files(),
+            max_body_bytes: None,
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_concurrent_rpc: default_max_concurrent_rpc(),
+            request_timeout_secs: default_request_timeout_secs(),
+            rpc_timeout_secs: default_rpc_timeout_secs(),
+            max_response_bytes: default_max_response_bytes(),
+            max_log_results: default_max_log_results(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             ingest: Limits::default(),
-            staging: Default::default(),
         }
     }
 }

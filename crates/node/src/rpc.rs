@@ -1,13 +1,29 @@
 //! The Ethereum JSON-RPC server (axum) on 127.0.0.1: the eth_* subset wallets and libraries
-//! need, single and batch requests, request-size and batch-size limits, and JSON-RPC errors for
-//! anything malformed. Module views go through `eth_call`; module events come back as logs.
+//! need, single and batch requests, and JSON-RPC errors for anything malformed. Module views go
+//! through `eth_call`; module events come back as logs.
+//!
+//! No request can make the node do unbounded work: bodies are limited (`max_request_bytes`),
+//! batches too (`max_batch`), as are `eth_getLogs` ranges and results (`max_log_range`,
+//! `max_log_results`), `eth_feeHistory` (at most [`MAX_FEE_HISTORY_BLOCKS`] blocks, capped as
+//! geth does, [`MAX_FEE_HISTORY_PERCENTILES`] strictly increasing percentiles in 0..=100, and
+//! [`MAX_FEE_HISTORY_TXS`] transactions read for rewards), and every response
+//! (`max_response_bytes`, counting a batch's answers together). At most `max_concurrent_rpc`
+//! bodies execute at once, each until its deadline (`rpc_timeout_secs`, waiting included), past
+//! which the remaining work answers error -32002. The router adds the guards of [`crate::guard`] (Host
+//! check, Origin allow-list, concurrency, time and total body size) in front of every route.
+//!
+//! `eth_getCode` returns [`MODULE_CODE`] for native module addresses, and
+//! `eth_getBlockByNumber("pending")` the block the pending transactions would make (number
+//! head + 1; hash, nonce and miner null, state root zero as it is not computed before sealing).
 
 use crate::{
-    chain::ChainError,
+    chain::{ChainError, PendingBlock},
+    guard,
     sequencer::{error_code, now, Node},
 };
 use alloy_consensus::{
-    transaction::Recovered, Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxEnvelope,
+    transaction::Recovered, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom,
+    TxEnvelope,
 };
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, Bytes, B256, U256};
@@ -19,14 +35,38 @@ use alloy_sol_types::{Revert, SolError};
 use axum::{
     body::Bytes as Body,
     extract::{DefaultBodyLimit, State},
+    http::header,
+    middleware,
+    response::{IntoResponse, Response},
     routing::post,
-    Json, Router,
+    Router,
 };
 use openledger_state::{executor::simulate_call, modules::bank, StateRead};
 use openledger_store::{BlockRecord, TxRecord};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::sync::Semaphore;
+use tower_http::limit::RequestBodyLimitLayer;
+
+/// Most blocks one `eth_feeHistory` covers; a larger `blockCount` is capped, as geth does.
+pub const MAX_FEE_HISTORY_BLOCKS: u64 = 1024;
+/// Most reward percentiles one `eth_feeHistory` accepts (geth's limit).
+pub const MAX_FEE_HISTORY_PERCENTILES: usize = 100;
+/// Most transactions one `eth_feeHistory` reads to compute reward percentiles. When the
+/// requested blocks hold more, the answer covers only the newest blocks that fit (the API lets
+/// a node answer fewer blocks than asked; `oldestBlock` says where the answer starts).
+pub const MAX_FEE_HISTORY_TXS: usize = 100_000;
+
+/// The code `eth_getCode` returns at a native module address: `PUSH1 0 PUSH1 0 REVERT`, an EVM
+/// contract that reverts whatever it is sent. Modules are native, not EVM code, and calls to
+/// them never run this; it is a marker so that tools which check for code before calling a
+/// contract (web3 libraries, wallets) treat module addresses as contracts.
+pub const MODULE_CODE: [u8; 5] = [0x60, 0x00, 0x60, 0x00, 0xfd];
 
 /// A JSON-RPC error object.
 #[derive(Debug)]
@@ -46,6 +86,17 @@ impl RpcError {
     }
     fn params(message: impl Into<String>) -> Self {
         Self::new(-32602, message)
+    }
+    /// EIP-1474 "limit exceeded".
+    fn limit(message: impl Into<String>) -> Self {
+        Self::new(-32005, message)
+    }
+    fn timed_out() -> Self {
+        Self::new(
+            -32002,
+            "request timed out: it ran past rpc_timeout_secs; ask for less (fewer blocks, a \
+             narrower range, a smaller batch)",
+        )
     }
 }
 
@@ -87,13 +138,56 @@ impl From<openledger_store::StoreError> for RpcError {
 
 type RpcResult = Result<Value, RpcError>;
 
-/// The HTTP router: JSON-RPC on `POST /`, the REST routes of [`crate::rest`] under `/v1`.
+/// One request's context: the node and the deadline its work must finish by.
+struct Ctx<'a> {
+    node: &'a Node,
+    deadline: Instant,
+}
+
+impl Ctx<'_> {
+    /// Err once the deadline has passed.
+    fn check_time(&self) -> Result<(), RpcError> {
+        if Instant::now() > self.deadline {
+            Err(RpcError::timed_out())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The HTTP router for a node listening at its configured `rpc_addr` (see [`router_at`]).
 pub fn router(node: Arc<Node>) -> Router {
-    let limit = node.config.max_request_bytes;
+    let local = node.config.rpc_addr;
+    router_at(node, local)
+}
+
+/// The HTTP router for a node listening at `local`: JSON-RPC on `POST /`, the REST routes of
+/// [`crate::rest`] under `/v1`, behind the guards of [`crate::guard`] (the node's own origins
+/// are those of `local`).
+pub fn router_at(node: Arc<Node>, local: SocketAddr) -> Router {
+    let config = &node.config;
+    let limit = config.max_request_bytes;
+    let access = Arc::new(guard::Access::new(config, local));
+    let limits = Arc::new(guard::Limits::new(config));
+    let workers = Arc::new(Semaphore::new(config.max_concurrent_rpc.max(1)));
+    let timeout = Duration::from_secs(config.rpc_timeout_secs.max(1));
+    let total = config.total_body_limit();
     Router::new()
-        .route("/", post(handle).layer(DefaultBodyLimit::max(limit)))
+        .route(
+            "/",
+            post(move |State(node): State<Arc<Node>>, body: Body| {
+                handle(node, workers.clone(), timeout, body)
+            })
+            .layer(DefaultBodyLimit::max(limit)),
+        )
         .merge(crate::rest::router(node.clone()))
         .with_state(node)
+        .layer(RequestBodyLimitLayer::new(total))
+        .layer(middleware::from_fn_with_state(
+            limits,
+            guard::limit_requests,
+        ))
+        .layer(middleware::from_fn_with_state(access, guard::check_access))
 }
 
 /// Serves JSON-RPC on `listener` until `stop` resolves.
@@ -102,20 +196,37 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node))
+    let local = listener.local_addr()?;
+    axum::serve(listener, router_at(node, local))
         .with_graceful_shutdown(stop)
         .await
 }
 
-async fn handle(State(node): State<Arc<Node>>, body: Body) -> Json<Value> {
-    let node2 = node.clone();
-    let out = tokio::task::spawn_blocking(move || handle_body(&node2, &body)).await;
-    Json(out.unwrap_or_else(|e| {
-        error_response(
-            Value::Null,
-            RpcError::new(-32603, format!("internal error: {e}")),
-        )
-    }))
+async fn handle(
+    node: Arc<Node>,
+    workers: Arc<Semaphore>,
+    timeout: Duration,
+    body: Body,
+) -> Response {
+    let deadline = Instant::now() + timeout;
+    let answer = |e: RpcError| error_response(Value::Null, e).to_string().into_bytes();
+    let work = async {
+        // The worker slot moves into the blocking task, so it is held until the work ends, even
+        // if the client has gone: executing bodies never exceed max_concurrent_rpc.
+        let Ok(slot) = workers.acquire_owned().await else {
+            return answer(RpcError::new(-32603, "the node is shutting down"));
+        };
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            respond(&node, &body, deadline)
+        })
+        .await
+        .unwrap_or_else(|e| answer(RpcError::new(-32603, format!("internal error: {e}"))))
+    };
+    let bytes = tokio::time::timeout_at(deadline.into(), work)
+        .await
+        .unwrap_or_else(|_| answer(RpcError::timed_out()));
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
 fn error_response(id: Value, e: RpcError) -> Value {
@@ -126,9 +237,29 @@ fn error_response(id: Value, e: RpcError) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": err })
 }
 
-/// Handles one request body (single call or batch). In dev mode, seals a block after a body
-/// that submitted transactions.
+/// Handles one request body (single call or batch) with `rpc_timeout_secs` to run. In dev
+/// mode, seals a block after a body that submitted transactions.
 pub fn handle_body(node: &Node, body: &[u8]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(node.config.rpc_timeout_secs.max(1));
+    handle_body_by(node, body, deadline)
+}
+
+/// [`handle_body`] with the work due by `deadline`: calls still running or not started by then
+/// answer error -32002.
+pub fn handle_body_by(node: &Node, body: &[u8], deadline: Instant) -> Value {
+    let out = respond(node, body, deadline);
+    serde_json::from_slice(&out).unwrap_or_else(|e| {
+        error_response(
+            Value::Null,
+            RpcError::new(-32603, format!("internal error: {e}")),
+        )
+    })
+}
+
+/// The serialized response to a body. Each call's answer is serialized as soon as it is ready
+/// and counted against `max_response_bytes`.
+fn respond(node: &Node, body: &[u8], deadline: Instant) -> Vec<u8> {
+    let cx = Ctx { node, deadline };
     let parsed: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -136,12 +267,28 @@ pub fn handle_body(node: &Node, body: &[u8]) -> Value {
                 Value::Null,
                 RpcError::new(-32700, format!("parse error: {e}")),
             )
+            .to_string()
+            .into_bytes()
         }
+    };
+    let max = node.config.max_response_bytes;
+    let too_big = |id: Value, size: usize| {
+        error_response(
+            id,
+            RpcError::limit(format!(
+                "the response would be {size} bytes or more, over the limit of {max} \
+                 (max_response_bytes); ask for less or split the batch"
+            )),
+        )
+        .to_string()
+        .into_bytes()
     };
     let mut submitted = false;
     let out = match parsed {
         Value::Array(calls) if calls.is_empty() => {
             error_response(Value::Null, RpcError::new(-32600, "empty batch"))
+                .to_string()
+                .into_bytes()
         }
         Value::Array(calls) if calls.len() > node.config.max_batch => error_response(
             Value::Null,
@@ -153,40 +300,70 @@ pub fn handle_body(node: &Node, body: &[u8]) -> Value {
                     node.config.max_batch
                 ),
             ),
-        ),
-        Value::Array(calls) => Value::Array(
-            calls
-                .into_iter()
-                .map(|c| handle_call(node, c, &mut submitted))
-                .collect(),
-        ),
-        single => handle_call(node, single, &mut submitted),
+        )
+        .to_string()
+        .into_bytes(),
+        Value::Array(calls) => {
+            let mut out = b"[".to_vec();
+            let mut answers = 0usize;
+            for (i, call) in calls.into_iter().enumerate() {
+                let id = call.get("id").cloned().unwrap_or(Value::Null);
+                let answer = match cx.check_time() {
+                    Err(e) => error_response(id.clone(), e),
+                    Ok(()) => handle_call(&cx, call, &mut submitted),
+                };
+                let mut bytes = answer.to_string().into_bytes();
+                if answers + bytes.len() > max {
+                    bytes = too_big(id, answers + bytes.len());
+                }
+                answers += bytes.len();
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&bytes);
+            }
+            out.push(b']');
+            out
+        }
+        single => {
+            let id = single.get("id").cloned().unwrap_or(Value::Null);
+            let bytes = handle_call(&cx, single, &mut submitted)
+                .to_string()
+                .into_bytes();
+            if bytes.len() > max {
+                too_big(id, bytes.len())
+            } else {
+                bytes
+            }
+        }
     };
     if submitted && node.config.dev {
-        if let Err(e) = node.seal() {
-            tracing::error!("sealing failed: {e}");
-        }
+        node.seal_and_log();
     }
     out
 }
 
-fn handle_call(node: &Node, call: Value, submitted: &mut bool) -> Value {
+fn handle_call(cx: &Ctx, mut call: Value, submitted: &mut bool) -> Value {
     let id = call.get("id").cloned().unwrap_or(Value::Null);
-    let Some(method) = call.get("method").and_then(Value::as_str) else {
+    let Some(method) = call
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
         return error_response(
             id,
             RpcError::new(-32600, "invalid request: missing \"method\""),
         );
     };
-    let params = match call.get("params") {
+    let params = match call.get_mut("params").map(Value::take) {
         None | Some(Value::Null) => vec![],
-        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Array(a)) => a,
         Some(_) => return error_response(id, RpcError::new(-32602, "params must be an array")),
     };
     if method == "eth_sendRawTransaction" {
         *submitted = true;
     }
-    match dispatch(node, method, &params) {
+    match dispatch(cx, &method, &params) {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err(e) => error_response(id, e),
     }
@@ -196,8 +373,7 @@ fn param<T: DeserializeOwned>(params: &[Value], i: usize, what: &str) -> Result<
     let v = params
         .get(i)
         .ok_or_else(|| RpcError::params(format!("missing parameter {i} ({what})")))?;
-    serde_json::from_value(v.clone())
-        .map_err(|e| RpcError::params(format!("invalid parameter {i} ({what}): {e}")))
+    T::deserialize(v).map_err(|e| RpcError::params(format!("invalid parameter {i} ({what}): {e}")))
 }
 
 fn opt_param<T: DeserializeOwned>(
@@ -215,7 +391,8 @@ fn hex_u64(v: u64) -> Value {
     json!(format!("{v:#x}"))
 }
 
-fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
+fn dispatch(cx: &Ctx, method: &str, p: &[Value]) -> RpcResult {
+    let node = cx.node;
     match method {
         "web3_clientVersion" => Ok(json!(concat!("openledger/v", env!("CARGO_PKG_VERSION")))),
         "eth_chainId" => Ok(hex_u64(node.chain_id())),
@@ -226,7 +403,7 @@ fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
         "eth_blockNumber" => Ok(hex_u64(node.chain().store().head()?.unwrap_or(0))),
         "eth_gasPrice" => Ok(hex_u64(node.chain().params()?.min_gas_price_wei)),
         "eth_maxPriorityFeePerGas" => Ok(hex_u64(0)),
-        "eth_feeHistory" => fee_history(node, p),
+        "eth_feeHistory" => fee_history(cx, p),
         "eth_getBalance" => {
             let addr: Address = param(p, 0, "address")?;
             let id = block_id(p, 1)?;
@@ -238,8 +415,15 @@ fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
             with_state(node, id, |s| Ok(hex_u64(bank::account(s, &addr)?.nonce)))
         }
         "eth_getCode" => {
-            let _: Address = param(p, 0, "address")?;
-            Ok(json!("0x"))
+            let addr: Address = param(p, 0, "address")?;
+            let id = block_id(p, 1)?;
+            // Modules exist from genesis on: every block that exists has them.
+            with_state(node, id, |_| {
+                Ok(match openledger_types::modules::name_of(&addr) {
+                    Some(_) => json!(Bytes::from_static(&MODULE_CODE)),
+                    None => json!("0x"),
+                })
+            })
         }
         "eth_sendRawTransaction" => {
             let raw: Bytes = param(p, 0, "signed transaction bytes")?;
@@ -277,6 +461,10 @@ fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
         "eth_getBlockByNumber" => {
             let tag: BlockNumberOrTag = param(p, 0, "block number or tag")?;
             let full: bool = opt_param(p, 1, "full transactions flag")?.unwrap_or(false);
+            if tag == BlockNumberOrTag::Pending {
+                let pending = node.chain().pending_block(now())?;
+                return pending_block_json(&pending, full);
+            }
             let store = node.chain().store().clone();
             let n = match resolve_number(node, tag)? {
                 Some(n) => n,
@@ -303,7 +491,7 @@ fn dispatch(node: &Node, method: &str, p: &[Value]) -> RpcResult {
         }
         "eth_getLogs" => {
             let filter: Filter = param(p, 0, "filter")?;
-            get_logs(node, &filter)
+            get_logs(cx, &filter)
         }
         other => Err(RpcError::new(
             -32601,
@@ -320,7 +508,7 @@ fn block_id(p: &[Value], i: usize) -> Result<BlockId, RpcError> {
     Ok(opt_param(p, i, "block")?.unwrap_or(BlockId::Number(BlockNumberOrTag::Latest)))
 }
 
-/// The block number a tag names; `None` for pending (not sealed) or past the head.
+/// The sealed block number a tag names; `None` for pending or past the head.
 fn resolve_number(node: &Node, tag: BlockNumberOrTag) -> Result<Option<u64>, RpcError> {
     let head = node.chain().store().head()?.unwrap_or(0);
     Ok(match tag {
@@ -388,33 +576,213 @@ fn simulate(
     })
 }
 
-fn fee_history(node: &Node, p: &[Value]) -> RpcResult {
-    let count: alloy_primitives::U64 = param(p, 0, "block count")?;
-    let count = count.to::<u64>().clamp(1, 1024);
-    let head = node.chain().store().head()?.unwrap_or(0);
-    let base = node.chain().params()?.min_gas_price_wei;
-    let n = count.min(head + 1);
-    let pct: Vec<f64> = opt_param(p, 2, "reward percentiles")?.unwrap_or_default();
-    Ok(json!({
-        "oldestBlock": hex_u64(head + 1 - n),
-        "baseFeePerGas": vec![hex_u64(base); n as usize + 1],
-        "gasUsedRatio": vec![0.0; n as usize],
-        "reward": vec![vec![hex_u64(0); pct.len()]; n as usize],
-    }))
+/// `blockCount`: a quantity, as a hex string, a decimal string or a JSON number.
+fn block_count(p: &[Value]) -> Result<u64, RpcError> {
+    let bad = || RpcError::params("invalid parameter 0 (block count): expected a quantity");
+    match p.first() {
+        None => Err(RpcError::params("missing parameter 0 (block count)")),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(bad),
+        Some(Value::String(s)) => match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| bad()),
+            None => s.parse().map_err(|_| bad()),
+        },
+        Some(_) => Err(bad()),
+    }
+}
+
+/// `rewardPercentiles`: at most [`MAX_FEE_HISTORY_PERCENTILES`] numbers in 0..=100, strictly
+/// increasing (as geth requires). The list's length is checked before anything is built.
+fn reward_percentiles(p: &[Value]) -> Result<Vec<f64>, RpcError> {
+    let list = match p.get(2) {
+        None | Some(Value::Null) => return Ok(vec![]),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(RpcError::params(
+                "invalid parameter 2 (reward percentiles): expected an array of numbers",
+            ))
+        }
+    };
+    if list.len() > MAX_FEE_HISTORY_PERCENTILES {
+        return Err(RpcError::params(format!(
+            "too many reward percentiles: {} (at most {MAX_FEE_HISTORY_PERCENTILES})",
+            list.len()
+        )));
+    }
+    let mut out: Vec<f64> = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let x = v
+            .as_f64()
+            .filter(|x| (0.0..=100.0).contains(x))
+            .ok_or_else(|| {
+                RpcError::params(format!(
+                    "invalid reward percentile #{i} ({v}): each must be a number from 0 to 100"
+                ))
+            })?;
+        if let Some(prev) = out.last().filter(|prev| x <= **prev) {
+            return Err(RpcError::params(format!(
+                "invalid reward percentile #{i} ({x}): percentiles must be strictly increasing \
+                 (#{} is {prev})",
+                i - 1
+            )));
+        }
+        out.push(x);
+    }
+    Ok(out)
+}
+
+/// The effective priority fee (tip) of each transaction of a block, with its gas used.
+type Tips = Vec<(u128, u64)>;
+
+/// The rewards at `percentiles` of a block that used `gas_used` gas, from its transactions'
+/// (tip, gas used): geth's method (sort by tip, walk the gas used up to each percentile).
+fn rewards(mut tips: Tips, gas_used: u64, percentiles: &[f64]) -> Vec<Value> {
+    if tips.is_empty() {
+        return vec![json!("0x0"); percentiles.len()];
+    }
+    tips.sort_by_key(|(tip, _)| *tip);
+    let mut index = 0;
+    let mut sum = tips[0].1;
+    percentiles
+        .iter()
+        .map(|p| {
+            // Float to integer casts saturate; the product is at most gas_used.
+            let threshold = (gas_used as f64 * p / 100.0) as u64;
+            while sum < threshold && index + 1 < tips.len() {
+                index += 1;
+                sum = sum.saturating_add(tips[index].1);
+            }
+            json!(format!("{:#x}", tips[index].0))
+        })
+        .collect()
+}
+
+/// What eth_feeHistory needs of one block.
+struct FeeBlock {
+    base_fee: u64,
+    gas_used: u64,
+    gas_limit: u64,
+    tips: Tips,
+}
+
+impl FeeBlock {
+    fn new(header: &Header, records: impl Iterator<Item = (u128, u64)>) -> FeeBlock {
+        let base_fee = header.base_fee_per_gas.unwrap_or_default();
+        FeeBlock {
+            base_fee,
+            gas_used: header.gas_used,
+            gas_limit: header.gas_limit,
+            tips: records
+                .map(|(price, gas)| (price.saturating_sub(base_fee as u128), gas))
+                .collect(),
+        }
+    }
+}
+
+/// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles)`: base fees, gas used ratios from
+/// the headers, and (when percentiles are given) the rewards at those percentiles of each
+/// block's transactions' effective priority fees. `newestBlock` "pending" includes the pending
+/// block. Bounded as the module docs say.
+fn fee_history(cx: &Ctx, p: &[Value]) -> RpcResult {
+    let node = cx.node;
+    let count = block_count(p)?.min(MAX_FEE_HISTORY_BLOCKS);
+    let newest: BlockNumberOrTag =
+        opt_param(p, 1, "newest block")?.unwrap_or(BlockNumberOrTag::Latest);
+    let percentiles = reward_percentiles(p)?;
+    let (head, next_base_fee) = {
+        let chain = node.chain();
+        (
+            chain.store().head()?.unwrap_or(0),
+            chain.params()?.min_gas_price_wei,
+        )
+    };
+    let newest = match newest {
+        BlockNumberOrTag::Pending => head + 1,
+        BlockNumberOrTag::Earliest => 0,
+        BlockNumberOrTag::Number(n) if n > head => {
+            return Err(RpcError::new(
+                -32001,
+                format!("newest block {n} is beyond the head block {head}"),
+            ))
+        }
+        BlockNumberOrTag::Number(n) => n,
+        _ => head,
+    };
+    let count = count.min(newest + 1);
+    let store = node.chain().store().clone();
+    let mut blocks: Vec<FeeBlock> = Vec::with_capacity(count as usize);
+    let mut txs_read = 0usize;
+    for n in (newest + 1 - count..=newest).rev() {
+        cx.check_time()?;
+        let block = if n > head {
+            let pending = node.chain().pending_block(now())?;
+            let tips = pending.txs.iter().map(|r| (r.gas_price, r.gas_used));
+            FeeBlock::new(&pending.header, tips.collect::<Vec<_>>().into_iter())
+        } else {
+            let b = store
+                .block(n)?
+                .ok_or_else(|| internal(format!("block {n} missing")))?;
+            let mut tips = Vec::new();
+            if !percentiles.is_empty() {
+                if !blocks.is_empty() && txs_read + b.tx_hashes.len() > MAX_FEE_HISTORY_TXS {
+                    break;
+                }
+                txs_read += b.tx_hashes.len();
+                for h in &b.tx_hashes {
+                    let rec = store
+                        .tx(h)?
+                        .ok_or_else(|| internal(format!("transaction {h} missing")))?;
+                    tips.push((rec.gas_price, rec.gas_used));
+                }
+            }
+            FeeBlock::new(&b.header, tips.into_iter())
+        };
+        blocks.push(block);
+    }
+    blocks.reverse();
+    let oldest = newest + 1 - blocks.len() as u64;
+    let mut base_fees: Vec<Value> = blocks.iter().map(|b| hex_u64(b.base_fee)).collect();
+    if !blocks.is_empty() {
+        base_fees.push(hex_u64(next_base_fee));
+    }
+    let ratios: Vec<f64> = blocks
+        .iter()
+        .map(|b| match b.gas_limit {
+            0 => 0.0,
+            limit => b.gas_used as f64 / limit as f64,
+        })
+        .collect();
+    let mut out = json!({
+        "oldestBlock": hex_u64(oldest),
+        "baseFeePerGas": base_fees,
+        "gasUsedRatio": ratios,
+    });
+    if !percentiles.is_empty() {
+        let reward: Vec<Vec<Value>> = blocks
+            .into_iter()
+            .map(|b| rewards(b.tips, b.gas_used, &percentiles))
+            .collect();
+        out["reward"] = json!(reward);
+    }
+    Ok(out)
 }
 
 fn decode_tx(rec: &TxRecord) -> Result<TxEnvelope, RpcError> {
     TxEnvelope::decode_2718(&mut rec.raw.as_ref()).map_err(internal)
 }
 
-fn tx_json(rec: &TxRecord, block: &BlockRecord) -> Result<Transaction, RpcError> {
+/// A transaction in a block: `block_hash` is `None` for the pending block.
+fn tx_json(
+    rec: &TxRecord,
+    block_hash: Option<B256>,
+    timestamp: u64,
+) -> Result<Transaction, RpcError> {
     Ok(Transaction {
         inner: Recovered::new_unchecked(decode_tx(rec)?, rec.sender),
-        block_hash: Some(block.hash()),
+        block_hash,
         block_number: Some(rec.block_number),
         transaction_index: Some(rec.index),
         effective_gas_price: Some(rec.gas_price),
-        block_timestamp: Some(block.header.timestamp),
+        block_timestamp: Some(timestamp),
     })
 }
 
@@ -439,7 +807,8 @@ fn tx_by_hash(node: &Node, hash: B256) -> RpcResult {
             let block = store
                 .block(rec.block_number)?
                 .ok_or_else(|| internal("block missing"))?;
-            serde_json::to_value(tx_json(&rec, &block)?).map_err(internal)
+            serde_json::to_value(tx_json(&rec, Some(block.hash()), block.header.timestamp)?)
+                .map_err(internal)
         }
     }
 }
@@ -495,24 +864,17 @@ fn receipt_json(rec: &TxRecord, block: &BlockRecord) -> Result<TransactionReceip
     })
 }
 
-fn block_json(store: &openledger_store::Store, b: &BlockRecord, full: bool) -> RpcResult {
-    let transactions = if full {
-        let mut txs = Vec::with_capacity(b.tx_hashes.len());
-        for h in &b.tx_hashes {
-            let rec = store
-                .tx(h)?
-                .ok_or_else(|| internal(format!("transaction {h} missing")))?;
-            txs.push(tx_json(&rec, b)?);
-        }
-        BlockTransactions::Full(txs)
-    } else {
-        BlockTransactions::Hashes(b.tx_hashes.clone())
-    };
-    let size = alloy_rlp::Encodable::length(&b.header);
+/// A block as JSON-RPC shows it.
+fn block_value(
+    header: &Header,
+    hash: B256,
+    transactions: BlockTransactions<Transaction>,
+) -> RpcResult {
+    let size = alloy_rlp::Encodable::length(header);
     let block = Block {
         header: RpcHeader {
-            hash: b.hash(),
-            inner: b.header.clone(),
+            hash,
+            inner: header.clone(),
             total_difficulty: Some(U256::ZERO),
             size: Some(U256::from(size)),
         },
@@ -523,7 +885,45 @@ fn block_json(store: &openledger_store::Store, b: &BlockRecord, full: bool) -> R
     serde_json::to_value(block).map_err(internal)
 }
 
-fn get_logs(node: &Node, filter: &Filter) -> RpcResult {
+fn block_json(store: &openledger_store::Store, b: &BlockRecord, full: bool) -> RpcResult {
+    let hash = b.hash();
+    let transactions = if full {
+        let mut txs = Vec::with_capacity(b.tx_hashes.len());
+        for h in &b.tx_hashes {
+            let rec = store
+                .tx(h)?
+                .ok_or_else(|| internal(format!("transaction {h} missing")))?;
+            txs.push(tx_json(&rec, Some(hash), b.header.timestamp)?);
+        }
+        BlockTransactions::Full(txs)
+    } else {
+        BlockTransactions::Hashes(b.tx_hashes.clone())
+    };
+    block_value(&b.header, hash, transactions)
+}
+
+/// The pending block as geth shows it: number head + 1, its pending transactions, and `hash`,
+/// `nonce` and `miner` null (it is not sealed; its state root reads zero until it is).
+fn pending_block_json(p: &PendingBlock, full: bool) -> RpcResult {
+    let transactions = if full {
+        let txs = p
+            .txs
+            .iter()
+            .map(|r| tx_json(r, None, p.header.timestamp))
+            .collect::<Result<_, _>>()?;
+        BlockTransactions::Full(txs)
+    } else {
+        BlockTransactions::Hashes(p.txs.iter().map(|r| r.hash).collect())
+    };
+    let mut v = block_value(&p.header, B256::ZERO, transactions)?;
+    for field in ["hash", "nonce", "miner"] {
+        v[field] = Value::Null;
+    }
+    Ok(v)
+}
+
+fn get_logs(cx: &Ctx, filter: &Filter) -> RpcResult {
+    let node = cx.node;
     let store = node.chain().store().clone();
     let head = store.head()?.unwrap_or(0);
     let (from, to) = match &filter.block_option {
@@ -551,17 +951,16 @@ fn get_logs(node: &Node, filter: &Filter) -> RpcResult {
         )));
     }
     if to - from + 1 > node.config.max_log_range {
-        return Err(RpcError::new(
-            -32005,
-            format!(
-                "range of {} blocks exceeds the limit of {}; narrow fromBlock/toBlock",
-                to - from + 1,
-                node.config.max_log_range
-            ),
-        ));
+        return Err(RpcError::limit(format!(
+            "range of {} blocks exceeds the limit of {}; narrow fromBlock/toBlock",
+            to - from + 1,
+            node.config.max_log_range
+        )));
     }
+    let max = node.config.max_log_results;
     let mut out = Vec::new();
     for n in from..=to {
+        cx.check_time()?;
         let Some(b) = store.block(n)? else { continue };
         if !filter.matches_bloom(b.header.logs_bloom) {
             continue;
@@ -575,6 +974,12 @@ fn get_logs(node: &Node, filter: &Filter) -> RpcResult {
                     .into_iter()
                     .filter(|l| filter.matches(&l.inner)),
             );
+            if out.len() > max {
+                return Err(RpcError::limit(format!(
+                    "the query matches more than {max} logs (max_log_results); narrow the block \
+                     range or the filter (the first block past the limit is {n})"
+                )));
+            }
         }
     }
     serde_json::to_value(out).map_err(internal)
