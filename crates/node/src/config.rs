@@ -64,6 +64,10 @@ pub struct NodeConfig {
     /// Datanet ingestion limits (file size, row length, score and near-duplicate thresholds).
     #[serde(default)]
     pub ingest: Limits,
+    /// Datanet staging: upload size, per-account rates, concurrent uploads, garbage
+    /// collection of unreferenced uploads.
+    #[serde(default)]
+    pub staging: crate::datanets::StagingConfig,
 }
 
 fn default_max_upload_files() -> usize {
@@ -131,6 +135,7 @@ impl Default for NodeConfig {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             ingest: Limits::default(),
+            staging: Default::default(),
         }
     }
 }
