@@ -4,7 +4,9 @@
 Usage: web3_client.py RPC_URL PRIVATE_KEY_HEX
 
 Sends a native OPEN transfer and a datanet module call, then reads back receipts, logs,
-blocks and transactions through web3.py's own formatters. Any failed check exits non-zero.
+blocks and transactions through web3.py's own formatters, and what tools ask around calls:
+get_code of a module, the pending block, fee_history with reward percentiles. Any failed
+check exits non-zero.
 Run by crates/cli/tests/web3_client.rs (set up the interpreter with ./scripts/setup-python).
 """
 
@@ -222,6 +224,32 @@ def main(url, key):
     else:
         raise CheckFailed("replaying the same signed transaction was accepted")
     check(w3.eth.get_transaction_count(sender) == call_tx["nonce"] + 1, "replay did not change the nonce")
+
+    # ---- 6. what tools ask before and around calls: code, pending block, fee history ---------------
+    code = w3.eth.get_code(Web3.to_checksum_address(DATANET))
+    check(bytes(code) == bytes.fromhex("60006000fd"), f"get_code(datanet module) is the revert-only marker ({code.hex()})")
+    check(len(w3.eth.get_code(sender)) == 0, "get_code(an account) is empty")
+    head = w3.eth.block_number
+    pending = w3.eth.get_block("pending")
+    check(pending.number == head + 1, f"get_block('pending').number is head + 1 ({pending.number})")
+    check(pending.get("hash") is None, "the pending block has no hash yet")
+    check(pending.parentHash == w3.eth.get_block(head).hash, "the pending block's parent is the head")
+    pending_full = w3.eth.get_block("pending", full_transactions=True)
+    check(len(pending_full.transactions) == len(pending.transactions), "get_block('pending', full) lists the same transactions")
+    fh = w3.eth.fee_history(4, "latest", [10, 50, 90])
+    blocks = min(4, head + 1)
+    check(fh.oldestBlock == head + 1 - blocks, f"fee_history.oldestBlock is {fh.oldestBlock}")
+    check(len(fh.gasUsedRatio) == blocks and len(fh.baseFeePerGas) == blocks + 1, "fee_history has one entry per block")
+    check(len(fh.reward) == blocks and all(len(r) == 3 for r in fh.reward), "fee_history has three rewards per block")
+    check(fh.gasUsedRatio[-1] > 0, f"fee_history reports the gas the last block used ({fh.gasUsedRatio[-1]})")
+    check(all(b == gas_price for b in fh.baseFeePerGas), "fee_history base fees are the gas price")
+    check(all(r[0] <= r[1] <= r[2] for r in fh.reward), "fee_history rewards grow with the percentile")
+    try:
+        w3.eth.fee_history(1, "latest", list(range(101)))
+    except Exception as e:
+        check("at most 100" in str(e), f"fee_history with 101 percentiles is refused ({e})")
+    else:
+        raise CheckFailed("fee_history with 101 percentiles was accepted")
 
     print("web3 client: all checks passed")
 

@@ -1,6 +1,8 @@
 //! The real web3.py client against a dev node: `init --dev`, `node` on a free port, then
 //! `tests/web3_client.py` sends a native OPEN transfer and a datanet module call and reads back
-//! receipts, logs, blocks and transactions (see that script for every check).
+//! receipts, logs, blocks and transactions, the code of a module, the pending block and the fee
+//! history with reward percentiles (see that script for every check). Before it, raw requests
+//! check that the running node refuses a cross-origin POST and a foreign Host.
 //!
 //! Needs the virtualenv at `<workspace>/.venv` with web3 installed: `./scripts/setup-python`.
 
@@ -45,12 +47,17 @@ fn free_port() -> u16 {
 
 /// One JSON-RPC call as a raw HTTP/1.1 POST; the whole response (headers and body) as text.
 fn raw_rpc(addr: SocketAddr, body: &str) -> std::io::Result<String> {
+    raw_post(addr, &format!("Host: {addr}\r\n"), body)
+}
+
+/// A raw HTTP/1.1 POST of `body` to `/` with the header lines `headers` (each ending in CRLF).
+fn raw_post(addr: SocketAddr, headers: &str, body: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST / HTTP/1.1\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut out = String::new();
@@ -160,6 +167,37 @@ fn web3_py_transfers_and_calls_a_module() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A web page elsewhere cannot post to the node (CSRF), nor reach it under another name (DNS
+    // rebinding).
+    let chain_id = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let cross = raw_post(
+        addr,
+        &format!("Host: {addr}\r\nOrigin: http://evil.example\r\n"),
+        chain_id,
+    )
+    .expect("cross-origin request");
+    assert!(
+        cross.starts_with("HTTP/1.1 403") && cross.contains("allowed_origins"),
+        "a cross-origin POST must be refused:\n{cross}"
+    );
+    let port = addr.port();
+    let rebound = raw_post(addr, &format!("Host: evil.example:{port}\r\n"), chain_id)
+        .expect("foreign-host request");
+    assert!(
+        rebound.starts_with("HTTP/1.1 403") && rebound.contains("allowed_hosts"),
+        "a foreign Host must be refused:\n{rebound}"
+    );
+    let own = raw_post(
+        addr,
+        &format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\n"),
+        chain_id,
+    )
+    .expect("same-origin request");
+    assert!(
+        own.starts_with("HTTP/1.1 200") && own.contains(r#""result":"0x1a50""#),
+        "a same-origin POST must work:\n{own}"
+    );
 
     // The web3.py client.
     let url = format!("http://{addr}");
