@@ -401,8 +401,9 @@ pub struct AttributeArgs {
 
 #[derive(Subcommand)]
 pub enum AttributionCmd {
-    /// Recompute an inference receipt's attribution from the index, the prompt and the response,
-    /// and compare it with the root and top-k the receipt carries.
+    /// Check that the index is the one the receipt's adapter registered on chain (its
+    /// attributionIndexRoot), recompute the receipt's attribution from it, the prompt and the
+    /// response, and compare it with the root and top-k the receipt carries.
     Verify {
         receipt: u64,
         #[arg(long)]
@@ -427,15 +428,49 @@ pub fn run_attribution(s: &Session, c: AttributionCmd) -> Result<()> {
             response,
         } => {
             use alloy_sol_types::SolCall;
-            use openledger_types::abi::IInference;
-            let out = s.rpc()?.view(
-                openledger_types::modules::INFERENCE,
-                IInference::getReceiptCall { receiptId: receipt }.abi_encode(),
-            )?;
+            use openledger_types::{
+                abi::{IInference, IModel},
+                modules,
+            };
+            let rpc = s.rpc()?;
+            let out = rpc
+                .view(
+                    modules::INFERENCE,
+                    IInference::getReceiptCall { receiptId: receipt }.abi_encode(),
+                )
+                .with_context(|| format!("reading receipt {receipt}"))?;
             let r = IInference::getReceiptCall::abi_decode_returns(&out)
                 .with_context(|| format!("reading receipt {receipt}"))?;
-            let tok = tokenizer(&t)?;
+            // The index must be the one the receipt's adapter committed to on chain: any other
+            // index (even one that recomputes the same attribution) proves nothing.
+            let out = rpc
+                .view(
+                    modules::MODEL,
+                    IModel::getAdapterCall {
+                        adapterId: r.adapterId,
+                    }
+                    .abi_encode(),
+                )
+                .with_context(|| format!("reading adapter {} of receipt {receipt}", r.adapterId))?;
+            let adapter = IModel::getAdapterCall::abi_decode_returns(&out)
+                .with_context(|| format!("reading adapter {} of receipt {receipt}", r.adapterId))?;
+            let on_chain = adapter.attributionIndexRoot;
+            if on_chain.is_zero() {
+                bail!(
+                    "MISMATCH: adapter {} of receipt {receipt} registered no attribution index root on chain, so no index can verify its attribution",
+                    r.adapterId
+                );
+            }
             let ix = open(&index)?;
+            if ix.root() != on_chain {
+                bail!(
+                    "MISMATCH: index root {} of {} differs from the adapter's on-chain root {on_chain} (adapter {} of receipt {receipt}); verify against the index the adapter registered",
+                    ix.root(),
+                    index.display(),
+                    r.adapterId
+                );
+            }
+            let tok = tokenizer(&t)?;
             let a = attribute(
                 &ix,
                 &encode(&tok, &prompt)?,
@@ -462,8 +497,8 @@ pub fn run_attribution(s: &Session, c: AttributionCmd) -> Result<()> {
                 );
             }
             println!(
-                "VERIFIED: receipt {receipt}'s attribution (root {}, {} contributions, top {}) recomputes from the index",
-                c.root, c.len, ours.len()
+                "VERIFIED: receipt {receipt}'s attribution (root {}, {} contributions, top {}) recomputes from the index {on_chain} that adapter {} registered",
+                c.root, c.len, ours.len(), r.adapterId
             );
             Ok(())
         }

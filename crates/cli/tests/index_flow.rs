@@ -267,5 +267,68 @@ fn grown_index_equals_full_rebuild_and_planted_facts_pay_their_contributor() {
         "Under the Thursby lid-tap, a queenright colony answers two knocks on the roof.",
     ]);
     assert!(err.contains("MISMATCH"), "{err}");
+    // The grown index answers exactly as the registered one, so it recomputes the same
+    // attribution, but it is not the index the adapter committed to on chain.
+    let grown_info = env.ok(&["index", "info", "--index", g]);
+    let grown_root = grown_info.split("root ").nth(1).unwrap().trim().to_string();
+    assert_ne!(grown_root, index_root);
+    let err = env.fails(&[
+        "attribution",
+        "verify",
+        "1",
+        "--index",
+        g,
+        "--tokenizer",
+        &tok,
+        "--response",
+        response,
+    ]);
+    assert!(
+        err.contains("MISMATCH: index root")
+            && err.contains(&grown_root)
+            && err.contains(&index_root),
+        "{err}"
+    );
+    // A data file of the registered index changed in place (same size) is refused by name.
+    let tampered = dir.path().join("tampered");
+    std::fs::create_dir(&tampered).unwrap();
+    for entry in walk_files(&full) {
+        let to = tampered.join(entry.strip_prefix(&full).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let tokens = tampered.join("shard-0000/tokens.bin");
+    let mut bytes = std::fs::read(&tokens).unwrap();
+    bytes[2] ^= 0x01;
+    std::fs::write(&tokens, bytes).unwrap();
+    let err = env.fails(&[
+        "attribution",
+        "verify",
+        "1",
+        "--index",
+        tampered.to_str().unwrap(),
+        "--tokenizer",
+        &tok,
+        "--response",
+        response,
+    ]);
+    assert!(
+        err.contains("tokens.bin") && err.contains("BLAKE3"),
+        "{err}"
+    );
     drop(node);
+}
+
+/// Every file under `dir`, recursively.
+fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
