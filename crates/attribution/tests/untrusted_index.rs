@@ -240,7 +240,11 @@ fn crafted_shard_metadata_is_refused_with_a_reason() {
             Box::new(|_, m| {
                 let r = u64_at(m, "rows");
                 m["rows"] = (r + 1).into();
-                let last = m["contributions"].as_array_mut().unwrap().last_mut().unwrap();
+                let last = m["contributions"]
+                    .as_array_mut()
+                    .unwrap()
+                    .last_mut()
+                    .unwrap();
                 last["rows"] = (last["rows"].as_u64().unwrap() + 1).into();
             }),
         ),
