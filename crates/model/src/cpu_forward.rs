@@ -10,7 +10,7 @@
 //! Training and non-CPU devices use the candle path in [`crate::llama`] (every op differentiable);
 //! tests check that both paths give the same logits.
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::kv_cache::LayerCache;
 use crate::linear::{Linear, Weight};
 use crate::llama::{Llama, SeqInput};
@@ -232,7 +232,7 @@ impl Llama {
                 s.cache.layers[li].append(&k[r.clone()], &v[r]);
             }
             let caches: Vec<&LayerCache> = seqs.iter().map(|s| &s.cache.layers[li]).collect();
-            let attn = self.attention(&q, &spans, &caches);
+            let attn = self.attention(&q, &spans, &caches)?;
             let [o] = project([&block.o], [Target::O], &attn, n, adapters, li)?;
             add_into(&mut x, &o);
             let h = rms_norm(&x, &block.ffn_norm.to_vec1::<f32>()?, eps);
@@ -272,7 +272,7 @@ impl Llama {
 
     /// Causal GQA attention of every sequence's new rows against its cache (already appended):
     /// `[n, heads · head_dim]`.
-    fn attention(&self, q: &[f32], spans: &[SeqSpan], caches: &[&LayerCache]) -> Vec<f32> {
+    fn attention(&self, q: &[f32], spans: &[SeqSpan], caches: &[&LayerCache]) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let (heads, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let group = heads / kvh;
@@ -327,9 +327,10 @@ impl Llama {
         if work * heads * hd < 1 << 16 {
             (0..tasks.len()).for_each(run);
         } else {
-            pool::parallel_for(tasks.len(), &run);
+            pool::parallel_for(tasks.len(), &run)
+                .map_err(|e| ModelError::Generation(format!("attention: {e}")))?;
         }
-        out
+        Ok(out)
     }
 }
 
@@ -357,7 +358,7 @@ fn project<const K: usize>(
         None
     };
     let mut ys: Vec<Vec<f32>> = match (&quant, &xt) {
-        (Some(qs), _) => matmul_many(qs, x, n),
+        (Some(qs), _) => matmul_many(qs, x, n)?,
         (None, Some(t)) => linears
             .iter()
             .map(|l| Ok(l.weight.matmul_t(t)?.flatten_all()?.to_vec1::<f32>()?))

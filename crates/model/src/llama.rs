@@ -297,6 +297,9 @@ impl Llama {
                 l.v.truncate(s.cache.pos * kv_width);
             }
         }
+        // Kernel loops follow one another until the logits: the pool's workers wait for the next
+        // one spinning, not asleep, until this pass ends.
+        let _hot = crate::quant::pool::busy();
         let x = if self.device.is_cpu() && !self.differentiable {
             self.hidden_cpu(&ids, &positions, seqs, &adapters)?
         } else {
