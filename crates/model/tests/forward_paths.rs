@@ -37,6 +37,15 @@ fn pass(
 }
 
 fn worst(a: &[Vec<Vec<f32>>], b: &[Vec<Vec<f32>>]) -> f32 {
+    // Same sequences, rows and widths, and something to compare: a short output must not pass.
+    let shape = |x: &[Vec<Vec<f32>>]| -> Vec<Vec<usize>> {
+        x.iter().map(|s| s.iter().map(Vec::len).collect()).collect()
+    };
+    assert_eq!(shape(a), shape(b), "the two outputs differ in shape");
+    assert!(
+        a.iter().flatten().any(|r| !r.is_empty()),
+        "no logits to compare"
+    );
     a.iter()
         .flatten()
         .flatten()
@@ -87,6 +96,7 @@ fn compare(m: &mut Llama, prompts: &[(Vec<u32>, Option<&LoraAdapter>)], tol: f32
         );
         assert_eq!(argmaxes(&fast), argmaxes(&slow), "step {k}");
     }
+    assert_eq!(fast_c.len(), slow_c.len());
     for (f, s) in fast_c.iter().zip(&slow_c) {
         assert_eq!(f.len(), s.len());
         assert_eq!(f.size_bytes(), s.size_bytes());

@@ -30,11 +30,19 @@ fn tokens(r: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// The largest difference between our logits and a reference's, which must have the same shape
+/// (and not be empty): a missing row or a short one fails instead of shrinking the comparison.
 fn max_diff(ours: &Tensor, theirs: &Value) -> f32 {
     let rows: Vec<Vec<f32>> = ours.to_vec2().unwrap();
+    let theirs = theirs.as_array().unwrap();
+    assert!(!rows.is_empty(), "no logits to compare");
+    assert_eq!(rows.len(), theirs.len(), "rows of logits vs the reference");
     let mut worst = 0f32;
-    for (r, t) in rows.iter().zip(theirs.as_array().unwrap()) {
-        for (a, b) in r.iter().zip(t.as_array().unwrap()) {
+    for (r, t) in rows.iter().zip(theirs) {
+        let t = t.as_array().unwrap();
+        assert!(!r.is_empty(), "an empty row of logits");
+        assert_eq!(r.len(), t.len(), "width of a logits row vs the reference");
+        for (a, b) in r.iter().zip(t) {
             worst = worst.max((a - b.as_f64().unwrap() as f32).abs());
         }
     }
@@ -145,7 +153,10 @@ fn mixed_adapter_batch_equals_each_adapter_alone() {
     let batched = m
         .forward(&mut inputs, openledger_model::Logits::All)
         .unwrap();
+    assert_eq!(batched.len(), prompts.len(), "one output per sequence");
     for (i, (x, y)) in batched.iter().zip(&alone).enumerate() {
+        assert_eq!(x.dims(), y.dims(), "row group {i}: shapes");
+        assert!(x.elem_count() > 0, "row group {i}: empty logits");
         let d = (x - y)
             .unwrap()
             .abs()
@@ -171,6 +182,7 @@ fn mixed_adapter_batch_equals_each_adapter_alone() {
     let step = m
         .forward(&mut inputs, openledger_model::Logits::Last)
         .unwrap();
+    assert_eq!(step.len(), prompts.len(), "one decode output per sequence");
     for (i, ((t, ad), n)) in prompts.iter().zip(&next).enumerate() {
         let full: Vec<u32> = t.iter().copied().chain([*n]).collect();
         let want = m.score(&full, *ad).unwrap();

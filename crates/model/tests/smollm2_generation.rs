@@ -187,6 +187,7 @@ fn batched_generation_equals_one_at_a_time() {
             .collect(),
     )
     .unwrap();
+    assert_eq!(batch.len(), single.len(), "one generation per prompt");
     for (i, (b, s)) in batch.iter().zip(&single).enumerate() {
         assert_eq!(&b.tokens, s, "prompt {i} differs when batched");
     }
