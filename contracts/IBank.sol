@@ -8,7 +8,9 @@ interface IBank {
     /// Every movement of OPEN between accounts, modules included.
     event Transfer(address indexed from, address indexed to, uint256 value);
 
-    /// Moves `amount` OPEN from the sender to `to`.
+    /// Moves `amount` OPEN from the sender to `to`. Refused (not payable) when `to` is a module
+    /// address (0x…1001–0x…1006): a module keeps only OPEN it accounts for, so OPEN sent there
+    /// would be locked for good. The treasury (0x…1000) is an account and accepts it.
     function transfer(address to, uint256 amount) external returns (bool);
 
     function balanceOf(address account) external view returns (uint256);

@@ -92,7 +92,8 @@ interface IDatanet {
     ) external returns (uint64);
 
     /// Owner only. Appends the contribution to the datanet as a new immutable version and
-    /// charges the owner the size-based fee (to the treasury).
+    /// charges the owner the size-based fee (to the treasury). Refused, changing nothing, when
+    /// the datanet's row count plus the contribution's would overflow 64 bits.
     function approve(uint64 contributionId) external returns (uint64 version, bytes32 versionRoot);
     /// Owner only.
     function reject(uint64 contributionId, string calldata reason) external;

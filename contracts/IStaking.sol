@@ -18,10 +18,12 @@ interface IStaking {
     function requestUnstake(uint256 amount) external;
     /// Withdraws the sender's unbonded OPEN once its release time has passed.
     function withdraw() external returns (uint256);
-    /// Pays the sender's accumulated rewards.
+    /// Pays the sender's accumulated rewards in whole wei. Rewards are tracked at full
+    /// precision; the fraction of a wei not paid stays owed to the sender for the next claim.
     function claimRewards() external returns (uint256);
 
     function stakeOf(address staker) external view returns (uint256);
+    /// What `claimRewards` would pay now, in whole wei.
     function pendingRewards(address staker) external view returns (uint256);
     function unbondingOf(address staker) external view returns (uint256 amount, uint64 releaseTime);
     function totalStaked() external view returns (uint256);

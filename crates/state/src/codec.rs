@@ -58,9 +58,15 @@ pub fn put_sol<T: SolValue>(state: &mut Overlay, key: Vec<u8>, v: &T) {
     state.put(key, v.abi_encode());
 }
 
-/// Increments the counter at `key` and returns the new value (ids start at 1).
+/// Increments the counter at `key` and returns the new value (ids start at 1); refused once
+/// the 64-bit id space is used up.
 pub fn next_id(state: &mut Overlay, key: &[u8]) -> Result<u64, ExecError> {
-    let id = get_u64(state, key)? + 1;
+    let id = get_u64(state, key)?.checked_add(1).ok_or_else(|| {
+        ExecError::Invalid(format!(
+            "the id counter {} is exhausted: every 64-bit id is taken",
+            String::from_utf8_lossy(key)
+        ))
+    })?;
     put_u64(state, key.to_vec(), id);
     Ok(id)
 }

@@ -2,6 +2,8 @@
 //! pool, or the treasury while nothing is staked), then the call. A transaction that fails any
 //! check or whose call fails is rejected whole: its [`Outcome`] is never produced and state is
 //! unchanged. Gas is a per-call schedule from the parameters plus intrinsic and calldata gas.
+//! Every sum of values a transaction chooses (value plus fee, the nonce, calldata gas) is
+//! checked: one that would overflow is refused, never wrapped.
 
 use crate::{
     ctx::{Ctx, Env},
@@ -27,15 +29,27 @@ pub struct Outcome {
 }
 
 /// Gas a call to `to` with `data` uses: intrinsic + calldata + the module function's schedule.
-pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> u64 {
+/// Refused when the sum overflows a `u64` (possible only under extreme governed gas prices per
+/// byte; no gas limit could cover it).
+pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> Result<u64, ExecError> {
     let zeros = data.iter().filter(|b| **b == 0).count() as u64;
-    let calldata = zeros * params.calldata_zero_byte_gas
-        + (data.len() as u64 - zeros) * params.calldata_nonzero_byte_gas;
+    let nonzeros = data.len() as u64 - zeros;
     let call = match modules::function_name(to, data) {
         Some(name) => params.call_gas(name),
         None => params.call_gas("transfer"),
     };
-    params.tx_base_gas + calldata + call
+    zeros
+        .checked_mul(params.calldata_zero_byte_gas)
+        .zip(nonzeros.checked_mul(params.calldata_nonzero_byte_gas))
+        .and_then(|(z, n)| z.checked_add(n))
+        .and_then(|g| g.checked_add(params.tx_base_gas))
+        .and_then(|g| g.checked_add(call))
+        .ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "the gas of this call ({} bytes of calldata, {zeros} of them zero) overflows a 64-bit gas count under the governed gas schedule",
+                data.len()
+            ))
+        })
 }
 
 /// Applies one verified transaction over `state`. On success returns the writes to merge.
@@ -72,15 +86,21 @@ pub fn apply_tx(
         });
     }
     let gas_price = tx.effective_gas_price(params.min_gas_price_wei);
-    let gas = gas_of(params, &to, tx.input());
+    let gas = gas_of(params, &to, tx.input())?;
     if tx.gas_limit() < gas {
         return Err(ExecError::GasTooLow {
             needed: gas,
             limit: tx.gas_limit(),
         });
     }
+    // At most 2^64 × 2^128: a product that fits in 256 bits.
     let fee = U256::from(gas) * U256::from(gas_price);
-    let need = fee + tx.value();
+    let need = fee.checked_add(tx.value()).ok_or_else(|| {
+        ExecError::Invalid(format!(
+            "the value {} wei plus the fee {fee} wei overflows 256 bits: no account can pay it",
+            tx.value()
+        ))
+    })?;
     if acct.balance < need {
         return Err(ExecError::InsufficientFunds {
             account: tx.sender,
@@ -88,7 +108,13 @@ pub fn apply_tx(
             need,
         });
     }
-    acct.nonce += 1;
+    acct.nonce = acct.nonce.checked_add(1).ok_or_else(|| {
+        ExecError::Invalid(format!(
+            "account {} has used its last nonce ({}); a nonce cannot overflow (EIP-2681)",
+            tx.sender,
+            u64::MAX
+        ))
+    })?;
     bank::put_account(&mut overlay, &tx.sender, acct);
     staking::add_rewards(&mut overlay, &tx.sender, fee)?;
 
@@ -129,8 +155,9 @@ pub fn simulate_call(
         value,
         logs: Vec::new(),
     };
+    let gas = gas_of(params, &to, data)?;
     let output = modules::dispatch(&mut ctx, to, data)?;
-    Ok((output, gas_of(params, &to, data), ctx.logs))
+    Ok((output, gas, ctx.logs))
 }
 
 /// The price an envelope offers per gas, whatever its type.
@@ -141,5 +168,30 @@ trait MaxFee {
 impl MaxFee for alloy_consensus::TxEnvelope {
     fn max_fee_per_gas_value(&self) -> u128 {
         alloy_consensus::Transaction::max_fee_per_gas(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gas_of;
+    use crate::ExecError;
+    use openledger_types::{modules::BANK, Params};
+
+    #[test]
+    fn calldata_gas_that_would_overflow_is_refused() {
+        let mut params = Params::default();
+        assert_eq!(gas_of(&params, &BANK, &[0, 1]), Ok(21_000 + 4 + 16));
+        params.calldata_nonzero_byte_gas = u64::MAX / 2;
+        match gas_of(&params, &BANK, &[1, 2, 3]) {
+            Err(ExecError::Invalid(m)) => assert!(m.contains("overflows"), "{m}"),
+            other => panic!("expected an overflow refusal, got {other:?}"),
+        }
+        params.calldata_nonzero_byte_gas = 16;
+        params.tx_base_gas = u64::MAX;
+        assert_eq!(gas_of(&params, &BANK, &[]), Ok(u64::MAX));
+        assert!(
+            gas_of(&params, &BANK, &[1]).is_err(),
+            "the intrinsic gas sum is checked too"
+        );
     }
 }

@@ -1,5 +1,8 @@
 //! Bank: accounts (nonce and OPEN balance) and native transfers. Every transfer emits
 //! `IBank.Transfer` from the bank's address; gas fees move silently, as on Ethereum.
+//! `IBank.transfer` refuses a module as recipient, as a plain value transfer to a module is
+//! refused: a module moves only OPEN it accounts for, so OPEN sent there would be locked for
+//! good.
 //!
 //! Keys: `a` ++ address → nonce (8 bytes BE) ++ balance (32 bytes BE); `supply` → total supply.
 
@@ -11,7 +14,10 @@ use crate::{
 };
 use alloy_primitives::{Address, U256};
 use alloy_sol_types::{SolCall, SolValue};
-use openledger_types::{abi::IBank, modules::BANK};
+use openledger_types::{
+    abi::IBank,
+    modules::{self, BANK},
+};
 
 /// Key of the fixed total supply.
 pub const SUPPLY_KEY: &[u8] = b"supply";
@@ -102,6 +108,16 @@ pub fn call(ctx: &mut Ctx, call: IBank::IBankCalls) -> ExecResult<Vec<u8>> {
     use IBank::IBankCalls as C;
     Ok(match call {
         C::transfer(c) => {
+            // The treasury (0x…1000) is not in `modules::ALL` and is allowed: it is a plain
+            // account that already receives fees by transfer and whose balance governance is
+            // to fund spending from, so OPEN donated to it stays usable. A module holds only
+            // what its own records say it owes (stakes, credit, escrow); OPEN sent to one
+            // outside its payable functions could never move again.
+            if let Some(m) = modules::name_of(&c.to) {
+                return Err(ExecError::NotPayable(format!(
+                    "the {m} module (IBank.transfer cannot send OPEN to a module; send value only through a payable function)"
+                )));
+            }
             let from = ctx.sender;
             ctx.transfer(from, c.to, c.amount)?;
             IBank::transferCall::abi_encode_returns(&true)

@@ -9,6 +9,9 @@
 //! `d/m`++id → the datanet's contribution count; `d/l`++id++n → its n-th contribution's id
 //! (0-based, submission order); `d/u`++id++address → `StoredQuota` (today's use of the daily
 //! contribution quota).
+//!
+//! Sums of caller-chosen numbers (row counts, byte sizes, fees per KiB) are checked: one that
+//! would overflow is refused with a reason, never wrapped.
 
 use crate::{
     codec,
@@ -120,14 +123,20 @@ fn charge_quota(ctx: &mut Ctx, id: u64, who: Address, bytes: u64, now: u64) -> E
             q.contributions, p.max_daily_contributions
         )));
     }
-    if q.bytes.saturating_add(bytes) > p.max_daily_contribution_bytes {
+    let used = q.bytes.checked_add(bytes).ok_or_else(|| {
+        ExecError::Invalid(format!(
+            "daily quota reached: {bytes} more bytes on top of the {} used today overflows a 64-bit byte count",
+            q.bytes
+        ))
+    })?;
+    if used > p.max_daily_contribution_bytes {
         return Err(ExecError::Invalid(format!(
             "daily quota reached: {bytes} more bytes would exceed {who}'s {} bytes a day on datanet {id} ({} used today)",
             p.max_daily_contribution_bytes, q.bytes
         )));
     }
-    q.contributions += 1;
-    q.bytes += bytes;
+    q.contributions += 1; // below max_daily_contributions (a u32), checked above
+    q.bytes = used;
     codec::put_sol(&mut ctx.state, key, &q);
     Ok(())
 }
@@ -145,9 +154,19 @@ pub fn has_access(
 
 pub use merkle::version_leaf;
 
-/// The fee `approve` charges for a contribution of `bytes` bytes.
-pub fn approval_fee(params: &openledger_types::Params, bytes: u64) -> U256 {
-    params.approval_fee_base + params.approval_fee_per_kib * U256::from(bytes.div_ceil(1024))
+/// The fee `approve` charges for a contribution of `bytes` bytes; refused when the governed
+/// per-KiB fee times the size overflows.
+pub fn approval_fee(params: &openledger_types::Params, bytes: u64) -> ExecResult<U256> {
+    params
+        .approval_fee_per_kib
+        .checked_mul(U256::from(bytes.div_ceil(1024)))
+        .and_then(|f| f.checked_add(params.approval_fee_base))
+        .ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "the approval fee for {bytes} bytes overflows 256 bits at {} wei per KiB",
+                params.approval_fee_per_kib
+            ))
+        })
 }
 
 fn owned(ctx: &Ctx, id: u64) -> ExecResult<DatanetInfo> {
@@ -249,6 +268,12 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
                 )));
             }
             ctx.check_len("metadata URI", &c.metadataUri)?;
+            if d.rowCount.checked_add(c.rowCount).is_none() {
+                return Err(ExecError::Invalid(format!(
+                    "a contribution of {} rows could never be approved: datanet {} already holds {} rows and the sum overflows a 64-bit row count",
+                    c.rowCount, d.id, d.rowCount
+                )));
+            }
             let dup = k(b"d/h", d.id, c.rowsRoot.as_slice());
             if let Some(first) = ctx.state.get(&dup)? {
                 let first = u64::from_be_bytes(first.as_slice().try_into().unwrap_or_default());
@@ -262,7 +287,10 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
             ctx.state.put(dup, cid.to_be_bytes().to_vec());
             let n = contribution_count_of(&ctx.state, d.id)?;
             codec::put_u64(&mut ctx.state, k(b"d/l", d.id, &n.to_be_bytes()), cid);
-            codec::put_u64(&mut ctx.state, k(b"d/m", d.id, &[]), n + 1);
+            let count = n
+                .checked_add(1)
+                .ok_or_else(|| ExecError::Invalid(format!("datanet {} is full", d.id)))?;
+            codec::put_u64(&mut ctx.state, k(b"d/m", d.id, &[]), count);
             let info = ContributionInfo {
                 id: cid,
                 datanetId: d.id,
@@ -294,7 +322,18 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
         }
         C::approve(c) => {
             let (mut contrib, mut d) = pending_contribution(ctx, c.contributionId)?;
-            let fee = approval_fee(ctx.params, contrib.byteSize);
+            // Refuse before anything moves: a contribution whose rows the datanet's row count
+            // cannot hold stays pending (the owner may reject it).
+            let rows = d.rowCount.checked_add(contrib.rowCount).ok_or_else(|| {
+                ExecError::Invalid(format!(
+                    "approving contribution {} would overflow datanet {}'s row count: {} + {} rows exceeds 2^64 - 1; reject it instead",
+                    contrib.id, d.id, d.rowCount, contrib.rowCount
+                ))
+            })?;
+            let version = d.versionCount.checked_add(1).ok_or_else(|| {
+                ExecError::Invalid(format!("datanet {} has no version number left", d.id))
+            })?;
+            let fee = approval_fee(ctx.params, contrib.byteSize)?;
             ctx.transfer(d.owner, TREASURY, fee)?;
             let fkey = k(b"d/f", d.id, &[]);
             let stored = codec::get_sol::<StoredFrontier>(&ctx.state, &fkey)?;
@@ -316,9 +355,9 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
                     branch: frontier.branch,
                 },
             );
-            d.versionCount += 1;
+            d.versionCount = version;
             d.latestRoot = root;
-            d.rowCount += contrib.rowCount;
+            d.rowCount = rows;
             let v = VersionInfo {
                 version: d.versionCount,
                 root,
@@ -436,7 +475,7 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
         }
         C::datanetCount(_) => datanet_count(&ctx.state)?.abi_encode(),
         C::contributionCount(_) => codec::get_u64(&ctx.state, b"d/c")?.abi_encode(),
-        C::approvalFee(c) => approval_fee(ctx.params, c.byteSize).abi_encode(),
+        C::approvalFee(c) => approval_fee(ctx.params, c.byteSize)?.abi_encode(),
         C::contributionCountOf(c) => contribution_count_of(&ctx.state, c.datanetId)?.abi_encode(),
         C::contributionsOf(c) => {
             contribution_ids(&ctx.state, c.datanetId, c.offset, c.limit)?.abi_encode()

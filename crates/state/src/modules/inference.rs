@@ -3,7 +3,11 @@
 //! settlement that splits each escrowed fee by the governed split.
 //!
 //! Keys: `i/c`++address → credit; `i/o`++caller++operator → allowance; `i/n` → receipt count;
-//! `i/r`++id → `Receipt`. Credit and escrow sit in the inference module's own balance.
+//! `i/r`++id → `Receipt`. Credit and escrow sit in the inference module's own balance, which
+//! always equals the sum of all credit plus the fees of all unsettled receipts.
+//!
+//! Fees are computed with checked arithmetic (governed prices times caller-chosen token
+//! counts): one that would overflow is refused, never wrapped.
 
 use crate::{
     codec,
@@ -38,27 +42,50 @@ pub fn receipt(state: &dyn StateRead, id: u64) -> ExecResult<Receipt> {
         .ok_or_else(|| ExecError::NotFound(format!("inference receipt {id}")))
 }
 
-/// The fee for an inference of the given size.
-pub fn quote(params: &Params, prompt: u32, completion: u32) -> U256 {
-    params.price_per_prompt_token * U256::from(prompt)
-        + params.price_per_completion_token * U256::from(completion)
+/// The fee for an inference of the given size; refused when it overflows 256 bits.
+pub fn quote(params: &Params, prompt: u32, completion: u32) -> ExecResult<U256> {
+    params
+        .price_per_prompt_token
+        .checked_mul(U256::from(prompt))
+        .zip(
+            params
+                .price_per_completion_token
+                .checked_mul(U256::from(completion)),
+        )
+        .and_then(|(p, c)| p.checked_add(c))
+        .ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "the fee for {prompt} prompt and {completion} completion tokens overflows 256 bits at the governed prices"
+            ))
+        })
 }
 
 /// The split of `fee`: (platform, model owner before the unattributed rest, stakers, contributors pool).
-pub fn split(params: &Params, fee: U256) -> (U256, U256, U256, U256) {
-    let part = |bps: u16| fee * U256::from(bps) / U256::from(BPS);
+/// The parts never add up to more than `fee`.
+pub fn split(params: &Params, fee: U256) -> ExecResult<(U256, U256, U256, U256)> {
+    let bad = || {
+        ExecError::Invalid(format!(
+            "the fee split {:?} cannot split a fee of {fee} wei: its parts overflow or exceed the fee",
+            params.fee_split
+        ))
+    };
+    let part = |bps: u16| {
+        fee.checked_mul(U256::from(bps))
+            .map(|x| x / U256::from(BPS))
+            .ok_or_else(bad)
+    };
     let s = &params.fee_split;
     let (platform, stakers, contributors) = (
-        part(s.platform_bps),
-        part(s.stakers_bps),
-        part(s.contributors_bps),
+        part(s.platform_bps)?,
+        part(s.stakers_bps)?,
+        part(s.contributors_bps)?,
     );
-    (
-        platform,
-        fee - platform - stakers - contributors,
-        stakers,
-        contributors,
-    )
+    let owner = fee
+        .checked_sub(platform)
+        .and_then(|x| x.checked_sub(stakers))
+        .and_then(|x| x.checked_sub(contributors))
+        .ok_or_else(bad)?;
+    Ok((platform, owner, stakers, contributors))
 }
 
 fn credit(state: &dyn StateRead, a: &Address) -> Result<U256, StorageError> {
@@ -106,14 +133,14 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
                 a.contributionId, adapter.id
             )));
         }
-        total_weight += a.weightPpm as u64;
+        total_weight = total_weight.saturating_add(a.weightPpm as u64); // compared below
     }
     if total_weight > PPM as u64 {
         return Err(ExecError::Invalid(format!(
             "attribution weights sum to {total_weight} ppm, more than {PPM}"
         )));
     }
-    let fee = quote(ctx.params, c.promptTokens, c.completionTokens);
+    let fee = quote(ctx.params, c.promptTokens, c.completionTokens)?;
     if ctx.sender != c.caller {
         let key = allowance_key(&c.caller, &ctx.sender);
         let allowed = codec::get_u256(&ctx.state, &key)?;
@@ -165,13 +192,25 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
 
 fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
     let owner = model::adapter(&ctx.state, r.adapterId)?.owner;
-    let (platform, mut to_owner, stakers, pool) = split(ctx.params, r.fee);
+    let (platform, to_owner, stakers, pool) = split(ctx.params, r.fee)?;
     let mut paid = U256::ZERO;
+    let overpaid = || {
+        ExecError::Invalid(format!(
+            "receipt {}'s attribution weights pay out more than the contributors' share",
+            r.id
+        ))
+    };
     for a in &r.top {
         let contributor = datanet::contribution(&ctx.state, a.contributionId)?.contributor;
-        let amount = pool * U256::from(a.weightPpm) / U256::from(PPM);
+        let amount = pool
+            .checked_mul(U256::from(a.weightPpm))
+            .ok_or_else(overpaid)?
+            / U256::from(PPM);
+        paid = paid.checked_add(amount).ok_or_else(overpaid)?;
+        if paid > pool {
+            return Err(overpaid());
+        }
         ctx.transfer(INFERENCE, contributor, amount)?;
-        paid += amount;
         ctx.emit(
             INFERENCE,
             &IInference::ContributorPaid {
@@ -182,7 +221,8 @@ fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
             },
         );
     }
-    to_owner += pool - paid;
+    // The unattributed rest; `paid <= pool` was checked above, and the parts sum to the fee.
+    let to_owner = to_owner + (pool - paid);
     ctx.transfer(INFERENCE, TREASURY, platform)?;
     ctx.transfer(INFERENCE, owner, to_owner)?;
     staking::add_rewards(&mut ctx.state, &INFERENCE, stakers)?;
@@ -213,8 +253,12 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
                     "deposit needs OPEN sent with the call".into(),
                 ));
             }
-            let c = credit(&ctx.state, &me)?;
-            codec::put_u256(&mut ctx.state, credit_key(&me), c + ctx.value);
+            let c = credit(&ctx.state, &me)?
+                .checked_add(ctx.value)
+                .ok_or_else(|| {
+                    StorageError("inference credit overflow: supply invariant broken".into())
+                })?;
+            codec::put_u256(&mut ctx.state, credit_key(&me), c);
             ctx.emit(
                 INFERENCE,
                 &IInference::Deposited {
@@ -271,7 +315,10 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
             for id in c.receiptIds {
                 let r = receipt(&ctx.state, id)?;
                 if !r.settled {
-                    total += settle_one(ctx, r)?;
+                    let fee = settle_one(ctx, r)?;
+                    total = total.checked_add(fee).ok_or_else(|| {
+                        StorageError("settled fees overflow: supply invariant broken".into())
+                    })?;
                 }
             }
             IInference::settleCall::abi_encode_returns(&total)
@@ -282,6 +329,6 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
         }
         C::getReceipt(c) => receipt(&ctx.state, c.receiptId)?.abi_encode(),
         C::receiptCount(_) => codec::get_u64(&ctx.state, b"i/n")?.abi_encode(),
-        C::quote(c) => quote(ctx.params, c.promptTokens, c.completionTokens).abi_encode(),
+        C::quote(c) => quote(ctx.params, c.promptTokens, c.completionTokens)?.abi_encode(),
     })
 }

@@ -2,8 +2,17 @@
 //! stakers pool pro rata with O(1) reward-per-share accounting. All staked, unbonding and
 //! undistributed OPEN sits in the staking module's own balance.
 //!
+//! Rewards are kept at full precision: the accumulator counts reward per share × [`SCALE`],
+//! each staker's unpaid rewards are kept × [`SCALE`] too, and only a payout is floored to whole
+//! wei, so the sum of all payouts never exceeds what was paid in. The part of a deposit that
+//! does not divide evenly over the total stake is carried into the next deposit rather than
+//! dropped. The module's balance therefore always covers total stake + all unbonding + every
+//! staker's unpaid rewards, and keeps beyond that only dust: under one wei per staker plus the
+//! carried remainder (under total stake / [`SCALE`] wei).
+//!
 //! Keys: `s/t` → total staked; `s/r` → accumulated reward per share (× [`SCALE`]);
-//! `s/u` ++ address → the staker record.
+//! `s/d` → the undistributed remainder of deposits (× [`SCALE`], below the total stake when
+//! it was carried); `s/u` ++ address → the staker record.
 
 use crate::{
     codec,
@@ -24,13 +33,16 @@ pub const SCALE: U256 = U256::from_limbs([0x1bcecceda1000000, 0xd3c2, 0, 0]); //
 
 const TOTAL: &[u8] = b"s/t";
 const ACC: &[u8] = b"s/r";
+const REMAINDER: &[u8] = b"s/d";
 
 sol! {
     /// A staker's record.
     struct Staker {
         uint256 stake;
-        uint256 rewardDebt;
-        uint256 owed;
+        /// The accumulator's value when `owedScaled` was last brought up to date.
+        uint256 accSnapshot;
+        /// Rewards earned up to `accSnapshot` and not yet paid, × SCALE (exact, never floored).
+        uint256 owedScaled;
         uint256 unbonding;
         uint64 releaseTime;
     }
@@ -44,21 +56,44 @@ fn staker(state: &dyn StateRead, a: &Address) -> Result<Staker, StorageError> {
     Ok(
         codec::get_sol::<Staker>(state, &staker_key(a))?.unwrap_or(Staker {
             stake: U256::ZERO,
-            rewardDebt: U256::ZERO,
-            owed: U256::ZERO,
+            accSnapshot: U256::ZERO,
+            owedScaled: U256::ZERO,
             unbonding: U256::ZERO,
             releaseTime: 0,
         }),
     )
 }
 
-fn accrued(stake: U256, acc: U256) -> U256 {
-    stake.saturating_mul(acc) / SCALE
+fn overflow(what: &str) -> ExecError {
+    ExecError::Invalid(format!(
+        "staking reward accounting overflows 256 bits ({what}); nothing was changed"
+    ))
 }
 
-/// Rewards earned but not yet claimed.
-fn pending(s: &Staker, acc: U256) -> U256 {
-    s.owed + accrued(s.stake, acc).saturating_sub(s.rewardDebt)
+/// Rewards earned and not yet paid at accumulator `acc`, × [`SCALE`] (exact).
+fn pending_scaled(s: &Staker, acc: U256) -> ExecResult<U256> {
+    let growth = acc.checked_sub(s.accSnapshot).ok_or_else(|| {
+        StorageError(format!(
+            "corrupt staker record: snapshot {} is ahead of the reward accumulator {acc}",
+            s.accSnapshot
+        ))
+    })?;
+    s.stake
+        .checked_mul(growth)
+        .and_then(|earned| earned.checked_add(s.owedScaled))
+        .ok_or_else(|| overflow("a staker's unpaid rewards"))
+}
+
+/// Rewards earned and not yet paid, in whole wei (what a claim pays now).
+fn pending(s: &Staker, acc: U256) -> ExecResult<U256> {
+    Ok(pending_scaled(s, acc)? / SCALE)
+}
+
+/// Brings `s`'s unpaid rewards up to `acc`; call before its stake changes.
+fn checkpoint(s: &mut Staker, acc: U256) -> ExecResult<()> {
+    s.owedScaled = pending_scaled(s, acc)?;
+    s.accSnapshot = acc;
+    Ok(())
 }
 
 /// Moves `amount` from `from` into the stakers pool (silently), or to the treasury when nothing
@@ -74,8 +109,17 @@ pub fn add_rewards(state: &mut Overlay, from: &Address, amount: U256) -> ExecRes
     }
     bank::move_balance(state, from, &STAKING, amount)?;
     let acc = codec::get_u256(state, ACC)?;
-    let inc = amount.saturating_mul(SCALE) / total;
-    codec::put_u256(state, ACC.to_vec(), acc.saturating_add(inc));
+    let carried = codec::get_u256(state, REMAINDER)?;
+    let scaled = amount
+        .checked_mul(SCALE)
+        .and_then(|x| x.checked_add(carried))
+        .ok_or_else(|| overflow("a reward deposit"))?;
+    let (inc, rest) = scaled.div_rem(total);
+    let acc = acc
+        .checked_add(inc)
+        .ok_or_else(|| overflow("the reward-per-share accumulator"))?;
+    codec::put_u256(state, ACC.to_vec(), acc);
+    codec::put_u256(state, REMAINDER.to_vec(), rest);
     Ok(true)
 }
 
@@ -95,10 +139,11 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
                     ctx.params.min_stake
                 )));
             }
-            s.owed = pending(&s, acc);
-            s.stake += amount;
-            s.rewardDebt = accrued(s.stake, acc);
-            codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total + amount);
+            checkpoint(&mut s, acc)?;
+            let too_much = || ExecError::Invalid(format!("a stake of {amount} wei overflows"));
+            s.stake = s.stake.checked_add(amount).ok_or_else(too_much)?;
+            let total = total.checked_add(amount).ok_or_else(too_much)?;
+            codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total);
             ctx.emit(
                 STAKING,
                 &IStaking::Staked {
@@ -124,15 +169,21 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
                     ctx.params.min_stake
                 )));
             }
-            s.owed = pending(&s, acc);
+            checkpoint(&mut s, acc)?;
             s.stake = rest;
-            s.rewardDebt = accrued(s.stake, acc);
-            s.unbonding += amount;
+            s.unbonding = s.unbonding.checked_add(amount).ok_or_else(|| {
+                ExecError::Invalid(format!("unbonding {amount} more wei overflows"))
+            })?;
             s.releaseTime = ctx
                 .env
                 .timestamp
                 .saturating_add(ctx.params.unstake_cooldown_secs);
-            codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total - amount);
+            let total = total.checked_sub(amount).ok_or_else(|| {
+                StorageError(format!(
+                    "corrupt staking state: a stake of {amount} wei exceeds the total {total} wei"
+                ))
+            })?;
+            codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total);
             ctx.emit(
                 STAKING,
                 &IStaking::UnstakeRequested {
@@ -162,16 +213,17 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
             IStaking::withdrawCall::abi_encode_returns(&amount)
         }
         C::claimRewards(_) => {
-            let amount = pending(&s, acc);
-            s.owed = U256::ZERO;
-            s.rewardDebt = accrued(s.stake, acc);
+            checkpoint(&mut s, acc)?;
+            // Pay whole wei; the fraction stays owed (and in the pool) for the next claim.
+            let (amount, fraction) = s.owedScaled.div_rem(SCALE);
+            s.owedScaled = fraction;
             ctx.transfer(STAKING, me, amount)?;
             ctx.emit(STAKING, &IStaking::RewardsClaimed { staker: me, amount });
             IStaking::claimRewardsCall::abi_encode_returns(&amount)
         }
         C::stakeOf(c) => return Ok(staker(&ctx.state, &c.staker)?.stake.abi_encode()),
         C::pendingRewards(c) => {
-            return Ok(pending(&staker(&ctx.state, &c.staker)?, acc).abi_encode())
+            return Ok(pending(&staker(&ctx.state, &c.staker)?, acc)?.abi_encode())
         }
         C::unbondingOf(c) => {
             let s = staker(&ctx.state, &c.staker)?;
