@@ -231,6 +231,21 @@ impl HeaderReader<'_> {
     }
 }
 
+/// A name from the file as it goes into a message: control characters escaped, and cut short
+/// (a key may be megabytes long).
+fn label(name: &str) -> String {
+    const MAX: usize = 96;
+    let mut out: String = name
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if name.chars().nth(MAX).is_some() {
+        out.push_str(&format!("… ({} bytes)", name.len()));
+    }
+    out
+}
+
 /// The GGML dtype with this GGUF id (candle's own mapping is private).
 fn ggml_dtype(id: u32) -> Option<GgmlDType> {
     Some(match id {
@@ -623,34 +638,36 @@ fn read_header(
     let mut metadata = HashMap::new();
     for _ in 0..n_keys {
         let key = r.string("a metadata key")?;
-        let ty = r.u32(&key)?;
-        let value = r.value(ty, &key, false)?;
-        if metadata.insert(key.clone(), value).is_some() {
-            return Err(r.err(format!("metadata key {key} appears twice (duplicate)")));
+        let shown = label(&key);
+        let ty = r.u32(&shown)?;
+        let value = r.value(ty, &shown, false)?;
+        if metadata.insert(key, value).is_some() {
+            return Err(r.err(format!("metadata key {shown} appears twice (duplicate)")));
         }
     }
     let mut table = Vec::with_capacity(n_tensors as usize);
     for _ in 0..n_tensors {
         let name = r.string("a tensor name")?;
-        let n_dims = r.u32(&name)?;
+        let shown = label(&name);
+        let n_dims = r.u32(&shown)?;
         if n_dims == 0 || n_dims > MAX_DIMS {
             return Err(r.err(format!(
-                "tensor {name} has {n_dims} dimensions; GGUF tensors have 1 to {MAX_DIMS}"
+                "tensor {shown} has {n_dims} dimensions; GGUF tensors have 1 to {MAX_DIMS}"
             )));
         }
         let mut ne = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
-            ne.push(r.len_field(&name)?);
+            ne.push(r.len_field(&shown)?);
         }
         // An empty tensor is never a model weight, and candle's reader casts an empty buffer's
         // dangling pointer to the element type (undefined behaviour for f32): refuse it here.
         if ne.contains(&0) {
-            return Err(r.err(format!("tensor {name} has a zero dimension ({ne:?})")));
+            return Err(r.err(format!("tensor {shown} has a zero dimension ({ne:?})")));
         }
-        let id = r.u32(&name)?;
+        let id = r.u32(&shown)?;
         let dtype = ggml_dtype(id)
-            .ok_or_else(|| r.err(format!("tensor {name} has unknown data type {id}")))?;
-        let offset = r.u64(&name)?;
+            .ok_or_else(|| r.err(format!("tensor {shown} has unknown data type {id}")))?;
+        let offset = r.u64(&shown)?;
         table.push((name, ne, dtype, offset));
     }
     let alignment = match metadata.get("general.alignment") {
@@ -695,7 +712,8 @@ fn read_header(
     let mut tensor_infos = HashMap::with_capacity(table.len());
     let mut spans = HashMap::with_capacity(table.len());
     for (name, ne, dtype, offset) in table {
-        let bad = |msg: String| ModelError::format(path, format!("GGUF tensor {name}: {msg}"));
+        let bad =
+            |msg: String| ModelError::format(path, format!("GGUF tensor {}: {msg}", label(&name)));
         if spans.contains_key(&name) {
             return Err(bad("appears twice in the tensor table (duplicate)".into()));
         }

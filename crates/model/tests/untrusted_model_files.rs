@@ -943,6 +943,23 @@ fn mutated_gguf_headers_are_refused_with_reasons() {
         patch_len_before(&mut bytes, needle, len);
         refused(dir.path(), what, &bytes, want);
     }
+    // A megabyte-long key with a bad value: refused, and the message stays readable.
+    let mut g = tiny();
+    g.kvs.push((
+        vec![b'k'; 1 << 20],
+        Val {
+            ty: 13,
+            bytes: vec![0; 8],
+        },
+    ));
+    let p = write(dir.path(), "long-key.gguf", &g.bytes());
+    match guarded(&p, LIMIT, false) {
+        Ok(Outcome::Refused(msg)) => {
+            assert!(msg.contains("unknown value type"), "{msg}");
+            assert!(msg.len() < 1000, "a {}-byte message", msg.len());
+        }
+        other => panic!("a megabyte-long key: {other:?}"),
+    }
 }
 
 #[test]
@@ -1175,7 +1192,12 @@ fn random_mutations_of_the_real_smollm2_tensor_table_never_panic() {
     let Some((real, header)) = real_header() else {
         return;
     };
-    // The tensor table is the tail of the header; mutate it and the config keys before the vocabulary.
+    // Mutate the config keys (before the vocabulary arrays) and the tensor table (the tail of the
+    // header, after the arrays): that is where sizes, shapes, offsets and config values live.
+    let config_end = header
+        .windows(21)
+        .position(|w| w == b"tokenizer.ggml.tokens")
+        .expect("SmolLM2's header holds its vocabulary");
     let table_start = {
         let mut g = real.clone();
         g.tensors.clear();
@@ -1191,13 +1213,22 @@ fn random_mutations_of_the_real_smollm2_tensor_table_never_panic() {
     runner
         .run(
             &prop::collection::vec(
-                (any::<prop::sample::Index>(), any::<u8>(), any::<bool>()),
+                (
+                    any::<prop::sample::Index>(),
+                    any::<u8>(),
+                    any::<bool>(),
+                    any::<bool>(),
+                ),
                 1..4,
             ),
             |edits| {
                 let mut bytes = header.clone();
-                for (at, pick, wide) in edits {
-                    let at = table_start + at.index(header.len() - table_start);
+                for (at, pick, wide, in_table) in edits {
+                    let at = if in_table {
+                        table_start + at.index(header.len() - table_start)
+                    } else {
+                        24 + at.index(config_end - 24)
+                    };
                     let v = boundary(pick).to_le_bytes();
                     let n = if wide { 8 } else { 4 }.min(bytes.len() - at);
                     bytes[at..at + n].copy_from_slice(&v[..n]);

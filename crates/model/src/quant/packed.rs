@@ -214,7 +214,8 @@ macro_rules! packed_kernels {
             use super::*;
             use std::arch::x86_64::*;
 
-            // SAFETY (all four): selected only when the CPU reports every feature in $features.
+            // SAFETY (all four): selected only when the CPU reports every feature in $features;
+            // `tile` bounds its own reads (see there).
             pub fn x1(group: &[u8], act: &[ActBlock]) -> [f32; 8] {
                 unsafe { tile::<1, false>(group, [act])[0] }
             }
@@ -249,6 +250,10 @@ macro_rules! packed_kernels {
                     .min(group.len() / gb);
                 let mask = _mm256_set1_epi8(0x0F);
                 let mut acc = [_mm256_setzero_ps(); T];
+                // SAFETY of the raw reads below: `blocks` ≤ group.len() / gb and ≤ every activation
+                // row's length, so block `b` reads bytes `b·gb .. b·gb + gb` of `group` (the
+                // furthest load ends at 16 + 32·8 = 272 = gb for Q8_0, 32 + 32·4 = 160 = gb for
+                // Q4_1) and `acts[t][b]` exists.
                 let p = group.as_ptr();
                 for b in 0..blocks {
                     let blk = p.add(b * gb);
