@@ -614,6 +614,11 @@ fn run_node(
             let _ = rx.wait_for(|v| *v).await;
         };
         let seq = tokio::spawn(node.clone().run_sequencer(stop(rx.clone())));
+        // Deletes staged uploads that no contribution references, after their TTL.
+        let gc = tokio::spawn(openledger_node::datanets::run_gc(
+            node.clone(),
+            stop(rx.clone()),
+        ));
         let server = tokio::spawn(openledger_node::rpc::serve(
             node.clone(),
             listener,
@@ -623,6 +628,7 @@ fn run_node(
         tracing::info!("shutting down: sealing pending transactions");
         let _ = tx.send(true);
         let _ = seq.await;
+        let _ = gc.await;
         let _ = server.await;
         anyhow::Ok(())
     })

@@ -53,14 +53,15 @@ pub enum DatanetCmd {
         #[arg(long)]
         permissioned: bool,
     },
-    /// Contribute files (.txt .md .jsonl .csv .pdf .docx): the node parses, validates, scores
-    /// and deduplicates them and stores the accepted rows; then the contribution (rows root,
-    /// row count, bytes, score) is recorded on chain.
+    /// Contribute files (.txt .md .jsonl .csv .pdf .docx) with --from KEY: the files are
+    /// uploaded signed by your key; the node parses, validates, scores and deduplicates them and
+    /// stores the accepted rows; then the contribution (rows root, row count, bytes, score — as
+    /// the node computed them, which the chain's sequencer checks) is recorded on chain.
     Contribute {
         datanet: u64,
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Show the report only; record nothing on chain.
+        /// Show the report only; record nothing on chain (the upload is still signed).
         #[arg(long)]
         dry_run: bool,
         /// Also write the full JSON report to this file.
@@ -448,18 +449,39 @@ pub fn run(s: &Session, c: DatanetCmd) -> Result<()> {
             out,
         } => {
             let rest = s.rest(true)?;
-            let body =
-                rest.get_bytes(&format!("/v1/datanets/{datanet}/export?version={version}"))?;
-            let rows = body.iter().filter(|b| **b == b'\n').count();
+            let route = format!("/v1/datanets/{datanet}/export?version={version}");
+            // Rows are written as they arrive; a file is renamed into place only once whole.
             match out {
                 Some(path) => {
-                    write_atomically(&path, &body)?;
+                    let tmp = path.with_extension("partial");
+                    let file = std::fs::File::create(&tmp)
+                        .with_context(|| format!("writing {}", tmp.display()))?;
+                    let mut w = LineCounter::new(std::io::BufWriter::new(file));
+                    let copied = rest.get_to(&route, &mut w).and_then(|_| {
+                        let file = w.inner.into_inner().map_err(|e| e.into_error())?;
+                        file.sync_all()?;
+                        Ok(w.lines)
+                    });
+                    let rows = match copied {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&tmp);
+                            return Err(e);
+                        }
+                    };
+                    std::fs::rename(&tmp, &path)
+                        .with_context(|| format!("writing {}", path.display()))?;
                     eprintln!(
                         "wrote {rows} rows of datanet {datanet} to {}",
                         path.display()
                     );
                 }
-                None => std::io::stdout().write_all(&body)?,
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = stdout.lock();
+                    rest.get_to(&route, &mut w)?;
+                    w.flush()?;
+                }
             }
             Ok(())
         }
@@ -502,6 +524,30 @@ pub fn run(s: &Session, c: DatanetCmd) -> Result<()> {
     }
 }
 
+/// Passes bytes through, counting lines.
+struct LineCounter<W> {
+    inner: W,
+    lines: u64,
+}
+
+impl<W> LineCounter<W> {
+    fn new(inner: W) -> Self {
+        LineCounter { inner, lines: 0 }
+    }
+}
+
+impl<W: Write> Write for LineCounter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
@@ -515,10 +561,9 @@ fn contribute(
     dry_run: bool,
     report_path: Option<PathBuf>,
 ) -> Result<()> {
-    if !dry_run {
-        // Fail on a missing or locked key before uploading anything.
-        s.signer()?;
-    }
+    // Staging is signed (dry runs too): fail on a missing or locked key before uploading.
+    s.signer()
+        .map_err(|e| anyhow!("contributing uploads the files signed by your key: {e}"))?;
     let mut uploads = Vec::with_capacity(files.len());
     for f in files {
         let meta = std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?;

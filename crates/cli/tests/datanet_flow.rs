@@ -2,8 +2,9 @@
 //! sample datanet: contributions are ingested, deduplicated (the first contributor keeps the
 //! credit; a duplicate flood earns nothing and records nothing), approved into versions,
 //! exported with their contributors, proven and verified (and tampered proofs fail); bad files
-//! get clear errors and write nothing; a SIGKILLed node restarts with every accepted row, its
-//! near-duplicate index rebuilt; permissioned datanets refuse readers without a grant.
+//! get clear errors and write nothing; contributing needs a key (staging is signed); exports
+//! stream to a file; a SIGKILLed node restarts with every accepted row, its near-duplicate index
+//! rebuilt; permissioned datanets refuse readers without a grant.
 
 mod common;
 
@@ -87,6 +88,11 @@ fn contribute_dedupe_approve_export_prove_restart_and_permissions() {
     let contributions = env.ok(&["datanet", "contributions", "1"]);
     assert_eq!(contributions.lines().count(), 2, "{contributions}");
 
+    // Staging is signed: without a key nothing is uploaded.
+    let err = env.fails(&["datanet", "contribute", "1", &s("carol.md"), "--dry-run"]);
+    assert!(err.contains("--from"), "{err}");
+    assert_eq!(env.blob_count(), blobs);
+
     // Bad files get clear errors and write nothing.
     let dir = tempfile::tempdir().unwrap();
     let bad = |name: &str, bytes: &[u8]| {
@@ -123,6 +129,22 @@ fn contribute_dedupe_approve_export_prove_restart_and_permissions() {
     env.ok(&["--from", "dev0", "datanet", "approve", "2"]);
     let rows = export(&env, "1");
     assert_eq!(rows.len(), 117);
+    // --out streams the export into a file, renamed into place once whole.
+    let out_path = dir.path().join("v2.jsonl");
+    let printed = env.ok(&[
+        "datanet",
+        "export",
+        "1",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    let written = std::fs::read_to_string(&out_path).unwrap();
+    let lines: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, rows, "{printed}");
+    assert!(!out_path.with_extension("partial").exists());
     assert_eq!(rows[0]["contribution_id"], 1);
     assert_eq!(
         rows[0]["contributor"].as_str().unwrap().to_lowercase(),

@@ -14,6 +14,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_openledger");
 
 pub struct NodeProc(Child);
 
+impl NodeProc {
+    /// The node process's id (for reading its /proc status).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for NodeProc {
     fn drop(&mut self) {
         let _ = self.0.kill(); // SIGKILL on unix
