@@ -426,3 +426,55 @@ fn staging_is_signed_unreplayable_rate_limited_and_bounded_while_it_streams() {
     assert_eq!(status, 200, "{text}");
     drop(srv.rt);
 }
+
+#[test]
+fn uploads_past_the_concurrency_limit_are_turned_away_with_retry_after() {
+    let mut config = dev_config();
+    config.staging = StagingConfig {
+        max_concurrent: 1,
+        queue_wait_secs: 0,
+        ..StagingConfig::default()
+    };
+    let srv = serve(config);
+    let (alice, bob) = (key("alice"), key("bob"));
+    let file = rows_file("slow");
+    let (ct, body) = multipart(&[(file.name.as_str(), &file.bytes)]);
+
+    // Alice's upload takes the only slot: the node asks for her body (100 Continue) once it
+    // has one, and she holds it back.
+    let head = stage_head(srv.port, &alice, "slow", &ct, &body, &body).replace(
+        "Connection: close\r\n",
+        "Connection: close\r\nExpect: 100-continue\r\n",
+    );
+    let mut slow = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    slow.write_all(head.as_bytes()).unwrap();
+    let mut interim = [0u8; 25];
+    slow.read_exact(&mut interim).unwrap();
+    assert!(
+        String::from_utf8_lossy(&interim).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+
+    // Bob finds no slot free: 503, told when to retry.
+    let head = stage_head(srv.port, &bob, "n1", &ct, &body, &body);
+    let (status, headers, text) = http(srv.port, &head, &body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("already ingesting 1 uploads"), "{text}");
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after:"),
+        "{headers}"
+    );
+
+    // Alice finishes and is staged; then the slot is free for Bob.
+    slow.write_all(&body).unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.contains(" 200 OK"), "{answer}");
+    let head = stage_head(srv.port, &bob, "n2", &ct, &body, &body);
+    let (status, _, text) = http(srv.port, &head, &body);
+    assert_eq!(status, 200, "{text}");
+    drop(srv.rt);
+}
