@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write,
+    io::{Read, Write},
     path::{Path, PathBuf},
 };
 
@@ -38,6 +38,11 @@ pub const DATA_FILES: [&str; 3] = ["tokens.bin", "sa.bin", "rows.bin"];
 
 /// The most tokens one shard holds, separators included: libsais addresses positions as i32.
 pub const MAX_SHARD_TOKENS: u64 = i32::MAX as u64 - 1;
+
+/// Largest `shard.json` read or written, in bytes. Its size grows with the contributions a
+/// shard holds (about 150 bytes each), so this leaves room for hundreds of thousands, and a
+/// crafted file cannot make the reader allocate without bound.
+pub const MAX_META_BYTES: u64 = 64 << 20;
 
 /// One contribution's rows in a shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +322,15 @@ pub fn build_shard(
         files,
     };
     let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
+    if json.len() as u64 > MAX_META_BYTES {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(IndexError::Build(format!(
+            "the shard's {} would be {} bytes, over the {MAX_META_BYTES} bytes it may have (its {} contributions take the room); build it from fewer contributions at a time",
+            META_FILE,
+            json.len(),
+            meta.contributions.len()
+        )));
+    }
     let path = tmp.join(META_FILE);
     fs::write(&path, &json).map_err(|e| IndexError::io(&path, e))?;
     fs::rename(&tmp, dir).map_err(|e| IndexError::io(dir, e))?;
@@ -379,8 +393,32 @@ fn suffix_array(flat: &[TokenId], width: Width, threads: usize) -> Result<Vec<i3
 /// The root of a shard: BLAKE3 of its `shard.json`.
 pub fn shard_root(dir: &Path) -> Result<B256> {
     let path = dir.join(META_FILE);
-    let bytes = fs::read(&path).map_err(|e| IndexError::io(&path, e))?;
+    let file = fs::File::open(&path).map_err(|e| IndexError::io(&path, e))?;
+    let bytes = read_capped(&path, file, MAX_META_BYTES)?;
     Ok(B256::from(*blake3::hash(&bytes).as_bytes()))
+}
+
+/// Reads the metadata file `file` (at `path`) whole, refusing it before reading when it is
+/// larger than `max` bytes (and never reading more than `max + 1`, should it grow meanwhile).
+pub(crate) fn read_capped(path: &Path, file: fs::File, max: u64) -> Result<Vec<u8>> {
+    let too_big = |len: u64| {
+        IndexError::Corrupt(format!(
+            "{} has {len} bytes or more, over the {max} bytes such a file may have",
+            path.display()
+        ))
+    };
+    let len = file.metadata().map_err(|e| IndexError::io(path, e))?.len();
+    if len > max {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| IndexError::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! at every position of a text.
 
 use crate::{
-    build::{RowTokens, ShardMeta},
+    build::{read_capped, RowTokens, ShardMeta},
     error::{IndexError, Result},
     parts::{build_parts, remove_quietly, BuildOptions},
     shard::{inside, Shard},
@@ -25,6 +25,11 @@ use std::{
 
 /// Name of the index manifest.
 pub const MANIFEST: &str = "index.json";
+
+/// Largest `index.json` read or written, in bytes (about 120 bytes per shard, so room for
+/// more than a hundred thousand shards); a crafted manifest cannot make the reader allocate
+/// without bound.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// One shard in the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +139,13 @@ fn shard_dir(index: &Path, name: &str) -> Result<PathBuf> {
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(format!(".{MANIFEST}.partial"));
     let json = serde_json::to_vec_pretty(m).expect("manifest serialises");
+    if json.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(IndexError::Build(format!(
+            "{MANIFEST} would be {} bytes with {} shards, over the {MAX_MANIFEST_BYTES} bytes it may have; start a new index",
+            json.len(),
+            m.shards.len()
+        )));
+    }
     fs::write(&tmp, json).map_err(|e| IndexError::io(&tmp, e))?;
     let path = dir.join(MANIFEST);
     fs::rename(&tmp, &path).map_err(|e| IndexError::io(&path, e))
@@ -179,7 +191,8 @@ impl Index {
     /// files.
     pub fn open(dir: &Path) -> Result<Index> {
         let path = dir.join(MANIFEST);
-        let bytes = fs::read(&path).map_err(|e| IndexError::io(&path, e))?;
+        let file = fs::File::open(&path).map_err(|e| IndexError::io(&path, e))?;
+        let bytes = read_capped(&path, file, MAX_MANIFEST_BYTES)?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| IndexError::Corrupt(format!("{}: {e}", path.display())))?;
         let real = fs::canonicalize(dir).map_err(|e| IndexError::io(dir, e))?;

@@ -16,7 +16,7 @@
 //! the new depth, so the longest match at a position costs O(length × log N).
 
 use crate::{
-    build::{parse_hash, ShardMeta, DATA_FILES, META_FILE},
+    build::{parse_hash, read_capped, ShardMeta, DATA_FILES, MAX_META_BYTES, META_FILE},
     error::{IndexError, Result},
     tokens::{TokenId, Tokens, Width},
 };
@@ -119,8 +119,8 @@ impl Shard {
     /// in the module documentation passes.
     pub fn open(dir: &Path) -> Result<Shard> {
         let dir = fs::canonicalize(dir).map_err(|e| IndexError::io(dir, e))?;
-        let (path, _) = open_file(&dir, META_FILE)?;
-        let bytes = fs::read(&path).map_err(|e| IndexError::io(&path, e))?;
+        let (path, file) = open_file(&dir, META_FILE)?;
+        let bytes = read_capped(&path, file, MAX_META_BYTES)?;
         let root = B256::from(*blake3::hash(&bytes).as_bytes());
         let corrupt = |why: String| IndexError::Corrupt(format!("{}: {why}", path.display()));
         let meta: ShardMeta = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;

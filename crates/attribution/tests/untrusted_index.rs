@@ -465,3 +465,41 @@ proptest! {
         open_and_query(&path);
     }
 }
+
+/// Pads the JSON file at `path` with trailing spaces (still valid JSON, same content) to one
+/// byte past `cap`.
+fn pad_past(path: &Path, cap: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes.resize(cap as usize + 1, b' ');
+    fs::write(path, &bytes).unwrap();
+}
+
+#[test]
+fn metadata_files_over_their_size_cap_are_refused() {
+    use openledger_attribution::{build::MAX_META_BYTES, index::MAX_MANIFEST_BYTES};
+    // A shard.json past the cap, its root recomputed so only the size check can refuse it.
+    let (_dir, path) = crafted(|_, _| {});
+    pad_past(&path.join("shard-0000/shard.json"), MAX_META_BYTES);
+    reroot(&path);
+    let err = refused(&path, "an oversized shard.json");
+    assert!(
+        err.contains("shard.json") && err.contains(&MAX_META_BYTES.to_string()),
+        "{err}"
+    );
+
+    // An index.json past the cap.
+    let (_dir, path) = crafted(|_, _| {});
+    let before = Index::open(&path).unwrap().root();
+    pad_past(&path.join("index.json"), MAX_MANIFEST_BYTES);
+    let err = refused(&path, "an oversized index.json");
+    assert!(
+        err.contains("index.json") && err.contains(&MAX_MANIFEST_BYTES.to_string()),
+        "{err}"
+    );
+    // At the cap exactly, it still opens, under the same root.
+    let manifest = path.join("index.json");
+    let mut bytes = fs::read(&manifest).unwrap();
+    bytes.truncate(MAX_MANIFEST_BYTES as usize);
+    fs::write(&manifest, &bytes).unwrap();
+    assert_eq!(Index::open(&path).unwrap().root(), before);
+}
