@@ -69,8 +69,10 @@ impl ReplayGuard {
                 MAX_SKEW_SECS.min(60),
             ));
         }
-        // A request is valid until its time is MAX_SKEW_SECS behind the clock.
-        seen.insert(key, time.saturating_add(MAX_SKEW_SECS).max(now));
+        // A request verifies while its time is at most MAX_SKEW_SECS behind the clock, so it
+        // is remembered until the first second it no longer does: forgetting it any earlier
+        // (a sweep of a full table at time + MAX_SKEW_SECS) would let it be replayed.
+        seen.insert(key, time.saturating_add(MAX_SKEW_SECS + 1).max(now));
         Ok(())
     }
 
@@ -229,6 +231,28 @@ mod tests {
         assert_eq!(g.remember(c, 1000, 1002).unwrap_err().status(), 503);
         // Once the first two are past their validity they are forgotten.
         g.remember(c, 1400, 1000 + MAX_SKEW_SECS + 1).unwrap();
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn a_request_is_remembered_through_the_last_second_it_verifies() {
+        // verify() accepts a request signed at `time` up to and including
+        // now == time + MAX_SKEW_SECS, so it must still be remembered then, even when a full
+        // table is swept at that very second.
+        let g = ReplayGuard::new(2);
+        let (a, b, c) = (
+            B256::repeat_byte(1),
+            B256::repeat_byte(2),
+            B256::repeat_byte(3),
+        );
+        g.remember(a, 1000, 1000).unwrap();
+        g.remember(b, 1000, 1000).unwrap();
+        let last = 1000 + MAX_SKEW_SECS;
+        assert_eq!(g.remember(c, last, last).unwrap_err().status(), 503);
+        let replay = g.remember(a, 1000, last).unwrap_err();
+        assert_eq!(replay.status(), 401, "{replay}");
+        // One second later the request no longer verifies, and the table forgets it.
+        g.remember(c, last + 1, last + 1).unwrap();
         assert_eq!(g.len(), 1);
     }
 
