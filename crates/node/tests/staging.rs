@@ -30,15 +30,18 @@ fn key(name: &str) -> PrivateKeySigner {
     PrivateKeySigner::from_bytes(&keccak256(name)).unwrap()
 }
 
-fn open_node(dir: &Path, config: NodeConfig) -> Arc<Node> {
-    let genesis = Genesis::with_accounts(
+fn genesis() -> Genesis {
+    Genesis::with_accounts(
         CHAIN_ID,
         1,
         &[key("alice").address(), key("bob").address()],
         U256::from(100u64) * one_open(),
     )
-    .unwrap();
-    let chain = Chain::open(&dir.join("chain.redb"), &genesis, false).unwrap();
+    .unwrap()
+}
+
+fn open_node(dir: &Path, config: NodeConfig) -> Arc<Node> {
+    let chain = Chain::open(&dir.join("chain.redb"), &genesis(), false).unwrap();
     Node::new(chain, config, &dir.join("blobs")).unwrap()
 }
 
@@ -201,6 +204,17 @@ fn a_contribution_must_claim_exactly_what_was_staged() {
     let r = call(&node, &alice, honest.abi_encode());
     assert!(r.get("result").is_some(), "{r}");
     assert_eq!(contribution_count(&node), 1);
+
+    // The chain, contributions included, verifies by replay from genesis: the admission rule
+    // is the sequencer's, so replay (which holds no staging records) must not apply it.
+    drop(node);
+    let blocks =
+        openledger_node::chain::verify(&dir.path().join("chain.redb"), &genesis(), |_, _| {})
+            .expect("a chain holding contributions verifies by replay");
+    assert_eq!(
+        blocks, 3,
+        "two datanets and one contribution, one block each"
+    );
 }
 
 #[test]
