@@ -3,9 +3,11 @@
 //! things with llama.cpp; bench/scripts/model-vs-llama-cpp runs both.
 //!
 //! Usage: model-speed [model.gguf] [--threads N] [--prefill N] [--decode N] [--batches 1,8,32]
+//! [--device cpu|cuda] (default: cuda when built with `--features cuda` and a GPU is present)
 
+use openledger_model::device::{self, DeviceKind};
 use openledger_model::sampling::argmax;
-use openledger_model::{load, Device, Llama, Logits, SeqCache, SeqInput};
+use openledger_model::{load, Llama, Logits, SeqCache, SeqInput};
 use std::time::Instant;
 
 mod flags;
@@ -90,15 +92,24 @@ fn main() {
     let n_prefill: usize = arg(&args, "--prefill", 256);
     let steps: usize = arg(&args, "--decode", 128);
     let batches: String = arg(&args, "--batches", "1,8,32".to_string());
+    let kind: String = arg(&args, "--device", String::new());
+    let dev = (!kind.is_empty())
+        .then(|| kind.parse::<DeviceKind>())
+        .transpose()
+        .and_then(device::open)
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1)
+        });
     let t = Instant::now();
-    let m = load::load(std::path::Path::new(&path), &Device::Cpu).unwrap_or_else(|e| {
+    let m = load::load(std::path::Path::new(&path), &dev).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(1)
     });
     let load_s = t.elapsed().as_secs_f64();
     decode(&m, 1, 8); // warm-up
     let mut out = serde_json::json!({
-        "system": "openledger", "model": path, "threads": threads, "kernels": openledger_model::quant::kernels::isa(),
+        "system": "openledger", "model": path, "device": device::kind_name(&dev), "threads": threads, "kernels": openledger_model::quant::kernels::isa(),
         "load_s": load_s, "prefill_tokens": n_prefill, "prefill_tok_s": prefill(&m, n_prefill),
     });
     for b in batches.split(',').filter_map(|b| b.parse::<usize>().ok()) {

@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use openledger_model::chat::{self, Message};
+use openledger_model::device::{self, DeviceKind};
 use openledger_model::{
-    generate, load, peft, Device, GenerateParams, Generation, Llama, LoraAdapter, SamplingParams,
-    Tokenizer,
+    generate, load, peft, GenerateParams, Generation, Llama, LoraAdapter, SamplingParams, Tokenizer,
 };
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -26,6 +26,27 @@ pub struct ModelArgs {
     /// Worker threads for the matrix kernels (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Device to run the model on (default: cuda when this build has CUDA support and a GPU is
+    /// present, else cpu).
+    #[arg(long, env = "OPENLEDGER_DEVICE", value_enum)]
+    pub device: Option<DeviceArg>,
+}
+
+/// `--device`: where the model runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    /// An NVIDIA GPU; needs a build with `--features cuda`.
+    Cuda,
+}
+
+impl From<DeviceArg> for DeviceKind {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => DeviceKind::Cpu,
+            DeviceArg::Cuda => DeviceKind::Cuda,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,6 +112,8 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
             .build_global()
             .ok();
     }
+    // First, so that an impossible --device is refused before anything is read.
+    let device = device::open(args.device.map(DeviceKind::from))?;
     if !args.model.exists() {
         bail!(
             "model {} not found: run ./scripts/fetch-model for the default SmolLM2, or pass --model <file.gguf | hf-dir>",
@@ -98,14 +121,14 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
         );
     }
     let t = Instant::now();
-    let model = load::load(&args.model, &Device::Cpu)
+    let model = load::load(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let tokenizer = Tokenizer::for_model(&args.model)
         .with_context(|| format!("tokenizer of {}", args.model.display()))?;
     let adapter = match &args.adapter {
         Some(dir) => {
-            let a = peft::load(dir, &Device::Cpu)
-                .with_context(|| format!("adapter {}", dir.display()))?;
+            let a =
+                peft::load(dir, &device).with_context(|| format!("adapter {}", dir.display()))?;
             model
                 .check_adapter(&a)
                 .with_context(|| format!("adapter {}", dir.display()))?;
@@ -114,7 +137,7 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
         None => None,
     };
     eprintln!(
-        "loaded {} ({} layers, {:.1} MB of weights{}) in {:.2}s",
+        "loaded {} ({} layers, {:.1} MB of weights{}) on {} in {:.2}s",
         args.model.display(),
         model.config.num_layers,
         model.size_bytes() as f64 / 1e6,
@@ -123,6 +146,7 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
         } else {
             ""
         },
+        device::kind_name(&device),
         t.elapsed().as_secs_f64()
     );
     Ok(Loaded {

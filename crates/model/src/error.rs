@@ -21,6 +21,8 @@ pub enum ModelError {
     Adapter(String),
     #[error("generation: {0}")]
     Generation(String),
+    #[error("device: {0}")]
+    Device(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

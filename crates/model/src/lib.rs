@@ -7,10 +7,12 @@
 //!   `cpu_forward` is its CPU inference path on plain buffers, [`kv_cache`] the caches both paths share.
 //! - [`lora`] and [`peft`]: adapters, merge/unmerge, rsLoRA, PEFT files both ways.
 //! - [`sampling`] and [`generate`]: sampling, stop rules, streaming, batched generation.
+//! - [`device`]: `cpu` or `cuda` (the `cuda` feature), chosen by the user or automatically.
 
 pub mod chat;
 pub mod config;
 mod cpu_forward;
+pub mod device;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
