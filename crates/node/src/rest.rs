@@ -126,6 +126,7 @@ fn signed_request(parts: &Parts, node: &Node) -> Result<Option<request_auth::Sig
         .map_err(ApiError::Unauthorized)?;
     node.datanets.guards(&node.config.staging).replay.remember(
         signed.replay_key,
+        signed.address,
         signed.time,
         t,
     )?;

@@ -29,7 +29,7 @@ impl Guards {
     /// Guards with `cfg`'s limits.
     pub fn new(cfg: &StagingConfig) -> Guards {
         Guards {
-            replay: ReplayGuard::new(cfg.max_remembered_requests),
+            replay: ReplayGuard::new(cfg.max_remembered_requests, cfg.max_signed_per_account),
             rate: RateLimiter::new(cfg),
             ingest: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
         }
@@ -39,31 +39,92 @@ impl Guards {
 /// Signed requests accepted while their signatures are valid: a second use is a replay.
 pub struct ReplayGuard {
     cap: usize,
-    seen: Mutex<HashMap<B256, u64>>,
+    per_account: usize,
+    seen: Mutex<Seen>,
 }
 
-impl ReplayGuard {
-    /// Remembers at most `cap` requests at once.
-    pub fn new(cap: usize) -> ReplayGuard {
-        ReplayGuard {
-            cap: cap.max(1),
-            seen: Mutex::new(HashMap::new()),
+/// The requests remembered, with when each expires, and each account's.
+#[derive(Default)]
+struct Seen {
+    expires: HashMap<B256, u64>,
+    by_account: HashMap<Address, Vec<(B256, u64)>>,
+}
+
+impl Seen {
+    /// Forgets `who`'s expired requests.
+    fn expire_account(&mut self, who: &Address, now: u64) {
+        let Some(list) = self.by_account.get_mut(who) else {
+            return;
+        };
+        let expires = &mut self.expires;
+        list.retain(|(key, at)| {
+            let live = *at > now;
+            if !live {
+                expires.remove(key);
+            }
+            live
+        });
+        if list.is_empty() {
+            self.by_account.remove(who);
         }
     }
 
-    /// Records the signed request `key`, signed at `time`; refuses it if it was seen before
-    /// (401), or when the table is full of unexpired requests (503).
-    pub fn remember(&self, key: B256, time: u64, now: u64) -> Result<(), ApiError> {
+    /// Forgets every expired request.
+    fn expire_all(&mut self, now: u64) {
+        self.expires.retain(|_, at| *at > now);
+        self.by_account.retain(|_, list| {
+            list.retain(|(_, at)| *at > now);
+            !list.is_empty()
+        });
+    }
+}
+
+impl ReplayGuard {
+    /// Remembers at most `cap` requests at once, at most `per_account` of them from one
+    /// account.
+    pub fn new(cap: usize, per_account: usize) -> ReplayGuard {
+        ReplayGuard {
+            cap: cap.max(1),
+            per_account: per_account.max(1),
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    /// Records the signed request `key` by `who`, signed at `time`; refuses it if it was seen
+    /// before (401), when `who` already has `per_account` unexpired requests remembered (429),
+    /// or when the table is full of unexpired requests (503).
+    pub fn remember(&self, key: B256, who: Address, time: u64, now: u64) -> Result<(), ApiError> {
         let mut seen = lock(&self.seen);
-        if seen.contains_key(&key) {
+        if seen.expires.contains_key(&key) {
             return Err(ApiError::Unauthorized(
                 "this signed request was already used: sign every request afresh (a replayed request is refused)".into(),
             ));
         }
-        if seen.len() >= self.cap {
-            seen.retain(|_, expires| *expires > now);
+        if seen.by_account.get(&who).map_or(0, Vec::len) >= self.per_account {
+            seen.expire_account(&who, now);
+            if let Some(list) = seen
+                .by_account
+                .get(&who)
+                .filter(|l| l.len() >= self.per_account)
+            {
+                let retry = list
+                    .iter()
+                    .map(|(_, at)| at.saturating_sub(now).max(1))
+                    .min()
+                    .unwrap_or(MAX_SKEW_SECS);
+                return Err(ApiError::RateLimited(
+                    format!(
+                        "{who} has sent {} signed requests in the last {MAX_SKEW_SECS} s, the most the node remembers for one account; retry in {retry} s",
+                        list.len()
+                    ),
+                    retry,
+                ));
+            }
         }
-        if seen.len() >= self.cap {
+        if seen.expires.len() >= self.cap {
+            seen.expire_all(now);
+        }
+        if seen.expires.len() >= self.cap {
             return Err(ApiError::Busy(
                 "the node is holding too many recent signed requests; retry shortly".into(),
                 MAX_SKEW_SECS.min(60),
@@ -72,13 +133,15 @@ impl ReplayGuard {
         // A request verifies while its time is at most MAX_SKEW_SECS behind the clock, so it
         // is remembered until the first second it no longer does: forgetting it any earlier
         // (a sweep of a full table at time + MAX_SKEW_SECS) would let it be replayed.
-        seen.insert(key, time.saturating_add(MAX_SKEW_SECS + 1).max(now));
+        let at = time.saturating_add(MAX_SKEW_SECS + 1).max(now);
+        seen.expires.insert(key, at);
+        seen.by_account.entry(who).or_default().push((key, at));
         Ok(())
     }
 
     /// How many requests are remembered.
     pub fn len(&self) -> usize {
-        lock(&self.seen).len()
+        lock(&self.seen).expires.len()
     }
 
     /// Whether none is.
@@ -217,20 +280,21 @@ mod tests {
 
     #[test]
     fn a_request_is_accepted_once_and_a_full_table_refuses_until_entries_expire() {
-        let g = ReplayGuard::new(2);
+        let g = ReplayGuard::new(2, 100);
+        let who = Address::repeat_byte(1);
         let (a, b, c) = (
             B256::repeat_byte(1),
             B256::repeat_byte(2),
             B256::repeat_byte(3),
         );
-        g.remember(a, 1000, 1000).unwrap();
-        let err = g.remember(a, 1000, 1001).unwrap_err();
+        g.remember(a, who, 1000, 1000).unwrap();
+        let err = g.remember(a, who, 1000, 1001).unwrap_err();
         assert_eq!(err.status(), 401);
         assert!(err.to_string().contains("already used"), "{err}");
-        g.remember(b, 1000, 1001).unwrap();
-        assert_eq!(g.remember(c, 1000, 1002).unwrap_err().status(), 503);
+        g.remember(b, who, 1000, 1001).unwrap();
+        assert_eq!(g.remember(c, who, 1000, 1002).unwrap_err().status(), 503);
         // Once the first two are past their validity they are forgotten.
-        g.remember(c, 1400, 1000 + MAX_SKEW_SECS + 1).unwrap();
+        g.remember(c, who, 1400, 1000 + MAX_SKEW_SECS + 1).unwrap();
         assert_eq!(g.len(), 1);
     }
 
@@ -239,21 +303,60 @@ mod tests {
         // verify() accepts a request signed at `time` up to and including
         // now == time + MAX_SKEW_SECS, so it must still be remembered then, even when a full
         // table is swept at that very second.
-        let g = ReplayGuard::new(2);
+        let g = ReplayGuard::new(2, 100);
+        let who = Address::repeat_byte(1);
         let (a, b, c) = (
             B256::repeat_byte(1),
             B256::repeat_byte(2),
             B256::repeat_byte(3),
         );
-        g.remember(a, 1000, 1000).unwrap();
-        g.remember(b, 1000, 1000).unwrap();
+        g.remember(a, who, 1000, 1000).unwrap();
+        g.remember(b, who, 1000, 1000).unwrap();
         let last = 1000 + MAX_SKEW_SECS;
-        assert_eq!(g.remember(c, last, last).unwrap_err().status(), 503);
-        let replay = g.remember(a, 1000, last).unwrap_err();
+        assert_eq!(g.remember(c, who, last, last).unwrap_err().status(), 503);
+        let replay = g.remember(a, who, 1000, last).unwrap_err();
         assert_eq!(replay.status(), 401, "{replay}");
         // One second later the request no longer verifies, and the table forgets it.
-        g.remember(c, last + 1, last + 1).unwrap();
+        g.remember(c, who, last + 1, last + 1).unwrap();
         assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn one_account_cannot_fill_the_replay_table_for_everyone() {
+        let g = ReplayGuard::new(100, 10);
+        let (spammer, other) = (Address::repeat_byte(0xa), Address::repeat_byte(0xb));
+        for i in 0..10u8 {
+            g.remember(B256::repeat_byte(i), spammer, 1000 + i as u64, 1000)
+                .unwrap();
+        }
+        let err = g
+            .remember(B256::repeat_byte(100), spammer, 1000, 1010)
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.retry_after()),
+            (429, Some(MAX_SKEW_SECS + 1 - 10)),
+            "{err}"
+        );
+        // Others still get through, and a replay is still told apart.
+        g.remember(B256::repeat_byte(200), other, 1000, 1010)
+            .unwrap();
+        assert_eq!(
+            g.remember(B256::repeat_byte(3), other, 1003, 1010)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        // Once its oldest request expires, the spammer may sign one more.
+        let later = 1000 + MAX_SKEW_SECS + 1;
+        g.remember(B256::repeat_byte(100), spammer, later, later)
+            .unwrap();
+        assert_eq!(
+            g.remember(B256::repeat_byte(101), spammer, later, later)
+                .unwrap_err()
+                .status(),
+            429
+        );
+        assert_eq!(g.len(), 11);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct StagingConfig {
     /// Most signed requests remembered at once against replay; when full, further signed
     /// requests are turned away (503) until old ones expire.
     pub max_remembered_requests: usize,
+    /// Most signed requests remembered at once for one account (signed within the last
+    /// 5 minutes, the replay window); past it that account's signed requests are turned away
+    /// (429) until its old ones expire, so no single account can fill the table for everyone.
+    pub max_signed_per_account: usize,
 }
 
 impl Default for StagingConfig {
@@ -71,6 +75,7 @@ impl Default for StagingConfig {
             ttl_secs: 24 * 3600,
             gc_interval_secs: 600,
             max_remembered_requests: 100_000,
+            max_signed_per_account: 1000,
         }
     }
 }
