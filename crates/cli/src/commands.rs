@@ -627,9 +627,12 @@ fn run_node(
         shutdown_signal().await;
         tracing::info!("shutting down: sealing pending transactions");
         let _ = tx.send(true);
-        let _ = seq.await;
+        // The sequencer closes the node to new transactions before its final seal, so a
+        // request still in flight is refused rather than acknowledged and dropped.
+        let sealed = seq.await.context("the sequencer task failed")?;
         let _ = gc.await;
         let _ = server.await;
+        sealed.context("stopping the node")?;
         anyhow::Ok(())
     })
 }

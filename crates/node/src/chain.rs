@@ -58,6 +58,21 @@ pub enum ChainError {
          its transactions stay pending"
     )]
     SealPanicked { block: u64, message: String },
+    /// The node is stopping and accepts no more transactions.
+    #[error(
+        "the node is shutting down and accepts no more transactions; send it again once it is back"
+    )]
+    ShuttingDown,
+    /// The node stopped with acknowledged transactions it could not seal.
+    #[error(
+        "{count} acknowledged transactions could not be sealed before shutdown ({source}); \
+         they were not committed: {hashes}"
+    )]
+    Unsealed {
+        count: usize,
+        hashes: String,
+        source: Box<ChainError>,
+    },
     /// The pending block is full and could not be sealed, so the transaction was not accepted.
     #[error(
         "the pending block {block} is full and could not be sealed ({source}); transaction {tx} \

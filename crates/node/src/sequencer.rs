@@ -19,6 +19,9 @@ pub struct Node {
     chain_id: u64,
     max_tx_bytes: u64,
     seal_failures: std::sync::atomic::AtomicU64,
+    /// Set (under the chain lock) when the node stops: no transaction is accepted after the
+    /// final seal.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Unix seconds now.
@@ -47,6 +50,7 @@ impl Node {
             chain_id,
             max_tx_bytes,
             seal_failures: Default::default(),
+            closed: Default::default(),
         }))
     }
 
@@ -73,7 +77,11 @@ impl Node {
         // A contribution's claims must match the rows this node staged (followers re-executing
         // blocks trust the sequencer for this admission rule; see datanets::staging).
         self.datanets.check_contribution(&tx)?;
-        self.chain().submit(tx, now())
+        let mut chain = self.chain();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ChainError::ShuttingDown);
+        }
+        chain.submit(tx, now())
     }
 
     /// Seals the pending block now, if any.
@@ -95,8 +103,22 @@ impl Node {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Runs the block timer until `stop` resolves, then seals what is pending.
-    pub async fn run_sequencer(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    /// Stops accepting transactions: every later `submit_raw` is refused with
+    /// [`ChainError::ShuttingDown`]. Taken under the chain lock, so a transaction is either in
+    /// the pending block before this returns or refused.
+    pub fn close(&self) {
+        let _chain = self.chain();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Runs the block timer until `stop` resolves, then stops accepting transactions
+    /// ([`Node::close`]) and seals what is pending, so nothing acknowledged is left behind by a
+    /// request still in flight. The final seal is tried a few times; if it still fails, the error names how many
+    /// acknowledged transactions are left unsealed, so the caller can exit loudly.
+    pub async fn run_sequencer(
+        self: Arc<Self>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ChainError> {
         let mut tick =
             tokio::time::interval(Duration::from_millis(self.config.block_time_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,7 +126,37 @@ impl Node {
         loop {
             tokio::select! {
                 _ = tick.tick() => self.seal_and_log(),
-                _ = &mut stop => { self.seal_and_log(); return; }
+                _ = &mut stop => break,
+            }
+        }
+        self.close();
+        const FINAL_ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match self.seal() {
+                Ok(sealed) => {
+                    if let Some(s) = sealed {
+                        tracing::info!(block = s.number, txs = s.txs, hash = %s.hash, "sealed block");
+                    }
+                    return Ok(());
+                }
+                Err(e) if attempt >= FINAL_ATTEMPTS => {
+                    let pending: Vec<B256> = self.chain().pending_txs().map(|t| t.hash).collect();
+                    return Err(ChainError::Unsealed {
+                        count: pending.len(),
+                        hashes: pending
+                            .iter()
+                            .map(|h| h.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(attempt, "the final seal failed: {e}; retrying in 1 s");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }
@@ -124,7 +176,9 @@ impl Node {
                 tracing::error!(
                     attempts,
                     pending,
-                    "sealing failed: {e}; the {pending} pending transactions are kept and                      sealing is retried every block interval (new transactions are refused once                      the pending block is full); check the disk and the node's data directory"
+                    "sealing failed: {e}; the {pending} pending transactions are kept and sealing is \
+                     retried every block interval (new transactions are refused once the pending \
+                     block is full); check the disk and the node's data directory"
                 );
             }
         }
@@ -140,6 +194,7 @@ pub fn error_code(e: &ChainError) -> i64 {
         | ChainError::Exec(ExecError::MalformedAbi { .. }) => -32602,
         ChainError::Exec(ExecError::Storage(_)) => -32603,
         ChainError::Exec(_) => -32000,
+        ChainError::ShuttingDown | ChainError::SealFailed { .. } => -32000,
         _ => -32603,
     }
 }

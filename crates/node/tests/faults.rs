@@ -297,3 +297,54 @@ fn state_reads_still_work_after_a_panicking_transaction() {
     assert!(bank::account(&*store, &f.key.address()).is_ok());
     assert!(store.get(b"no such key").unwrap().is_none());
 }
+
+/// Runs the sequencer (long block time) with a stop signal sent at once, as a shutdown does.
+fn stop_sequencer(node: &Arc<Node>) -> Result<(), openledger_node::ChainError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(node.clone().run_sequencer(async {}))
+}
+
+#[test]
+fn stopping_seals_what_was_acknowledged_and_refuses_later_transactions() {
+    let f = fixture(None);
+    let (h0, raw0) = transfer(&f.key, 0, recipient(0), 10);
+    assert_eq!(f.node.submit_raw(&raw0).unwrap(), h0);
+    stop_sequencer(&f.node).expect("the final seal succeeds");
+    assert!(f.node.chain().store().tx(&h0).unwrap().is_some(), "sealed");
+
+    // A request still in flight after the final seal is refused, never acknowledged and dropped.
+    let (_, raw1) = transfer(&f.key, 1, recipient(1), 11);
+    let err = f.node.submit_raw(&raw1).expect_err("refused after close");
+    assert!(
+        matches!(err, openledger_node::ChainError::ShuttingDown),
+        "{err}"
+    );
+    assert!(pending_hashes(&f.node).is_empty());
+    verify_by_replay(f);
+}
+
+#[test]
+fn a_final_seal_that_keeps_failing_names_the_unsealed_transactions() {
+    let f = fixture(None);
+    let (h0, raw0) = transfer(&f.key, 0, recipient(0), 10);
+    f.node.submit_raw(&raw0).unwrap();
+    f.node
+        .chain()
+        .store()
+        .inject_commit_fault(&[CommitFault::DiskFull; 3]);
+    let err = stop_sequencer(&f.node).expect_err("every final attempt fails");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("1 acknowledged transactions could not be sealed")
+            && msg.contains(&h0.to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        pending_hashes(&f.node),
+        vec![h0],
+        "kept pending, not dropped"
+    );
+}
