@@ -3,76 +3,46 @@
 //! it refuses, and resets on the next UTC day; `contributionsOf` lists a datanet's contributions
 //! in submission order.
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{keccak256, TxKind, U256};
-use alloy_signer::SignerSync;
-use alloy_signer_local::PrivateKeySigner;
+mod common;
+
+use alloy_primitives::{keccak256, U256};
 use alloy_sol_types::SolCall;
-use openledger_state::{
-    apply_tx, genesis::genesis_writes, modules::bank, modules::datanet, verify_raw, Env, MemKv,
-};
-use openledger_types::{abi::IDatanet, modules, units::one_open, Genesis};
+use common::World as Chain;
+use openledger_state::modules::datanet;
+use openledger_types::{abi::IDatanet, modules};
+use std::ops::{Deref, DerefMut};
 
-const CHAIN_ID: u64 = 77;
+/// Two users with 1,000 OPEN each, on a chain whose daily quota is `max_contributions`
+/// contributions and `max_bytes` bytes, at 10:00 UTC on some day.
+struct World(Chain);
 
-struct World {
-    kv: MemKv,
-    signers: Vec<PrivateKeySigner>,
-    genesis: Genesis,
-    env: Env,
+impl Deref for World {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        &self.0
+    }
+}
+
+impl DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Chain {
+        &mut self.0
+    }
 }
 
 impl World {
     fn new(max_contributions: u32, max_bytes: u64) -> World {
-        let signers: Vec<_> = (0..2)
-            .map(|i| PrivateKeySigner::from_bytes(&keccak256(format!("quota user {i}"))).unwrap())
-            .collect();
-        let addrs: Vec<_> = signers.iter().map(|s| s.address()).collect();
-        let mut genesis =
-            Genesis::with_accounts(CHAIN_ID, 1_000, &addrs, U256::from(1000u64) * one_open())
-                .unwrap();
-        genesis.params.max_daily_contributions = max_contributions;
-        genesis.params.max_daily_contribution_bytes = max_bytes;
-        let mut kv = MemKv::default();
-        kv.apply(genesis_writes(&genesis).unwrap());
-        World {
-            kv,
-            signers,
-            genesis,
-            env: Env {
-                chain_id: CHAIN_ID,
-                block_number: 1,
-                // 10:00 UTC on some day.
-                timestamp: 20_000 * 86_400 + 36_000,
-            },
-        }
+        let mut chain = Chain::new("quota user", 2, 1000, |p| {
+            p.max_daily_contributions = max_contributions;
+            p.max_daily_contribution_bytes = max_bytes;
+        });
+        chain.env.timestamp = 20_000 * 86_400 + 36_000;
+        World(chain)
     }
 
     fn send(&mut self, who: usize, data: Vec<u8>) -> Result<(), String> {
-        let nonce = bank::account(&self.kv, &self.signers[who].address())
-            .unwrap()
-            .nonce;
-        let tx = TxEip1559 {
-            chain_id: CHAIN_ID,
-            nonce,
-            gas_limit: 2_000_000,
-            max_fee_per_gas: 2_000_000_000,
-            max_priority_fee_per_gas: 1_000_000_000,
-            to: TxKind::Call(modules::DATANET),
-            value: U256::ZERO,
-            access_list: Default::default(),
-            input: data.into(),
-        };
-        let sig = self.signers[who]
-            .sign_hash_sync(&tx.signature_hash())
-            .unwrap();
-        let raw = TxEnvelope::from(tx.into_signed(sig)).encoded_2718();
-        let tx = verify_raw(&raw, CHAIN_ID, self.genesis.params.max_tx_bytes).unwrap();
-        let out =
-            apply_tx(&self.kv, &self.env, &self.genesis.params, &tx).map_err(|e| e.to_string())?;
-        self.kv.apply(out.writes);
-        Ok(())
+        self.0
+            .send(who, modules::DATANET, U256::ZERO, data)
+            .map_err(|e| e.to_string())
     }
 
     fn create(&mut self, who: usize) {
