@@ -29,7 +29,8 @@ impl Guards {
     /// Guards with `cfg`'s limits.
     pub fn new(cfg: &StagingConfig) -> Guards {
         Guards {
-            replay: ReplayGuard::new(cfg.max_remembered_requests, cfg.max_signed_per_account),
+            replay: ReplayGuard::new(cfg.max_remembered_requests, cfg.max_signed_per_account)
+                .started_at(crate::sequencer::now()),
             rate: RateLimiter::new(cfg),
             ingest: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
         }
@@ -38,6 +39,9 @@ impl Guards {
 
 /// Signed requests accepted while their signatures are valid: a second use is a replay.
 pub struct ReplayGuard {
+    /// Requests signed before this time (the node's start) are refused: the table that would
+    /// tell whether they were already used did not survive the restart.
+    started: u64,
     cap: usize,
     per_account: usize,
     seen: Mutex<Seen>,
@@ -84,16 +88,29 @@ impl ReplayGuard {
     /// account.
     pub fn new(cap: usize, per_account: usize) -> ReplayGuard {
         ReplayGuard {
+            started: 0,
             cap: cap.max(1),
             per_account: per_account.max(1),
             seen: Mutex::new(Seen::default()),
         }
     }
 
-    /// Records the signed request `key` by `who`, signed at `time`; refuses it if it was seen
-    /// before (401), when `who` already has `per_account` unexpired requests remembered (429),
+    /// Refuses requests signed before `time` (unix seconds), the node's start.
+    pub fn started_at(mut self, time: u64) -> ReplayGuard {
+        self.started = time;
+        self
+    }
+
+    /// Records the signed request `key` by `who`, signed at `time`; refuses it if it was signed
+    /// before the node started or seen before (401), when `who` already has `per_account` unexpired requests remembered (429),
     /// or when the table is full of unexpired requests (503).
     pub fn remember(&self, key: B256, who: Address, time: u64, now: u64) -> Result<(), ApiError> {
+        if time < self.started {
+            return Err(ApiError::Unauthorized(format!(
+                "this request was signed at {time}, before the node started at {}: a request signed before a restart could be a replay, so sign it again",
+                self.started
+            )));
+        }
         let mut seen = lock(&self.seen);
         if seen.expires.contains_key(&key) {
             return Err(ApiError::Unauthorized(
@@ -296,6 +313,20 @@ mod tests {
         // Once the first two are past their validity they are forgotten.
         g.remember(c, who, 1400, 1000 + MAX_SKEW_SECS + 1).unwrap();
         assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn a_request_signed_before_the_node_started_is_refused() {
+        // The replay table lives in memory: after a restart it cannot know whether a request
+        // signed before was already used, so such a request is refused.
+        let g = ReplayGuard::new(10, 10).started_at(2_000);
+        let who = Address::repeat_byte(1);
+        let err = g
+            .remember(B256::repeat_byte(1), who, 1_999, 2_001)
+            .unwrap_err();
+        assert_eq!(err.status(), 401);
+        assert!(err.to_string().contains("before the node started"), "{err}");
+        g.remember(B256::repeat_byte(2), who, 2_000, 2_001).unwrap();
     }
 
     #[test]
