@@ -3,64 +3,14 @@
 use openledger_datanet::{parse::parse_file, Limits, Location, Row, Schema, SourceFile};
 use std::io::Write;
 
-fn pdf(pages: &[&[&str]]) -> Vec<u8> {
-    use lopdf::content::{Content, Operation};
-    use lopdf::{dictionary, Document, Object, Stream};
-    let mut doc = Document::with_version("1.5");
-    let pages_id = doc.new_object_id();
-    let font_id = doc.add_object(dictionary! {
-        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
-        "Encoding" => "WinAnsiEncoding",
-    });
-    let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
-    let mut kids = Vec::new();
-    for lines in pages {
-        let mut ops = vec![
-            Operation::new("BT", vec![]),
-            Operation::new("Tf", vec!["F1".into(), 12.into()]),
-            Operation::new("TL", vec![14.into()]),
-            Operation::new("Td", vec![72.into(), 720.into()]),
-        ];
-        for line in *lines {
-            ops.push(Operation::new("Tj", vec![Object::string_literal(*line)]));
-            ops.push(Operation::new("T*", vec![]));
-        }
-        ops.push(Operation::new("ET", vec![]));
-        let content = Content { operations: ops };
-        let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
-        let page_id = doc.add_object(dictionary! {
-            "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
-        });
-        kids.push(page_id.into());
-    }
-    let count = kids.len() as i64;
-    doc.objects.insert(
-        pages_id,
-        Object::Dictionary(dictionary! {
-            "Type" => "Pages", "Kids" => kids, "Count" => count,
-            "Resources" => resources_id,
-            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
-        }),
-    );
-    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-    doc.trailer.set("Root", catalog_id);
-    doc.compress();
-    let mut out = Vec::new();
-    doc.save_to(&mut out).unwrap();
-    out
-}
+mod common;
 
-fn docx(document_xml: &str) -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut zip = zip::ZipWriter::new(&mut buf);
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    zip.start_file("[Content_Types].xml", opts).unwrap();
-    zip.write_all(br#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#).unwrap();
-    zip.start_file("word/document.xml", opts).unwrap();
-    zip.write_all(document_xml.as_bytes()).unwrap();
-    zip.finish().unwrap();
-    buf.into_inner()
+use common::docx;
+
+/// A PDF whose pages each show their lines.
+fn pdf(pages: &[&[&str]]) -> Vec<u8> {
+    let streams: Vec<_> = pages.iter().map(|lines| common::text_ops(lines)).collect();
+    common::pdf(&streams, &(0..pages.len()).collect::<Vec<_>>())
 }
 
 #[test]

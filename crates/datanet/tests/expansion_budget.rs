@@ -3,64 +3,16 @@
 //! `max_request_expanded_bytes`. A small PDF whose pages all reuse one content stream, each page
 //! well under any per-page bound, is refused once the file's expansion passes the budget.
 
-use lopdf::content::{Content, Operation};
-use lopdf::{dictionary, Document, Object, Stream};
 use openledger_datanet::{ingest, parse::parse_file, DatanetIndex, Limits, Schema, SourceFile};
-use std::io::Write;
+
+mod common;
+
+use common::docx;
 
 /// A PDF of `pages` pages that all draw the same content stream, which shows `chars` letters.
 fn shared_stream_pdf(pages: usize, chars: usize) -> Vec<u8> {
-    let mut doc = Document::with_version("1.5");
-    let pages_id = doc.new_object_id();
-    let font_id = doc.add_object(dictionary! {
-        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
-        "Encoding" => "WinAnsiEncoding",
-    });
-    let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
     let text = "Bees ".repeat(chars / 5);
-    let content = Content {
-        operations: vec![
-            Operation::new("BT", vec![]),
-            Operation::new("Tf", vec!["F1".into(), 12.into()]),
-            Operation::new("Td", vec![72.into(), 720.into()]),
-            Operation::new("Tj", vec![Object::string_literal(text)]),
-            Operation::new("ET", vec![]),
-        ],
-    };
-    let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
-    let kids: Vec<Object> = (0..pages)
-        .map(|_| {
-            doc.add_object(dictionary! {
-                "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
-            })
-            .into()
-        })
-        .collect();
-    doc.objects.insert(
-        pages_id,
-        Object::Dictionary(dictionary! {
-            "Type" => "Pages", "Kids" => kids, "Count" => pages as i64,
-            "Resources" => resources_id,
-            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
-        }),
-    );
-    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-    doc.trailer.set("Root", catalog_id);
-    doc.compress();
-    let mut out = Vec::new();
-    doc.save_to(&mut out).unwrap();
-    out
-}
-
-fn docx(document_xml: &str) -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut zip = zip::ZipWriter::new(&mut buf);
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    zip.start_file("word/document.xml", opts).unwrap();
-    zip.write_all(document_xml.as_bytes()).unwrap();
-    zip.finish().unwrap();
-    buf.into_inner()
+    common::pdf(&[common::text_ops(&[&text])], &vec![0; pages])
 }
 
 #[test]
