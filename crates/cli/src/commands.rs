@@ -589,6 +589,12 @@ fn run_node(
     let chain = openledger_node::Chain::open(&home.db(), &genesis, true)?;
     let head = chain.head()?;
     let node = openledger_node::sequencer::Node::new(chain, config.clone(), &home.blobs())?;
+    // Transactions acknowledged before a crash and not yet in a block go back into the pending
+    // block; from here on each accepted transaction is journaled before it is acknowledged.
+    let recovered = node.open_journal(&home.journal())?;
+    if recovered > 0 {
+        println!("recovered {recovered} acknowledged transactions from the journal");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -26,6 +26,10 @@ impl Home {
     pub fn db(&self) -> PathBuf {
         self.0.join("data").join("chain.redb")
     }
+    /// The pending-transaction journal (accepted, not yet sealed transactions).
+    pub fn journal(&self) -> PathBuf {
+        self.0.join("data").join("pending.journal")
+    }
     /// The content-addressed blob store (datanet rows).
     pub fn blobs(&self) -> PathBuf {
         self.0.join("data").join("blobs")

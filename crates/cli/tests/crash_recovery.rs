@@ -1,6 +1,9 @@
-//! Crash test: SIGKILL the node while transactions stream in, restart it, and check that every
-//! transaction that had a receipt before the kill still has it, that the chain keeps going, and
-//! that `openledger verify` replays the whole chain from genesis with every root matching.
+//! Crash test: SIGKILL a sequencer node (blocks on a timer, not per request) while transactions
+//! stream in, restart it, and check that every transaction that had a receipt before the kill
+//! still has it, that every transaction whose hash was returned (acknowledged, perhaps not yet in
+//! a block) gets its receipt after the restart (the pending-transaction journal), that the chain
+//! keeps going, and that `openledger verify` replays the whole chain from genesis with every root
+//! matching.
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
@@ -101,14 +104,21 @@ fn sigkill_under_load_loses_no_receipted_transaction_and_verify_passes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Sequencer mode: acknowledged transactions wait in the pending block for the next tick.
+    let config = home.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("dev = true"), "{text}");
+    std::fs::write(&config, text.replace("dev = true", "dev = false")).unwrap();
     let port = free_port();
-    let node = start(home, port, &["--block-time-ms", "50"]);
+    let node = start(home, port, &["--block-time-ms", "300"]);
 
     let receipted = Arc::new(Mutex::new(Vec::new()));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..3)
         .map(|i| {
-            let (receipted, stop) = (receipted.clone(), stop.clone());
+            let (receipted, acknowledged, stop) =
+                (receipted.clone(), acknowledged.clone(), stop.clone());
             std::thread::spawn(move || {
                 let key =
                     PrivateKeySigner::from_bytes(&keccak256(format!("openledger dev key {i}")))
@@ -123,7 +133,10 @@ fn sigkill_under_load_loses_no_receipted_transaction_and_verify_passes() {
                         "eth_sendRawTransaction",
                         json!([transfer(&key, nonce)]),
                     ) {
-                        Ok(h) => pending.push(h),
+                        Ok(h) => {
+                            acknowledged.lock().unwrap().push(h.clone());
+                            pending.push(h)
+                        }
                         Err(_) => break, // the node is gone
                     }
                     pending.retain(
@@ -152,7 +165,29 @@ fn sigkill_under_load_loses_no_receipted_transaction_and_verify_passes() {
         receipted.len()
     );
 
-    let node = start(home, port, &["--block-time-ms", "50"]);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > receipted.len(),
+        "some acknowledged transactions should still have been pending at the kill ({} acknowledged, {} receipted)",
+        acknowledged.len(),
+        receipted.len()
+    );
+    let node = start(home, port, &["--block-time-ms", "300"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for h in &acknowledged {
+        loop {
+            let r = call(port, "eth_getTransactionReceipt", json!([h])).unwrap();
+            if !r.is_null() {
+                assert_eq!(r["status"], "0x1");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "transaction {h} was acknowledged before the crash and never got a receipt"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     for h in &receipted {
         let r = call(port, "eth_getTransactionReceipt", json!([h])).unwrap();
         assert!(

@@ -58,6 +58,13 @@ pub enum ChainError {
          its transactions stay pending"
     )]
     SealPanicked { block: u64, message: String },
+    /// The pending-transaction journal could not be written (or opened).
+    #[error(
+        "the pending-transaction journal failed for transaction {tx} ({message}): it is not \
+         acknowledged as durable (a crash before its block could lose it); check the disk and \
+         look for its receipt before sending it again"
+    )]
+    Journal { tx: B256, message: String },
     /// The node is stopping and accepts no more transactions.
     #[error(
         "the node is shutting down and accepts no more transactions; send it again once it is back"

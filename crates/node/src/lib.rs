@@ -8,6 +8,7 @@ pub mod chain;
 pub mod config;
 pub mod datanets;
 pub mod guard;
+pub mod journal;
 pub mod rest;
 pub mod rpc;
 pub mod sequencer;

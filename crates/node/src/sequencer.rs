@@ -2,7 +2,7 @@
 //! outside the lock), and seals a block every `block_time_ms` — or, in dev mode, right after
 //! each request that submitted transactions.
 
-use crate::{chain::Sealed, datanets::Datanets, Chain, ChainError, NodeConfig};
+use crate::{chain::Sealed, datanets::Datanets, journal::Journal, Chain, ChainError, NodeConfig};
 use alloy_primitives::B256;
 use openledger_state::{verify_raw, ExecError};
 use std::{
@@ -22,6 +22,9 @@ pub struct Node {
     /// Set (under the chain lock) when the node stops: no transaction is accepted after the
     /// final seal.
     closed: std::sync::atomic::AtomicBool,
+    /// The pending-transaction journal, once opened ([`Node::open_journal`]); locked only while
+    /// the chain lock is held, so its records follow the pending block's order.
+    journal: std::sync::OnceLock<Mutex<Journal>>,
 }
 
 /// Unix seconds now.
@@ -51,6 +54,7 @@ impl Node {
             max_tx_bytes,
             seal_failures: Default::default(),
             closed: Default::default(),
+            journal: Default::default(),
         }))
     }
 
@@ -81,20 +85,86 @@ impl Node {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ChainError::ShuttingDown);
         }
-        chain.submit(tx, now())
+        let hash = chain.submit(tx, now())?;
+        // Journaled (fsynced) before the hash is returned: an acknowledged transaction survives
+        // a crash before its block is sealed.
+        if let Some(journal) = self.journal.get() {
+            lock(journal).append(raw).map_err(|e| {
+                tracing::error!(tx = %hash, "writing the pending-transaction journal failed: {e}");
+                ChainError::Journal {
+                    tx: hash,
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        Ok(hash)
     }
 
     /// Seals the pending block now, if any.
     pub fn seal(&self) -> Result<Option<Sealed>, ChainError> {
         use std::sync::atomic::Ordering;
-        let r = self.chain().seal();
+        let mut chain = self.chain();
+        let r = chain.seal();
         match &r {
-            Ok(_) => self.seal_failures.store(0, Ordering::Relaxed),
+            Ok(_) => {
+                self.seal_failures.store(0, Ordering::Relaxed);
+                // Everything journaled is committed now. If clearing fails, the next start
+                // re-submits committed transactions, which are refused as already known.
+                if let Some(journal) = self.journal.get() {
+                    if let Err(e) = lock(journal).clear() {
+                        tracing::warn!("clearing the pending-transaction journal failed: {e}");
+                    }
+                }
+            }
             Err(_) => {
                 self.seal_failures.fetch_add(1, Ordering::Relaxed);
             }
         }
         r
+    }
+
+    /// Opens the pending-transaction journal at `path` and re-submits the transactions it
+    /// holds that are not in a block yet (they were acknowledged before a crash). From then on
+    /// every accepted transaction is journaled before it is acknowledged. Returns how many were
+    /// recovered into the pending block.
+    pub fn open_journal(&self, path: &std::path::Path) -> Result<usize, ChainError> {
+        let journal_error = |e: std::io::Error| ChainError::Journal {
+            tx: B256::ZERO,
+            message: format!("opening {}: {e}", path.display()),
+        };
+        let (journal, found) = Journal::open(path, self.max_tx_bytes).map_err(journal_error)?;
+        if found.truncated > 0 {
+            tracing::warn!(
+                bytes = found.truncated,
+                "cut a torn record off the end of the pending-transaction journal (it was never acknowledged)"
+            );
+        }
+        let mut chain = self.chain();
+        let mut recovered = 0;
+        for raw in &found.txs {
+            // Admission rules (the staged-rows check) were applied when it was first accepted.
+            let outcome = verify_raw(raw, self.chain_id, self.max_tx_bytes)
+                .map_err(ChainError::from)
+                .and_then(|tx| chain.submit(tx, now()));
+            match outcome {
+                Ok(_) => recovered += 1,
+                Err(ChainError::Exec(ExecError::AlreadyKnown(_))) => {}
+                Err(e) => tracing::warn!("a journaled transaction no longer applies: {e}"),
+            }
+        }
+        if self.journal.set(Mutex::new(journal)).is_err() {
+            return Err(ChainError::Journal {
+                tx: B256::ZERO,
+                message: "the journal is already open".into(),
+            });
+        }
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "re-submitted acknowledged transactions from the pending-transaction journal"
+            );
+        }
+        Ok(recovered)
     }
 
     /// How many seals in a row have failed (0 after a success).
@@ -197,4 +267,9 @@ pub fn error_code(e: &ChainError) -> i64 {
         ChainError::ShuttingDown | ChainError::SealFailed { .. } => -32000,
         _ => -32603,
     }
+}
+
+/// Locks a mutex, recovering it if a panic poisoned it (the journal's state is its file).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
