@@ -165,6 +165,12 @@ pub fn router(node: Arc<Node>) -> Router {
 /// [`crate::rest`] under `/v1`, behind the guards of [`crate::guard`] (the node's own origins
 /// are those of `local`).
 pub fn router_at(node: Arc<Node>, local: SocketAddr) -> Router {
+    router_with(node, local, Router::new())
+}
+
+/// [`router_at`] with `extra` routes (OpenLoRA's OpenAI API, wired in by the CLI, which keeps
+/// the model runtime out of this crate) merged in behind the same guards and limits.
+pub fn router_with(node: Arc<Node>, local: SocketAddr, extra: Router) -> Router {
     let config = &node.config;
     let limit = config.max_request_bytes;
     let access = Arc::new(guard::Access::new(config, local));
@@ -182,6 +188,7 @@ pub fn router_at(node: Arc<Node>, local: SocketAddr) -> Router {
         )
         .merge(crate::rest::router(node.clone()))
         .with_state(node)
+        .merge(extra)
         .layer(RequestBodyLimitLayer::new(total))
         .layer(middleware::from_fn_with_state(
             limits,
@@ -196,8 +203,18 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(node, listener, Router::new(), stop).await
+}
+
+/// [`serve`] with `extra` routes merged in (see [`router_with`]).
+pub async fn serve_with(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    extra: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    axum::serve(listener, router_at(node, local))
+    axum::serve(listener, router_with(node, local, extra))
         .with_graceful_shutdown(stop)
         .await
 }
