@@ -1,0 +1,665 @@
+//! The OpenAI-compatible routes. Every request value is parsed field by field so a malformed one is
+//! answered 400 naming its `param`, and bounded (body size, messages, strings, `n`, `stop`,
+//! `max_tokens` within the context) before any compute.
+
+use crate::engine::{Event, Job};
+use crate::error::ServeError;
+use crate::Serve;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openledger_model::chat::Message;
+use openledger_model::generate::{FinishReason, GenerateParams};
+use openledger_model::{LoraAdapter, SamplingParams};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Most choices per request.
+pub const MAX_N: usize = 8;
+/// Most stop strings, and the longest one in bytes.
+pub const MAX_STOP: usize = 4;
+pub const MAX_STOP_LEN: usize = 256;
+/// Most chat messages per request.
+pub const MAX_MESSAGES: usize = 512;
+/// Longest `model` value.
+pub const MAX_MODEL_LEN: usize = 256;
+
+/// The routes, with their state applied; merge into the node's router.
+pub fn router(state: Arc<Serve>) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/load_lora_adapter", post(load_lora_adapter))
+        .route("/v1/unload_lora_adapter", post(unload_lora_adapter))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn request_id(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let salt = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!(
+        "{prefix}-{:016x}{:x}",
+        salt,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn list_models(State(s): State<Arc<Serve>>) -> Json<Value> {
+    let created = now();
+    let ctx = s.engine.model().config.max_position;
+    let mut data = vec![json!({
+        "id": s.model_id, "object": "model", "created": created, "owned_by": "openledger",
+        "root": s.model_id, "parent": null, "max_model_len": ctx,
+    })];
+    for name in s.adapters.names() {
+        data.push(json!({
+            "id": name, "object": "model", "created": created, "owned_by": "openledger",
+            "root": name, "parent": s.model_id, "max_model_len": ctx,
+        }));
+    }
+    Json(json!({"object": "list", "data": data}))
+}
+
+fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ServeError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ServeError::bad(
+            "body",
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ServeError::bad(
+            "body",
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// An optional field of type `T`; `null` counts as absent.
+fn field<T: DeserializeOwned>(
+    obj: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<T>, ServeError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| ServeError::bad(name, format!("`{name}` is malformed: {e}"))),
+    }
+}
+
+/// What both completion routes share, parsed and checked.
+struct Common {
+    model: String,
+    n: usize,
+    stream: bool,
+    include_usage: bool,
+    max_tokens: Option<usize>,
+    stop: Vec<String>,
+    sampling: SamplingParams,
+}
+
+fn parse_common(obj: &Map<String, Value>) -> Result<Common, ServeError> {
+    let model: String =
+        field(obj, "model")?.ok_or_else(|| ServeError::bad("model", "`model` is required"))?;
+    if model.is_empty() || model.len() > MAX_MODEL_LEN {
+        return Err(ServeError::bad(
+            "model",
+            format!("`model` must be 1 to {MAX_MODEL_LEN} bytes"),
+        ));
+    }
+    let n: u64 = field(obj, "n")?.unwrap_or(1);
+    if n == 0 || n > MAX_N as u64 {
+        return Err(ServeError::bad(
+            "n",
+            format!("`n` must be between 1 and {MAX_N}"),
+        ));
+    }
+    let stream: bool = field(obj, "stream")?.unwrap_or(false);
+    let include_usage = match obj.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(o)) => field::<bool>(o, "include_usage")
+            .map_err(|_| {
+                ServeError::bad(
+                    "stream_options",
+                    "`stream_options.include_usage` must be a boolean",
+                )
+            })?
+            .unwrap_or(false),
+        Some(_) => {
+            return Err(ServeError::bad(
+                "stream_options",
+                "`stream_options` must be an object",
+            ))
+        }
+    };
+    let max_completion: Option<u64> = field(obj, "max_completion_tokens")?;
+    let max_plain: Option<u64> = field(obj, "max_tokens")?;
+    let (max_tokens, param) = match (max_completion, max_plain) {
+        (Some(m), _) => (Some(m), "max_completion_tokens"),
+        (None, m) => (m, "max_tokens"),
+    };
+    if max_tokens == Some(0) {
+        return Err(ServeError::bad(
+            param,
+            format!("`{param}` must be at least 1"),
+        ));
+    }
+    let stop = match obj.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ServeError::bad("stop", "`stop` must be a string or a list of strings")
+            })?,
+        Some(_) => {
+            return Err(ServeError::bad(
+                "stop",
+                "`stop` must be a string or a list of strings",
+            ))
+        }
+    };
+    if stop.len() > MAX_STOP || stop.iter().any(|s| s.is_empty() || s.len() > MAX_STOP_LEN) {
+        return Err(ServeError::bad(
+            "stop",
+            format!(
+                "`stop` holds at most {MAX_STOP} non-empty strings of at most {MAX_STOP_LEN} bytes"
+            ),
+        ));
+    }
+    let temperature: f64 = field(obj, "temperature")?.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ServeError::bad(
+            "temperature",
+            "`temperature` must be between 0 and 2",
+        ));
+    }
+    let top_p: f64 = field(obj, "top_p")?.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ServeError::bad("top_p", "`top_p` must be in (0, 1]"));
+    }
+    let seed: Option<i64> = field(obj, "seed")?;
+    let sampling = SamplingParams {
+        temperature: temperature as f32,
+        top_p: top_p as f32,
+        seed: seed.map(|s| s as u64).unwrap_or_else(|| {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }),
+        ..SamplingParams::default()
+    };
+    Ok(Common {
+        model,
+        n: n as usize,
+        stream,
+        include_usage,
+        max_tokens: max_tokens.map(|m| m.min(usize::MAX as u64) as usize),
+        stop,
+        sampling,
+    })
+}
+
+fn parse_messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ServeError> {
+    let bad = |m: String| ServeError::bad("messages", m);
+    let Some(Value::Array(list)) = obj.get("messages") else {
+        return Err(bad("`messages` must be a list of messages".into()));
+    };
+    if list.is_empty() || list.len() > MAX_MESSAGES {
+        return Err(bad(format!(
+            "`messages` must hold 1 to {MAX_MESSAGES} messages"
+        )));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        let role = match role {
+            "system" | "user" | "assistant" | "tool" => role,
+            "developer" => "system",
+            _ => {
+                return Err(bad(format!(
+                    "messages[{i}].role must be system, developer, user, assistant or tool"
+                )))
+            }
+        };
+        let content = match m.get("content") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    match (
+                        p.get("type").and_then(Value::as_str),
+                        p.get("text").and_then(Value::as_str),
+                    ) {
+                        (Some("text"), Some(t)) => text.push_str(t),
+                        _ => {
+                            return Err(bad(format!(
+                                "messages[{i}].content: only text parts are supported"
+                            )))
+                        }
+                    }
+                }
+                text
+            }
+            Some(_) => {
+                return Err(bad(format!(
+                    "messages[{i}].content must be a string or a list of text parts"
+                )))
+            }
+        };
+        out.push(Message::new(role, &content));
+    }
+    Ok(out)
+}
+
+fn parse_prompt(obj: &Map<String, Value>) -> Result<String, ServeError> {
+    match obj.get("prompt") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Ok(a[0].as_str().unwrap_or_default().to_string())
+        }
+        _ => Err(ServeError::bad(
+            "prompt",
+            "`prompt` must be a string (or a list of exactly one string)",
+        )),
+    }
+}
+
+/// The adapter a `model` value names: `None` for the base model; 404 when it names nothing.
+async fn resolve(
+    s: &Arc<Serve>,
+    model: &str,
+) -> Result<Option<(String, Arc<LoraAdapter>)>, ServeError> {
+    if model == s.model_id {
+        return Ok(None);
+    }
+    match s.adapters.get(model).await? {
+        Some(a) => Ok(Some((model.to_string(), a))),
+        None => Err(ServeError::UnknownModel(model.to_string())),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+/// Checks the context, queues `n` sequences and answers (streamed or whole).
+async fn run(
+    s: Arc<Serve>,
+    kind: Kind,
+    common: Common,
+    prompt: Vec<u32>,
+    prompt_param: &'static str,
+) -> Result<Response, ServeError> {
+    let adapter = resolve(&s, &common.model).await?;
+    let ctx = s.engine.model().config.max_position;
+    let room = ctx.saturating_sub(prompt.len());
+    let max_tokens = match common.max_tokens {
+        Some(m) => m,
+        None => s.config.default_max_tokens.min(room),
+    };
+    if prompt.is_empty() {
+        return Err(ServeError::bad(
+            prompt_param,
+            format!("`{prompt_param}` is empty"),
+        ));
+    }
+    if max_tokens == 0 || max_tokens > room {
+        return Err(ServeError::ContextOverflow {
+            context: ctx,
+            prompt: prompt.len(),
+            max_tokens: max_tokens.max(1),
+            param: prompt_param,
+        });
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let jobs = (0..common.n)
+        .map(|i| {
+            let mut sampling = common.sampling.clone();
+            sampling.seed = sampling.seed.wrapping_add(i as u64);
+            Job {
+                adapter: adapter.clone(),
+                prompt: prompt.clone(),
+                params: GenerateParams {
+                    sampling,
+                    max_tokens,
+                    stop: common.stop.clone(),
+                    stop_at_eos: true,
+                },
+                index: i,
+                events: tx.clone(),
+            }
+        })
+        .collect();
+    drop(tx);
+    s.engine.submit(jobs)?;
+    let meta = Meta {
+        id: request_id(if kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }),
+        created: now(),
+        model: common.model.clone(),
+        kind,
+    };
+    tracing::debug!(
+        id = meta.id,
+        model = meta.model,
+        n = common.n,
+        prompt_tokens = prompt.len(),
+        "request queued"
+    );
+    if common.stream {
+        Ok(stream_response(meta, rx, common.n, common.include_usage))
+    } else {
+        whole_response(meta, rx, common.n).await
+    }
+}
+
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+}
+
+impl Meta {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Text, _) => "text_completion",
+        }
+    }
+}
+
+fn usage_json(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn finish_str(f: FinishReason) -> &'static str {
+    f.as_str()
+}
+
+async fn whole_response(
+    meta: Meta,
+    mut rx: UnboundedReceiver<(usize, Event)>,
+    n: usize,
+) -> Result<Response, ServeError> {
+    let mut texts = vec![String::new(); n];
+    let mut finish = vec![None; n];
+    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+    let mut left = n;
+    while left > 0 {
+        let Some((i, ev)) = rx.recv().await else {
+            return Err(ServeError::EngineStopped);
+        };
+        match ev {
+            Event::Text(t) => texts[i].push_str(&t),
+            Event::Done {
+                finish: f,
+                prompt_tokens: p,
+                completion_tokens: c,
+            } => {
+                finish[i] = Some(f);
+                prompt_tokens = p;
+                completion_tokens += c;
+                left -= 1;
+            }
+            Event::Error(e) => {
+                return Err(ServeError::Model(openledger_model::ModelError::Generation(
+                    e,
+                )))
+            }
+        }
+    }
+    let choices: Vec<Value> = texts
+        .into_iter()
+        .zip(finish)
+        .enumerate()
+        .map(|(i, (text, f))| {
+            let reason = f.map(finish_str);
+            match meta.kind {
+                Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": text},
+                                     "logprobs": null, "finish_reason": reason}),
+                Kind::Text => {
+                    json!({"index": i, "text": text, "logprobs": null, "finish_reason": reason})
+                }
+            }
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": meta.id, "object": meta.object(false), "created": meta.created, "model": meta.model,
+        "choices": choices, "usage": usage_json(prompt_tokens, completion_tokens),
+    }))
+    .into_response())
+}
+
+struct StreamState {
+    meta: Meta,
+    rx: UnboundedReceiver<(usize, Event)>,
+    left: usize,
+    include_usage: bool,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    pending: VecDeque<SseEvent>,
+    ended: bool,
+}
+
+impl StreamState {
+    fn chunk(&self, choices: Value) -> SseEvent {
+        let mut v = json!({
+            "id": self.meta.id, "object": self.meta.object(true), "created": self.meta.created,
+            "model": self.meta.model, "choices": choices,
+        });
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        SseEvent::default().data(v.to_string())
+    }
+
+    fn choice(&self, i: usize, text: Option<&str>, finish: Option<&str>) -> Value {
+        match self.meta.kind {
+            Kind::Chat => {
+                let delta = match text {
+                    Some(t) => json!({"content": t}),
+                    None => json!({}),
+                };
+                json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": finish}])
+            }
+            Kind::Text => {
+                json!([{"index": i, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}])
+            }
+        }
+    }
+
+    /// Turns the next engine event into SSE events; false when the stream is over.
+    async fn advance(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        if self.left == 0 {
+            if self.include_usage {
+                let v = json!({
+                    "id": self.meta.id, "object": self.meta.object(true), "created": self.meta.created,
+                    "model": self.meta.model, "choices": [],
+                    "usage": usage_json(self.prompt_tokens, self.completion_tokens),
+                });
+                self.pending
+                    .push_back(SseEvent::default().data(v.to_string()));
+            }
+            self.pending.push_back(SseEvent::default().data("[DONE]"));
+            self.ended = true;
+            return true;
+        }
+        match self.rx.recv().await {
+            None => {
+                let e = ServeError::EngineStopped;
+                self.pending
+                    .push_back(SseEvent::default().data(e.body().to_string()));
+                self.ended = true;
+            }
+            Some((i, Event::Text(t))) => {
+                let c = self.chunk(self.choice(i, Some(&t), None));
+                self.pending.push_back(c);
+            }
+            Some((
+                i,
+                Event::Done {
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                },
+            )) => {
+                self.left -= 1;
+                self.prompt_tokens = prompt_tokens;
+                self.completion_tokens += completion_tokens;
+                let c = self.chunk(self.choice(i, None, Some(finish_str(finish))));
+                self.pending.push_back(c);
+            }
+            Some((_, Event::Error(e))) => {
+                let e = ServeError::Model(openledger_model::ModelError::Generation(e));
+                self.pending
+                    .push_back(SseEvent::default().data(e.body().to_string()));
+                self.ended = true;
+            }
+        }
+        true
+    }
+}
+
+fn stream_response(
+    meta: Meta,
+    rx: UnboundedReceiver<(usize, Event)>,
+    n: usize,
+    include_usage: bool,
+) -> Response {
+    let mut st = StreamState {
+        meta,
+        rx,
+        left: n,
+        include_usage,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        pending: VecDeque::new(),
+        ended: false,
+    };
+    if st.meta.kind == Kind::Chat {
+        for i in 0..n {
+            let c = st.chunk(
+                json!([{"index": i, "delta": {"role": "assistant", "content": ""},
+                                     "logprobs": null, "finish_reason": null}]),
+            );
+            st.pending.push_back(c);
+        }
+    }
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(e), st));
+            }
+            if !st.advance().await {
+                return None;
+            }
+        }
+    });
+    Sse::new(stream).into_response()
+}
+
+async fn chat_completions(
+    State(s): State<Arc<Serve>>,
+    body: Bytes,
+) -> Result<Response, ServeError> {
+    let obj = parse_body(&body)?;
+    let common = parse_common(&obj)?;
+    let messages = parse_messages(&obj)?;
+    let tok = s.engine.tokenizer().clone();
+    let prompt = tokio::task::spawn_blocking(move || crate::prompt::chat_ids(&tok, &messages))
+        .await
+        .map_err(|_| ServeError::EngineStopped)??;
+    run(s, Kind::Chat, common, prompt, "messages").await
+}
+
+async fn completions(State(s): State<Arc<Serve>>, body: Bytes) -> Result<Response, ServeError> {
+    let obj = parse_body(&body)?;
+    let common = parse_common(&obj)?;
+    let text = parse_prompt(&obj)?;
+    let tok = s.engine.tokenizer().clone();
+    let prompt = tokio::task::spawn_blocking(move || tok.encode(&text, true))
+        .await
+        .map_err(|_| ServeError::EngineStopped)??;
+    run(s, Kind::Text, common, prompt, "prompt").await
+}
+
+async fn load_lora_adapter(
+    State(s): State<Arc<Serve>>,
+    body: Bytes,
+) -> Result<Response, ServeError> {
+    let obj = parse_body(&body)?;
+    let name: String = field(&obj, "lora_name")?
+        .ok_or_else(|| ServeError::bad("lora_name", "`lora_name` is required"))?;
+    let path: String = field(&obj, "lora_path")?
+        .ok_or_else(|| ServeError::bad("lora_path", "`lora_path` is required"))?;
+    if name == s.model_id {
+        return Err(ServeError::bad(
+            "lora_name",
+            "`lora_name` is the base model's id",
+        ));
+    }
+    if path.is_empty() || path.len() > 4096 {
+        return Err(ServeError::bad(
+            "lora_path",
+            "`lora_path` must be 1 to 4096 bytes",
+        ));
+    }
+    s.adapters.load(name.clone(), path.into()).await?;
+    Ok((
+        StatusCode::OK,
+        format!("Success: LoRA adapter '{name}' added successfully."),
+    )
+        .into_response())
+}
+
+async fn unload_lora_adapter(
+    State(s): State<Arc<Serve>>,
+    body: Bytes,
+) -> Result<Response, ServeError> {
+    let obj = parse_body(&body)?;
+    let name: String = field(&obj, "lora_name")?
+        .ok_or_else(|| ServeError::bad("lora_name", "`lora_name` is required"))?;
+    s.adapters.unload(&name)?;
+    Ok((
+        StatusCode::OK,
+        format!("Success: LoRA adapter '{name}' removed successfully."),
+    )
+        .into_response())
+}

@@ -1,0 +1,317 @@
+//! The engine: one OS thread owns the model and runs continuous batching. Requests wait in
+//! per-adapter queues; every step the free batch slots are filled round-robin across adapters (so a
+//! hot adapter cannot starve a cold one), one forward pass advances every running sequence whatever
+//! its adapter, and finished or abandoned sequences leave. Text streams back over a tokio channel;
+//! a dropped receiver cancels its sequences within one step.
+
+use crate::error::ServeError;
+use openledger_model::generate::{self, FinishReason, GenerateParams, Sequence};
+use openledger_model::{Llama, LoraAdapter, Tokenizer};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// Engine limits.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most sequences advanced by one forward pass.
+    pub max_batch: usize,
+    /// Most sequences waiting for a batch slot; beyond it submission fails at once (HTTP 429).
+    pub max_waiting: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 8,
+            max_waiting: 64,
+        }
+    }
+}
+
+/// What a sequence sends back, tagged with its choice index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A final piece of text.
+    Text(String),
+    /// The sequence ended.
+    Done {
+        finish: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    /// The sequence failed (the model runtime reported an error).
+    Error(String),
+}
+
+/// Counters the engine keeps (for metrics and tests).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Sequences in the running batch.
+    pub running: AtomicUsize,
+    /// Forward passes run.
+    pub steps: AtomicUsize,
+    /// Sequences ended because their client went away.
+    pub cancelled: AtomicUsize,
+    /// Sequences finished (any reason).
+    pub finished: AtomicUsize,
+    pub prompt_tokens: AtomicUsize,
+    pub generation_tokens: AtomicUsize,
+}
+
+/// One sequence to generate.
+pub struct Job {
+    /// Adapter name (for fair scheduling) and weights; `None` is the base model.
+    pub adapter: Option<(String, Arc<LoraAdapter>)>,
+    pub prompt: Vec<u32>,
+    pub params: GenerateParams,
+    /// Choice index echoed with every event.
+    pub index: usize,
+    pub events: UnboundedSender<(usize, Event)>,
+}
+
+/// A handle on the engine thread; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Job>,
+    waiting: Arc<AtomicUsize>,
+    stats: Arc<EngineStats>,
+    config: EngineConfig,
+    model: Arc<Llama>,
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl Engine {
+    /// Starts the engine thread over a loaded model.
+    pub fn start(
+        model: Arc<Llama>,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(EngineStats::default());
+        let worker = Worker {
+            stats: stats.clone(),
+            model: model.clone(),
+            tokenizer: tokenizer.clone(),
+            max_batch: config.max_batch.max(1),
+            rx,
+            waiting: waiting.clone(),
+            queues: HashMap::new(),
+            order: VecDeque::new(),
+            running: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("openlora-engine".into())
+            .spawn(move || worker.run())?;
+        Ok(Self {
+            tx,
+            waiting,
+            stats,
+            config,
+            model,
+            tokenizer,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Llama> {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Sequences waiting for a batch slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Queues jobs all or nothing: fails at once with [`ServeError::QueueFull`] when they do not fit.
+    pub fn submit(&self, jobs: Vec<Job>) -> Result<(), ServeError> {
+        let n = jobs.len();
+        let max = self.config.max_waiting;
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w + n <= max).then_some(w + n)
+            })
+            .map_err(ServeError::QueueFull)?;
+        for (i, job) in jobs.into_iter().enumerate() {
+            if self.tx.send(job).is_err() {
+                self.waiting.fetch_sub(n - i, Ordering::AcqRel);
+                return Err(ServeError::EngineStopped);
+            }
+        }
+        Ok(())
+    }
+
+    /// Convenience for one sequence: a fresh channel, the job queued.
+    pub fn submit_one(
+        &self,
+        adapter: Option<(String, Arc<LoraAdapter>)>,
+        prompt: Vec<u32>,
+        params: GenerateParams,
+    ) -> Result<UnboundedReceiver<(usize, Event)>, ServeError> {
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.submit(vec![Job {
+            adapter,
+            prompt,
+            params,
+            index: 0,
+            events,
+        }])?;
+        Ok(rx)
+    }
+}
+
+struct Running {
+    seq: Sequence,
+    index: usize,
+    events: UnboundedSender<(usize, Event)>,
+}
+
+struct Worker {
+    model: Arc<Llama>,
+    tokenizer: Arc<Tokenizer>,
+    max_batch: usize,
+    rx: mpsc::Receiver<Job>,
+    waiting: Arc<AtomicUsize>,
+    stats: Arc<EngineStats>,
+    /// Waiting jobs per adapter (`None` = base model).
+    queues: HashMap<Option<String>, VecDeque<Job>>,
+    /// Adapters with waiting jobs, in round-robin order.
+    order: VecDeque<Option<String>>,
+    running: Vec<Running>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.order.is_empty() {
+                // Idle: sleep until a request arrives (or every handle is gone).
+                match self.rx.recv() {
+                    Ok(job) => self.enqueue(job),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = self.rx.try_recv() {
+                self.enqueue(job);
+            }
+            self.admit();
+            self.step();
+        }
+    }
+
+    fn enqueue(&mut self, job: Job) {
+        let key = job.adapter.as_ref().map(|(n, _)| n.clone());
+        let q = self.queues.entry(key.clone()).or_default();
+        if q.is_empty() {
+            self.order.push_back(key);
+        }
+        q.push_back(job);
+    }
+
+    /// Fills free batch slots, one job per adapter in turn.
+    fn admit(&mut self) {
+        while self.running.len() < self.max_batch {
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            let Some(q) = self.queues.get_mut(&key) else {
+                continue;
+            };
+            let job = q.pop_front();
+            if q.is_empty() {
+                self.queues.remove(&key);
+            } else {
+                self.order.push_back(key);
+            }
+            let Some(job) = job else { continue };
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            if job.events.is_closed() {
+                continue;
+            }
+            let adapter = job.adapter.map(|(_, a)| a);
+            match Sequence::new(&self.model, job.prompt, job.params, adapter) {
+                Ok(seq) => self.running.push(Running {
+                    seq,
+                    index: job.index,
+                    events: job.events,
+                }),
+                Err(e) => {
+                    let _ = job.events.send((job.index, Event::Error(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// One forward pass over the running batch, then hand out text and retire finished sequences.
+    fn step(&mut self) {
+        for r in &mut self.running {
+            if r.events.is_closed() {
+                r.seq.cancel();
+            }
+        }
+        let mut seqs: Vec<&mut Sequence> = self
+            .running
+            .iter_mut()
+            .map(|r| &mut r.seq)
+            .filter(|s| !s.is_done())
+            .collect();
+        if !seqs.is_empty() {
+            self.stats.steps.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = generate::step(&self.model, &self.tokenizer, &mut seqs) {
+                tracing::error!(error = %e, "batched step failed; failing its sequences");
+                for r in self.running.drain(..) {
+                    let _ = r.events.send((r.index, Event::Error(e.to_string())));
+                }
+                self.stats.running.store(0, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut i = 0;
+        while i < self.running.len() {
+            let r = &mut self.running[i];
+            let piece = r.seq.take_new_text();
+            if !piece.is_empty() && r.events.send((r.index, Event::Text(piece))).is_err() {
+                r.seq.cancel();
+            }
+            if r.seq.is_done() {
+                let r = self.running.swap_remove(i);
+                let g = r.seq.into_generation();
+                let st = &self.stats;
+                st.finished.fetch_add(1, Ordering::Relaxed);
+                if g.finish == FinishReason::Cancelled {
+                    st.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+                st.prompt_tokens
+                    .fetch_add(g.prompt_tokens, Ordering::Relaxed);
+                st.generation_tokens
+                    .fetch_add(g.tokens.len(), Ordering::Relaxed);
+                let _ = r.events.send((
+                    r.index,
+                    Event::Done {
+                        finish: g.finish,
+                        prompt_tokens: g.prompt_tokens,
+                        completion_tokens: g.tokens.len(),
+                    },
+                ));
+            } else {
+                i += 1;
+            }
+        }
+        self.stats
+            .running
+            .store(self.running.len(), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,96 @@
+//! OpenLoRA: one base model serving many LoRA adapters through an OpenAI-compatible HTTP API.
+//!
+//! - [`engine`]: a dedicated thread runs continuous batching; rows with different adapters (or none)
+//!   share each forward pass; admission is round-robin across adapters; a full queue refuses at once.
+//! - [`adapters`]: adapters by name from PEFT directories, a RAM cache with a byte budget.
+//! - [`api`]: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (SSE streaming or
+//!   JSON), vLLM's `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter`.
+//!
+//! Build a [`Serve`] with [`Serve::open`] and merge [`router`] into an axum server.
+
+pub mod adapters;
+pub mod api;
+pub mod engine;
+pub mod error;
+mod prompt;
+
+pub use adapters::AdapterRegistry;
+pub use api::router;
+pub use engine::{Engine, EngineConfig, EngineStats, Event, Job};
+pub use error::ServeError;
+
+use openledger_model::{load, Device, Llama, Tokenizer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Serving settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub engine: EngineConfig,
+    /// RAM budget for cached adapter weights.
+    pub adapter_cache_bytes: usize,
+    /// `max_tokens` when a request gives none (capped by the context left).
+    pub default_max_tokens: usize,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            adapter_cache_bytes: 512 << 20,
+            default_max_tokens: 256,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Everything the routes need: the model's id, the engine and the adapters.
+pub struct Serve {
+    /// The base model's id in the API (`model` field, `/v1/models`).
+    pub model_id: String,
+    pub engine: Engine,
+    pub adapters: Arc<AdapterRegistry>,
+    pub config: ServeConfig,
+}
+
+impl Serve {
+    /// Wraps an already loaded model and starts its engine thread.
+    pub fn new(
+        model_id: String,
+        model: Arc<Llama>,
+        tokenizer: Arc<Tokenizer>,
+        device: Device,
+        config: ServeConfig,
+    ) -> Result<Arc<Self>, ServeError> {
+        let adapters = Arc::new(AdapterRegistry::new(
+            model.clone(),
+            device,
+            config.adapter_cache_bytes,
+        ));
+        let engine = Engine::start(model, tokenizer, config.engine.clone()).map_err(|e| {
+            ServeError::Model(openledger_model::ModelError::Generation(format!(
+                "cannot start the engine thread: {e}"
+            )))
+        })?;
+        Ok(Arc::new(Self {
+            model_id,
+            engine,
+            adapters,
+            config,
+        }))
+    }
+
+    /// Loads a GGUF file or Hugging Face directory on `device` (blocking; seconds for a large model)
+    /// and starts serving it; the model id is the file or directory name.
+    pub fn open(path: &Path, device: Device, config: ServeConfig) -> Result<Arc<Self>, ServeError> {
+        let model = load::load(path, &device)?;
+        let tokenizer = Tokenizer::for_model(path)?;
+        let id = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        Self::new(id, Arc::new(model), Arc::new(tokenizer), device, config)
+    }
+}
