@@ -1,0 +1,336 @@
+//! The OpenAI-compatible API over the real SmolLM2, driven in-process: listing, chat and text
+//! completions (whole and streamed), errors, mixed-adapter batching and cancellation.
+
+mod common;
+use common::*;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures_util::StreamExt;
+use openledger_model::chat::{self, Message};
+use openledger_model::{generate, GenerateParams};
+use openledger_serve::{Serve, ServeConfig};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+fn base_id() -> String {
+    serve().model_id.clone()
+}
+
+#[tokio::test]
+async fn lists_the_base_model_and_adapters_with_their_parent() {
+    let s = serve();
+    let t = pushable_token(s.engine.model(), 1000);
+    let _dir = install_token_adapter("list-me", t, 1).await;
+    let resp = send(Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["object"], "list");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data[0]["id"], base_id());
+    assert!(data[0]["parent"].is_null());
+    let a = data
+        .iter()
+        .find(|m| m["id"] == "list-me")
+        .expect("adapter listed");
+    assert_eq!(a["parent"], base_id());
+    assert_eq!(a["object"], "model");
+}
+
+#[tokio::test]
+async fn chat_completion_answers_with_text_and_usage() {
+    let (status, v) = post(
+        "/v1/chat/completions",
+        json!({"model": base_id(), "messages": [{"role": "user", "content": "What is the capital of France?"}],
+               "temperature": 0, "max_tokens": 12}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    // The same as rendering the model's chat template and generating directly.
+    let s = serve();
+    let (model, tok) = (s.engine.model(), s.engine.tokenizer());
+    let rendered = chat::render(
+        tok.chat_template().unwrap(),
+        &[Message::new("user", "What is the capital of France?")],
+        true,
+        "",
+        "",
+    )
+    .unwrap();
+    let ids = tok.encode(&rendered, true).unwrap();
+    let params = GenerateParams {
+        max_tokens: 12,
+        ..Default::default()
+    };
+    let direct = generate(model, tok, ids.clone(), params, None, &mut |_| true).unwrap();
+    assert_eq!(text, direct.text);
+    assert!(!text.is_empty());
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        ids.len() as u64
+    );
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let u = &v["usage"];
+    let (p, c) = (
+        u["prompt_tokens"].as_u64().unwrap(),
+        u["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(p > 5 && (1..=12).contains(&c), "{u}");
+    assert_eq!(u["total_tokens"].as_u64().unwrap(), p + c);
+}
+
+#[tokio::test]
+async fn streamed_completion_concatenates_to_the_whole_greedy_text() {
+    let req = json!({"model": base_id(), "prompt": "The three primary colors are", "temperature": 0,
+                     "max_tokens": 16, "stop": ["\n\n"]});
+    let (status, whole) = post("/v1/completions", req.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let (status, body) = post_raw("/v1/completions", sreq).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0))
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(chunks.len() > 3, "streamed in pieces: {body}");
+    assert_eq!(text, whole["choices"][0]["text"].as_str().unwrap());
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage, &whole["usage"], "final usage chunk");
+    assert!(chunks.last().unwrap()["choices"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0))
+        .map(|c| &c["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, vec![&whole["choices"][0]["finish_reason"]]);
+}
+
+#[tokio::test]
+async fn unknown_model_is_404_with_an_openai_error_body() {
+    let (status, v) = post(
+        "/v1/chat/completions",
+        json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let e = &v["error"];
+    assert_eq!(e["code"], "model_not_found");
+    assert_eq!(e["type"], "invalid_request_error");
+    assert_eq!(e["param"], "model");
+    assert!(e["message"].as_str().unwrap().contains("no-such-model"));
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_naming_the_param() {
+    let base = json!({"model": base_id(), "prompt": "Hello"});
+    let cases = [
+        ("n", json!(9)),
+        ("temperature", json!(3.5)),
+        ("top_p", json!(0)),
+        ("stop", json!(["a", "b", "c", "d", "e"])),
+        ("max_tokens", json!(0)),
+        ("max_tokens", json!("many")),
+        ("seed", json!("x")),
+    ];
+    for (param, value) in cases {
+        let mut req = base.clone();
+        req[param] = value.clone();
+        let (status, v) = post("/v1/completions", req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{param}={value}: {v}");
+        assert_eq!(v["error"]["param"], param, "{param}={value}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+    let ctx = serve().engine.model().config.max_position;
+    let (status, v) = post(
+        "/v1/completions",
+        json!({"model": base_id(), "prompt": "Hello", "max_tokens": ctx}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let (status, v) = post(
+        "/v1/chat/completions",
+        json!({"model": base_id(), "messages": [{"role": "wizard", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["param"], "messages");
+}
+
+async fn greedy_text(model: &str, prompt: &str) -> String {
+    let (status, v) = post(
+        "/v1/completions",
+        json!({"model": model, "prompt": prompt, "temperature": 0, "max_tokens": 8}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["choices"][0]["text"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn mixed_adapter_batches_match_one_at_a_time() {
+    let s = serve();
+    let model = s.engine.model().clone();
+    let tok = s.engine.tokenizer().clone();
+    let t1 = pushable_token(&model, 2000);
+    let t2 = pushable_token(&model, t1 + 500);
+    let _d1 = install_token_adapter("mix-a", t1, 2).await;
+    let _d2 = install_token_adapter("mix-b", t2, 3).await;
+    let prompts = ["Once upon a time", "The weather today is", "1, 2, 3,"];
+    let models = [base_id(), "mix-a".to_string(), "mix-b".to_string()];
+    // One at a time.
+    let mut alone = Vec::new();
+    for m in &models {
+        for p in prompts {
+            alone.push(greedy_text(m, p).await);
+        }
+    }
+    // The adapters changed the output to their token.
+    let piece = |t: u32| tok.decode(&[t], true).unwrap();
+    for (k, want) in [(1, piece(t1)), (2, piece(t2))] {
+        for j in 0..prompts.len() {
+            let got = &alone[k * prompts.len() + j];
+            assert_eq!(got, &want.repeat(8), "adapter {k} prompt {j}");
+            assert_ne!(got, &alone[j]);
+        }
+    }
+    // All nine at once: they share forward passes.
+    let steps_before = s.engine.stats().steps.load(Ordering::Relaxed);
+    let mut handles = Vec::new();
+    for m in &models {
+        for p in prompts {
+            let (m, p) = (m.clone(), p.to_string());
+            handles.push(tokio::spawn(async move { greedy_text(&m, &p).await }));
+        }
+    }
+    let mut together = Vec::new();
+    for h in handles {
+        together.push(h.await.unwrap());
+    }
+    assert_eq!(together, alone);
+    let steps = s.engine.stats().steps.load(Ordering::Relaxed) - steps_before;
+    assert!(
+        steps < 9 * 8,
+        "nine 8-token requests took {steps} steps: not batched"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_cancels_its_sequence() {
+    let s = serve();
+    let t = pushable_token(s.engine.model(), 3000);
+    let _d = install_token_adapter("cancel-me", t, 4).await;
+    let cancelled_before = s.engine.stats().cancelled.load(Ordering::Relaxed);
+    let resp = send(
+        Request::post("/v1/completions")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"model": "cancel-me", "prompt": "Tell me a story", "temperature": 0,
+                       "max_tokens": 1500, "stream": true})
+                .to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    let first = body.next().await.expect("a first chunk").unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("text_completion"));
+    drop(body);
+    // The engine notices within a step; the adapter never emits EOS, so nothing else ends it early.
+    let mut waited = 0;
+    while s.engine.stats().cancelled.load(Ordering::Relaxed) == cancelled_before {
+        assert!(waited < 600, "the sequence was not cancelled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        s.engine.stats().cancelled.load(Ordering::Relaxed),
+        cancelled_before + 1
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_429_with_retry_after() {
+    let shared = serve();
+    let small = Serve::new(
+        "tiny-queue".into(),
+        shared.engine.model().clone(),
+        shared.engine.tokenizer().clone(),
+        openledger_model::Device::Cpu,
+        ServeConfig {
+            engine: openledger_serve::EngineConfig {
+                max_batch: 1,
+                max_waiting: 2,
+            },
+            ..ServeConfig::default()
+        },
+    )
+    .unwrap();
+    use tower::ServiceExt;
+    let resp = openledger_serve::router(small)
+        .oneshot(
+            Request::post("/v1/completions")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"model": "tiny-queue", "prompt": "Hi", "n": 3}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let v: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn an_adapter_for_another_base_is_refused() {
+    use openledger_model::{peft, LoraAdapter, LoraConfig, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = LoraAdapter::init(
+        LoraConfig::new(4, 8.0, &[Target::Q]),
+        &|_| (64, 64),
+        2,
+        7,
+        true,
+        &openledger_model::Device::Cpu,
+    )
+    .unwrap();
+    peft::save(&wrong, dir.path()).unwrap();
+    let (status, v) = post(
+        "/v1/load_lora_adapter",
+        json!({"lora_name": "wrong-base", "lora_path": dir.path()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("does not fit the base model"), "{msg}");
+    assert!(!serve().adapters.contains("wrong-base"));
+}
