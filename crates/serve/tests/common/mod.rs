@@ -81,9 +81,7 @@ pub fn token_adapter(model: &Llama, t: u32, seed: u64) -> LoraAdapter {
     }
     // Down: A's first row sums the 2r units, B's first column is t's row.
     let mut a_down = vec![0f32; r * hidden_mlp];
-    for u in 0..2 * r {
-        a_down[u] = 1.0;
-    }
+    a_down[..2 * r].fill(1.0);
     let row: Vec<f32> = model
         .lm_head
         .to_float(&dev)

@@ -1,0 +1,119 @@
+//! The engine's fair admission across adapters and the adapter cache's byte budget, on SmolLM2.
+
+mod common;
+use common::*;
+
+use openledger_model::generate::GenerateParams;
+use openledger_model::{peft, Device};
+use openledger_serve::adapters::adapter_bytes;
+use openledger_serve::{EngineConfig, Event, Job, Serve, ServeConfig};
+use std::sync::Arc;
+
+fn small_serve(max_batch: usize, cache_bytes: usize) -> Arc<Serve> {
+    let shared = serve();
+    Serve::new(
+        "base".into(),
+        shared.engine.model().clone(),
+        shared.engine.tokenizer().clone(),
+        Device::Cpu,
+        ServeConfig {
+            engine: EngineConfig {
+                max_batch,
+                max_waiting: 64,
+            },
+            adapter_cache_bytes: cache_bytes,
+            ..ServeConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_hot_adapter_cannot_starve_a_cold_one() {
+    let s = small_serve(1, 1 << 30);
+    let model = s.engine.model().clone();
+    let hot = Arc::new(token_adapter(&model, pushable_token(&model, 1000), 5));
+    let cold = Arc::new(token_adapter(&model, pushable_token(&model, 4000), 6));
+    let prompt = s.engine.tokenizer().encode("Hello there", true).unwrap();
+    let params = GenerateParams {
+        max_tokens: 3,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = |index: usize, name: &str, a: &Arc<_>| Job {
+        adapter: Some((name.to_string(), Arc::clone(a))),
+        prompt: prompt.clone(),
+        params: params.clone(),
+        index,
+        events: tx.clone(),
+    };
+    // Six requests for the hot adapter queued ahead of one for the cold adapter; one batch slot.
+    let mut jobs: Vec<Job> = (0..6).map(|i| job(i, "hot", &hot)).collect();
+    jobs.push(job(6, "cold", &cold));
+    s.engine.submit(jobs).unwrap();
+    drop(tx);
+    let mut order = Vec::new();
+    while let Some((i, ev)) = rx.recv().await {
+        if let Event::Done { .. } = ev {
+            order.push(i);
+        }
+    }
+    assert_eq!(order.len(), 7);
+    let cold_at = order.iter().position(|&i| i == 6).unwrap();
+    // Round-robin: the cold request is admitted right after the hot one(s) already admitted, not
+    // after all six (first-come-first-served would put it last).
+    assert!(
+        cold_at <= 2,
+        "cold adapter finished at position {cold_at}: {order:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_adapter_cache_evicts_least_recently_used_by_bytes() {
+    let probe = token_adapter(
+        serve().engine.model(),
+        pushable_token(serve().engine.model(), 1000),
+        1,
+    );
+    let one = adapter_bytes(&probe);
+    // Room for two rank-8 adapters, not three.
+    let s = small_serve(8, one * 5 / 2);
+    let mut dirs = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        peft::save(
+            &token_adapter(
+                s.engine.model(),
+                pushable_token(s.engine.model(), 1000),
+                i as u64,
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        s.adapters
+            .load(name.to_string(), dir.path().to_path_buf())
+            .await
+            .unwrap();
+        dirs.push(dir);
+    }
+    let st = s.adapters.cache_stats();
+    assert_eq!((st.cached, st.evictions, st.used_bytes), (2, 1, 2 * one));
+    assert_eq!(
+        s.adapters.names(),
+        ["a", "b", "c"],
+        "evicted is still registered"
+    );
+    // "a" was evicted: reading it again is a miss that reloads it from disk and evicts "b" (the
+    // least recently used), so "c" stays a hit.
+    assert!(s.adapters.get("a").await.unwrap().is_some());
+    assert!(s.adapters.get("c").await.unwrap().is_some());
+    let st = s.adapters.cache_stats();
+    assert_eq!((st.misses, st.hits, st.evictions), (1, 1, 2));
+    assert!(s.adapters.get("b").await.unwrap().is_some());
+    assert_eq!(s.adapters.cache_stats().misses, 2);
+    // Unloading forgets it and frees its bytes.
+    s.adapters.unload("b").unwrap();
+    assert!(s.adapters.get("b").await.unwrap().is_none());
+    assert_eq!(s.adapters.cache_stats().used_bytes, one);
+}
