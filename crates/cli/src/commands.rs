@@ -48,6 +48,13 @@ pub enum Command {
         /// Override the block time in milliseconds.
         #[arg(long)]
         block_time_ms: Option<u64>,
+        /// Serve this base model (GGUF file or Hugging Face directory) through the OpenAI API
+        /// at /v1 (OpenLoRA); default: `[serve] model` in config.toml.
+        #[arg(long, env = "OPENLEDGER_MODEL")]
+        model: Option<std::path::PathBuf>,
+        /// Device for the served model (default: cuda when built with it and a GPU is present).
+        #[arg(long, env = "OPENLEDGER_DEVICE", value_enum)]
+        device: Option<crate::ai::DeviceArg>,
     },
     /// Replay every block from genesis and check every state, transactions and receipts root.
     Verify,
@@ -481,6 +488,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 },
             )?;
             println!("initialised chain {chain_id} in {}", home.0.display());
+            if let Some(m) = home.load_config()?.serve.model {
+                println!(
+                    "the node will serve {} through the OpenAI API at /v1",
+                    m.display()
+                );
+            }
             if dev {
                 println!("\ndev keys (public test keys: never use them on a real network), each funded with 1,000,000 OPEN,");
                 println!("stored in the keystore as dev0..dev9 with an empty password:");
@@ -497,7 +510,9 @@ pub fn run(cli: Cli) -> Result<()> {
             dev,
             rpc_addr,
             block_time_ms,
-        } => run_node(home, dev, rpc_addr, block_time_ms)?,
+            model,
+            device,
+        } => run_node(home, dev, rpc_addr, block_time_ms, model, device)?,
         Command::Verify => {
             let genesis = home.load_genesis()?;
             let started = std::time::Instant::now();
@@ -576,8 +591,15 @@ fn run_node(
     dev: bool,
     rpc_addr: Option<std::net::SocketAddr>,
     block_time_ms: Option<u64>,
+    model: Option<std::path::PathBuf>,
+    device: Option<crate::ai::DeviceArg>,
 ) -> Result<()> {
     let mut config = home.load_config()?;
+    if model.is_some() {
+        config.serve.model = model;
+    }
+    // Loaded before anything listens, so a bad model file stops the node with its reason.
+    let serve = open_serve(&config.serve, device)?;
     config.dev |= dev;
     if let Some(a) = rpc_addr {
         config.rpc_addr = a;
@@ -625,9 +647,21 @@ fn run_node(
             node.clone(),
             stop(rx.clone()),
         ));
-        let server = tokio::spawn(openledger_node::rpc::serve(
+        let extra = match &serve {
+            Some(s) => {
+                println!(
+                    "serving {} through the OpenAI API at http://{}/v1",
+                    s.model_id,
+                    listener.local_addr()?
+                );
+                openledger_serve::router(s.clone())
+            }
+            None => axum_router(),
+        };
+        let server = tokio::spawn(openledger_node::rpc::serve_with(
             node.clone(),
             listener,
+            extra,
             stop(rx),
         ));
         shutdown_signal().await;
@@ -641,6 +675,34 @@ fn run_node(
         sealed.context("stopping the node")?;
         anyhow::Ok(())
     })
+}
+
+/// An empty router (no inference API).
+fn axum_router() -> openledger_node::rpc::Router {
+    openledger_node::rpc::Router::new()
+}
+
+/// OpenLoRA for `[serve]`, when a model is configured.
+fn open_serve(
+    settings: &openledger_node::config::ServeSettings,
+    device: Option<crate::ai::DeviceArg>,
+) -> Result<Option<std::sync::Arc<openledger_serve::Serve>>> {
+    let Some(path) = &settings.model else {
+        return Ok(None);
+    };
+    let device = openledger_model::device::open(device.map(Into::into))?;
+    let config = openledger_serve::ServeConfig {
+        engine: openledger_serve::EngineConfig {
+            max_batch: settings.max_batch.max(1),
+            max_waiting: settings.max_waiting.max(1),
+        },
+        adapter_cache_bytes: settings.adapter_cache_mib.saturating_mul(1 << 20),
+        allow_runtime_lora: settings.allow_runtime_lora,
+        ..openledger_serve::ServeConfig::default()
+    };
+    let serve = openledger_serve::Serve::open(path, device, config)
+        .with_context(|| format!("loading the model to serve, {}", path.display()))?;
+    Ok(Some(serve))
 }
 
 async fn shutdown_signal() {

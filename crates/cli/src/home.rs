@@ -120,10 +120,16 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<Vec<(Address, B256)>> {
         genesis.params.unstake_cooldown_secs = 10;
     }
     write_atomically(&home.genesis(), &serde_json::to_string_pretty(&genesis)?)?;
-    let config = NodeConfig {
+    let mut config = NodeConfig {
         dev: opts.dev,
         ..NodeConfig::default()
     };
+    // A dev chain serves the default model through the OpenAI API when it is installed
+    // (scripts/fetch-model puts it in models/ under the directory `init` runs from).
+    let default_model = Path::new(openledger_model::DEFAULT_MODEL_PATH);
+    if opts.dev && default_model.is_file() {
+        config.serve.model = Some(default_model.canonicalize()?);
+    }
     write_atomically(&home.config(), &toml::to_string_pretty(&config)?)?;
     Ok(dev)
 }

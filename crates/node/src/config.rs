@@ -68,6 +68,41 @@ pub struct NodeConfig {
     /// collection of unreferenced uploads.
     #[serde(default)]
     pub staging: crate::datanets::StagingConfig,
+    /// OpenLoRA: the base model served through the OpenAI API (none: no inference API).
+    #[serde(default)]
+    pub serve: ServeSettings,
+}
+
+/// `[serve]`: what OpenLoRA serves and its limits. Plain settings; the CLI builds the server
+/// (the node crate stays free of the model runtime).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// The base model: a GGUF file or a Hugging Face directory. `openledger node --model` and
+    /// `OPENLEDGER_MODEL` override it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<std::path::PathBuf>,
+    /// Most sequences in one batched forward pass.
+    pub max_batch: usize,
+    /// Most sequences waiting for a slot; past it requests get 429.
+    pub max_waiting: usize,
+    /// RAM budget for cached adapter weights, in MiB.
+    pub adapter_cache_mib: usize,
+    /// Serve vLLM's `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` (they load any local
+    /// path the node can read: for local operators only).
+    pub allow_runtime_lora: bool,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            model: None,
+            max_batch: 8,
+            max_waiting: 64,
+            adapter_cache_mib: 512,
+            allow_runtime_lora: false,
+        }
+    }
 }
 
 fn default_max_upload_files() -> usize {
@@ -136,6 +171,7 @@ impl Default for NodeConfig {
             allowed_hosts: Vec::new(),
             ingest: Limits::default(),
             staging: Default::default(),
+            serve: Default::default(),
         }
     }
 }

@@ -39,7 +39,6 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
     routing::post,
-    Router,
 };
 use openledger_state::{executor::simulate_call, modules::bank, StateRead};
 use openledger_store::{BlockRecord, TxRecord};
@@ -67,6 +66,9 @@ pub const MAX_FEE_HISTORY_TXS: usize = 100_000;
 /// them never run this; it is a marker so that tools which check for code before calling a
 /// contract (web3 libraries, wallets) treat module addresses as contracts.
 pub const MODULE_CODE: [u8; 5] = [0x60, 0x00, 0x60, 0x00, 0xfd];
+
+/// The HTTP router type, for callers that merge routes of their own ([`router_with`]).
+pub use axum::Router;
 
 /// A JSON-RPC error object.
 #[derive(Debug)]

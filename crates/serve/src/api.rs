@@ -624,6 +624,9 @@ async fn load_lora_adapter(
     State(s): State<Arc<Serve>>,
     body: Bytes,
 ) -> Result<Response, ServeError> {
+    if !s.config.allow_runtime_lora {
+        return Err(ServeError::RuntimeLoraOff);
+    }
     let obj = parse_body(&body)?;
     let name: String = field(&obj, "lora_name")?
         .ok_or_else(|| ServeError::bad("lora_name", "`lora_name` is required"))?;
@@ -653,6 +656,9 @@ async fn unload_lora_adapter(
     State(s): State<Arc<Serve>>,
     body: Bytes,
 ) -> Result<Response, ServeError> {
+    if !s.config.allow_runtime_lora {
+        return Err(ServeError::RuntimeLoraOff);
+    }
     let obj = parse_body(&body)?;
     let name: String = field(&obj, "lora_name")?
         .ok_or_else(|| ServeError::bad("lora_name", "`lora_name` is required"))?;

@@ -35,6 +35,9 @@ pub enum ServeError {
     /// The model runtime failed.
     #[error("model runtime: {0}")]
     Model(#[from] openledger_model::ModelError),
+    /// Runtime adapter loading is turned off by the operator.
+    #[error("loading and unloading adapters at run time is off on this server (the operator can turn it on: [serve] allow_runtime_lora = true)")]
+    RuntimeLoraOff,
     /// The engine thread is gone (it panicked or the server is shutting down).
     #[error("the inference engine has stopped")]
     EngineStopped,
@@ -87,6 +90,12 @@ impl ServeError {
                 "invalid_request_error",
                 Some("lora_path"),
                 Some("adapter_error"),
+            ),
+            ServeError::RuntimeLoraOff => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                None,
+                Some("runtime_lora_disabled"),
             ),
             ServeError::Model(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -33,6 +33,10 @@ pub struct ServeConfig {
     pub default_max_tokens: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Whether `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter` are served. They load
+    /// any local path the server can read, so they are off unless the operator turns them on
+    /// (as vLLM's `VLLM_ALLOW_RUNTIME_LORA_UPDATING`).
+    pub allow_runtime_lora: bool,
 }
 
 impl Default for ServeConfig {
@@ -42,6 +46,7 @@ impl Default for ServeConfig {
             adapter_cache_bytes: 512 << 20,
             default_max_tokens: 256,
             max_body_bytes: 1 << 20,
+            allow_runtime_lora: false,
         }
     }
 }

@@ -418,3 +418,32 @@ async fn message_content_cannot_inject_special_tokens() {
         tok.encode(injected, true).unwrap().len()
     );
 }
+
+#[tokio::test]
+async fn runtime_adapter_loading_is_off_unless_the_operator_turns_it_on() {
+    let shared = serve();
+    let locked = Serve::new(
+        "locked".into(),
+        shared.engine.model().clone(),
+        shared.engine.tokenizer().clone(),
+        openledger_model::Device::Cpu,
+        ServeConfig::default(),
+    )
+    .unwrap();
+    use tower::ServiceExt;
+    for route in ["/v1/load_lora_adapter", "/v1/unload_lora_adapter"] {
+        let resp = openledger_serve::router(locked.clone())
+            .oneshot(
+                Request::post(route)
+                    .header("content-type", "application/json")
+                    .body(Body::from(
+                        json!({"lora_name": "x", "lora_path": "/etc"}).to_string(),
+                    ))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{route}");
+    }
+    assert!(!locked.adapters.contains("x"));
+}

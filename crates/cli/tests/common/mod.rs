@@ -94,6 +94,11 @@ impl Env {
     }
 
     pub fn start(&self) -> NodeProc {
+        self.start_with(&[])
+    }
+
+    /// Starts `openledger node --dev` with `extra` arguments (e.g. `--model PATH`).
+    pub fn start_with(&self, extra: &[&str]) -> NodeProc {
         let child = Command::new(BIN)
             .arg("--home")
             .arg(&self.home)
@@ -103,6 +108,8 @@ impl Env {
                 "--rpc-addr",
                 &format!("127.0.0.1:{}", self.port),
             ])
+            .args(extra)
+            .env_remove("OPENLEDGER_MODEL")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

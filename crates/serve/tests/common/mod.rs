@@ -33,7 +33,15 @@ pub fn model_path() -> PathBuf {
 pub fn serve() -> Arc<Serve> {
     static S: OnceLock<Arc<Serve>> = OnceLock::new();
     S.get_or_init(|| {
-        Serve::open(&model_path(), Device::Cpu, ServeConfig::default()).expect("load SmolLM2")
+        Serve::open(
+            &model_path(),
+            Device::Cpu,
+            ServeConfig {
+                allow_runtime_lora: true,
+                ..ServeConfig::default()
+            },
+        )
+        .expect("load SmolLM2")
     })
     .clone()
 }
