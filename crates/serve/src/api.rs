@@ -620,16 +620,31 @@ async fn completions(State(s): State<Arc<Serve>>, body: Bytes) -> Result<Respons
     run(s, Kind::Text, common, prompt, "prompt").await
 }
 
+/// The body of a runtime adapter request and its `lora_name`, once the operator allows them.
+fn lora_request(s: &Serve, body: &Bytes) -> Result<(Map<String, Value>, String), ServeError> {
+    if !s.config.allow_runtime_lora {
+        return Err(ServeError::RuntimeLoraOff);
+    }
+    let obj = parse_body(body)?;
+    let name: String = field(&obj, "lora_name")?
+        .ok_or_else(|| ServeError::bad("lora_name", "`lora_name` is required"))?;
+    Ok((obj, name))
+}
+
+/// vLLM's plain-text success answer.
+fn lora_done(name: &str, what: &str) -> Response {
+    (
+        StatusCode::OK,
+        format!("Success: LoRA adapter '{name}' {what} successfully."),
+    )
+        .into_response()
+}
+
 async fn load_lora_adapter(
     State(s): State<Arc<Serve>>,
     body: Bytes,
 ) -> Result<Response, ServeError> {
-    if !s.config.allow_runtime_lora {
-        return Err(ServeError::RuntimeLoraOff);
-    }
-    let obj = parse_body(&body)?;
-    let name: String = field(&obj, "lora_name")?
-        .ok_or_else(|| ServeError::bad("lora_name", "`lora_name` is required"))?;
+    let (obj, name) = lora_request(&s, &body)?;
     let path: String = field(&obj, "lora_path")?
         .ok_or_else(|| ServeError::bad("lora_path", "`lora_path` is required"))?;
     if name == s.model_id {
@@ -645,27 +660,14 @@ async fn load_lora_adapter(
         ));
     }
     s.adapters.load(name.clone(), path.into()).await?;
-    Ok((
-        StatusCode::OK,
-        format!("Success: LoRA adapter '{name}' added successfully."),
-    )
-        .into_response())
+    Ok(lora_done(&name, "added"))
 }
 
 async fn unload_lora_adapter(
     State(s): State<Arc<Serve>>,
     body: Bytes,
 ) -> Result<Response, ServeError> {
-    if !s.config.allow_runtime_lora {
-        return Err(ServeError::RuntimeLoraOff);
-    }
-    let obj = parse_body(&body)?;
-    let name: String = field(&obj, "lora_name")?
-        .ok_or_else(|| ServeError::bad("lora_name", "`lora_name` is required"))?;
+    let (_, name) = lora_request(&s, &body)?;
     s.adapters.unload(&name)?;
-    Ok((
-        StatusCode::OK,
-        format!("Success: LoRA adapter '{name}' removed successfully."),
-    )
-        .into_response())
+    Ok(lora_done(&name, "removed"))
 }
