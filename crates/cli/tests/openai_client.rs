@@ -1,6 +1,7 @@
 //! The real `openai` Python client against `openledger node --model` (OpenLoRA's OpenAI API on
 //! the node's HTTP server, SmolLM2): `tests/openai_client.py` lists models, chats (whole and
-//! streamed with usage), completes with n = 2, and gets OpenAI's 404 and 400 errors.
+//! streamed with usage), completes with n = 2, and gets OpenAI's 404 and 400 errors. Then the
+//! node, model loaded, must idle: under 2 % of a core over 10 s without requests.
 //!
 //! Needs SmolLM2 (`./scripts/fetch-model`) and the virtualenv with the openai client
 //! (`./scripts/setup-python`).
@@ -21,7 +22,7 @@ fn workspace_root() -> PathBuf {
 }
 
 #[test]
-fn the_openai_python_client_works_unchanged() {
+fn the_openai_python_client_works_unchanged_and_the_idle_node_idles() {
     let root = workspace_root();
     let model = root.join(openledger_model::DEFAULT_MODEL_PATH);
     assert!(
@@ -36,7 +37,7 @@ fn the_openai_python_client_works_unchanged() {
         python.display()
     );
     let env = Env::new();
-    let _node = env.start_with(&["--model", model.to_str().unwrap()]);
+    let node = env.start_with(&["--model", model.to_str().unwrap()]);
 
     // The model is loaded before the node listens, so it is served as soon as the node answers.
     let started = Instant::now();
@@ -60,4 +61,26 @@ fn the_openai_python_client_works_unchanged() {
         "{}",
         stdout(&out)
     );
+
+    // An idle server must idle: the kernel threads sleep between requests.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_seconds(node.pid());
+    std::thread::sleep(Duration::from_secs(10));
+    let used = cpu_seconds(node.pid()) - before;
+    assert!(
+        used < 0.2,
+        "the idle node with a model loaded used {used:.3} s of CPU in 10 s (limit 2 % of a core)"
+    );
+}
+
+/// User + system CPU time of process `pid`, in seconds (from /proc/PID/stat).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
 }
