@@ -4,10 +4,12 @@
 //! requests for the others. Every adapter is checked against the base model before it is served.
 
 use crate::error::ServeError;
+use crate::metrics::{Histogram, ADAPTER_LOAD_BUCKETS};
 use openledger_model::{peft, Device, Llama, LoraAdapter};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Longest adapter name accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -27,6 +29,7 @@ struct Inner {
     tick: u64,
     hits: u64,
     misses: u64,
+    loads: u64,
     evictions: u64,
 }
 
@@ -35,6 +38,8 @@ struct Inner {
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
+    /// Adapters read from disk and checked (registrations and cache misses).
+    pub loads: u64,
     pub evictions: u64,
     pub used_bytes: usize,
     pub cached: usize,
@@ -46,6 +51,7 @@ pub struct AdapterRegistry {
     device: Device,
     budget_bytes: usize,
     inner: Mutex<Inner>,
+    load_seconds: Histogram,
 }
 
 /// Bytes an adapter's weights take in memory.
@@ -82,6 +88,7 @@ impl AdapterRegistry {
             device,
             budget_bytes,
             inner: Mutex::new(Inner::default()),
+            load_seconds: Histogram::new(ADAPTER_LOAD_BUCKETS),
         }
     }
 
@@ -104,6 +111,7 @@ impl AdapterRegistry {
         CacheStats {
             hits: g.hits,
             misses: g.misses,
+            loads: g.loads,
             evictions: g.evictions,
             used_bytes: g.used_bytes,
             cached: g.cache.len(),
@@ -205,7 +213,13 @@ impl AdapterRegistry {
         Ok(())
     }
 
+    /// How long successful adapter reads took.
+    pub fn load_seconds(&self) -> &Histogram {
+        &self.load_seconds
+    }
+
     fn read(&self, name: &str, dir: &Path) -> Result<Arc<LoraAdapter>, ServeError> {
+        let started = Instant::now();
         let err = |message: String| ServeError::Adapter {
             name: name.into(),
             message,
@@ -218,6 +232,10 @@ impl AdapterRegistry {
                 dir.display()
             ))
         })?;
+        let secs = started.elapsed().as_secs_f64();
+        self.load_seconds.observe(secs);
+        self.lock().loads += 1;
+        tracing::debug!(adapter = name, seconds = secs, "adapter read from disk");
         Ok(Arc::new(adapter))
     }
 

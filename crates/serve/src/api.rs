@@ -1,13 +1,15 @@
 //! The OpenAI-compatible routes. Every request value is parsed field by field so a malformed one is
 //! answered 400 naming its `param`, and bounded (body size, messages, strings, `n`, `stop`,
-//! `max_tokens` within the context) before any compute.
+//! `max_tokens` within the context) before any compute. Each completion request runs in a `tracing`
+//! span carrying its id (the response's `id`), so its queueing, finish and refusal logs can be
+//! followed; `GET /metrics` serves [`crate::metrics::render`].
 
 use crate::engine::{Event, Job};
 use crate::error::ServeError;
 use crate::Serve;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::Instrument;
 
 /// Most choices per request.
 pub const MAX_N: usize = 8;
@@ -44,6 +47,7 @@ pub fn router(state: Arc<Serve>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/load_lora_adapter", post(load_lora_adapter))
         .route("/v1/unload_lora_adapter", post(unload_lora_adapter))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -65,6 +69,14 @@ fn request_id(prefix: &str) -> String {
         salt,
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+async fn metrics(State(s): State<Arc<Serve>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&s),
+    )
+        .into_response()
 }
 
 async fn list_models(State(s): State<Arc<Serve>>) -> Json<Value> {
@@ -315,6 +327,7 @@ enum Kind {
 async fn run(
     s: Arc<Serve>,
     kind: Kind,
+    id: String,
     common: Common,
     prompt: Vec<u32>,
     prompt_param: &'static str,
@@ -362,20 +375,16 @@ async fn run(
     drop(tx);
     s.engine.submit(jobs)?;
     let meta = Meta {
-        id: request_id(if kind == Kind::Chat {
-            "chatcmpl"
-        } else {
-            "cmpl"
-        }),
+        id,
         created: now(),
         model: common.model.clone(),
         kind,
     };
     tracing::debug!(
-        id = meta.id,
-        model = meta.model,
         n = common.n,
         prompt_tokens = prompt.len(),
+        max_tokens,
+        stream = common.stream,
         "request queued"
     );
     if common.stream {
@@ -442,6 +451,7 @@ async fn whole_response(
             }
         }
     }
+    let finish_reasons: Vec<&str> = finish.iter().map(|f| f.map_or("", finish_str)).collect();
     let choices: Vec<Value> = texts
         .into_iter()
         .zip(finish)
@@ -457,6 +467,12 @@ async fn whole_response(
             }
         })
         .collect();
+    tracing::info!(
+        prompt_tokens,
+        completion_tokens,
+        finish = ?finish_reasons,
+        "request finished"
+    );
     Ok(Json(json!({
         "id": meta.id, "object": meta.object(false), "created": meta.created, "model": meta.model,
         "choices": choices, "usage": usage_json(prompt_tokens, completion_tokens),
@@ -473,6 +489,17 @@ struct StreamState {
     completion_tokens: usize,
     pending: VecDeque<SseEvent>,
     ended: bool,
+    /// The request's span: the body is streamed after the handler returned.
+    span: tracing::Span,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.span
+                .in_scope(|| tracing::info!("the client went away before the stream ended"));
+        }
+    }
 }
 
 impl StreamState {
@@ -508,6 +535,11 @@ impl StreamState {
             return false;
         }
         if self.left == 0 {
+            tracing::info!(
+                prompt_tokens = self.prompt_tokens,
+                completion_tokens = self.completion_tokens,
+                "request finished"
+            );
             if self.include_usage {
                 let v = json!({
                     "id": self.meta.id, "object": self.meta.object(true), "created": self.meta.created,
@@ -572,6 +604,7 @@ fn stream_response(
         completion_tokens: 0,
         pending: VecDeque::new(),
         ended: false,
+        span: tracing::Span::current(),
     };
     if st.meta.kind == Kind::Chat {
         for i in 0..n {
@@ -582,42 +615,76 @@ fn stream_response(
             st.pending.push_back(c);
         }
     }
-    let stream = futures_util::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(e) = st.pending.pop_front() {
-                return Some((Ok::<_, Infallible>(e), st));
-            }
-            if !st.advance().await {
-                return None;
+    let stream = futures_util::stream::unfold(st, |mut st| {
+        let span = st.span.clone();
+        async move {
+            loop {
+                if let Some(e) = st.pending.pop_front() {
+                    return Some((Ok::<_, Infallible>(e), st));
+                }
+                if !st.advance().await {
+                    return None;
+                }
             }
         }
+        .instrument(span)
     });
     Sse::new(stream).into_response()
+}
+
+/// Runs a completion handler in a span named by the request's id (the response's `id`) and logs why
+/// a request was refused or failed.
+async fn traced(
+    id: &str,
+    route: &'static str,
+    handler: impl std::future::Future<Output = Result<Response, ServeError>>,
+) -> Result<Response, ServeError> {
+    let span = tracing::info_span!(
+        "openai_request",
+        request_id = id,
+        route,
+        model = tracing::field::Empty
+    );
+    let out = handler.instrument(span.clone()).await;
+    if let Err(e) = &out {
+        span.in_scope(|| tracing::info!(error = %e, "request refused or failed"));
+    }
+    out
 }
 
 async fn chat_completions(
     State(s): State<Arc<Serve>>,
     body: Bytes,
 ) -> Result<Response, ServeError> {
-    let obj = parse_body(&body)?;
-    let common = parse_common(&obj)?;
-    let messages = parse_messages(&obj)?;
-    let tok = s.engine.tokenizer().clone();
-    let prompt = tokio::task::spawn_blocking(move || crate::prompt::chat_ids(&tok, &messages))
-        .await
-        .map_err(|_| ServeError::EngineStopped)??;
-    run(s, Kind::Chat, common, prompt, "messages").await
+    let id = request_id("chatcmpl");
+    traced(&id.clone(), "/v1/chat/completions", async move {
+        let obj = parse_body(&body)?;
+        let common = parse_common(&obj)?;
+        tracing::Span::current().record("model", common.model.as_str());
+        let messages = parse_messages(&obj)?;
+        let tok = s.engine.tokenizer().clone();
+        let prompt = tokio::task::spawn_blocking(move || crate::prompt::chat_ids(&tok, &messages))
+            .await
+            .map_err(|_| ServeError::EngineStopped)??;
+        run(s, Kind::Chat, id, common, prompt, "messages").await
+    })
+    .await
 }
 
 async fn completions(State(s): State<Arc<Serve>>, body: Bytes) -> Result<Response, ServeError> {
-    let obj = parse_body(&body)?;
-    let common = parse_common(&obj)?;
-    let text = parse_prompt(&obj)?;
-    let tok = s.engine.tokenizer().clone();
-    let prompt = tokio::task::spawn_blocking(move || tok.encode(&text, true))
-        .await
-        .map_err(|_| ServeError::EngineStopped)??;
-    run(s, Kind::Text, common, prompt, "prompt").await
+    let id = request_id("cmpl");
+    traced(&id.clone(), "/v1/completions", async move {
+        let obj = parse_body(&body)?;
+        let common = parse_common(&obj)?;
+        tracing::Span::current().record("model", common.model.as_str());
+        let text = parse_prompt(&obj)?;
+        let tok = s.engine.tokenizer().clone();
+        let prompt = tokio::task::spawn_blocking(move || tok.encode(&text, true))
+            .await
+            .map_err(|_| ServeError::EngineStopped)??;
+        run(s, Kind::Text, id, common, prompt, "prompt").await
+    })
+    .await
 }
 
 /// The body of a runtime adapter request and its `lora_name`, once the operator allows them.

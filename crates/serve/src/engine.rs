@@ -5,11 +5,13 @@
 //! a dropped receiver cancels its sequences within one step.
 
 use crate::error::ServeError;
+use crate::metrics::RequestMetrics;
 use openledger_model::generate::{self, FinishReason, GenerateParams, Sequence};
 use openledger_model::{Llama, LoraAdapter, Tokenizer};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Instant;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Engine limits.
@@ -74,9 +76,10 @@ pub struct Job {
 /// A handle on the engine thread; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<(Job, Instant)>,
     waiting: Arc<AtomicUsize>,
     stats: Arc<EngineStats>,
+    metrics: Arc<RequestMetrics>,
     config: EngineConfig,
     model: Arc<Llama>,
     tokenizer: Arc<Tokenizer>,
@@ -92,8 +95,10 @@ impl Engine {
         let (tx, rx) = mpsc::channel();
         let waiting = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(EngineStats::default());
+        let metrics = Arc::new(RequestMetrics::default());
         let worker = Worker {
             stats: stats.clone(),
+            metrics: metrics.clone(),
             model: model.clone(),
             tokenizer: tokenizer.clone(),
             max_batch: config.max_batch.max(1),
@@ -110,6 +115,7 @@ impl Engine {
             tx,
             waiting,
             stats,
+            metrics,
             config,
             model,
             tokenizer,
@@ -132,6 +138,11 @@ impl Engine {
         &self.stats
     }
 
+    /// Latency histograms and finish counters, per sequence.
+    pub fn metrics(&self) -> &RequestMetrics {
+        &self.metrics
+    }
+
     /// Sequences waiting for a batch slot now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -146,8 +157,9 @@ impl Engine {
                 (w + n <= max).then_some(w + n)
             })
             .map_err(ServeError::QueueFull)?;
+        let submitted = Instant::now();
         for (i, job) in jobs.into_iter().enumerate() {
-            if self.tx.send(job).is_err() {
+            if self.tx.send((job, submitted)).is_err() {
                 self.waiting.fetch_sub(n - i, Ordering::AcqRel);
                 return Err(ServeError::EngineStopped);
             }
@@ -178,17 +190,23 @@ struct Running {
     seq: Sequence,
     index: usize,
     events: UnboundedSender<(usize, Event)>,
+    /// When it was submitted, and when its latest token came (`None` before the first).
+    submitted: Instant,
+    last_token: Option<Instant>,
+    /// Generated tokens already measured.
+    seen: usize,
 }
 
 struct Worker {
     model: Arc<Llama>,
     tokenizer: Arc<Tokenizer>,
     max_batch: usize,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<(Job, Instant)>,
     waiting: Arc<AtomicUsize>,
     stats: Arc<EngineStats>,
-    /// Waiting jobs per adapter (`None` = base model).
-    queues: HashMap<Option<String>, VecDeque<Job>>,
+    metrics: Arc<RequestMetrics>,
+    /// Waiting jobs per adapter (`None` = base model), with their submission time.
+    queues: HashMap<Option<String>, VecDeque<(Job, Instant)>>,
     /// Adapters with waiting jobs, in round-robin order.
     order: VecDeque<Option<String>>,
     running: Vec<Running>,
@@ -212,13 +230,13 @@ impl Worker {
         }
     }
 
-    fn enqueue(&mut self, job: Job) {
+    fn enqueue(&mut self, (job, submitted): (Job, Instant)) {
         let key = job.adapter.as_ref().map(|(n, _)| n.clone());
         let q = self.queues.entry(key.clone()).or_default();
         if q.is_empty() {
             self.order.push_back(key);
         }
-        q.push_back(job);
+        q.push_back((job, submitted));
     }
 
     /// Fills free batch slots, one job per adapter in turn.
@@ -236,19 +254,31 @@ impl Worker {
             } else {
                 self.order.push_back(key);
             }
-            let Some(job) = job else { continue };
+            let Some((job, submitted)) = job else {
+                continue;
+            };
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             if job.events.is_closed() {
+                self.metrics.finished(FinishReason::Cancelled);
                 continue;
             }
             let adapter = job.adapter.map(|(_, a)| a);
             match Sequence::new(&self.model, job.prompt, job.params, adapter) {
-                Ok(seq) => self.running.push(Running {
-                    seq,
-                    index: job.index,
-                    events: job.events,
-                }),
+                Ok(seq) => {
+                    self.metrics
+                        .queue_time
+                        .observe(submitted.elapsed().as_secs_f64());
+                    self.running.push(Running {
+                        seq,
+                        index: job.index,
+                        events: job.events,
+                        submitted,
+                        last_token: None,
+                        seen: 0,
+                    })
+                }
                 Err(e) => {
+                    self.metrics.finished_error.fetch_add(1, Ordering::Relaxed);
                     let _ = job.events.send((job.index, Event::Error(e.to_string())));
                 }
             }
@@ -273,15 +303,30 @@ impl Worker {
             if let Err(e) = generate::step(&self.model, &self.tokenizer, &mut seqs) {
                 tracing::error!(error = %e, "batched step failed; failing its sequences");
                 for r in self.running.drain(..) {
+                    self.metrics.finished_error.fetch_add(1, Ordering::Relaxed);
                     let _ = r.events.send((r.index, Event::Error(e.to_string())));
                 }
                 self.stats.running.store(0, Ordering::Relaxed);
                 return;
             }
         }
+        let now = Instant::now();
         let mut i = 0;
         while i < self.running.len() {
             let r = &mut self.running[i];
+            let produced = r.seq.generated().len();
+            if produced > r.seen {
+                let since = match r.last_token {
+                    None => &self.metrics.time_to_first_token,
+                    Some(_) => &self.metrics.inter_token_latency,
+                };
+                since.observe(
+                    now.duration_since(r.last_token.unwrap_or(r.submitted))
+                        .as_secs_f64(),
+                );
+                r.seen = produced;
+                r.last_token = Some(now);
+            }
             let piece = r.seq.take_new_text();
             if !piece.is_empty() && r.events.send((r.index, Event::Text(piece))).is_err() {
                 r.seq.cancel();
@@ -289,6 +334,10 @@ impl Worker {
             if r.seq.is_done() {
                 let r = self.running.swap_remove(i);
                 let g = r.seq.into_generation();
+                self.metrics.finished(g.finish);
+                self.metrics
+                    .e2e_latency
+                    .observe(now.duration_since(r.submitted).as_secs_f64());
                 let st = &self.stats;
                 st.finished.fetch_add(1, Ordering::Relaxed);
                 if g.finish == FinishReason::Cancelled {

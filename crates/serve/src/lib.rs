@@ -4,7 +4,16 @@
 //!   share each forward pass; admission is round-robin across adapters; a full queue refuses at once.
 //! - [`adapters`]: adapters by name from PEFT directories, a RAM cache with a byte budget.
 //! - [`api`]: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (SSE streaming or
-//!   JSON), vLLM's `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter`.
+//!   JSON), vLLM's `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter`, and `GET /metrics`.
+//!   Every completion runs in a `tracing` span `openai_request` whose `request_id` is the response's
+//!   `id`.
+//! - [`metrics`]: `GET /metrics` in Prometheus' text format under vLLM's names (`vllm:` with a
+//!   `model_name` label): `num_requests_running`/`_waiting`, `prompt_tokens_total`,
+//!   `generation_tokens_total`, `request_success_total{finished_reason}`, and histograms
+//!   `time_to_first_token_seconds`, `inter_token_latency_seconds`, `e2e_request_latency_seconds`,
+//!   `request_queue_time_seconds`, measured by the engine per sequence (a request with `n` choices
+//!   counts `n`); the adapter cache as `openlora:adapter_cache_{hits,misses,evictions}_total`,
+//!   `openlora:adapter_loads_total`, `openlora:adapter_load_seconds`, `openlora:adapter_cache_bytes`.
 //!
 //! Build a [`Serve`] with [`Serve::open`] and merge [`router`] into an axum server.
 
@@ -12,6 +21,7 @@ pub mod adapters;
 pub mod api;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 mod prompt;
 
 pub use adapters::AdapterRegistry;

@@ -447,3 +447,322 @@ async fn runtime_adapter_loading_is_off_unless_the_operator_turns_it_on() {
     }
     assert!(!locked.adapters.contains("x"));
 }
+
+/// One parsed sample line: metric name, labels in order, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Parses a Prometheus text exposition line by line, failing on any malformed line, on a sample
+/// whose metric has no `# TYPE` before it, or on a `# TYPE` with an unknown type.
+fn parse_exposition(text: &str) -> (Vec<Sample>, std::collections::HashMap<String, String>) {
+    let mut types = std::collections::HashMap::new();
+    let mut samples = Vec::new();
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name, tail) = (parts.next(), parts.next(), parts.next());
+            let name = name.unwrap_or_else(|| panic!("comment without a name: {line:?}"));
+            assert!(is_name(name), "bad metric name in {line:?}");
+            match kw {
+                Some("HELP") => assert!(tail.is_some_and(|t| !t.is_empty()), "{line:?}"),
+                Some("TYPE") => {
+                    let t = tail.unwrap_or_default();
+                    assert!(
+                        ["counter", "gauge", "histogram"].contains(&t),
+                        "bad type in {line:?}"
+                    );
+                    assert!(types.insert(name.to_string(), t.to_string()).is_none());
+                }
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
+        let (name, rest) = line.split_at(
+            line.find(['{', ' '])
+                .unwrap_or_else(|| panic!("no value: {line:?}")),
+        );
+        assert!(is_name(name), "bad metric name in {line:?}");
+        let mut labels = Vec::new();
+        let mut rest = rest;
+        if let Some(mut l) = rest.strip_prefix('{') {
+            loop {
+                let eq = l
+                    .find("=\"")
+                    .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                let key = &l[..eq];
+                assert!(
+                    is_name(key) && !key.contains(':'),
+                    "bad label name in {line:?}"
+                );
+                let mut value = String::new();
+                let mut chars = l[eq + 2..].char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, c @ ('\\' | '"'))) => value.push(c),
+                            _ => panic!("bad escape in {line:?}"),
+                        },
+                        Some((i, '"')) => break eq + 2 + i + 1,
+                        Some((_, c)) => value.push(c),
+                        None => panic!("unterminated label value in {line:?}"),
+                    }
+                };
+                labels.push((key.to_string(), value));
+                l = &l[end..];
+                if let Some(r) = l.strip_prefix(',') {
+                    l = r;
+                } else if let Some(r) = l.strip_prefix('}') {
+                    rest = r;
+                    break;
+                } else {
+                    panic!("bad label list in {line:?}");
+                }
+            }
+        }
+        let value = rest
+            .strip_prefix(' ')
+            .unwrap_or_else(|| panic!("no space before the value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|e| panic!("{e}: {line:?}")),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "no # TYPE before {line:?}");
+        samples.push((name.to_string(), labels, value));
+    }
+    (samples, types)
+}
+
+/// Scrapes `GET /metrics` of `s`: checks status, content type, syntax, the model label on every
+/// sample, and every histogram's buckets (cumulative, ending in `+Inf` equal to `_count`).
+async fn scrape(s: &std::sync::Arc<Serve>) -> Vec<Sample> {
+    use tower::ServiceExt;
+    let resp = openledger_serve::router(s.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let (samples, types) = parse_exposition(std::str::from_utf8(&body).unwrap());
+    for (name, labels, _) in &samples {
+        assert_eq!(
+            labels[0],
+            ("model_name".into(), s.model_id.clone()),
+            "{name}"
+        );
+    }
+    let histograms: Vec<&String> = types
+        .iter()
+        .filter(|(_, t)| *t == "histogram")
+        .map(|(n, _)| n)
+        .collect();
+    assert!(histograms.len() >= 5, "{histograms:?}");
+    for h in histograms {
+        let buckets: Vec<(&str, f64)> = samples
+            .iter()
+            .filter(|(n, _, _)| *n == format!("{h}_bucket"))
+            .map(|(_, l, v)| {
+                let le = l.iter().find(|(k, _)| k == "le").expect("le label");
+                (le.1.as_str(), *v)
+            })
+            .collect();
+        assert!(buckets.len() > 1, "{h}");
+        for w in buckets.windows(2) {
+            let (a, b) = (w[0].0.parse::<f64>().unwrap(), w[1].0);
+            assert!(
+                b == "+Inf" || b.parse::<f64>().unwrap() > a,
+                "{h}: le out of order"
+            );
+            assert!(w[1].1 >= w[0].1, "{h}: buckets not cumulative");
+        }
+        let (last_le, inf) = *buckets.last().unwrap();
+        assert_eq!(last_le, "+Inf", "{h}");
+        assert_eq!(
+            Some(inf),
+            value(&samples, &format!("{h}_count"), &[]),
+            "{h}"
+        );
+        assert!(value(&samples, &format!("{h}_sum"), &[]).is_some(), "{h}");
+    }
+    samples
+}
+
+/// The value of the sample `name` with the model label and `extra` labels.
+fn value(samples: &[Sample], name: &str, extra: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && l.len() == extra.len() + 1
+                && extra
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+#[tokio::test]
+async fn metrics_count_exactly_what_the_requests_did() {
+    use tower::ServiceExt;
+    let shared = serve();
+    let s = Serve::new(
+        "metrics-model".into(),
+        shared.engine.model().clone(),
+        shared.engine.tokenizer().clone(),
+        openledger_model::Device::Cpu,
+        ServeConfig {
+            allow_runtime_lora: true,
+            ..ServeConfig::default()
+        },
+    )
+    .unwrap();
+    let call = |path: &'static str, body: Value| {
+        let s = s.clone();
+        async move {
+            let resp = openledger_serve::router(s)
+                .oneshot(
+                    Request::post(path)
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.to_string()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK, "{path}: {bytes:?}");
+            String::from_utf8(bytes.to_vec()).unwrap()
+        }
+    };
+    let before = scrape(&s).await;
+    let get = |samples: &[Sample], name: &str, extra: &[(&str, &str)]| {
+        value(samples, name, extra).unwrap_or_else(|| panic!("{name} {extra:?} missing"))
+    };
+
+    // An adapter registered (one read from disk), then used (one cache hit).
+    let model = s.engine.model().clone();
+    let adapter = token_adapter(&model, pushable_token(&model, 1000), 11);
+    let dir = tempfile::tempdir().unwrap();
+    openledger_model::peft::save(&adapter, dir.path()).unwrap();
+    call(
+        "/v1/load_lora_adapter",
+        json!({"lora_name": "metrics-lora", "lora_path": dir.path()}),
+    )
+    .await;
+
+    // Three requests: whole chat, whole completion through the adapter, streamed completion.
+    let mut usage = Vec::new();
+    let v: Value = serde_json::from_str(
+        &call(
+            "/v1/chat/completions",
+            json!({"model": "metrics-model", "messages": [{"role": "user", "content": "Hi"}],
+                   "temperature": 0, "max_tokens": 4}),
+        )
+        .await,
+    )
+    .unwrap();
+    usage.push(v["usage"].clone());
+    let v: Value = serde_json::from_str(
+        &call(
+            "/v1/completions",
+            json!({"model": "metrics-lora", "prompt": "Once upon a time", "temperature": 0,
+                   "max_tokens": 3}),
+        )
+        .await,
+    )
+    .unwrap();
+    usage.push(v["usage"].clone());
+    let text = call(
+        "/v1/completions",
+        json!({"model": "metrics-model", "prompt": "The sky is", "temperature": 0,
+               "max_tokens": 5, "stream": true, "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    usage.push(last["usage"].clone());
+
+    let after = scrape(&s).await;
+    let delta =
+        |name: &str, extra: &[(&str, &str)]| get(&after, name, extra) - get(&before, name, extra);
+    let sum = |k: &str| usage.iter().map(|u| u[k].as_u64().unwrap()).sum::<u64>() as f64;
+    let completions: Vec<u64> = usage
+        .iter()
+        .map(|u| u["completion_tokens"].as_u64().unwrap())
+        .collect();
+    assert!(completions.iter().all(|&c| c >= 1), "{usage:?}");
+    assert_eq!(delta("vllm:prompt_tokens_total", &[]), sum("prompt_tokens"));
+    assert_eq!(
+        delta("vllm:generation_tokens_total", &[]),
+        sum("completion_tokens")
+    );
+    for h in [
+        "vllm:e2e_request_latency_seconds",
+        "vllm:request_queue_time_seconds",
+        "vllm:time_to_first_token_seconds",
+    ] {
+        assert_eq!(delta(&format!("{h}_count"), &[]), 3.0, "{h}");
+    }
+    // One inter-token gap between each pair of consecutive tokens of a sequence.
+    let gaps: u64 = completions.iter().map(|c| c - 1).sum();
+    assert_eq!(
+        delta("vllm:inter_token_latency_seconds_count", &[]),
+        gaps as f64
+    );
+    let by_reason: f64 = ["stop", "length", "abort", "error"]
+        .iter()
+        .map(|r| delta("vllm:request_success_total", &[("finished_reason", r)]))
+        .sum();
+    assert_eq!(by_reason, 3.0);
+    assert_eq!(get(&after, "vllm:num_requests_waiting", &[]), 0.0);
+
+    assert_eq!(delta("openlora:adapter_loads_total", &[]), 1.0);
+    assert_eq!(delta("openlora:adapter_load_seconds_count", &[]), 1.0);
+    assert_eq!(delta("openlora:adapter_cache_hits_total", &[]), 1.0);
+    assert_eq!(delta("openlora:adapter_cache_misses_total", &[]), 0.0);
+    assert_eq!(delta("openlora:adapter_cache_evictions_total", &[]), 0.0);
+    assert_eq!(
+        get(&after, "openlora:adapter_cache_bytes", &[]),
+        openledger_serve::adapters::adapter_bytes(&adapter) as f64
+    );
+    assert_eq!(get(&after, "openlora:adapters_registered", &[]), 1.0);
+}
+
+#[test]
+fn the_exposition_parser_rejects_malformed_lines() {
+    let ok = "# HELP a:b help\n# TYPE a:b counter\na:b{x=\"q\\\"\"} 1\n";
+    assert_eq!(parse_exposition(ok).0[0].1[0].1, "q\"");
+    for bad in [
+        "a 1\n",                           // no # TYPE
+        "# TYPE a counter\na{x=\"1\" 1\n", // unterminated labels
+        "# TYPE a counter\na{x=\"1\"}1\n", // no space
+        "# TYPE a counter\na one\n",       // not a number
+        "# TYPE a summary\na 1\n",         // unknown type
+    ] {
+        assert!(
+            std::panic::catch_unwind(|| parse_exposition(bad)).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+}
