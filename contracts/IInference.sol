@@ -29,6 +29,19 @@ interface IInference {
         uint64 recordedAt;
     }
 
+    /// One served inference in a `recordInferences` batch. `requestId` is the serving
+    /// operator's unique id for the request (non-zero); recording the same id twice is skipped,
+    /// so an operator that restarts can resubmit its journal without charging anyone twice.
+    struct InferenceRecord {
+        bytes32 requestId;
+        address caller;
+        uint64 adapterId;
+        uint32 promptTokens;
+        uint32 completionTokens;
+        Attribution[] top;
+        bytes32 attributionRoot;
+    }
+
     event Deposited(address indexed account, uint256 amount);
     event CreditWithdrawn(address indexed account, uint256 amount);
     event OperatorApproved(address indexed account, address indexed operator, uint256 allowance);
@@ -41,6 +54,9 @@ interface IInference {
         uint256 fee,
         bytes32 attributionRoot
     );
+    /// A record of a `recordInferences` batch whose request id was already recorded (skipped).
+    event InferenceDuplicate(bytes32 indexed requestId, uint64 indexed receiptId);
+    event InferenceRequest(bytes32 indexed requestId, uint64 indexed receiptId);
     event FeeSettled(
         uint64 indexed receiptId, uint256 platform, uint256 modelOwner, uint256 stakers, uint256 contributors
     );
@@ -63,6 +79,15 @@ interface IInference {
         bytes32 attributionRoot
     ) external returns (uint64);
 
+    /// Records many inferences in one transaction (at most `maxSettleBatch`), each as
+    /// `recordInference` would, from its caller's credit within the sender's allowance. Records
+    /// whose `requestId` was recorded before are skipped (event `InferenceDuplicate`); any other
+    /// invalid record refuses the whole batch. The new receipts get consecutive ids from
+    /// `firstReceiptId`; `recorded` counts them. With `settleNow` they are settled at once.
+    function recordInferences(InferenceRecord[] calldata records, bool settleNow)
+        external
+        returns (uint64 firstReceiptId, uint32 recorded);
+
     /// Settles every listed receipt that is not settled yet.
     function settle(uint64[] calldata receiptIds) external returns (uint256 settledFees);
 
@@ -70,5 +95,7 @@ interface IInference {
     function allowance(address account, address operator) external view returns (uint256);
     function getReceipt(uint64 receiptId) external view returns (Receipt memory);
     function receiptCount() external view returns (uint64);
+    /// The receipt recorded for an operator's request id (0: none).
+    function receiptOfRequest(bytes32 requestId) external view returns (uint64);
     function quote(uint32 promptTokens, uint32 completionTokens) external view returns (uint256);
 }

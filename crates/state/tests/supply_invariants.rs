@@ -542,7 +542,8 @@ impl Sim {
                 U256::ZERO,
                 IModel::registerAdapterCall {
                     baseModelId: base,
-                    name: "a".into(),
+                    // Adapter names are unique on chain.
+                    name: format!("a-{who}-{nonce}"),
                     datanetIds: vec![datanet],
                     datanetVersions: vec![version],
                     trainingConfigHash: B256::repeat_byte(1),

@@ -101,6 +101,9 @@ impl Default for Params {
             ("deposit", 20_000),
             ("approveOperator", 20_000),
             ("recordInference", 80_000),
+            // A batch: calldata gas grows with its records.
+            ("recordInferences", 200_000),
+            ("registerMergedAdapter", 150_000),
             ("settle", 40_000),
         ]
         .into_iter()

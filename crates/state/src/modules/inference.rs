@@ -3,7 +3,7 @@
 //! settlement that splits each escrowed fee by the governed split.
 //!
 //! Keys: `i/c`++address → credit; `i/o`++caller++operator → allowance; `i/n` → receipt count;
-//! `i/r`++id → `Receipt`. Credit and escrow sit in the inference module's own balance, which
+//! `i/r`++id → `Receipt`; `i/q`++request id → receipt id (operators' batches, for idempotency). Credit and escrow sit in the inference module's own balance, which
 //! always equals the sum of all credit plus the fees of all unsettled receipts.
 //!
 //! Fees are computed with checked arithmetic (governed prices times caller-chosen token
@@ -16,7 +16,7 @@ use crate::{
     modules::{datanet, model, staking},
     Ctx, ExecError,
 };
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolCall, SolValue};
 use openledger_types::{
     abi::IInference::{self, Receipt},
@@ -90,6 +90,78 @@ pub fn split(params: &Params, fee: U256) -> ExecResult<(U256, U256, U256, U256)>
 
 fn credit(state: &dyn StateRead, a: &Address) -> Result<U256, StorageError> {
     codec::get_u256(state, &credit_key(a))
+}
+
+fn request_key(request: &B256) -> Vec<u8> {
+    codec::key(&[b"i/q", request.as_slice()])
+}
+
+/// The receipt recorded for an operator's request id, if any.
+pub fn receipt_of_request(state: &dyn StateRead, request: &B256) -> ExecResult<Option<u64>> {
+    Ok(state
+        .get(&request_key(request))?
+        .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap_or_default())))
+}
+
+/// Records a batch; returns the first new receipt id and how many were recorded.
+fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResult<(u64, u32)> {
+    let max = ctx.params.max_settle_batch as usize;
+    if c.records.is_empty() || c.records.len() > max {
+        return Err(ExecError::Invalid(format!(
+            "recordInferences takes 1 to {max} records, got {}",
+            c.records.len()
+        )));
+    }
+    let (mut first, mut recorded) = (0u64, 0u32);
+    for r in c.records {
+        if r.requestId.is_zero() {
+            return Err(ExecError::Invalid(
+                "a batched inference record needs a non-zero requestId".into(),
+            ));
+        }
+        if let Some(existing) = receipt_of_request(&ctx.state, &r.requestId)? {
+            ctx.emit(
+                INFERENCE,
+                &IInference::InferenceDuplicate {
+                    requestId: r.requestId,
+                    receiptId: existing,
+                },
+            );
+            continue;
+        }
+        let request = r.requestId;
+        let id = record(
+            ctx,
+            IInference::recordInferenceCall {
+                caller: r.caller,
+                adapterId: r.adapterId,
+                promptTokens: r.promptTokens,
+                completionTokens: r.completionTokens,
+                top: r.top,
+                attributionRoot: r.attributionRoot,
+            },
+        )?;
+        ctx.state
+            .put(request_key(&request), id.to_be_bytes().to_vec());
+        ctx.emit(
+            INFERENCE,
+            &IInference::InferenceRequest {
+                requestId: request,
+                receiptId: id,
+            },
+        );
+        if recorded == 0 {
+            first = id;
+        }
+        recorded += 1;
+    }
+    if c.settleNow {
+        for id in first..first + recorded as u64 {
+            let r = receipt(&ctx.state, id)?;
+            settle_one(ctx, r)?;
+        }
+    }
+    Ok((first, recorded))
 }
 
 fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> {
@@ -302,6 +374,18 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
         C::recordInference(c) => {
             IInference::recordInferenceCall::abi_encode_returns(&record(ctx, c)?)
         }
+        C::recordInferences(c) => {
+            let (first, n) = record_batch(ctx, c)?;
+            IInference::recordInferencesCall::abi_encode_returns(
+                &IInference::recordInferencesReturn {
+                    firstReceiptId: first,
+                    recorded: n,
+                },
+            )
+        }
+        C::receiptOfRequest(c) => receipt_of_request(&ctx.state, &c.requestId)?
+            .unwrap_or_default()
+            .abi_encode(),
         C::settle(c) => {
             if c.receiptIds.is_empty() || c.receiptIds.len() > ctx.params.max_settle_batch as usize
             {

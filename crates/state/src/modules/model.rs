@@ -2,8 +2,12 @@
 //! the datanet versions (and their roots) they were trained on, the training-config hash, the
 //! adapter blob hash and the attribution-index root.
 //!
+//! Adapter names are unique, so the OpenAI API can name an adapter by name; merged adapters
+//! record their parents and inherit their datanet versions, so those contributors keep earning.
+//!
 //! Keys: `m/n` → base model count; `m/b`++id → `BaseModel`; `m/h`++hash → id;
-//! `m/a` → adapter count; `m/A`++id → `Adapter`.
+//! `m/a` → adapter count; `m/A`++id → `Adapter`; `m/N`++name → adapter id;
+//! `m/P`++id → parent ids (ABI `uint64[]`) of a merged adapter.
 
 use crate::{codec, error::ExecResult, kv::StateRead, modules::datanet, Ctx, ExecError};
 use alloy_sol_types::{SolCall, SolValue};
@@ -26,6 +30,179 @@ pub fn base_model(state: &dyn StateRead, id: u64) -> ExecResult<BaseModel> {
 pub fn adapter(state: &dyn StateRead, id: u64) -> ExecResult<Adapter> {
     codec::get_sol::<Adapter>(state, &k(b"m/A", id))?
         .ok_or_else(|| ExecError::NotFound(format!("adapter {id}")))
+}
+
+/// Longest adapter name.
+pub const MAX_ADAPTER_NAME: usize = 128;
+
+/// Checks an adapter name: 1 to 128 of A-Z a-z 0-9 - _ . , not all digits and not of the form
+/// `adapter-<digits>` (those name adapters by id).
+pub fn check_adapter_name(name: &str) -> ExecResult<()> {
+    let charset = !name.is_empty()
+        && name.len() <= MAX_ADAPTER_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let id_like = digits(name) || name.strip_prefix("adapter-").is_some_and(digits);
+    if !charset || id_like {
+        return Err(ExecError::Invalid(format!(
+            "adapter name {name:?}: use 1 to {MAX_ADAPTER_NAME} characters of A-Z a-z 0-9 - _ . \
+             (not all digits, not adapter-<number>)"
+        )));
+    }
+    Ok(())
+}
+
+/// The adapter registered under `name`, if any.
+pub fn adapter_by_name(state: &dyn StateRead, name: &str) -> ExecResult<Option<u64>> {
+    Ok(state
+        .get(&codec::key(&[b"m/N", name.as_bytes()]))?
+        .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap_or_default())))
+}
+
+/// The parents of a merged adapter (empty for a trained one).
+pub fn parents(state: &dyn StateRead, id: u64) -> ExecResult<Vec<u64>> {
+    Ok(codec::get_sol::<Vec<u64>>(state, &k(b"m/P", id))?.unwrap_or_default())
+}
+
+/// What an adapter registration records besides the derived fields.
+struct NewAdapter {
+    base: u64,
+    name: String,
+    datanet_ids: Vec<u64>,
+    datanet_versions: Vec<u64>,
+    roots: Vec<alloy_primitives::B256>,
+    config_hash: alloy_primitives::B256,
+    adapter_hash: alloy_primitives::B256,
+    index_root: alloy_primitives::B256,
+}
+
+fn register(ctx: &mut Ctx, n: NewAdapter) -> ExecResult<u64> {
+    if n.adapter_hash.is_zero() {
+        return Err(ExecError::Invalid(
+            "an adapter needs a non-zero adapter hash (the content hash of its weights)".into(),
+        ));
+    }
+    check_adapter_name(&n.name)?;
+    if let Some(other) = adapter_by_name(&ctx.state, &n.name)? {
+        return Err(ExecError::Invalid(format!(
+            "the adapter name {:?} is taken by adapter {other}; pick another",
+            n.name
+        )));
+    }
+    let id = codec::next_id(&mut ctx.state, b"m/a")?;
+    ctx.state.put(
+        codec::key(&[b"m/N", n.name.as_bytes()]),
+        id.to_be_bytes().to_vec(),
+    );
+    let a = Adapter {
+        id,
+        baseModelId: n.base,
+        owner: ctx.sender,
+        name: n.name,
+        datanetIds: n.datanet_ids,
+        datanetVersions: n.datanet_versions,
+        datanetRoots: n.roots,
+        trainingConfigHash: n.config_hash,
+        adapterHash: n.adapter_hash,
+        attributionIndexRoot: n.index_root,
+        registeredAt: ctx.env.timestamp,
+    };
+    codec::put_sol(&mut ctx.state, k(b"m/A", id), &a);
+    ctx.emit(
+        MODEL,
+        &IModel::AdapterRegistered {
+            adapterId: id,
+            baseModelId: a.baseModelId,
+            owner: a.owner,
+            adapterHash: a.adapterHash,
+            trainingConfigHash: a.trainingConfigHash,
+            attributionIndexRoot: a.attributionIndexRoot,
+        },
+    );
+    Ok(id)
+}
+
+fn register_merged(ctx: &mut Ctx, c: IModel::registerMergedAdapterCall) -> ExecResult<u64> {
+    if c.parentIds.len() < 2 || c.parentIds.len() > ctx.params.max_attributions as usize {
+        return Err(ExecError::Invalid(format!(
+            "a merged adapter has 2 to {} parents, got {}",
+            ctx.params.max_attributions,
+            c.parentIds.len()
+        )));
+    }
+    let mut base = None;
+    let (mut ids, mut versions, mut roots) = (Vec::new(), Vec::new(), Vec::new());
+    let mut index_root = alloy_primitives::B256::ZERO;
+    for (i, &p) in c.parentIds.iter().enumerate() {
+        if c.parentIds[..i].contains(&p) {
+            return Err(ExecError::Invalid(format!(
+                "parent adapter {p} is listed twice"
+            )));
+        }
+        let a = adapter(&ctx.state, p)?;
+        if *base.get_or_insert(a.baseModelId) != a.baseModelId {
+            return Err(ExecError::Invalid(format!(
+                "parent adapter {p} is built on base model {}, not {}: merges need one base",
+                a.baseModelId,
+                base.unwrap_or_default()
+            )));
+        }
+        if i == 0 {
+            index_root = a.attributionIndexRoot;
+        }
+        for ((&d, &v), &r) in a
+            .datanetIds
+            .iter()
+            .zip(&a.datanetVersions)
+            .zip(&a.datanetRoots)
+        {
+            match ids.iter().position(|&x| x == d) {
+                // The latest version of a datanet any parent used covers the earlier ones.
+                Some(j) if versions[j] < v => {
+                    versions[j] = v;
+                    roots[j] = r;
+                }
+                Some(_) => {}
+                None => {
+                    ids.push(d);
+                    versions.push(v);
+                    roots.push(r);
+                }
+            }
+        }
+    }
+    if ids.len() > ctx.params.max_attributions as usize {
+        return Err(ExecError::Invalid(format!(
+            "the parents span {} datanets; an adapter lists at most {}",
+            ids.len(),
+            ctx.params.max_attributions
+        )));
+    }
+    let id = register(
+        ctx,
+        NewAdapter {
+            base: base.unwrap_or_default(),
+            name: c.name,
+            datanet_ids: ids,
+            datanet_versions: versions,
+            roots,
+            config_hash: c.mergeConfigHash,
+            adapter_hash: c.adapterHash,
+            index_root,
+        },
+    )?;
+    codec::put_sol(&mut ctx.state, k(b"m/P", id), &c.parentIds);
+    ctx.emit(
+        MODEL,
+        &IModel::AdapterMerged {
+            adapterId: id,
+            parentIds: c.parentIds,
+            mergeConfigHash: c.mergeConfigHash,
+        },
+    );
+    Ok(id)
 }
 
 /// Executes a model call.
@@ -70,11 +247,6 @@ pub fn call(ctx: &mut Ctx, call: IModel::IModelCalls) -> ExecResult<Vec<u8>> {
         }
         C::registerAdapter(c) => {
             base_model(&ctx.state, c.baseModelId)?;
-            if c.name.trim().is_empty() || c.adapterHash.is_zero() {
-                return Err(ExecError::Invalid(
-                    "an adapter needs a name and a non-zero adapter hash".into(),
-                ));
-            }
             ctx.check_len("name", &c.name)?;
             if c.datanetIds.is_empty() || c.datanetIds.len() != c.datanetVersions.len() {
                 return Err(ExecError::Invalid(format!(
@@ -105,33 +277,31 @@ pub fn call(ctx: &mut Ctx, call: IModel::IModelCalls) -> ExecResult<Vec<u8>> {
                 }
                 roots.push(datanet::version(&ctx.state, d_id, v)?.root);
             }
-            let id = codec::next_id(&mut ctx.state, b"m/a")?;
-            let a = Adapter {
-                id,
-                baseModelId: c.baseModelId,
-                owner: ctx.sender,
-                name: c.name,
-                datanetIds: c.datanetIds,
-                datanetVersions: c.datanetVersions,
-                datanetRoots: roots,
-                trainingConfigHash: c.trainingConfigHash,
-                adapterHash: c.adapterHash,
-                attributionIndexRoot: c.attributionIndexRoot,
-                registeredAt: ctx.env.timestamp,
-            };
-            codec::put_sol(&mut ctx.state, k(b"m/A", id), &a);
-            ctx.emit(
-                MODEL,
-                &IModel::AdapterRegistered {
-                    adapterId: id,
-                    baseModelId: a.baseModelId,
-                    owner: a.owner,
-                    adapterHash: a.adapterHash,
-                    trainingConfigHash: a.trainingConfigHash,
-                    attributionIndexRoot: a.attributionIndexRoot,
+            let id = register(
+                ctx,
+                NewAdapter {
+                    base: c.baseModelId,
+                    name: c.name,
+                    datanet_ids: c.datanetIds,
+                    datanet_versions: c.datanetVersions,
+                    roots,
+                    config_hash: c.trainingConfigHash,
+                    adapter_hash: c.adapterHash,
+                    index_root: c.attributionIndexRoot,
                 },
-            );
+            )?;
             IModel::registerAdapterCall::abi_encode_returns(&id)
+        }
+        C::registerMergedAdapter(c) => {
+            ctx.check_len("name", &c.name)?;
+            IModel::registerMergedAdapterCall::abi_encode_returns(&register_merged(ctx, c)?)
+        }
+        C::adapterByName(c) => adapter_by_name(&ctx.state, &c.name)?
+            .unwrap_or_default()
+            .abi_encode(),
+        C::parentsOf(c) => {
+            adapter(&ctx.state, c.adapterId)?;
+            parents(&ctx.state, c.adapterId)?.abi_encode()
         }
         C::getBaseModel(c) => base_model(&ctx.state, c.modelId)?.abi_encode(),
         C::getAdapter(c) => adapter(&ctx.state, c.adapterId)?.abi_encode(),

@@ -1,0 +1,329 @@
+//! An OpenLoRA operator records many inferences in one transaction: each record is charged to
+//! its caller within the operator's allowance, a request id recorded before is skipped (so a
+//! restarted operator can resubmit its journal without charging anyone twice), one bad record
+//! refuses the whole batch, and `settleNow` pays everyone at once. Adapter names are unique, and
+//! a merged adapter inherits its parents' datanets.
+
+mod common;
+
+use alloy_primitives::{keccak256, B256, U256};
+use common::World;
+use openledger_state::ExecError;
+use openledger_types::{
+    abi::{IDatanet, IInference, IModel},
+    modules,
+    units::one_open,
+};
+
+const OWNER: usize = 0;
+const CONTRIBUTOR: usize = 1;
+const CALLER: usize = 2;
+const OPERATOR: usize = 3;
+
+/// A datanet with one approved contribution, a base model and an adapter "helper" on it; the
+/// caller holds 10 OPEN of credit and lets the operator spend 5.
+fn world() -> World {
+    let mut w = World::new("batches", 4, 1000, |_| {});
+    w.call(
+        OWNER,
+        modules::DATANET,
+        IDatanet::createDatanetCall {
+            name: "d".into(),
+            summary: String::new(),
+            description: String::new(),
+            tags: vec![],
+            dataType: 0,
+            licence: "CC0".into(),
+            permissioned: false,
+        },
+    )
+    .unwrap();
+    w.call(
+        CONTRIBUTOR,
+        modules::DATANET,
+        IDatanet::contributeCall {
+            datanetId: 1,
+            rowsRoot: keccak256(b"rows"),
+            rowCount: 3,
+            byteSize: 300,
+            score: 9000,
+            metadataUri: String::new(),
+        },
+    )
+    .unwrap();
+    w.call(
+        OWNER,
+        modules::DATANET,
+        IDatanet::approveCall { contributionId: 1 },
+    )
+    .unwrap();
+    w.call(
+        OWNER,
+        modules::MODEL,
+        IModel::registerBaseModelCall {
+            modelHash: keccak256(b"base"),
+            name: "base".into(),
+        },
+    )
+    .unwrap();
+    register(&mut w, "helper").unwrap();
+    w.send(
+        CALLER,
+        modules::INFERENCE,
+        U256::from(10u64) * one_open(),
+        IInference::depositCall {}.abi_encode_call(),
+    )
+    .unwrap();
+    let op = w.addr(OPERATOR);
+    w.call(
+        CALLER,
+        modules::INFERENCE,
+        IInference::approveOperatorCall {
+            operator: op,
+            allowance: U256::from(5u64) * one_open(),
+        },
+    )
+    .unwrap();
+    w
+}
+
+trait EncodeCall {
+    fn abi_encode_call(&self) -> Vec<u8>;
+}
+impl<C: alloy_sol_types::SolCall> EncodeCall for C {
+    fn abi_encode_call(&self) -> Vec<u8> {
+        self.abi_encode()
+    }
+}
+
+fn register(w: &mut World, name: &str) -> Result<(), ExecError> {
+    w.call(
+        OWNER,
+        modules::MODEL,
+        IModel::registerAdapterCall {
+            baseModelId: 1,
+            name: name.into(),
+            datanetIds: vec![1],
+            datanetVersions: vec![1],
+            trainingConfigHash: keccak256(b"config"),
+            adapterHash: keccak256(name.as_bytes()),
+            attributionIndexRoot: keccak256(b"index"),
+        },
+    )
+}
+
+fn record(w: &World, n: u8, completion: u32) -> IInference::InferenceRecord {
+    IInference::InferenceRecord {
+        requestId: keccak256([n]),
+        caller: w.addr(CALLER),
+        adapterId: 1,
+        promptTokens: 10,
+        completionTokens: completion,
+        top: vec![IInference::Attribution {
+            contributionId: 1,
+            weightPpm: 500_000,
+        }],
+        attributionRoot: keccak256(b"list"),
+    }
+}
+
+fn batch(
+    w: &mut World,
+    records: Vec<IInference::InferenceRecord>,
+    settle: bool,
+) -> Result<(), ExecError> {
+    w.call(
+        OPERATOR,
+        modules::INFERENCE,
+        IInference::recordInferencesCall {
+            records,
+            settleNow: settle,
+        },
+    )
+}
+
+fn credit(w: &World) -> U256 {
+    w.view(
+        modules::INFERENCE,
+        IInference::creditOfCall {
+            account: w.addr(CALLER),
+        },
+    )
+}
+
+fn quote(w: &World, completion: u32) -> U256 {
+    w.view(
+        modules::INFERENCE,
+        IInference::quoteCall {
+            promptTokens: 10,
+            completionTokens: completion,
+        },
+    )
+}
+
+#[test]
+fn a_batch_charges_each_record_once_even_when_resubmitted() {
+    let mut w = world();
+    let start = credit(&w);
+    let records = vec![record(&w, 1, 5), record(&w, 2, 7), record(&w, 3, 9)];
+    batch(&mut w, records.clone(), false).unwrap();
+    let fees = quote(&w, 5) + quote(&w, 7) + quote(&w, 9);
+    assert_eq!(credit(&w), start - fees);
+    assert_eq!(
+        w.view(modules::INFERENCE, IInference::receiptCountCall {}),
+        3
+    );
+    for (i, r) in records.iter().enumerate() {
+        let id: u64 = w.view(
+            modules::INFERENCE,
+            IInference::receiptOfRequestCall {
+                requestId: r.requestId,
+            },
+        );
+        assert_eq!(id, i as u64 + 1);
+    }
+    // A restarted operator resubmits its whole journal plus one new record: only the new one
+    // is charged.
+    let mut again = records;
+    again.push(record(&w, 4, 1));
+    batch(&mut w, again, false).unwrap();
+    assert_eq!(credit(&w), start - fees - quote(&w, 1));
+    assert_eq!(
+        w.view(modules::INFERENCE, IInference::receiptCountCall {}),
+        4
+    );
+}
+
+#[test]
+fn one_bad_record_refuses_the_whole_batch() {
+    let mut w = world();
+    let before = w.kv.clone();
+    let mut bad = record(&w, 2, 5);
+    bad.top[0].contributionId = 99;
+    let ok = record(&w, 1, 5);
+    let e = batch(&mut w, vec![ok, bad], false).unwrap_err();
+    assert!(e.to_string().contains("99"), "{e}");
+    let mut zero = record(&w, 3, 5);
+    zero.requestId = B256::ZERO;
+    let e = batch(&mut w, vec![zero], false).unwrap_err();
+    assert!(e.to_string().contains("requestId"), "{e}");
+    // More than the allowance lets the operator spend: refused as a whole.
+    let big = record(&w, 5, 400_000);
+    let e = batch(&mut w, vec![big], false).unwrap_err();
+    assert!(matches!(e, ExecError::Unauthorized(_)), "{e}");
+    let e = batch(&mut w, vec![], false).unwrap_err();
+    assert!(e.to_string().contains("1 to"), "{e}");
+    // Only the senders' nonces and gas moved; no credit, receipt or request id did.
+    assert_eq!(credit(&w), {
+        let mut b = World::new("batches", 4, 1000, |_| {});
+        b.kv = before.clone();
+        credit(&b)
+    });
+    assert_eq!(
+        w.view(modules::INFERENCE, IInference::receiptCountCall {}),
+        0
+    );
+}
+
+#[test]
+fn settle_now_pays_contributor_owner_and_treasury_every_wei() {
+    let mut w = world();
+    let (contributor, owner) = (w.addr(CONTRIBUTOR), w.addr(OWNER));
+    let (c0, o0, t0) = (
+        w.balance(contributor),
+        w.balance(owner),
+        w.balance(modules::TREASURY),
+    );
+    let operator = w.addr(OPERATOR);
+    let gas0 = w.balance(operator);
+    let inference0 = w.balance(modules::INFERENCE);
+    let staking0 = w.balance(modules::STAKING);
+    let records = vec![record(&w, 1, 5), record(&w, 2, 7)];
+    batch(&mut w, records, true).unwrap();
+    let fees = quote(&w, 5) + quote(&w, 7);
+    // The operator's gas goes to the treasury too; take it out.
+    let gas = gas0 - w.balance(operator);
+    let paid = (w.balance(contributor) - c0)
+        + (w.balance(owner) - o0)
+        + (w.balance(modules::TREASURY) - t0 - gas)
+        + (w.balance(modules::STAKING) - staking0);
+    assert_eq!(paid, fees, "every wei of the fees reached someone");
+    assert_eq!(inference0 - w.balance(modules::INFERENCE), fees);
+    assert!(w.balance(contributor) > c0, "the contributor was paid");
+    let r = w.view(
+        modules::INFERENCE,
+        IInference::getReceiptCall { receiptId: 2 },
+    );
+    assert!(r.settled);
+}
+
+#[test]
+fn adapter_names_are_unique_and_resolvable() {
+    let mut w = world();
+    let e = register(&mut w, "helper").unwrap_err();
+    assert!(e.to_string().contains("taken by adapter 1"), "{e}");
+    for bad in ["", "42", "adapter-7", "has space", "slash/name"] {
+        let e = register(&mut w, bad).unwrap_err();
+        assert!(e.to_string().contains("adapter name"), "{bad:?}: {e}");
+    }
+    register(&mut w, "adapter-x2").unwrap();
+    let id: u64 = w.view(
+        modules::MODEL,
+        IModel::adapterByNameCall {
+            name: "adapter-x2".into(),
+        },
+    );
+    assert_eq!(id, 2);
+    let none: u64 = w.view(
+        modules::MODEL,
+        IModel::adapterByNameCall {
+            name: "nope".into(),
+        },
+    );
+    assert_eq!(none, 0);
+}
+
+#[test]
+fn a_merged_adapter_inherits_its_parents_datanets() {
+    let mut w = world();
+    register(&mut w, "second").unwrap();
+    w.call(
+        OWNER,
+        modules::MODEL,
+        IModel::registerMergedAdapterCall {
+            name: "merged".into(),
+            parentIds: vec![1, 2],
+            mergeConfigHash: keccak256(b"ties"),
+            adapterHash: keccak256(b"merged weights"),
+        },
+    )
+    .unwrap();
+    let a = w.view(modules::MODEL, IModel::getAdapterCall { adapterId: 3 });
+    assert_eq!(a.datanetIds, vec![1]);
+    assert_eq!(a.datanetVersions, vec![1]);
+    assert_eq!(a.baseModelId, 1);
+    let parents: Vec<u64> = w.view(modules::MODEL, IModel::parentsOfCall { adapterId: 3 });
+    assert_eq!(parents, vec![1, 2]);
+    // Receipts for the merged adapter pay the parents' contributors.
+    let mut r = record(&w, 9, 3);
+    r.adapterId = 3;
+    batch(&mut w, vec![r], true).unwrap();
+    for parents in [vec![1], vec![1, 1], vec![1, 77]] {
+        let e = w
+            .call(
+                OWNER,
+                modules::MODEL,
+                IModel::registerMergedAdapterCall {
+                    name: "again".into(),
+                    parentIds: parents.clone(),
+                    mergeConfigHash: B256::ZERO,
+                    adapterHash: keccak256(b"x"),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, ExecError::Invalid(_) | ExecError::NotFound(_)),
+            "{parents:?}: {e}"
+        );
+    }
+}
