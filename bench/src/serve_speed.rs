@@ -102,7 +102,7 @@ fn run_load(
                         while let Some((_, ev)) = rx.blocking_recv() {
                             first.get_or_insert_with(|| t.elapsed().as_secs_f64());
                             match ev {
-                                Event::Text(_) => {}
+                                Event::Text(..) => {}
                                 Event::Done {
                                     completion_tokens, ..
                                 } => {

@@ -24,6 +24,8 @@ struct Cached {
 struct Inner {
     /// Every registered adapter and its directory.
     known: BTreeMap<String, PathBuf>,
+    /// Keys of on-chain adapters (`adapter-<id>`): listed from the chain, not by [`AdapterRegistry::names`].
+    chain: std::collections::HashSet<String>,
     cache: HashMap<String, Cached>,
     used_bytes: usize,
     tick: u64,
@@ -64,6 +66,12 @@ pub fn adapter_bytes(a: &LoraAdapter) -> usize {
         .sum()
 }
 
+/// Whether `name` has the form `adapter-<digits>` (the key of an on-chain adapter).
+pub fn is_chain_key(name: &str) -> bool {
+    name.strip_prefix("adapter-")
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn check_name(name: &str) -> Result<(), ServeError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -97,9 +105,30 @@ impl AdapterRegistry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registered adapter names, sorted.
+    /// Names of the adapters registered locally (not from the chain), sorted.
     pub fn names(&self) -> Vec<String> {
-        self.lock().known.keys().cloned().collect()
+        let g = self.lock();
+        g.known
+            .keys()
+            .filter(|k| !g.chain.contains(*k))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `name` is an adapter the operator registered locally (not one from the chain).
+    pub fn contains_local(&self, name: &str) -> bool {
+        let g = self.lock();
+        g.known.contains_key(name) && !g.chain.contains(name)
+    }
+
+    /// Registers an on-chain adapter's verified PEFT directory under `key`; its weights are read
+    /// (and checked against the base model) on first use, off the serving path.
+    pub fn register_chain(&self, key: &str, dir: &Path) {
+        let mut g = self.lock();
+        if !g.known.contains_key(key) {
+            g.known.insert(key.to_string(), dir.to_path_buf());
+            g.chain.insert(key.to_string());
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -123,6 +152,12 @@ impl AdapterRegistry {
     /// do not fit the base model.
     pub fn load_blocking(&self, name: &str, dir: &Path) -> Result<Arc<LoraAdapter>, ServeError> {
         check_name(name)?;
+        if is_chain_key(name) {
+            return Err(ServeError::bad(
+                "lora_name",
+                "names of the form adapter-<number> are reserved for adapters registered on chain",
+            ));
+        }
         if self.contains(name) {
             return Err(ServeError::Adapter {
                 name: name.into(),
@@ -158,6 +193,7 @@ impl AdapterRegistry {
     /// Forgets an adapter (requests already running keep their copy to the end).
     pub fn unload(&self, name: &str) -> Result<(), ServeError> {
         let mut g = self.lock();
+        g.chain.remove(name);
         if g.known.remove(name).is_none() {
             return Err(ServeError::UnknownModel(name.into()));
         }

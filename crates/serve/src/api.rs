@@ -6,10 +6,12 @@
 
 use crate::engine::{Event, Job};
 use crate::error::ServeError;
+use crate::ledger::{ChainAdapter, Hold, Ledger, Served};
 use crate::Serve;
+use alloy_primitives::{keccak256, Address, B256};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,6 +93,19 @@ async fn list_models(State(s): State<Arc<Serve>>) -> Json<Value> {
             "id": name, "object": "model", "created": created, "owned_by": "openledger",
             "root": name, "parent": s.model_id, "max_model_len": ctx,
         }));
+    }
+    if let Some(l) = s.ledger() {
+        let l = l.clone();
+        let chain = tokio::task::spawn_blocking(move || l.adapters())
+            .await
+            .unwrap_or_default();
+        for (id, name) in chain {
+            data.push(json!({
+                "id": name, "object": "model", "created": created, "owned_by": "openledger",
+                "root": format!("adapter-{id}"), "parent": s.model_id, "max_model_len": ctx,
+                "adapter_id": id,
+            }));
+        }
     }
     Json(json!({"object": "list", "data": data}))
 }
@@ -290,6 +305,26 @@ fn parse_messages(obj: &Map<String, Value>) -> Result<Vec<Message>, ServeError> 
     Ok(out)
 }
 
+/// The text of the last user message (what a chat call's attribution re-ranks rows with).
+fn last_user_message(obj: &Map<String, Value>) -> String {
+    let Some(Value::Array(list)) = obj.get("messages") else {
+        return String::new();
+    };
+    list.iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|m| m.get("content"))
+        .map(|c| match c {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+            _ => String::new(),
+        })
+        .unwrap_or_default()
+}
+
 fn parse_prompt(obj: &Map<String, Value>) -> Result<String, ServeError> {
     match obj.get("prompt") {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -303,18 +338,222 @@ fn parse_prompt(obj: &Map<String, Value>) -> Result<String, ServeError> {
     }
 }
 
-/// The adapter a `model` value names: `None` for the base model; 404 when it names nothing.
-async fn resolve(
-    s: &Arc<Serve>,
-    model: &str,
-) -> Result<Option<(String, Arc<LoraAdapter>)>, ServeError> {
+/// What a `model` value names.
+struct Target {
+    /// Adapter key (for fair scheduling) and weights; `None` is the base model.
+    adapter: Option<(String, Arc<LoraAdapter>)>,
+    /// The on-chain registration, for adapters served from the chain.
+    chain: Option<ChainAdapter>,
+}
+
+/// The base model, a local adapter, or an adapter registered on chain (by name or
+/// `adapter-<id>`); 404 when it names nothing.
+async fn resolve(s: &Arc<Serve>, model: &str) -> Result<Target, ServeError> {
     if model == s.model_id {
-        return Ok(None);
+        return Ok(Target {
+            adapter: None,
+            chain: None,
+        });
     }
-    match s.adapters.get(model).await? {
-        Some(a) => Ok(Some((model.to_string(), a))),
+    // Keys of on-chain adapters (`adapter-<id>`) resolve through the chain below, so they are
+    // never served as free local adapters.
+    if s.adapters.contains_local(model) {
+        if let Some(a) = s.adapters.get(model).await? {
+            return Ok(Target {
+                adapter: Some((model.to_string(), a)),
+                chain: None,
+            });
+        }
+    }
+    let chain = match s.cached_chain_adapter(model) {
+        Some(c) => Some(c),
+        None => match s.ledger() {
+            Some(l) => {
+                let (l, m) = (l.clone(), model.to_string());
+                let found = tokio::task::spawn_blocking(move || l.resolve(&m))
+                    .await
+                    .map_err(|_| ServeError::EngineStopped)?
+                    .map_err(|e| ServeError::Adapter {
+                        name: model.to_string(),
+                        message: e,
+                    })?;
+                if let Some(c) = &found {
+                    s.remember_chain_adapter(model, c);
+                }
+                found
+            }
+            None => None,
+        },
+    };
+    let Some(chain) = chain else {
+        return Err(ServeError::UnknownModel(model.to_string()));
+    };
+    let key = format!("adapter-{}", chain.id);
+    s.adapters.register_chain(&key, &chain.peft_dir);
+    match s.adapters.get(&key).await? {
+        Some(a) => Ok(Target {
+            adapter: Some((key, a)),
+            chain: Some(chain),
+        }),
         None => Err(ServeError::UnknownModel(model.to_string())),
     }
+}
+
+/// The bearer token of `Authorization: Bearer …`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Payment for one call to an on-chain adapter: who pays, the hold on their credit, and what
+/// the charge commits to.
+struct Billing {
+    ledger: Arc<dyn Ledger>,
+    hold: Option<Hold>,
+    caller: Address,
+    chain: ChainAdapter,
+    request_id: B256,
+    prompt_tokens: u32,
+    /// The prompt text attributed (see [`crate::attribution`]).
+    attributed_prompt: String,
+}
+
+impl Billing {
+    /// Authorises and holds the most this call can cost; `None` when the call is free (the base
+    /// model, a local adapter, or a node without an operator account).
+    fn open(
+        s: &Serve,
+        headers: &HeaderMap,
+        target: &Target,
+        id: &str,
+        prompt_tokens: usize,
+        max_completion: usize,
+        attributed_prompt: String,
+    ) -> Result<Option<Billing>, ServeError> {
+        let (Some(ledger), Some(chain)) = (s.ledger(), &target.chain) else {
+            return Ok(None);
+        };
+        if !ledger.billing() {
+            return Ok(None);
+        }
+        let key = bearer(headers).ok_or_else(|| {
+            ServeError::Unauthorized(format!(
+                "adapter `{}` is paid per token: send an API key bound to your account as `Authorization: Bearer olk_…` (create one with `openledger api-key new`)",
+                chain.name
+            ))
+        })?;
+        let caller = ledger.account(key).ok_or_else(|| {
+            ServeError::Unauthorized(
+                "this API key is not bound to an account on this node (create one with `openledger api-key new`)".into(),
+            )
+        })?;
+        let clamp = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        let hold = ledger
+            .reserve(
+                caller,
+                chain.id,
+                clamp(prompt_tokens),
+                clamp(max_completion),
+            )
+            .map_err(ServeError::PaymentRequired)?;
+        Ok(Some(Billing {
+            ledger: ledger.clone(),
+            hold: Some(hold),
+            caller,
+            chain: chain.clone(),
+            request_id: keccak256(id.as_bytes()),
+            prompt_tokens: clamp(prompt_tokens),
+            attributed_prompt,
+        }))
+    }
+
+    /// Attributes the delivered text and charges for `completion_tokens` (blocking). Nothing is
+    /// charged when no completion token reached the client.
+    fn settle(
+        mut self,
+        s: &Serve,
+        texts: &[String],
+        completion_tokens: usize,
+    ) -> Result<Option<Value>, ServeError> {
+        let Some(hold) = self.hold.take() else {
+            return Ok(None);
+        };
+        if completion_tokens == 0 {
+            self.ledger.release(hold);
+            return Ok(None);
+        }
+        let attribution = match &self.chain.index_dir {
+            Some(dir) => {
+                let response = texts.join("\n\n");
+                match s.indexes.attribute(
+                    dir,
+                    s.engine.tokenizer(),
+                    &self.attributed_prompt,
+                    &response,
+                ) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "attribution failed; charging without it");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let (top, root) = attribution
+            .as_ref()
+            .map(|a| (a.top.clone(), a.root))
+            .unwrap_or_default();
+        let served = Served {
+            request_id: self.request_id,
+            caller: self.caller,
+            adapter_id: self.chain.id,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: u32::try_from(completion_tokens).unwrap_or(u32::MAX),
+            top,
+            attribution_root: root,
+        };
+        self.ledger.charge(hold, served).map_err(|e| {
+            ServeError::Ledger(format!(
+                "recording the charge failed, nothing was charged: {e}"
+            ))
+        })?;
+        let mut json = attribution.map(|a| a.json).unwrap_or_else(|| json!({}));
+        json["adapter"] = json!(self.chain.name);
+        json["adapter_id"] = json!(self.chain.id);
+        json["receipt"] = json!({
+            "request_id": self.request_id.to_string(),
+            "caller": self.caller.to_string(),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "status": "journaled",
+        });
+        Ok(Some(json))
+    }
+}
+
+impl Drop for Billing {
+    fn drop(&mut self) {
+        if let Some(h) = self.hold.take() {
+            self.ledger.release(h);
+        }
+    }
+}
+
+/// Attribution of a free call to an on-chain adapter with an index (no receipt).
+fn attribute_free(s: &Serve, target: &Target, prompt: &str, texts: &[String]) -> Option<Value> {
+    let chain = target.chain.as_ref()?;
+    let dir = chain.index_dir.as_ref()?;
+    let mut v = s
+        .indexes
+        .attribute(dir, s.engine.tokenizer(), prompt, &texts.join("\n\n"))
+        .map_err(|e| tracing::warn!(error = %e, "attribution failed"))
+        .ok()?
+        .json;
+    v["adapter"] = json!(chain.name);
+    v["adapter_id"] = json!(chain.id);
+    Some(v)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -324,15 +563,19 @@ enum Kind {
 }
 
 /// Checks the context, queues `n` sequences and answers (streamed or whole).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     s: Arc<Serve>,
+    headers: HeaderMap,
     kind: Kind,
     id: String,
     common: Common,
     prompt: Vec<u32>,
     prompt_param: &'static str,
+    attributed_prompt: String,
 ) -> Result<Response, ServeError> {
-    let adapter = resolve(&s, &common.model).await?;
+    let target = resolve(&s, &common.model).await?;
+    let adapter = target.adapter.clone();
     let ctx = s.engine.model().config.max_position;
     let room = ctx.saturating_sub(prompt.len());
     let max_tokens = match common.max_tokens {
@@ -353,6 +596,16 @@ async fn run(
             param: prompt_param,
         });
     }
+    // Paid calls hold their most expensive outcome before any compute.
+    let billing = Billing::open(
+        &s,
+        &headers,
+        &target,
+        &id,
+        prompt.len(),
+        max_tokens.saturating_mul(common.n),
+        attributed_prompt.clone(),
+    )?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let jobs = (0..common.n)
         .map(|i| {
@@ -373,12 +626,19 @@ async fn run(
         })
         .collect();
     drop(tx);
+    // A refused submission (429) drops `billing`, which releases the hold: nothing charged.
     s.engine.submit(jobs)?;
     let meta = Meta {
         id,
         created: now(),
         model: common.model.clone(),
         kind,
+    };
+    let pay = Pay {
+        serve: s.clone(),
+        billing,
+        target,
+        attributed_prompt,
     };
     tracing::debug!(
         n = common.n,
@@ -388,9 +648,45 @@ async fn run(
         "request queued"
     );
     if common.stream {
-        Ok(stream_response(meta, rx, common.n, common.include_usage))
+        Ok(stream_response(
+            meta,
+            rx,
+            common.n,
+            common.include_usage,
+            pay,
+        ))
     } else {
-        whole_response(meta, rx, common.n).await
+        whole_response(meta, rx, common.n, pay).await
+    }
+}
+
+/// What a finished call settles: its billing (paid calls) or a free attribution.
+struct Pay {
+    serve: Arc<Serve>,
+    billing: Option<Billing>,
+    target: Target,
+    attributed_prompt: String,
+}
+
+impl Pay {
+    /// Attributes and charges (paid) or attributes (free) on the blocking pool; the
+    /// `attribution` object for the response.
+    async fn finish(
+        self,
+        texts: Vec<String>,
+        completion_tokens: usize,
+    ) -> Result<Option<Value>, ServeError> {
+        tokio::task::spawn_blocking(move || match self.billing {
+            Some(b) => b.settle(&self.serve, &texts, completion_tokens),
+            None => Ok(attribute_free(
+                &self.serve,
+                &self.target,
+                &self.attributed_prompt,
+                &texts,
+            )),
+        })
+        .await
+        .map_err(|_| ServeError::EngineStopped)?
     }
 }
 
@@ -423,6 +719,7 @@ async fn whole_response(
     meta: Meta,
     mut rx: UnboundedReceiver<(usize, Event)>,
     n: usize,
+    pay: Pay,
 ) -> Result<Response, ServeError> {
     let mut texts = vec![String::new(); n];
     let mut finish = vec![None; n];
@@ -433,7 +730,7 @@ async fn whole_response(
             return Err(ServeError::EngineStopped);
         };
         match ev {
-            Event::Text(t) => texts[i].push_str(&t),
+            Event::Text(t, _) => texts[i].push_str(&t),
             Event::Done {
                 finish: f,
                 prompt_tokens: p,
@@ -451,6 +748,8 @@ async fn whole_response(
             }
         }
     }
+    // Charged (durably) before the answer leaves; a failed charge answers 503 and charges nothing.
+    let attribution = pay.finish(texts.clone(), completion_tokens).await?;
     let finish_reasons: Vec<&str> = finish.iter().map(|f| f.map_or("", finish_str)).collect();
     let choices: Vec<Value> = texts
         .into_iter()
@@ -473,11 +772,14 @@ async fn whole_response(
         finish = ?finish_reasons,
         "request finished"
     );
-    Ok(Json(json!({
+    let mut body = json!({
         "id": meta.id, "object": meta.object(false), "created": meta.created, "model": meta.model,
         "choices": choices, "usage": usage_json(prompt_tokens, completion_tokens),
-    }))
-    .into_response())
+    });
+    if let Some(a) = attribution {
+        body["attribution"] = a;
+    }
+    Ok(Json(body).into_response())
 }
 
 struct StreamState {
@@ -487,8 +789,14 @@ struct StreamState {
     include_usage: bool,
     prompt_tokens: usize,
     completion_tokens: usize,
-    pending: VecDeque<SseEvent>,
+    /// Events to send, each with the text piece it delivers: (choice, tokens so far, text).
+    pending: VecDeque<(SseEvent, Option<(usize, usize, String)>)>,
     ended: bool,
+    /// What each choice's client has been sent: its text and its token count.
+    texts: Vec<String>,
+    delivered: Vec<usize>,
+    /// Settled at the end of the stream, or for what was delivered when the client goes away.
+    pay: Option<Pay>,
     /// The request's span: the body is streamed after the handler returned.
     span: tracing::Span,
 }
@@ -498,6 +806,22 @@ impl Drop for StreamState {
         if !self.ended {
             self.span
                 .in_scope(|| tracing::info!("the client went away before the stream ended"));
+        }
+        // A client that went away pays for the tokens it received (nothing if none).
+        if let Some(pay) = self.pay.take() {
+            let texts = std::mem::take(&mut self.texts);
+            let tokens: usize = self.delivered.iter().sum();
+            let span = self.span.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(
+                    async move {
+                        if let Err(e) = pay.finish(texts, tokens).await {
+                            tracing::error!(error = %e, "charging a cancelled stream failed");
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
         }
     }
 }
@@ -529,6 +853,10 @@ impl StreamState {
         }
     }
 
+    fn push(&mut self, e: SseEvent) {
+        self.pending.push_back((e, None));
+    }
+
     /// Turns the next engine event into SSE events; false when the stream is over.
     async fn advance(&mut self) -> bool {
         if self.ended {
@@ -540,29 +868,48 @@ impl StreamState {
                 completion_tokens = self.completion_tokens,
                 "request finished"
             );
-            if self.include_usage {
-                let v = json!({
+            // Charged (durably) before the last chunk; a failed charge ends the stream with an
+            // error and charges nothing.
+            let attribution = match self.pay.take() {
+                Some(pay) => {
+                    let texts = std::mem::take(&mut self.texts);
+                    match pay.finish(texts, self.completion_tokens).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.push(SseEvent::default().data(e.body().to_string()));
+                            self.ended = true;
+                            return true;
+                        }
+                    }
+                }
+                None => None,
+            };
+            if self.include_usage || attribution.is_some() {
+                let mut v = json!({
                     "id": self.meta.id, "object": self.meta.object(true), "created": self.meta.created,
                     "model": self.meta.model, "choices": [],
-                    "usage": usage_json(self.prompt_tokens, self.completion_tokens),
                 });
-                self.pending
-                    .push_back(SseEvent::default().data(v.to_string()));
+                if self.include_usage {
+                    v["usage"] = usage_json(self.prompt_tokens, self.completion_tokens);
+                }
+                if let Some(a) = attribution {
+                    v["attribution"] = a;
+                }
+                self.push(SseEvent::default().data(v.to_string()));
             }
-            self.pending.push_back(SseEvent::default().data("[DONE]"));
+            self.push(SseEvent::default().data("[DONE]"));
             self.ended = true;
             return true;
         }
         match self.rx.recv().await {
             None => {
                 let e = ServeError::EngineStopped;
-                self.pending
-                    .push_back(SseEvent::default().data(e.body().to_string()));
+                self.push(SseEvent::default().data(e.body().to_string()));
                 self.ended = true;
             }
-            Some((i, Event::Text(t))) => {
+            Some((i, Event::Text(t, tokens))) => {
                 let c = self.chunk(self.choice(i, Some(&t), None));
-                self.pending.push_back(c);
+                self.pending.push_back((c, Some((i, tokens, t))));
             }
             Some((
                 i,
@@ -576,16 +923,27 @@ impl StreamState {
                 self.prompt_tokens = prompt_tokens;
                 self.completion_tokens += completion_tokens;
                 let c = self.chunk(self.choice(i, None, Some(finish_str(finish))));
-                self.pending.push_back(c);
+                self.push(c);
             }
             Some((_, Event::Error(e))) => {
                 let e = ServeError::Model(openledger_model::ModelError::Generation(e));
-                self.pending
-                    .push_back(SseEvent::default().data(e.body().to_string()));
+                self.push(SseEvent::default().data(e.body().to_string()));
                 self.ended = true;
             }
         }
         true
+    }
+
+    /// The next event to send, noting the text it delivers.
+    fn pop(&mut self) -> Option<SseEvent> {
+        let (e, piece) = self.pending.pop_front()?;
+        if let Some((i, tokens, text)) = piece {
+            if let (Some(t), Some(d)) = (self.texts.get_mut(i), self.delivered.get_mut(i)) {
+                t.push_str(&text);
+                *d = tokens;
+            }
+        }
+        Some(e)
     }
 }
 
@@ -594,6 +952,7 @@ fn stream_response(
     rx: UnboundedReceiver<(usize, Event)>,
     n: usize,
     include_usage: bool,
+    pay: Pay,
 ) -> Response {
     let mut st = StreamState {
         meta,
@@ -604,6 +963,9 @@ fn stream_response(
         completion_tokens: 0,
         pending: VecDeque::new(),
         ended: false,
+        texts: vec![String::new(); n],
+        delivered: vec![0; n],
+        pay: Some(pay),
         span: tracing::Span::current(),
     };
     if st.meta.kind == Kind::Chat {
@@ -612,14 +974,14 @@ fn stream_response(
                 json!([{"index": i, "delta": {"role": "assistant", "content": ""},
                                      "logprobs": null, "finish_reason": null}]),
             );
-            st.pending.push_back(c);
+            st.push(c);
         }
     }
     let stream = futures_util::stream::unfold(st, |mut st| {
         let span = st.span.clone();
         async move {
             loop {
-                if let Some(e) = st.pending.pop_front() {
+                if let Some(e) = st.pop() {
                     return Some((Ok::<_, Infallible>(e), st));
                 }
                 if !st.advance().await {
@@ -654,6 +1016,7 @@ async fn traced(
 
 async fn chat_completions(
     State(s): State<Arc<Serve>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ServeError> {
     let id = request_id("chatcmpl");
@@ -662,27 +1025,53 @@ async fn chat_completions(
         let common = parse_common(&obj)?;
         tracing::Span::current().record("model", common.model.as_str());
         let messages = parse_messages(&obj)?;
+        let attributed = last_user_message(&obj);
         let tok = s.engine.tokenizer().clone();
         let prompt = tokio::task::spawn_blocking(move || crate::prompt::chat_ids(&tok, &messages))
             .await
             .map_err(|_| ServeError::EngineStopped)??;
-        run(s, Kind::Chat, id, common, prompt, "messages").await
+        run(
+            s,
+            headers,
+            Kind::Chat,
+            id,
+            common,
+            prompt,
+            "messages",
+            attributed,
+        )
+        .await
     })
     .await
 }
 
-async fn completions(State(s): State<Arc<Serve>>, body: Bytes) -> Result<Response, ServeError> {
+async fn completions(
+    State(s): State<Arc<Serve>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ServeError> {
     let id = request_id("cmpl");
     traced(&id.clone(), "/v1/completions", async move {
         let obj = parse_body(&body)?;
         let common = parse_common(&obj)?;
         tracing::Span::current().record("model", common.model.as_str());
         let text = parse_prompt(&obj)?;
+        let attributed = text.clone();
         let tok = s.engine.tokenizer().clone();
         let prompt = tokio::task::spawn_blocking(move || tok.encode(&text, true))
             .await
             .map_err(|_| ServeError::EngineStopped)??;
-        run(s, Kind::Text, id, common, prompt, "prompt").await
+        run(
+            s,
+            headers,
+            Kind::Text,
+            id,
+            common,
+            prompt,
+            "prompt",
+            attributed,
+        )
+        .await
     })
     .await
 }

@@ -35,8 +35,9 @@ impl Default for EngineConfig {
 /// What a sequence sends back, tagged with its choice index.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A final piece of text.
-    Text(String),
+    /// A final piece of text, and how many tokens the sequence has generated so far (what a
+    /// client that received this piece is charged for).
+    Text(String, usize),
     /// The sequence ended.
     Done {
         finish: FinishReason,
@@ -328,7 +329,11 @@ impl Worker {
                 r.last_token = Some(now);
             }
             let piece = r.seq.take_new_text();
-            if !piece.is_empty() && r.events.send((r.index, Event::Text(piece))).is_err() {
+            if !piece.is_empty()
+                && r.events
+                    .send((r.index, Event::Text(piece, produced)))
+                    .is_err()
+            {
                 r.seq.cancel();
             }
             if r.seq.is_done() {

@@ -38,6 +38,15 @@ pub enum ServeError {
     /// Runtime adapter loading is turned off by the operator.
     #[error("loading and unloading adapters at run time is off on this server (the operator can turn it on: [serve] allow_runtime_lora = true)")]
     RuntimeLoraOff,
+    /// A paid adapter was called without a known API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's credit cannot cover the most this call could cost.
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// The chain side failed (resolving an adapter or recording a charge); nothing was charged.
+    #[error("{0}")]
+    Ledger(String),
     /// The engine thread is gone (it panicked or the server is shutting down).
     #[error("the inference engine has stopped")]
     EngineStopped,
@@ -102,6 +111,24 @@ impl ServeError {
                 "server_error",
                 None,
                 None,
+            ),
+            ServeError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+            ServeError::PaymentRequired(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_quota",
+                None,
+                Some("insufficient_quota"),
+            ),
+            ServeError::Ledger(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                None,
+                Some("ledger_unavailable"),
             ),
             ServeError::EngineStopped => (
                 StatusCode::SERVICE_UNAVAILABLE,

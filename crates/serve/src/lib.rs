@@ -15,12 +15,23 @@
 //!   counts `n`); the adapter cache as `openlora:adapter_cache_{hits,misses,evictions}_total`,
 //!   `openlora:adapter_loads_total`, `openlora:adapter_load_seconds`, `openlora:adapter_cache_bytes`.
 //!
+//! - [`ledger`]: the chain side, supplied by the node ([`Serve::set_ledger`]): `model` may name an
+//!   adapter registered on chain (by name or `adapter-<id>`), resolved to its verified blob; calls
+//!   to on-chain adapters need an API key bound to an account (401), hold the most they can cost
+//!   against its prepaid credit before any compute (402), and are charged durably before the
+//!   answer's last bytes go out — for the tokens the client received.
+//! - [`attribution`]: each completion of an on-chain adapter with an index is attributed to the
+//!   datanet contributions that shaped it; the response carries an `attribution` object (in the
+//!   last chunk when streaming) and the receipt commits to it.
+//!
 //! Build a [`Serve`] with [`Serve::open`] and merge [`router`] into an axum server.
 
 pub mod adapters;
 pub mod api;
+pub mod attribution;
 pub mod engine;
 pub mod error;
+pub mod ledger;
 pub mod metrics;
 mod prompt;
 
@@ -28,10 +39,12 @@ pub use adapters::AdapterRegistry;
 pub use api::router;
 pub use engine::{Engine, EngineConfig, EngineStats, Event, Job};
 pub use error::ServeError;
+pub use ledger::{ChainAdapter, Hold, Ledger, Served};
 
 use openledger_model::{load, Device, Llama, Tokenizer};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Serving settings.
 #[derive(Debug, Clone)]
@@ -68,7 +81,16 @@ pub struct Serve {
     pub engine: Engine,
     pub adapters: Arc<AdapterRegistry>,
     pub config: ServeConfig,
+    ledger: OnceLock<Arc<dyn Ledger>>,
+    /// Open attribution indexes.
+    pub indexes: attribution::Indexes,
+    /// On-chain adapters resolved so far, by the `model` value that named them (registrations
+    /// never change, so a resolution stays true).
+    chain_adapters: Mutex<HashMap<String, ChainAdapter>>,
 }
+
+/// Most resolved on-chain `model` values remembered.
+const MAX_CHAIN_CACHE: usize = 65_536;
 
 impl Serve {
     /// Wraps an already loaded model and starts its engine thread.
@@ -94,7 +116,39 @@ impl Serve {
             engine,
             adapters,
             config,
+            ledger: OnceLock::new(),
+            indexes: attribution::Indexes::default(),
+            chain_adapters: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Connects the chain side (once; later calls are ignored).
+    pub fn set_ledger(&self, ledger: Arc<dyn Ledger>) {
+        let _ = self.ledger.set(ledger);
+    }
+
+    /// The chain side, when connected.
+    pub fn ledger(&self) -> Option<&Arc<dyn Ledger>> {
+        self.ledger.get()
+    }
+
+    pub(crate) fn cached_chain_adapter(&self, model: &str) -> Option<ChainAdapter> {
+        let g = self
+            .chain_adapters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        g.get(model).cloned()
+    }
+
+    pub(crate) fn remember_chain_adapter(&self, model: &str, a: &ChainAdapter) {
+        let mut g = self
+            .chain_adapters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if g.len() >= MAX_CHAIN_CACHE {
+            g.clear();
+        }
+        g.insert(model.to_string(), a.clone());
     }
 
     /// Loads a GGUF file or Hugging Face directory on `device` (blocking; seconds for a large model)
