@@ -91,6 +91,15 @@ pub struct ServeSettings {
     /// Serve vLLM's `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` (they load any local
     /// path the node can read: for local operators only).
     pub allow_runtime_lora: bool,
+    /// The keystore name of the operator account that records receipts of paid calls on chain
+    /// and pays their gas. With one, calls to on-chain adapters need an API key and are charged
+    /// to its account's prepaid credit; without, they are served free. `init --dev` sets `dev9`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Adapters (on-chain names or `adapter-<id>`) loaded into the RAM cache at start, ahead of
+    /// traffic. `openledger node --preload` adds to it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preload: Vec<String>,
 }
 
 impl Default for ServeSettings {
@@ -101,6 +110,8 @@ impl Default for ServeSettings {
             max_waiting: 64,
             adapter_cache_mib: 512,
             allow_runtime_lora: false,
+            operator: None,
+            preload: Vec::new(),
         }
     }
 }
