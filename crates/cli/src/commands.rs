@@ -55,6 +55,10 @@ pub enum Command {
         /// Device for the served model (default: cuda when built with it and a GPU is present).
         #[arg(long, env = "OPENLEDGER_DEVICE", value_enum)]
         device: Option<crate::ai::DeviceArg>,
+        /// Load these adapters (on-chain names or adapter-<id>) into RAM at start, ahead of
+        /// traffic; adds to `[serve] preload`.
+        #[arg(long, value_delimiter = ',')]
+        preload: Vec<String>,
     },
     /// Replay every block from genesis and check every state, transactions and receipts root.
     Verify,
@@ -172,6 +176,9 @@ pub enum ModelCmd {
     Show { id: u64 },
     /// Show an adapter.
     Adapter { id: u64 },
+    /// Pack a PEFT adapter directory, upload it (and its attribution index) to the node and
+    /// register it on chain; prints the adapter id.
+    PublishAdapter(crate::publish_adapter::PublishAdapterArgs),
 }
 
 #[derive(Subcommand)]
@@ -312,6 +319,12 @@ impl Session {
             .from
             .as_deref()
             .ok_or_else(|| anyhow!("this command signs a transaction: pass --from <key name>"))?;
+        self.unlock_named(name)
+    }
+
+    /// Unlocks the keystore key `name` (dev keys with their empty password, others with the
+    /// password from --password, --password-file, OPENLEDGER_PASSWORD or a prompt).
+    pub(crate) fn unlock_named(&self, name: &str) -> Result<PrivateKeySigner> {
         let dir = self.cli_home.keystore();
         // Dev keys carry an empty password; try it first so dev flows need no prompt.
         if self.password.is_none() && self.password_file.is_none() {
@@ -512,7 +525,8 @@ pub fn run(cli: Cli) -> Result<()> {
             block_time_ms,
             model,
             device,
-        } => run_node(home, dev, rpc_addr, block_time_ms, model, device)?,
+            preload,
+        } => run_node(&s, dev, rpc_addr, block_time_ms, model, device, preload)?,
         Command::Verify => {
             let genesis = home.load_genesis()?;
             let started = std::time::Instant::now();
@@ -587,17 +601,27 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn run_node(
-    home: &Home,
+    s: &Session,
     dev: bool,
     rpc_addr: Option<std::net::SocketAddr>,
     block_time_ms: Option<u64>,
     model: Option<std::path::PathBuf>,
     device: Option<crate::ai::DeviceArg>,
+    preload: Vec<String>,
 ) -> Result<()> {
+    let home = &s.cli_home;
     let mut config = home.load_config()?;
     if model.is_some() {
         config.serve.model = model;
     }
+    config.serve.preload.extend(preload);
+    // The operator account that records paid calls, unlocked before anything listens.
+    let operator = match &config.serve.operator {
+        Some(name) => Some(s.unlock_named(name).with_context(|| {
+            format!("unlocking the OpenLoRA operator key {name:?} ([serve] operator in config.toml)")
+        })?),
+        None => None,
+    };
     // Loaded before anything listens, so a bad model file stops the node with its reason.
     let serve = open_serve(&config.serve, device)?;
     config.dev |= dev;
@@ -616,6 +640,25 @@ fn run_node(
     let recovered = node.open_journal(&home.journal())?;
     if recovered > 0 {
         println!("recovered {recovered} acknowledged transactions from the journal");
+    }
+    // OpenLoRA's chain side: artifacts, adapters from the chain, API keys, receipts. Charged
+    // calls journaled before a crash are recorded by the recorder below.
+    let model_hash = match &config.serve.model {
+        Some(p) if serve.is_some() => Some(crate::openlora_glue::model_hash(p)?),
+        _ => None,
+    };
+    let openlora = openledger_node::openlora::OpenLora::open(
+        node.clone(),
+        &home.0.join("data").join("openlora"),
+        operator,
+        model_hash,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("opening OpenLoRA's state")?;
+    if let Some(s) = &serve {
+        s.set_ledger(std::sync::Arc::new(crate::openlora_glue::ChainLedger(
+            openlora.clone(),
+        )));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -650,14 +693,33 @@ fn run_node(
         let extra = match &serve {
             Some(s) => {
                 println!(
-                    "serving {} through the OpenAI API at http://{}/v1",
+                    "serving {} through the OpenAI API at http://{}/v1{}",
                     s.model_id,
-                    listener.local_addr()?
+                    listener.local_addr()?,
+                    match openlora.operator() {
+                        Some(op) => format!(" (paid calls recorded by operator {op})"),
+                        None => String::new(),
+                    }
                 );
                 openledger_serve::router(s.clone())
             }
             None => axum_router(),
-        };
+        }
+        .merge(openledger_node::openlora::router(openlora.clone()));
+        let recorder = tokio::spawn(openlora.clone().run_recorder(stop(rx.clone())));
+        if let Some(s) = &serve {
+            let names = config.serve.preload.clone();
+            let s = s.clone();
+            tokio::spawn(async move {
+                match s.preload(&names).await {
+                    Ok(()) if !names.is_empty() => {
+                        tracing::info!(adapters = ?names, "adapters preloaded")
+                    }
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(error = %e, "preloading adapters failed"),
+                }
+            });
+        }
         let server = tokio::spawn(openledger_node::rpc::serve_with(
             node.clone(),
             listener,
@@ -672,6 +734,7 @@ fn run_node(
         let sealed = seq.await.context("the sequencer task failed")?;
         let _ = gc.await;
         let _ = server.await;
+        let _ = recorder.await;
         sealed.context("stopping the node")?;
         anyhow::Ok(())
     })
@@ -816,6 +879,7 @@ fn model(s: &Session, c: ModelCmd) -> Result<()> {
             show(IModel::getBaseModelCall::abi_decode_returns(&out)?);
             Ok(())
         }
+        ModelCmd::PublishAdapter(a) => crate::publish_adapter::run(s, a),
         ModelCmd::Adapter { id } => {
             let out = s.rpc()?.view(
                 modules::MODEL,

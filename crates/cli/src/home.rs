@@ -130,6 +130,10 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<Vec<(Address, B256)>> {
     if opts.dev && default_model.is_file() {
         config.serve.model = Some(default_model.canonicalize()?);
     }
+    // dev9 records the receipts of paid calls on a dev chain (and pays their gas).
+    if opts.dev {
+        config.serve.operator = Some(format!("dev{}", DEV_ACCOUNTS - 1));
+    }
     write_atomically(&home.config(), &toml::to_string_pretty(&config)?)?;
     Ok(dev)
 }

@@ -339,7 +339,7 @@ fn parse_prompt(obj: &Map<String, Value>) -> Result<String, ServeError> {
 }
 
 /// What a `model` value names.
-struct Target {
+pub(crate) struct Target {
     /// Adapter key (for fair scheduling) and weights; `None` is the base model.
     adapter: Option<(String, Arc<LoraAdapter>)>,
     /// The on-chain registration, for adapters served from the chain.
@@ -349,6 +349,11 @@ struct Target {
 /// The base model, a local adapter, or an adapter registered on chain (by name or
 /// `adapter-<id>`); 404 when it names nothing.
 async fn resolve(s: &Arc<Serve>, model: &str) -> Result<Target, ServeError> {
+    resolve_model(s, model).await
+}
+
+/// [`resolve`], for [`Serve::preload`].
+pub(crate) async fn resolve_model(s: &Arc<Serve>, model: &str) -> Result<Target, ServeError> {
     if model == s.model_id {
         return Ok(Target {
             adapter: None,

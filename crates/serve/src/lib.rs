@@ -122,6 +122,15 @@ impl Serve {
         }))
     }
 
+    /// Loads adapters (local names, on-chain names or `adapter-<id>`) into the RAM cache ahead of
+    /// traffic; on-chain ones are resolved and verified first.
+    pub async fn preload(self: &Arc<Self>, names: &[String]) -> Result<(), ServeError> {
+        for n in names {
+            api::resolve_model(self, n).await?;
+        }
+        Ok(())
+    }
+
     /// Connects the chain side (once; later calls are ignored).
     pub fn set_ledger(&self, ledger: Arc<dyn Ledger>) {
         let _ = self.ledger.set(ledger);
