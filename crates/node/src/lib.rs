@@ -9,6 +9,7 @@ pub mod config;
 pub mod datanets;
 pub mod guard;
 pub mod journal;
+pub mod openlora;
 pub mod rest;
 pub mod rpc;
 pub mod sequencer;
