@@ -126,6 +126,11 @@ pub enum Command {
     /// Staking: stake, unstake, withdraw, claim rewards, show.
     #[command(subcommand)]
     Stake(StakeCmd),
+    /// API keys for the node's OpenAI API, bound to your account: new, revoke.
+    #[command(subcommand)]
+    ApiKey(crate::openlora_cmd::ApiKeyCmd),
+    /// What an address earned as contributor, model owner, staker and platform.
+    Rewards(crate::openlora_cmd::RewardsArgs),
     /// Show the governed parameters.
     Params,
 }
@@ -588,6 +593,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(c) => model(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,
+        Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
+        Command::Rewards(a) => crate::openlora_cmd::rewards(&s, a)?,
         Command::Params => {
             let out = s
                 .rpc()?

@@ -6,6 +6,7 @@ mod commands;
 mod datanet_cmd;
 mod home;
 mod index_cmd;
+mod openlora_cmd;
 mod openlora_glue;
 mod publish_adapter;
 mod rest;
