@@ -134,6 +134,13 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(NodeConfig {
+            dev: true,
+            ..NodeConfig::default()
+        })
+    }
+
+    fn start_with(config: NodeConfig) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let genesis = Genesis::with_accounts(
             CHAIN_ID,
@@ -143,10 +150,6 @@ impl Server {
         )
         .unwrap();
         let chain = Chain::open(&tmp.path().join("chain.redb"), &genesis, false).unwrap();
-        let config = NodeConfig {
-            dev: true,
-            ..NodeConfig::default()
-        };
         let node = Node::new(chain, config, &tmp.path().join("blobs")).unwrap();
         let dir = tmp.path().join("openlora");
         let limits = ArtifactLimits {
@@ -628,5 +631,37 @@ fn unsigned_replayed_oversize_and_tampered_uploads_leave_nothing_behind() {
     assert!(text(&body).contains("already used"), "{}", text(&body));
     assert_eq!(srv.stored(), (1, 0), "only the accepted upload is stored");
     assert!(srv.lora.artifacts.contains(&bundle::blake3_hash(&bytes)));
+    drop(srv.rt);
+}
+
+#[test]
+fn uploads_count_against_the_hourly_byte_quota_of_their_signer() {
+    let mut config = NodeConfig {
+        dev: true,
+        ..NodeConfig::default()
+    };
+    config.staging.max_bytes_per_hour = 3000;
+    let srv = Server::start_with(config);
+    let (alice, bob) = (key("alice"), key("bob"));
+    let path = "/v1/artifacts";
+    assert_eq!(upload(&srv, &bob, "q1", &[1u8; 2000]).0, 201);
+    // 2000 more would pass 3000 bytes this hour: refused before reading, told when to retry.
+    let more = [2u8; 2000];
+    let a = auth(&bob, path, "q2", &more);
+    let head = post_head(srv.port, path, Some(&a), more.len());
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(&more);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after:"),
+        "{answer}"
+    );
+    assert!(answer.contains("bytes per hour"), "{answer}");
+    assert_eq!(srv.stored(), (1, 0));
+    // Another signer has its own quota.
+    assert_eq!(upload(&srv, &alice, "q3", &more).0, 201);
     drop(srv.rt);
 }
