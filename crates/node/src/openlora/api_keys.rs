@@ -160,8 +160,7 @@ impl ApiKeys {
             )));
         }
         let mut t = self.lock();
-        t.revoked
-            .retain(|_, k| now <= k.issued_at.saturating_add(2 * MAX_SKEW_SECS));
+        t.prune_revoked(now);
         if let Some(old) = t.revoked.get(&b.key_hash) {
             if b.issued_at <= old.issued_at {
                 return Err(ApiError::Forbidden(
@@ -207,9 +206,11 @@ impl ApiKeys {
         Ok(())
     }
 
-    /// Revokes the key with hash `hash`, on the request of `by` (the account it is bound to).
-    pub fn revoke(&self, hash: &B256, by: Address) -> Result<(), ApiError> {
+    /// Revokes the key with hash `hash`, on the request of `by` (the account it is bound to),
+    /// at `now`.
+    pub fn revoke(&self, hash: &B256, by: Address, now: u64) -> Result<(), ApiError> {
         let mut t = self.lock();
+        t.prune_revoked(now);
         let Some(k) = t.by_hash.get(hash).cloned() else {
             return Err(ApiError::NotFound(format!(
                 "no API key with hash {hash} on this node"
@@ -243,6 +244,14 @@ impl ApiKeys {
             .map_err(|e| ApiError::Internal(format!("encoding the API keys: {e}")))?;
         write_atomic(&self.path, &json)
             .map_err(|e| ApiError::Internal(format!("writing {}: {e}", self.path.display())))
+    }
+}
+
+impl Table {
+    /// Forgets revoked keys whose binding is too old to be accepted again anyway.
+    fn prune_revoked(&mut self, now: u64) {
+        self.revoked
+            .retain(|_, k| now <= k.issued_at.saturating_add(2 * MAX_SKEW_SECS));
     }
 }
 

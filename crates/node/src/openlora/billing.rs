@@ -538,7 +538,7 @@ async fn revoke(
         ))
     })?;
     let o2 = o.clone();
-    tokio::task::spawn_blocking(move || o2.payments.keys.revoke(&hash, signed.address))
+    tokio::task::spawn_blocking(move || o2.payments.keys.revoke(&hash, signed.address, now()))
         .await
         .map_err(|e| ApiError::Internal(format!("request task failed: {e}")))??;
     Ok(Json(json!({ "revoked": hash })))

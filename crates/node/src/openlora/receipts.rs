@@ -93,6 +93,8 @@ struct Entries {
     next: u64,
     by_seq: BTreeMap<u64, Unrecorded>,
     seq_of: HashMap<B256, u64>,
+    /// Entries whose line is not known to be on disk yet: not handed to the recorder.
+    writing: std::collections::HashSet<B256>,
 }
 
 /// The open journal.
@@ -176,11 +178,12 @@ impl ReceiptJournal {
         lock(&self.entries).seq_of.contains_key(request_id)
     }
 
-    /// The oldest `n` unrecorded entries.
+    /// The oldest `n` unrecorded entries whose lines are on disk.
     pub(crate) fn oldest(&self, n: usize) -> Vec<Unrecorded> {
-        lock(&self.entries)
-            .by_seq
+        let e = lock(&self.entries);
+        e.by_seq
             .values()
+            .filter(|u| !e.writing.contains(&u.served.request_id))
             .take(n)
             .cloned()
             .collect()
@@ -196,13 +199,19 @@ impl ReceiptJournal {
             if e.seq_of.contains_key(&id) {
                 return Err(format!("request {id} was charged already"));
             }
-            // Listed before it is durable so that a concurrent charge of the same id is refused;
-            // taken out again if writing fails.
+            // Listed before it is written (so that a concurrent charge of the same id is
+            // refused, and a compaction meanwhile keeps it), but not handed to the recorder
+            // before it is durable; taken out again if writing fails.
             e.insert(u);
+            e.writing.insert(id);
         }
-        self.write_durably(&line).inspect_err(|_| {
-            lock(&self.entries).remove(&id);
-        })
+        let written = self.write_durably(&line);
+        let mut e = lock(&self.entries);
+        e.writing.remove(&id);
+        if written.is_err() {
+            e.remove(&id);
+        }
+        written
     }
 
     /// Marks entries recorded (with their receipt ids) or rejected (with the reason, also
