@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod openlora;
+
 use serde_json::Value;
 use std::{
     path::{Path, PathBuf},
