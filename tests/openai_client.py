@@ -1,8 +1,8 @@
 """The real `openai` Python client against a node serving SmolLM2 through OpenLoRA's OpenAI API.
 
-Run by crates/cli/tests/openai_client.rs with the node's base URL as the only argument. Every
-check raises (non-zero exit) when it fails; the last line printed is "openai client: all checks
-passed".
+Run by crates/cli/tests/openai_client.rs with the node's base URL, an API key bound to an
+account with credit, and the name of an adapter published on chain. Every check raises (non-zero
+exit) when it fails; the last line printed is "openai client: all checks passed".
 """
 
 import sys
@@ -10,16 +10,18 @@ import sys
 import openai
 from openai import OpenAI
 
-base_url = sys.argv[1]
-client = OpenAI(base_url=base_url, api_key="not-needed-for-a-local-node", max_retries=0, timeout=120)
+base_url, api_key, adapter = sys.argv[1], sys.argv[2], sys.argv[3]
+client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
 
-# The base model is listed; adapters (none here) would name it as their parent.
+# The base model is listed, and the on-chain adapter with the base model as its parent.
 models = client.models.list().data
 assert models, "no model listed"
 base = [m for m in models if getattr(m, "parent", None) in (None, "")]
 assert base, f"no base model among {[m.id for m in models]}"
 model = base[0].id
-print("model:", model)
+listed = {m.id: m for m in models}
+assert adapter in listed and listed[adapter].parent == model, f"{adapter} not listed under {model}"
+print("model:", model, "adapter:", adapter)
 
 messages = [{"role": "user", "content": "Name one colour of the rainbow."}]
 
@@ -74,5 +76,29 @@ try:
 except openai.BadRequestError as e:
     assert "temperature" in str(e), str(e)
     print("bad parameter:", e.status_code)
+
+# The on-chain adapter, paid with the API key: the answer carries its attribution and receipt
+# (extra fields, kept by the client), whole and in the last streamed chunk.
+paid = client.chat.completions.create(model=adapter, messages=messages, max_tokens=12, temperature=0)
+extra = paid.model_extra or {}
+assert "attribution" in extra, f"no attribution in {paid}"
+receipt = extra["attribution"]["receipt"]
+assert receipt["completion_tokens"] == paid.usage.completion_tokens, receipt
+print("paid chat:", repr(paid.choices[0].message.content), "receipt", receipt["request_id"][:12])
+last = None
+for chunk in client.chat.completions.create(
+    model=adapter, messages=messages, max_tokens=12, temperature=0, stream=True
+):
+    last = chunk
+assert last is not None and "attribution" in (last.model_extra or {}), f"last chunk {last}"
+print("paid stream: attribution in the last chunk")
+
+# A key the node does not know is 401; the same request without payment is refused.
+stranger = OpenAI(base_url=base_url, api_key="olk_" + "0" * 64, max_retries=0, timeout=60)
+try:
+    stranger.chat.completions.create(model=adapter, messages=messages, max_tokens=4)
+    raise AssertionError("an unknown API key was served")
+except openai.AuthenticationError as e:
+    print("unknown key:", e.status_code)
 
 print("openai client: all checks passed")

@@ -1,14 +1,16 @@
 //! The real `openai` Python client against `openledger node --model` (OpenLoRA's OpenAI API on
-//! the node's HTTP server, SmolLM2): `tests/openai_client.py` lists models, chats (whole and
-//! streamed with usage), completes with n = 2, and gets OpenAI's 404 and 400 errors. Then the
-//! node, model loaded, must idle: under 2 % of a core over 10 s without requests.
+//! the node's HTTP server, SmolLM2): `tests/openai_client.py` lists models (the base model and an
+//! adapter published on chain), chats (whole and streamed with usage), completes with n = 2, gets
+//! OpenAI's 404 and 400 errors, calls the adapter with an API key (attribution and receipt in the
+//! answer) and is refused with an unknown key (401). Then the node, model loaded, must idle:
+//! under 2 % of a core over 10 s without requests.
 //!
 //! Needs SmolLM2 (`./scripts/fetch-model`) and the virtualenv with the openai client
 //! (`./scripts/setup-python`).
 
 mod common;
 
-use common::{stderr, stdout, Env};
+use common::{openlora::Served, stderr, stdout};
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -36,14 +38,18 @@ fn the_openai_python_client_works_unchanged_and_the_idle_node_idles() {
         "{} is missing: run ./scripts/setup-python",
         python.display()
     );
-    let env = Env::new();
-    let node = env.start_with(&["--model", model.to_str().unwrap()]);
+    let served = Served::start();
+    served.publish("rainbow", 3, 0.5);
+    let key = served.api_key("dev5", "10", "10");
+    let (env, node) = (&served.env, served.node.as_ref().unwrap());
 
     // The model is loaded before the node listens, so it is served as soon as the node answers.
     let started = Instant::now();
     let out = Command::new(&python)
         .arg(root.join("tests/openai_client.py"))
         .arg(format!("http://127.0.0.1:{}/v1", env.port))
+        .arg(&key)
+        .arg("rainbow")
         .output()
         .unwrap();
     assert!(
