@@ -24,11 +24,15 @@ impl Ledger for ChainLedger {
     }
 
     fn resolve(&self, model: &str) -> Result<Option<ChainAdapter>, String> {
-        Ok(self.0.resolve_adapter(model)?.map(|r| ChainAdapter {
+        let Some(r) = self.0.resolve_adapter(model)? else {
+            return Ok(None);
+        };
+        Ok(Some(ChainAdapter {
             id: r.id,
             name: r.name,
             peft_dir: r.peft_dir,
             index_dir: r.index_dir,
+            pinned: self.0.owner_stake_pins(&r.owner)?,
         }))
     }
 

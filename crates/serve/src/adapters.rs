@@ -26,6 +26,8 @@ struct Inner {
     known: BTreeMap<String, PathBuf>,
     /// Keys of on-chain adapters (`adapter-<id>`): listed from the chain, not by [`AdapterRegistry::names`].
     chain: std::collections::HashSet<String>,
+    /// Adapters never evicted (their owners stake at least the governed amount).
+    pinned: std::collections::HashSet<String>,
     cache: HashMap<String, Cached>,
     used_bytes: usize,
     tick: u64,
@@ -123,12 +125,21 @@ impl AdapterRegistry {
 
     /// Registers an on-chain adapter's verified PEFT directory under `key`; its weights are read
     /// (and checked against the base model) on first use, off the serving path.
-    pub fn register_chain(&self, key: &str, dir: &Path) {
+    /// A `pinned` adapter is never evicted once cached (while pinned adapters fit the budget).
+    pub fn register_chain(&self, key: &str, dir: &Path, pinned: bool) {
         let mut g = self.lock();
         if !g.known.contains_key(key) {
             g.known.insert(key.to_string(), dir.to_path_buf());
             g.chain.insert(key.to_string());
+            if pinned {
+                g.pinned.insert(key.to_string());
+            }
         }
+    }
+
+    /// Whether `name` is pinned in RAM.
+    pub fn is_pinned(&self, name: &str) -> bool {
+        self.lock().pinned.contains(name)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -194,6 +205,7 @@ impl AdapterRegistry {
     pub fn unload(&self, name: &str) -> Result<(), ServeError> {
         let mut g = self.lock();
         g.chain.remove(name);
+        g.pinned.remove(name);
         if g.known.remove(name).is_none() {
             return Err(ServeError::UnknownModel(name.into()));
         }
@@ -281,13 +293,16 @@ impl AdapterRegistry {
             return; // served from disk each time; it would evict everything else
         }
         while g.used_bytes + bytes > self.budget_bytes {
+            // Least recently used first; pinned adapters stay.
             let Some(victim) = g
                 .cache
                 .iter()
+                .filter(|(n, _)| !g.pinned.contains(*n))
                 .min_by_key(|(_, c)| c.last_used)
                 .map(|(n, _)| n.clone())
             else {
-                break;
+                // Only pinned adapters left: this one is read from disk each time.
+                return;
             };
             if let Some(c) = g.cache.remove(&victim) {
                 g.used_bytes -= c.bytes;

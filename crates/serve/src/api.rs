@@ -394,7 +394,8 @@ pub(crate) async fn resolve_model(s: &Arc<Serve>, model: &str) -> Result<Target,
         return Err(ServeError::UnknownModel(model.to_string()));
     };
     let key = format!("adapter-{}", chain.id);
-    s.adapters.register_chain(&key, &chain.peft_dir);
+    s.adapters
+        .register_chain(&key, &chain.peft_dir, chain.pinned);
     match s.adapters.get(&key).await? {
         Some(a) => Ok(Target {
             adapter: Some((key, a)),

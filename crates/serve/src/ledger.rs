@@ -21,6 +21,9 @@ pub struct ChainAdapter {
     pub peft_dir: PathBuf,
     /// Its attribution index directory, when the index was uploaded to this node.
     pub index_dir: Option<PathBuf>,
+    /// Kept in RAM once loaded, never evicted: its owner stakes at least the governed
+    /// `pin_min_stake` (checked when the adapter is first resolved).
+    pub pinned: bool,
 }
 
 /// A hold on a caller's credit, released by [`Ledger::charge`] or [`Ledger::release`].

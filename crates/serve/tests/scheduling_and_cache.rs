@@ -117,3 +117,41 @@ async fn the_adapter_cache_evicts_least_recently_used_by_bytes() {
     assert!(s.adapters.get("b").await.unwrap().is_none());
     assert_eq!(s.adapters.cache_stats().used_bytes, one);
 }
+
+#[tokio::test]
+async fn a_pinned_adapter_is_never_evicted() {
+    let probe = token_adapter(
+        serve().engine.model(),
+        pushable_token(serve().engine.model(), 1000),
+        1,
+    );
+    let one = adapter_bytes(&probe);
+    // Room for two adapters; "pinned" (its owner stakes enough) is used first, so it is the
+    // least recently used when the third arrives, and still stays.
+    let s = small_serve(8, one * 5 / 2);
+    let mut dirs = Vec::new();
+    for (i, name) in ["adapter-1", "adapter-2", "adapter-3"].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        peft::save(
+            &token_adapter(
+                s.engine.model(),
+                pushable_token(s.engine.model(), 1000),
+                i as u64,
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        s.adapters.register_chain(name, dir.path(), i == 0);
+        assert!(s.adapters.get(name).await.unwrap().is_some());
+        dirs.push(dir);
+    }
+    assert!(s.adapters.is_pinned("adapter-1"));
+    let st = s.adapters.cache_stats();
+    assert_eq!((st.cached, st.evictions), (2, 1));
+    // adapter-2 went, not the older pinned adapter-1: reading adapter-1 is a hit.
+    let hits = st.hits;
+    assert!(s.adapters.get("adapter-1").await.unwrap().is_some());
+    assert_eq!(s.adapters.cache_stats().hits, hits + 1);
+    // Chain adapters are not listed as local ones.
+    assert!(s.adapters.names().is_empty());
+}

@@ -70,6 +70,14 @@ pub struct Params {
     /// Most bytes (rows' JSONL size) one address may submit to one datanet per UTC day.
     #[serde(default = "default_daily_contribution_bytes")]
     pub max_daily_contribution_bytes: u64,
+    /// OpenLoRA pins in RAM (never evicts from its adapter cache) the adapters of owners who
+    /// stake at least this much, against cold starts of niche models.
+    #[serde(with = "serde_open", default = "default_pin_min_stake")]
+    pub pin_min_stake: U256,
+}
+
+fn default_pin_min_stake() -> U256 {
+    U256::from(10_000u64) * crate::units::one_open()
 }
 
 fn default_daily_contributions() -> u32 {
@@ -132,6 +140,7 @@ impl Default for Params {
             min_stake: one_open(),
             approval_fee_base: milli * U256::from(100u64),
             approval_fee_per_kib: milli,
+            pin_min_stake: default_pin_min_stake(),
             min_contribution_score: 0,
             max_daily_contributions: default_daily_contributions(),
             max_daily_contribution_bytes: default_daily_contribution_bytes(),

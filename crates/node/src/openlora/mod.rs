@@ -96,6 +96,18 @@ impl OpenLora {
     }
 }
 
+impl OpenLora {
+    /// Whether `owner` stakes at least the governed `pin_min_stake`: its adapters stay in RAM.
+    pub fn owner_stake_pins(&self, owner: &Address) -> Result<bool, String> {
+        let chain = self.node.chain();
+        let min = chain.params().map_err(|e| e.to_string())?.pin_min_stake;
+        chain
+            .with_pending_state(|s| openledger_state::modules::staking::stake_of(s, owner))
+            .map(|stake| stake >= min)
+            .map_err(|e| format!("reading {owner}'s stake: {e}"))
+    }
+}
+
 /// OpenLoRA's HTTP routes, with their state inside (merge them next to the OpenAI routes; the
 /// node's Host/Origin guards and body limits wrap merged routers).
 pub fn router(o: Arc<OpenLora>) -> Router {

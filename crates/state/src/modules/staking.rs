@@ -96,6 +96,11 @@ fn checkpoint(s: &mut Staker, acc: U256) -> ExecResult<()> {
     Ok(())
 }
 
+/// What `a` has staked (unbonding amounts excluded).
+pub fn stake_of(state: &dyn StateRead, a: &Address) -> ExecResult<U256> {
+    Ok(staker(state, a)?.stake)
+}
+
 /// Moves `amount` from `from` into the stakers pool (silently), or to the treasury when nothing
 /// is staked. Used for gas fees and the stakers' share of inference fees.
 pub fn add_rewards(state: &mut Overlay, from: &Address, amount: U256) -> ExecResult<bool> {
