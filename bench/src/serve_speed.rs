@@ -199,6 +199,7 @@ fn main() -> anyhow::Result<()> {
             engine: EngineConfig {
                 max_batch,
                 max_waiting: clients.max(64),
+                ..EngineConfig::default()
             },
             adapter_cache_bytes: one * (registered + 1),
             ..ServeConfig::default()

@@ -120,6 +120,9 @@ pub enum Command {
     /// Models: base models and adapters with provenance.
     #[command(subcommand)]
     Model(ModelCmd),
+    /// Adapters: merge on-chain adapters into a new one; initialise a fresh one for a base model.
+    #[command(subcommand)]
+    Adapter(crate::adapter_cmd::AdapterCmd),
     /// Inference: credit, operator allowances, receipts, settlement.
     #[command(subcommand)]
     Inference(InferenceCmd),
@@ -591,6 +594,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attribute(a) => crate::index_cmd::run_attribute(&a)?,
         Command::Attribution(c) => crate::index_cmd::run_attribution(&s, c)?,
         Command::Model(c) => model(&s, c)?,
+        Command::Adapter(c) => crate::adapter_cmd::run(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
@@ -765,6 +769,8 @@ fn open_serve(
         engine: openledger_serve::EngineConfig {
             max_batch: settings.max_batch.max(1),
             max_waiting: settings.max_waiting.max(1),
+            max_active_adapters: settings.max_active_adapters.max(1),
+            max_active_adapter_bytes: settings.max_active_adapter_mib.saturating_mul(1 << 20),
         },
         adapter_cache_bytes: settings.adapter_cache_mib.saturating_mul(1 << 20),
         allow_runtime_lora: settings.allow_runtime_lora,

@@ -88,6 +88,9 @@ pub struct ServeSettings {
     pub max_waiting: usize,
     /// RAM budget for cached adapter weights, in MiB.
     pub adapter_cache_mib: usize,
+    /// The active set: most distinct adapters in one batch, and most MiB of their weights.
+    pub max_active_adapters: usize,
+    pub max_active_adapter_mib: usize,
     /// Serve vLLM's `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` (they load any local
     /// path the node can read: for local operators only).
     pub allow_runtime_lora: bool,
@@ -109,6 +112,8 @@ impl Default for ServeSettings {
             max_batch: 8,
             max_waiting: 64,
             adapter_cache_mib: 512,
+            max_active_adapters: 64,
+            max_active_adapter_mib: 256,
             allow_runtime_lora: false,
             operator: None,
             preload: Vec::new(),

@@ -21,6 +21,11 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// Most sequences waiting for a batch slot; beyond it submission fails at once (HTTP 429).
     pub max_waiting: usize,
+    /// The active set: most distinct adapters in the running batch, and most bytes of their
+    /// weights. A job whose adapter would pass either waits (others are admitted meanwhile)
+    /// until a running adapter's sequences finish; its wait stays bounded by their length.
+    pub max_active_adapters: usize,
+    pub max_active_adapter_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -28,6 +33,8 @@ impl Default for EngineConfig {
         Self {
             max_batch: 8,
             max_waiting: 64,
+            max_active_adapters: 64,
+            max_active_adapter_bytes: 256 << 20,
         }
     }
 }
@@ -103,6 +110,8 @@ impl Engine {
             model: model.clone(),
             tokenizer: tokenizer.clone(),
             max_batch: config.max_batch.max(1),
+            max_active_adapters: config.max_active_adapters.max(1),
+            max_active_bytes: config.max_active_adapter_bytes,
             rx,
             waiting: waiting.clone(),
             queues: HashMap::new(),
@@ -189,6 +198,8 @@ impl Engine {
 
 struct Running {
     seq: Sequence,
+    /// Its adapter's key and weight bytes (the active set).
+    adapter: Option<(String, usize)>,
     index: usize,
     events: UnboundedSender<(usize, Event)>,
     /// When it was submitted, and when its latest token came (`None` before the first).
@@ -202,6 +213,8 @@ struct Worker {
     model: Arc<Llama>,
     tokenizer: Arc<Tokenizer>,
     max_batch: usize,
+    max_active_adapters: usize,
+    max_active_bytes: usize,
     rx: mpsc::Receiver<(Job, Instant)>,
     waiting: Arc<AtomicUsize>,
     stats: Arc<EngineStats>,
@@ -240,8 +253,29 @@ impl Worker {
         q.push_back((job, submitted));
     }
 
-    /// Fills free batch slots, one job per adapter in turn.
+    /// Whether a job for adapter `key` (of `bytes`) fits the active set of the running batch.
+    fn fits_active_set(&self, key: &str, bytes: usize) -> bool {
+        let mut names: Vec<&str> = Vec::new();
+        let mut total = 0usize;
+        for (n, b) in self.running.iter().filter_map(|r| r.adapter.as_ref()) {
+            if !names.contains(&n.as_str()) {
+                names.push(n);
+                total = total.saturating_add(*b);
+            }
+        }
+        if names.contains(&key) {
+            return true;
+        }
+        // An empty active set always admits, so one large adapter cannot wait forever.
+        names.is_empty()
+            || (names.len() < self.max_active_adapters
+                && total.saturating_add(bytes) <= self.max_active_bytes)
+    }
+
+    /// Fills free batch slots, one job per adapter in turn; adapters that do not fit the active
+    /// set keep their place in the round-robin for the next step.
     fn admit(&mut self) {
+        let mut deferred = Vec::new();
         while self.running.len() < self.max_batch {
             let Some(key) = self.order.pop_front() else {
                 break;
@@ -249,11 +283,25 @@ impl Worker {
             let Some(q) = self.queues.get_mut(&key) else {
                 continue;
             };
+            let bytes = q
+                .front()
+                .and_then(|(j, _)| j.adapter.as_ref())
+                .map(|(_, a)| crate::adapters::adapter_bytes(a))
+                .unwrap_or(0);
+            if let Some(name) = &key {
+                if !self.fits_active_set(name, bytes) {
+                    deferred.push(key);
+                    continue;
+                }
+            }
+            let Some(q) = self.queues.get_mut(&key) else {
+                continue;
+            };
             let job = q.pop_front();
             if q.is_empty() {
                 self.queues.remove(&key);
             } else {
-                self.order.push_back(key);
+                self.order.push_back(key.clone());
             }
             let Some((job, submitted)) = job else {
                 continue;
@@ -263,6 +311,7 @@ impl Worker {
                 self.metrics.finished(FinishReason::Cancelled);
                 continue;
             }
+            let active = key.clone().map(|k| (k, bytes));
             let adapter = job.adapter.map(|(_, a)| a);
             match Sequence::new(&self.model, job.prompt, job.params, adapter) {
                 Ok(seq) => {
@@ -271,6 +320,7 @@ impl Worker {
                         .observe(submitted.elapsed().as_secs_f64());
                     self.running.push(Running {
                         seq,
+                        adapter: active,
                         index: job.index,
                         events: job.events,
                         submitted,
@@ -283,6 +333,10 @@ impl Worker {
                     let _ = job.events.send((job.index, Event::Error(e.to_string())));
                 }
             }
+        }
+        // Deferred adapters keep their turn: first in line for the next step.
+        for key in deferred.into_iter().rev() {
+            self.order.push_front(key);
         }
     }
 

@@ -282,6 +282,7 @@ async fn a_full_queue_is_429_with_retry_after() {
             engine: openledger_serve::EngineConfig {
                 max_batch: 1,
                 max_waiting: 2,
+                ..openledger_serve::EngineConfig::default()
             },
             ..ServeConfig::default()
         },

@@ -20,6 +20,7 @@ fn small_serve(max_batch: usize, cache_bytes: usize) -> Arc<Serve> {
             engine: EngineConfig {
                 max_batch,
                 max_waiting: 64,
+                ..EngineConfig::default()
             },
             adapter_cache_bytes: cache_bytes,
             ..ServeConfig::default()
@@ -154,4 +155,69 @@ async fn a_pinned_adapter_is_never_evicted() {
     assert_eq!(s.adapters.cache_stats().hits, hits + 1);
     // Chain adapters are not listed as local ones.
     assert!(s.adapters.names().is_empty());
+}
+
+#[tokio::test]
+async fn the_active_set_bounds_distinct_adapters_per_batch() {
+    // Three adapters, two requests each, eight batch slots: with an active set of one adapter
+    // the requests run adapter by adapter (three times the steps), and all of them finish.
+    let steps_for = |max_active: usize| async move {
+        let shared = serve();
+        let s = Serve::new(
+            "base".into(),
+            shared.engine.model().clone(),
+            shared.engine.tokenizer().clone(),
+            Device::Cpu,
+            ServeConfig {
+                engine: EngineConfig {
+                    max_batch: 8,
+                    max_waiting: 64,
+                    max_active_adapters: max_active,
+                    ..EngineConfig::default()
+                },
+                ..ServeConfig::default()
+            },
+        )
+        .unwrap();
+        let model = s.engine.model().clone();
+        let prompt = s.engine.tokenizer().encode("Hello there", true).unwrap();
+        let params = GenerateParams {
+            max_tokens: 4,
+            stop_at_eos: false,
+            ..Default::default()
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut jobs = Vec::new();
+        for a in 0..3u64 {
+            let adapter = Arc::new(token_adapter(&model, pushable_token(&model, 1000), a));
+            for k in 0..2 {
+                jobs.push(Job {
+                    adapter: Some((format!("a{a}"), adapter.clone())),
+                    prompt: prompt.clone(),
+                    params: params.clone(),
+                    index: (a * 2 + k) as usize,
+                    events: tx.clone(),
+                });
+            }
+        }
+        s.engine.submit(jobs).unwrap();
+        drop(tx);
+        let mut done = 0;
+        while let Some((_, ev)) = rx.recv().await {
+            if let Event::Done { .. } = ev {
+                done += 1;
+            }
+        }
+        assert_eq!(done, 6, "every request finishes");
+        s.engine
+            .stats()
+            .steps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mixed = steps_for(64).await;
+    let one_at_a_time = steps_for(1).await;
+    assert!(
+        one_at_a_time >= 3 * mixed - 2,
+        "with one active adapter: {one_at_a_time} steps; mixed: {mixed}"
+    );
 }
