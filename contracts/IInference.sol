@@ -30,8 +30,10 @@ interface IInference {
     }
 
     /// One served inference in a `recordInferences` batch. `requestId` is the serving
-    /// operator's unique id for the request (non-zero); recording the same id twice is skipped,
-    /// so an operator that restarts can resubmit its journal without charging anyone twice.
+    /// operator's unique id for the request (non-zero); the same operator recording the same id
+    /// twice is skipped, so an operator that restarts can resubmit its journal without charging
+    /// anyone twice. Ids are scoped by operator: another account recording an id first does not
+    /// make the operator's record a duplicate.
     struct InferenceRecord {
         bytes32 requestId;
         address caller;
@@ -81,7 +83,7 @@ interface IInference {
 
     /// Records many inferences in one transaction (at most `maxSettleBatch`), each as
     /// `recordInference` would, from its caller's credit within the sender's allowance. Records
-    /// whose `requestId` was recorded before are skipped (event `InferenceDuplicate`); any other
+    /// whose `requestId` the sender recorded before are skipped (event `InferenceDuplicate`); any other
     /// invalid record refuses the whole batch. The new receipts get consecutive ids from
     /// `firstReceiptId`; `recorded` counts them. With `settleNow` they are settled at once.
     function recordInferences(InferenceRecord[] calldata records, bool settleNow)
@@ -95,7 +97,7 @@ interface IInference {
     function allowance(address account, address operator) external view returns (uint256);
     function getReceipt(uint64 receiptId) external view returns (Receipt memory);
     function receiptCount() external view returns (uint64);
-    /// The receipt recorded for an operator's request id (0: none).
-    function receiptOfRequest(bytes32 requestId) external view returns (uint64);
+    /// The receipt `operator` recorded for its request id (0: none).
+    function receiptOfRequest(address operator, bytes32 requestId) external view returns (uint64);
     function quote(uint32 promptTokens, uint32 completionTokens) external view returns (uint256);
 }

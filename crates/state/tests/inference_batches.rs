@@ -177,6 +177,7 @@ fn a_batch_charges_each_record_once_even_when_resubmitted() {
         let id: u64 = w.view(
             modules::INFERENCE,
             IInference::receiptOfRequestCall {
+                operator: w.addr(OPERATOR),
                 requestId: r.requestId,
             },
         );
@@ -326,4 +327,41 @@ fn a_merged_adapter_inherits_its_parents_datanets() {
             "{parents:?}: {e}"
         );
     }
+}
+
+#[test]
+fn another_account_cannot_squat_an_operators_request_id() {
+    let mut w = world();
+    let start = credit(&w);
+    // The caller learns the request id of its call (it is derived from the response id the
+    // answer carries) and records it first itself, as a one-token inference of its own.
+    let real = record(&w, 1, 500);
+    let mut squat = record(&w, 1, 1);
+    squat.top = vec![];
+    w.call(
+        CALLER,
+        modules::INFERENCE,
+        IInference::recordInferencesCall {
+            records: vec![squat],
+            settleNow: false,
+        },
+    )
+    .unwrap();
+    // The operator's record of the real call is still charged in full.
+    batch(&mut w, vec![real], false).unwrap();
+    assert_eq!(
+        w.view(modules::INFERENCE, IInference::receiptCountCall {}),
+        2
+    );
+    assert_eq!(credit(&w), start - quote(&w, 1) - quote(&w, 500));
+    let of = |w: &World, who: usize| -> u64 {
+        w.view(
+            modules::INFERENCE,
+            IInference::receiptOfRequestCall {
+                operator: w.addr(who),
+                requestId: keccak256([1u8]),
+            },
+        )
+    };
+    assert_eq!((of(&w, CALLER), of(&w, OPERATOR)), (1, 2));
 }

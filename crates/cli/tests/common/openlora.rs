@@ -187,13 +187,26 @@ impl Served {
         self.view(modules::INFERENCE, IInference::receiptCountCall {})
     }
 
+    /// The receipt the node's operator recorded for the call answered as `response_id`.
     pub fn receipt_of(&self, response_id: &str) -> u64 {
         self.view(
             modules::INFERENCE,
             IInference::receiptOfRequestCall {
+                operator: self.operator(),
                 requestId: alloy_primitives::keccak256(response_id.as_bytes()),
             },
         )
+    }
+
+    /// The operator that records the node's paid calls (`GET /v1/openlora`).
+    pub fn operator(&self) -> Address {
+        let mut resp = ureq::get(self.url("/v1/openlora")).call().unwrap();
+        let info: Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        info["operator"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no operator in {info}"))
     }
 
     /// Waits (bounded) until the chain holds `n` receipts.

@@ -3,8 +3,11 @@
 //! settlement that splits each escrowed fee by the governed split.
 //!
 //! Keys: `i/c`++address → credit; `i/o`++caller++operator → allowance; `i/n` → receipt count;
-//! `i/r`++id → `Receipt`; `i/q`++request id → receipt id (operators' batches, for idempotency). Credit and escrow sit in the inference module's own balance, which
-//! always equals the sum of all credit plus the fees of all unsettled receipts.
+//! `i/r`++id → `Receipt`; `i/q`++operator++request id → receipt id (operators' batches, for
+//! idempotency; scoped by operator, so nobody else can record an operator's request id first
+//! and make its record a skipped duplicate). Credit and escrow sit in the inference module's
+//! own balance, which always equals the sum of all credit plus the fees of all unsettled
+//! receipts.
 //!
 //! Fees are computed with checked arithmetic (governed prices times caller-chosen token
 //! counts): one that would overflow is refused, never wrapped.
@@ -92,14 +95,18 @@ fn credit(state: &dyn StateRead, a: &Address) -> Result<U256, StorageError> {
     codec::get_u256(state, &credit_key(a))
 }
 
-fn request_key(request: &B256) -> Vec<u8> {
-    codec::key(&[b"i/q", request.as_slice()])
+fn request_key(operator: &Address, request: &B256) -> Vec<u8> {
+    codec::key(&[b"i/q", operator.as_slice(), request.as_slice()])
 }
 
-/// The receipt recorded for an operator's request id, if any.
-pub fn receipt_of_request(state: &dyn StateRead, request: &B256) -> ExecResult<Option<u64>> {
+/// The receipt `operator` recorded for its request id, if any.
+pub fn receipt_of_request(
+    state: &dyn StateRead,
+    operator: &Address,
+    request: &B256,
+) -> ExecResult<Option<u64>> {
     Ok(state
-        .get(&request_key(request))?
+        .get(&request_key(operator, request))?
         .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap_or_default())))
 }
 
@@ -119,7 +126,7 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
                 "a batched inference record needs a non-zero requestId".into(),
             ));
         }
-        if let Some(existing) = receipt_of_request(&ctx.state, &r.requestId)? {
+        if let Some(existing) = receipt_of_request(&ctx.state, &ctx.sender, &r.requestId)? {
             ctx.emit(
                 INFERENCE,
                 &IInference::InferenceDuplicate {
@@ -141,8 +148,10 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
                 attributionRoot: r.attributionRoot,
             },
         )?;
-        ctx.state
-            .put(request_key(&request), id.to_be_bytes().to_vec());
+        ctx.state.put(
+            request_key(&ctx.sender, &request),
+            id.to_be_bytes().to_vec(),
+        );
         ctx.emit(
             INFERENCE,
             &IInference::InferenceRequest {
@@ -383,7 +392,7 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
                 },
             )
         }
-        C::receiptOfRequest(c) => receipt_of_request(&ctx.state, &c.requestId)?
+        C::receiptOfRequest(c) => receipt_of_request(&ctx.state, &c.operator, &c.requestId)?
             .unwrap_or_default()
             .abi_encode(),
         C::settle(c) => {
