@@ -581,26 +581,44 @@ impl Sim {
                 prompt,
                 completion,
                 attributions,
-            } => (
-                modules::INFERENCE,
-                U256::ZERO,
-                IInference::recordInferenceCall {
-                    caller: self.w.addr(caller),
-                    adapterId: adapter,
-                    promptTokens: prompt,
-                    completionTokens: completion,
-                    top: attributions
-                        .into_iter()
-                        .map(|(c, w)| IInference::Attribution {
-                            contributionId: c,
-                            weightPpm: w,
-                        })
-                        .collect(),
-                    attributionRoot: B256::repeat_byte(3),
-                }
-                .abi_encode(),
-                nonce,
-            ),
+            } => {
+                let top: Vec<IInference::Attribution> = attributions
+                    .into_iter()
+                    .map(|(c, w)| IInference::Attribution {
+                        contributionId: c,
+                        weightPpm: w,
+                    })
+                    .collect();
+                // A third of the records go through an operator's batch call, with request ids
+                // from a small set (so resubmitted duplicates happen) and settled at once half
+                // of the time.
+                let data = if prompt % 3 == 0 {
+                    IInference::recordInferencesCall {
+                        records: vec![IInference::InferenceRecord {
+                            requestId: keccak256([(prompt % 16) as u8, (completion % 2) as u8]),
+                            caller: self.w.addr(caller),
+                            adapterId: adapter,
+                            promptTokens: prompt,
+                            completionTokens: completion,
+                            top,
+                            attributionRoot: B256::repeat_byte(3),
+                        }],
+                        settleNow: completion % 2 == 0,
+                    }
+                    .abi_encode()
+                } else {
+                    IInference::recordInferenceCall {
+                        caller: self.w.addr(caller),
+                        adapterId: adapter,
+                        promptTokens: prompt,
+                        completionTokens: completion,
+                        top,
+                        attributionRoot: B256::repeat_byte(3),
+                    }
+                    .abi_encode()
+                };
+                (modules::INFERENCE, U256::ZERO, data, nonce)
+            }
             Action::Settle { ids } => (
                 modules::INFERENCE,
                 U256::ZERO,
