@@ -1,6 +1,7 @@
 //! `openledger`: initialise a chain home, run the node, verify the chain, manage keys, send OPEN
 //! and call every native module from the terminal; generate and chat with a local model.
 
+mod adapter_cmd;
 mod ai;
 mod commands;
 mod datanet_cmd;

@@ -2,8 +2,11 @@
 //! (`openledger_node::openlora::bundle`), uploads it to the node's artifact store (its BLAKE3
 //! is the on-chain `adapterHash`), uploads the attribution index and registers it with the node
 //! (its root goes on chain), then sends `registerAdapter` and prints the adapter id.
+//!
+//! The pieces other adapter commands share (`openledger adapter merge`) are here too: the signed
+//! [`Uploader`], [`adapter_by_name`], [`check_name_free`] and [`send_registration`].
 
-use crate::commands::Session;
+use crate::{commands::Session, wallet::Rpc};
 use alloy_primitives::{keccak256, B256, U256};
 use alloy_signer::SignerSync;
 use alloy_sol_types::SolCall;
@@ -20,7 +23,7 @@ use std::{
 };
 
 /// Largest adapter weights file packed (the node's default artifact limit).
-const MAX_WEIGHTS_BYTES: u64 = 256 * 1024 * 1024;
+pub(crate) const MAX_WEIGHTS_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(clap::Args, Debug)]
 pub struct PublishAdapterArgs {
@@ -48,7 +51,7 @@ pub struct PublishAdapterArgs {
 }
 
 /// A signed uploader to the node's artifact routes.
-struct Uploader {
+pub(crate) struct Uploader {
     base: String,
     chain_id: u64,
     signer: alloy_signer_local::PrivateKeySigner,
@@ -56,6 +59,22 @@ struct Uploader {
 }
 
 impl Uploader {
+    /// An uploader to the session's node, signing with the --from key.
+    pub(crate) fn new(s: &Session) -> Result<Uploader> {
+        let signer = s.signer()?;
+        let rest = s.rest(true)?;
+        Ok(Uploader {
+            base: rest.base.clone(),
+            chain_id: rest.chain_id,
+            signer,
+            agent: ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build(),
+            ),
+        })
+    }
+
     fn auth(&self, path: &str, body_hash: &B256) -> Result<String> {
         let time = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let nonce = format!("{:032x}", rand::random::<u128>());
@@ -104,7 +123,7 @@ impl Uploader {
     }
 
     /// Uploads bytes as an artifact; checks the node stored them under `blake3`.
-    fn upload_bytes(&self, bytes: &[u8], blake3: &B256) -> Result<()> {
+    pub(crate) fn upload_bytes(&self, bytes: &[u8], blake3: &B256) -> Result<()> {
         let v = self.post("/v1/artifacts", &keccak256(bytes), bytes)?;
         check_stored(&v, blake3)
     }
@@ -195,42 +214,59 @@ fn publish_index(up: &Uploader, dir: &Path) -> Result<B256> {
     Ok(root)
 }
 
-/// Runs `openledger model publish-adapter`.
-pub fn run(s: &Session, a: PublishAdapterArgs) -> Result<()> {
-    let signer = s.signer()?;
-    openledger_state::modules::model::check_adapter_name(&a.name).map_err(|e| anyhow!("{e}"))?;
-    let rpc = s.rpc()?;
+/// The adapter registered under `name` on chain (0: none).
+pub(crate) fn adapter_by_name(rpc: &Rpc, name: &str) -> Result<u64> {
     let out = rpc.view(
         modules::MODEL,
         IModel::adapterByNameCall {
-            name: a.name.clone(),
+            name: name.to_string(),
         }
         .abi_encode(),
     )?;
-    let taken = IModel::adapterByNameCall::abi_decode_returns(&out)?;
+    Ok(IModel::adapterByNameCall::abi_decode_returns(&out)?)
+}
+
+/// Refuses a name the chain would refuse: malformed, or taken by another adapter.
+pub(crate) fn check_name_free(rpc: &Rpc, name: &str) -> Result<()> {
+    openledger_state::modules::model::check_adapter_name(name).map_err(|e| anyhow!("{e}"))?;
+    let taken = adapter_by_name(rpc, name)?;
     if taken != 0 {
-        bail!(
-            "the adapter name {:?} is taken by adapter {taken}; pick another",
-            a.name
-        );
+        bail!("the adapter name {name:?} is taken by adapter {taken}; pick another");
     }
+    Ok(())
+}
+
+/// Sends a model-module call that registers the adapter `name` (`what` names the call in
+/// errors), checks it succeeded and returns the new adapter's id.
+pub(crate) fn send_registration(
+    rpc: &Rpc,
+    signer: &alloy_signer_local::PrivateKeySigner,
+    what: &str,
+    name: &str,
+    data: Vec<u8>,
+) -> Result<u64> {
+    let receipt = rpc.send(signer, modules::MODEL, U256::ZERO, data)?;
+    let tx = receipt["transactionHash"].as_str().unwrap_or("?");
+    if receipt["status"].as_str() != Some("0x1") {
+        bail!("{what} failed in transaction {tx}");
+    }
+    let id = adapter_by_name(rpc, name)?;
+    eprintln!("registered adapter {name:?} in transaction {tx}");
+    Ok(id)
+}
+
+/// Runs `openledger model publish-adapter`.
+pub fn run(s: &Session, a: PublishAdapterArgs) -> Result<()> {
+    let signer = s.signer()?;
+    let rpc = s.rpc()?;
+    check_name_free(&rpc, &a.name)?;
     rpc.view(
         modules::MODEL,
         IModel::getBaseModelCall { modelId: a.base }.abi_encode(),
     )
     .with_context(|| format!("base model {}", a.base))?;
     let packed = bundle::pack_dir(&a.dir, MAX_WEIGHTS_BYTES).map_err(|e| anyhow!("{e}"))?;
-    let rest = s.rest(true)?;
-    let up = Uploader {
-        base: rest.base.clone(),
-        chain_id: rest.chain_id,
-        signer: signer.clone(),
-        agent: ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build(),
-        ),
-    };
+    let up = Uploader::new(s)?;
     up.upload_bytes(&packed.bytes, &packed.hash)
         .context("uploading the adapter bundle")?;
     eprintln!(
@@ -252,26 +288,7 @@ pub fn run(s: &Session, a: PublishAdapterArgs) -> Result<()> {
         attributionIndexRoot: index_root,
     }
     .abi_encode();
-    let receipt = rpc.send(&signer, modules::MODEL, U256::ZERO, data)?;
-    if receipt["status"].as_str() != Some("0x1") {
-        bail!(
-            "registerAdapter failed in transaction {}",
-            receipt["transactionHash"].as_str().unwrap_or("?")
-        );
-    }
-    let out = rpc.view(
-        modules::MODEL,
-        IModel::adapterByNameCall {
-            name: a.name.clone(),
-        }
-        .abi_encode(),
-    )?;
-    let id = IModel::adapterByNameCall::abi_decode_returns(&out)?;
-    eprintln!(
-        "registered adapter {:?} in transaction {}",
-        a.name,
-        receipt["transactionHash"].as_str().unwrap_or("?")
-    );
+    let id = send_registration(&rpc, &signer, "registerAdapter", &a.name, data)?;
     println!("{id}");
     Ok(())
 }
