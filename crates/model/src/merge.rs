@@ -12,7 +12,8 @@
 //!   the square root), and refuses otherwise, naming `cat`/`svd`.
 //! - `cat` — PEFT's `cat`: the factors stacked, `A = [wᵢsᵢ·Aᵢ]`, `B = [Bᵢ]`, rank `Σ rᵢ`: exactly
 //!   `Σ wᵢ·ΔWᵢ`. Any ranks, any finite weights.
-//! - `svd` — PEFT's `svd`: `Σ wᵢ·ΔWᵢ`, truncated to `rank` by SVD ([`svd`]).
+//! - `svd` — PEFT's `svd`: `Σ wᵢ·ΔWᵢ`, truncated to `rank` by SVD ([`svd`]); computed from the
+//!   stacked factors without forming the dense update, so it is exact and fast.
 //! - `ties` — TIES (Yadav et al. 2023) on the dense updates, PEFT's `ties_svd`: keep the `density`
 //!   fraction of each `ΔWᵢ` with the largest magnitude, elect a sign per element from the kept values
 //!   (`total`: the sign of their sum; `frequency`: the sign of the count of signs; ties go to `+`), then
@@ -530,7 +531,7 @@ fn merged_rank(
     match opts.method {
         MergeMethod::Linear => Ok(parents[0].adapter.config.r),
         MergeMethod::Cat => {
-            let total: usize = ranks.sum();
+            let total = cat_rank(parents);
             if total > MAX_RANK {
                 return Err(bad(format!(
                     "cat would make rank {total} (the sum of the parents'); at most {MAX_RANK}: use svd"
@@ -544,8 +545,10 @@ fn merged_rank(
                 .map(|(&t, &(o, i))| (o.min(i), t))
                 .min()
                 .expect("at least one projection");
+            let factored = opts.method == MergeMethod::Svd;
             for (&t, &(o, i)) in shapes {
-                if o.saturating_mul(i) > MAX_DENSE_ELEMENTS {
+                let dense = !factored || cat_rank(parents) > o.min(i);
+                if dense && o.saturating_mul(i) > MAX_DENSE_ELEMENTS {
                     return Err(bad(format!(
                         "{} is {o}x{i}, larger than the {MAX_DENSE_ELEMENTS} elements a dense merge builds; \
                          use linear or cat",
@@ -614,15 +617,27 @@ fn merge_pair(
         }
         method => {
             let tag = position_tag(layer, target);
-            let dense = dense_update(&members, tag, out, inn, opts)?;
             let seed = svd::mix(opts.seed ^ svd::mix(tag ^ 0x5344_5f53_4b45_5443));
-            let s =
-                svd::truncated(svd::Matrix::new(out, inn, dense)?, rank, seed).map_err(|e| {
-                    bad(format!(
-                        "layer {layer} {} ({method}): {e}",
-                        target.peft_name()
-                    ))
-                })?;
+            let s = if method == MergeMethod::Svd {
+                // Σ wᵢ·sᵢ·Bᵢ·Aᵢ is the product of cat's stacked factors: decomposed exactly, unformed.
+                let r_cat = cat_rank(parents);
+                let (a, b) = cat(&members, parents, r_cat, out, inn);
+                svd::truncated_product(
+                    &svd::Matrix::new(out, r_cat, b)?,
+                    &svd::Matrix::new(r_cat, inn, a)?,
+                    rank,
+                    seed,
+                )
+            } else {
+                let dense = dense_update(&members, tag, out, inn, opts)?;
+                svd::truncated(svd::Matrix::new(out, inn, dense)?, rank, seed)
+            }
+            .map_err(|e| {
+                bad(format!(
+                    "layer {layer} {} ({method}): {e}",
+                    target.peft_name()
+                ))
+            })?;
             let b: Vec<f64> = (0..out * rank)
                 .map(|e| s.u.get(e / rank, e % rank) * s.s[e % rank])
                 .collect();
@@ -667,6 +682,11 @@ fn linear(members: &[Factors], r: usize, out: usize, inn: usize) -> (Vec<f64>, V
         add_scaled(&mut b, c, &f.b);
     }
     (a, b)
+}
+
+/// The rank of `cat`: the sum of the parents' ranks.
+fn cat_rank(parents: &[Parent]) -> usize {
+    parents.iter().map(|p| p.adapter.config.r).sum()
 }
 
 /// PEFT's `cat`: parent `i` owns ranks `[offset_i, offset_i + r_i)`; absent parents leave zeros.

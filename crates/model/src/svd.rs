@@ -10,7 +10,8 @@
 //!   rank is at most `k + OVERSAMPLING` is reproduced exactly (up to rounding); for a full-rank matrix the
 //!   error is within a hair of the optimal rank-`k` error (the tests measure both).
 //!
-//! The large products go through candle's f64 matmul; the small factorizations are plain loops here.
+//! [`truncated_product`] decomposes a product of thin factors `B·A` exactly without forming it (the
+//! weighted sum of LoRA updates is one). The large products go through candle's f64 matmul; the small factorizations are plain loops here.
 //! Every [`Svd`] reports its `relative_error`, `‖M − U·Σ·Vᵀ‖_F / ‖M‖_F`, so callers can say what the
 //! truncation lost.
 
@@ -162,6 +163,62 @@ pub fn truncated(m: Matrix, k: usize, seed: u64) -> Result<Svd> {
     randomized(m, k, l, seed)
 }
 
+/// The `k` largest singular triplets of the product `B·A` (`B: m×r`, `A: r×n`) without forming it:
+/// Householder QR of both factors, `B = Qb·Rb`, `Aᵀ = Qa·Ra`, and the exact SVD of the `r×r` core
+/// `Rb·Raᵀ`, in O((m + n)·r²). Exact (no sketch). When `k > r` the extra triplets are zero; when
+/// `r > min(m, n)` the product is formed and handed to [`truncated`] with `seed`.
+pub fn truncated_product(b: &Matrix, a: &Matrix, k: usize, seed: u64) -> Result<Svd> {
+    let (m, r, n) = (b.rows, b.cols, a.cols);
+    if a.rows != r {
+        return Err(ModelError::Adapter(format!(
+            "cannot multiply {m}x{r} by {}x{n}",
+            a.rows
+        )));
+    }
+    if r == 0 || r > m.min(n) {
+        return truncated(b.matmul(a)?, k, seed);
+    }
+    let small = m.min(n);
+    if k == 0 || k > small {
+        return Err(ModelError::Adapter(format!(
+            "a rank-{k} SVD of a {m}x{n} matrix is not possible: the rank must be between 1 and {small}"
+        )));
+    }
+    if let Some(bad) = b.data.iter().chain(&a.data).find(|x| !x.is_finite()) {
+        return Err(ModelError::Adapter(format!(
+            "cannot decompose a matrix holding {bad}"
+        )));
+    }
+    let (qb, rb) = householder_qr(columns(b));
+    let (qa, ra) = householder_qr(columns(&a.transpose()));
+    // Rb[i][c] = rb[c][i]; Raᵀ[x][y] = Ra[y][x] = ra[x][y].
+    let rb = Matrix::from_fn(r, r, |i, c| rb[c][i]);
+    let ra_t = Matrix::from_fn(r, r, |x, y| ra[x][y]);
+    let core = exact(&rb.matmul(&ra_t)?)?;
+    let kept = k.min(r);
+    let total = energy(core.s.iter().copied());
+    let tail = energy(core.s[kept..].iter().copied());
+    let u_cols: Vec<Vec<f64>> = (0..kept)
+        .map(|j| combine_columns(&qb, &(0..r).map(|i| core.u.get(i, j)).collect::<Vec<_>>()))
+        .collect();
+    let v_cols: Vec<Vec<f64>> = (0..kept)
+        .map(|j| combine_columns(&qa, &(0..r).map(|i| core.vt.get(j, i)).collect::<Vec<_>>()))
+        .collect();
+    // Columns past `kept` (k > r) are zero: the product has no more rank.
+    Ok(Svd {
+        u: Matrix::from_fn(m, k, |i, j| if j < kept { u_cols[j][i] } else { 0.0 }),
+        s: (0..k)
+            .map(|j| if j < kept { core.s[j] } else { 0.0 })
+            .collect(),
+        vt: Matrix::from_fn(k, n, |i, j| if i < kept { v_cols[i][j] } else { 0.0 }),
+        relative_error: if total > 0.0 {
+            (tail / total).sqrt()
+        } else {
+            0.0
+        },
+    })
+}
+
 /// The exact thin SVD (`min(m, n)` triplets, decreasing), by Householder QR and one-sided Jacobi.
 pub fn exact(m: &Matrix) -> Result<Svd> {
     let total = dot(&m.data, &m.data);
@@ -177,8 +234,8 @@ pub fn exact(m: &Matrix) -> Result<Svd> {
 
 /// Keeps the first `k` triplets of a sorted full SVD; the error is the energy of the rest.
 fn keep(full: Svd, k: usize) -> Svd {
-    let total: f64 = full.s.iter().map(|x| x * x).sum();
-    let tail: f64 = full.s[k..].iter().map(|x| x * x).sum();
+    let total = energy(full.s.iter().copied());
+    let tail = energy(full.s[k..].iter().copied());
     let u = Matrix::from_fn(full.u.rows, k, |i, j| full.u.get(i, j));
     let vt = Matrix::from_fn(k, full.vt.cols, |i, j| full.vt.get(i, j));
     Svd {
@@ -240,7 +297,7 @@ fn assemble(
     order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
     let k = k.unwrap_or(s.len()).min(s.len());
     let kept = &order[..k];
-    let tail: f64 = order[k..].iter().map(|&i| s[i] * s[i]).sum();
+    let tail = energy(order[k..].iter().map(|&i| s[i]));
     Svd {
         u: Matrix::from_fn(rows, k, |i, j| u[kept[j]][i]),
         s: kept.iter().map(|&i| s[i]).collect(),
@@ -420,8 +477,13 @@ pub(crate) fn unit(key: u64, index: u64) -> f64 {
     (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
+/// `Σ x²`, +0 when empty (`Iterator::sum` of no floats is −0, and √−0 = −0).
+fn energy(xs: impl Iterator<Item = f64>) -> f64 {
+    xs.fold(0.0, |acc, x| acc + x * x)
+}
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    a.iter().zip(b).fold(0.0, |acc, (x, y)| acc + x * y)
 }
 
 fn axpy(k: f64, x: &[f64], y: &mut [f64]) {
