@@ -760,3 +760,45 @@ fn concurrent_charges_are_all_durable_and_the_journal_compacts_once_recorded() {
     let o = open_lora(&node, dir.path());
     assert_eq!(o.payments.journal.unrecorded(), 1);
 }
+
+#[test]
+fn a_record_whose_attribution_the_chain_refuses_is_still_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open_node(dir.path());
+    world(&node);
+    let alice = key("alice");
+    fund(&node, &alice, one_open(), one_open());
+    let o = open_lora(&node, dir.path());
+    // An adapter's index can name contributions its datanet versions do not hold (an index
+    // built from another datanet): the chain refuses such an attribution. The caller was served
+    // all the same, so the call is recorded and charged without it (the contributors' share
+    // then goes to the model owner, as for an unattributed answer).
+    let bogus = ServedInference {
+        top: vec![(99, 400_000)],
+        ..served(alice.address(), 1)
+    };
+    let good = served(alice.address(), 2);
+    charge(&o, &bogus);
+    charge(&o, &good);
+    let stats = runtime().block_on(o.record_queued()).unwrap();
+    assert_eq!((stats.recorded, stats.rejected), (2, 0), "{stats:?}");
+    assert_eq!(
+        credit(&node, alice.address()),
+        one_open() - fee(&node, &bogus) - fee(&node, &good)
+    );
+    let receipts: Vec<_> = (1..=2u64)
+        .map(|id| {
+            view(
+                &node,
+                INFERENCE,
+                IInference::getReceiptCall { receiptId: id },
+            )
+        })
+        .collect();
+    let bogus_receipt = receipts
+        .iter()
+        .find(|r| r.promptTokens == bogus.prompt_tokens)
+        .unwrap();
+    assert!(bogus_receipt.top.is_empty() && bogus_receipt.settled);
+    assert_eq!(bogus_receipt.attributionRoot, bogus.attribution_root);
+}

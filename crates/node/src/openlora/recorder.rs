@@ -4,10 +4,11 @@
 //! they are sealed and marks them recorded with their receipt ids. Each batch holds at most
 //! [`PaymentLimits::max_batch`](super::PaymentLimits) records (and the governed
 //! `max_settle_batch`), and is split further when it would pass the transaction size or block gas
-//! limit. A batch the chain refuses is split until the bad record is found; that record is
-//! dropped with a warning (kept in `receipts.rejected`), and the others are recorded. Problems
-//! that are not a record's fault (the operator cannot pay gas, the node is stopping) leave
-//! everything in the journal for the next pass.
+//! limit. A batch the chain refuses is split until the bad record is found; a record refused
+//! with its attribution is sent again without it (the caller was served, so it pays); one
+//! refused still is dropped with a warning (kept in `receipts.rejected`), and the others are
+//! recorded. Problems that are not a record's fault (the operator cannot pay gas, the node is
+//! stopping) leave everything in the journal for the next pass.
 
 use super::{receipts::Unrecorded, OpenLora};
 use crate::ChainError;
@@ -218,6 +219,20 @@ impl OpenLora {
                 Ok(())
             }
             Err(Refusal::Later(e)) => Err(e),
+            // An attribution the chain refuses (an index naming contributions outside the
+            // adapter's datanet versions) must not make a served call free: record it without
+            // its top contributions (their share goes to the model owner, as unattributed).
+            Err(Refusal::Record(reason) | Refusal::TooBig(reason))
+                if records.len() == 1 && !records[0].served.top.is_empty() =>
+            {
+                tracing::warn!(
+                    request = %records[0].served.request_id,
+                    "the chain refused a served inference; recording it without its attribution: {reason}"
+                );
+                let mut bare = records[0].clone();
+                bare.served.top.clear();
+                self.send(key, std::slice::from_ref(&bare), sent)
+            }
             Err(Refusal::Record(reason) | Refusal::TooBig(reason)) if records.len() == 1 => {
                 sent.rejected.push((records[0].served.request_id, reason));
                 Ok(())
