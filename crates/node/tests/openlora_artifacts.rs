@@ -430,7 +430,15 @@ fn adapters_resolve_to_verified_bundles_and_bad_ones_are_refused() {
     assert_eq!(header.tensors.len(), 8);
     assert_eq!(r.index_dir, None, "the index is not uploaded yet");
     assert_eq!(lora.resolve_adapter("adapter-1").unwrap(), Some(r.clone()));
-    for unknown in ["nobody", "adapter-99", "adapter-"] {
+    // An id is written one way only: zero-padded forms name nothing (each would otherwise be
+    // one more name for the same adapter, missing every resolution cache).
+    for unknown in [
+        "nobody",
+        "adapter-99",
+        "adapter-",
+        "adapter-01",
+        "adapter-0001",
+    ] {
         assert_eq!(lora.resolve_adapter(unknown).unwrap(), None, "{unknown}");
     }
     // Only adapters of the served base model are listed.

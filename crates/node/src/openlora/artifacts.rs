@@ -476,11 +476,14 @@ enum Named {
     Name(String),
 }
 
+/// `adapter-<id>` names the adapter `id` only as written without leading zeros, so an adapter
+/// has exactly two names (a padded form names nothing: registered names cannot look like ids).
 fn named(model: &str) -> Named {
     match model.strip_prefix("adapter-") {
-        Some(d) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => {
-            d.parse().map(Named::Id).unwrap_or(Named::Id(0))
-        }
+        Some(d) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => match d.parse() {
+            Ok(id) if d == format!("{id}") => Named::Id(id),
+            _ => Named::Id(0),
+        },
         _ => Named::Name(model.to_string()),
     }
 }
@@ -880,6 +883,7 @@ mod tests {
     #[test]
     fn model_names_and_ids_are_told_apart() {
         assert!(matches!(named("adapter-12"), Named::Id(12)));
+        assert!(matches!(named("adapter-012"), Named::Id(0)));
         assert!(matches!(named("adapter-"), Named::Name(_)));
         assert!(matches!(named("adapter-x1"), Named::Name(_)));
         assert!(matches!(named("bees"), Named::Name(_)));
