@@ -56,7 +56,8 @@ interface IModel {
     /// Registers an adapter merged from registered adapters of the same base model (linear, TIES,
     /// DARE...): it inherits the union of its parents' datanet versions, so their contributors keep
     /// earning from it, and the first parent's attribution index root. `mergeConfigHash` commits to
-    /// the method, weights and parameters.
+    /// the method, weights and parameters. Inheriting a permissioned datanet needs an access grant
+    /// to it, as `registerAdapter` does.
     function registerMergedAdapter(
         string calldata name,
         uint64[] calldata parentIds,

@@ -365,3 +365,74 @@ fn another_account_cannot_squat_an_operators_request_id() {
     };
     assert_eq!((of(&w, CALLER), of(&w, OPERATOR)), (1, 2));
 }
+
+#[test]
+fn merging_needs_the_access_that_training_on_a_permissioned_datanet_needs() {
+    let mut w = world();
+    w.call(
+        OWNER,
+        modules::DATANET,
+        IDatanet::createDatanetCall {
+            name: "private".into(),
+            summary: String::new(),
+            description: String::new(),
+            tags: vec![],
+            dataType: 0,
+            licence: "proprietary".into(),
+            permissioned: true,
+        },
+    )
+    .unwrap();
+    w.call(
+        OWNER,
+        modules::DATANET,
+        IDatanet::contributeCall {
+            datanetId: 2,
+            rowsRoot: keccak256(b"private rows"),
+            rowCount: 1,
+            byteSize: 100,
+            score: 9000,
+            metadataUri: String::new(),
+        },
+    )
+    .unwrap();
+    w.call(
+        OWNER,
+        modules::DATANET,
+        IDatanet::approveCall { contributionId: 2 },
+    )
+    .unwrap();
+    for name in ["private-a", "private-b"] {
+        w.call(
+            OWNER,
+            modules::MODEL,
+            IModel::registerAdapterCall {
+                baseModelId: 1,
+                name: name.into(),
+                datanetIds: vec![2],
+                datanetVersions: vec![1],
+                trainingConfigHash: keccak256(b"config"),
+                adapterHash: keccak256(name.as_bytes()),
+                attributionIndexRoot: B256::ZERO,
+            },
+        )
+        .unwrap();
+    }
+    let merge = |w: &mut World, who: usize, name: &str| {
+        w.call(
+            who,
+            modules::MODEL,
+            IModel::registerMergedAdapterCall {
+                name: name.into(),
+                parentIds: vec![2, 3],
+                mergeConfigHash: keccak256(b"linear"),
+                adapterHash: keccak256(name.as_bytes()),
+            },
+        )
+    };
+    // Without a grant, an account cannot claim the datanet by merging others' adapters either.
+    let e = merge(&mut w, CALLER, "laundered").unwrap_err();
+    assert!(matches!(e, ExecError::Unauthorized(_)), "{e}");
+    assert!(e.to_string().contains("datanet 2"), "{e}");
+    merge(&mut w, OWNER, "merged-private").unwrap();
+}

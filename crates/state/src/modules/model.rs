@@ -3,7 +3,8 @@
 //! adapter blob hash and the attribution-index root.
 //!
 //! Adapter names are unique, so the OpenAI API can name an adapter by name; merged adapters
-//! record their parents and inherit their datanet versions, so those contributors keep earning.
+//! record their parents and inherit their datanet versions, so those contributors keep earning
+//! (inheriting a permissioned datanet needs the access training on it needs).
 //!
 //! Keys: `m/n` → base model count; `m/b`++id → `BaseModel`; `m/h`++hash → id;
 //! `m/a` → adapter count; `m/A`++id → `Adapter`; `m/N`++name → adapter id;
@@ -179,6 +180,16 @@ fn register_merged(ctx: &mut Ctx, c: IModel::registerMergedAdapterCall) -> ExecR
             ids.len(),
             ctx.params.max_attributions
         )));
+    }
+    // Inheriting a datanet claims training on it: the access `registerAdapter` asks for.
+    for &d_id in &ids {
+        let d = datanet::datanet(&ctx.state, d_id)?;
+        if !datanet::has_access(&ctx.state, &d, &ctx.sender)? {
+            return Err(ExecError::Unauthorized(format!(
+                "the parents were trained on datanet {d_id}, which is permissioned, and {} has no access grant to it",
+                ctx.sender
+            )));
+        }
     }
     let id = register(
         ctx,
