@@ -425,6 +425,38 @@ fn api_keys_are_bound_by_signature_stored_hashed_and_revocable() {
     }
     assert_eq!(o.account_for_key(&the_key), None);
 
+    // An account that never let the operator spend its credit binds no key: keys cost their
+    // holders an approval on chain, so the table cannot be filled by throwaway accounts.
+    let dave_key = format!("olk_{}", "d0".repeat(32));
+    let dave = key("dave");
+    let (status, answer) = http(
+        server.port,
+        "POST",
+        "/v1/api-keys",
+        None,
+        &binding(&dave, dave.address(), &dave_key, CHAIN_ID, op, now),
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allowance"),
+        "{answer}"
+    );
+    assert_eq!(o.account_for_key(&dave_key), None);
+
+    ok(
+        &node,
+        &alice,
+        INFERENCE,
+        U256::ZERO,
+        IInference::approveOperatorCall {
+            operator: op,
+            allowance: one_open(),
+        }
+        .abi_encode(),
+    );
     let good = binding(&alice, alice.address(), &the_key, CHAIN_ID, op, now);
     let (status, answer) = http(server.port, "POST", "/v1/api-keys", None, &good);
     assert_eq!(status, 201, "{answer}");

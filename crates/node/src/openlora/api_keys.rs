@@ -136,29 +136,7 @@ impl ApiKeys {
         operator: Address,
         now: u64,
     ) -> Result<(), ApiError> {
-        if b.issued_at.abs_diff(now) > MAX_SKEW_SECS {
-            return Err(ApiError::Unauthorized(format!(
-                "the binding was signed at {}, more than {MAX_SKEW_SECS} s from the node's clock \
-                 ({now}); check your clock and sign it again",
-                b.issued_at
-            )));
-        }
-        let sig: Signature = b
-            .signature
-            .parse()
-            .map_err(|e| ApiError::BadRequest(format!("malformed signature: {e}")))?;
-        let msg = binding_message(chain_id, operator, &b.key_hash, b.issued_at);
-        let signer = sig
-            .recover_address_from_msg(&msg)
-            .map_err(|e| ApiError::Unauthorized(format!("cannot recover the signer: {e}")))?;
-        if signer != b.address {
-            return Err(ApiError::Unauthorized(format!(
-                "the binding is signed by {signer}, not by {} (wrong key, or signed for another \
-                 chain, operator, key or time: this node is chain {chain_id}, operator \
-                 {operator})",
-                b.address
-            )));
-        }
+        verify_binding(b, chain_id, operator, now)?;
         let mut t = self.lock();
         t.prune_revoked(now);
         if let Some(old) = t.revoked.get(&b.key_hash) {
@@ -245,6 +223,40 @@ impl ApiKeys {
         write_atomic(&self.path, &json)
             .map_err(|e| ApiError::Internal(format!("writing {}: {e}", self.path.display())))
     }
+}
+
+/// Checks that binding `b` is signed by its account for this node (`chain_id`, `operator`)
+/// within [`MAX_SKEW_SECS`] of `now`.
+pub fn verify_binding(
+    b: &KeyBinding,
+    chain_id: u64,
+    operator: Address,
+    now: u64,
+) -> Result<(), ApiError> {
+    if b.issued_at.abs_diff(now) > MAX_SKEW_SECS {
+        return Err(ApiError::Unauthorized(format!(
+            "the binding was signed at {}, more than {MAX_SKEW_SECS} s from the node's clock \
+             ({now}); check your clock and sign it again",
+            b.issued_at
+        )));
+    }
+    let sig: Signature = b
+        .signature
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("malformed signature: {e}")))?;
+    let msg = binding_message(chain_id, operator, &b.key_hash, b.issued_at);
+    let signer = sig
+        .recover_address_from_msg(&msg)
+        .map_err(|e| ApiError::Unauthorized(format!("cannot recover the signer: {e}")))?;
+    if signer != b.address {
+        return Err(ApiError::Unauthorized(format!(
+            "the binding is signed by {signer}, not by {} (wrong key, or signed for another \
+             chain, operator, key or time: this node is chain {chain_id}, operator \
+             {operator})",
+            b.address
+        )));
+    }
+    Ok(())
 }
 
 impl Table {

@@ -11,10 +11,11 @@
 //! caller, and at most [`PaymentLimits::max_unrecorded`] inferences waiting to be recorded
 //! (in-flight ones counted), past which new requests are refused until the recorder catches up.
 //!
-//! Routes: `POST /v1/api-keys`, `DELETE /v1/api-keys/{key_hash}`, `GET /v1/openlora`.
+//! Routes: `POST /v1/api-keys` (only for accounts that gave the operator an allowance),
+//! `DELETE /v1/api-keys/{key_hash}`, `GET /v1/openlora`.
 
 use super::{
-    api_keys::{ApiKeys, KeyBinding},
+    api_keys::{self, ApiKeys, KeyBinding},
     receipts::{ReceiptJournal, ServedInference, Unrecorded},
     signed_request, OpenLora,
 };
@@ -465,6 +466,42 @@ impl OpenLora {
         Ok(())
     }
 
+    /// Refuses an API key for an account that gives the operator no allowance on chain: such
+    /// a key could pay for nothing, and requiring the approval (a transaction) keeps throwaway
+    /// accounts from filling the key table.
+    fn check_may_bind(&self, account: Address, operator: Address) -> Result<(), ApiError> {
+        if account == operator {
+            return Ok(());
+        }
+        let chain = self.node.chain();
+        let params = chain
+            .params()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let env = chain
+            .pending_env(now())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let allowance = chain
+            .with_pending_state(|s| {
+                view(
+                    s,
+                    &env,
+                    &params,
+                    INFERENCE,
+                    IInference::allowanceCall { account, operator }.abi_encode(),
+                )
+            })
+            .and_then(|out| U256::abi_decode(&out).map_err(|e| e.to_string()))
+            .map_err(ApiError::Internal)?;
+        if allowance.is_zero() {
+            return Err(ApiError::Forbidden(format!(
+                "{account} gives this node's operator {operator} no allowance on its inference \
+                 credit, so a key could pay for nothing: approve one first (`openledger --from \
+                 KEY api-key new --allowance AMOUNT` does both)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Drops a reservation without charging (rejected, failed, cancelled before any token).
     pub fn release(&self, r: Reservation) {
         drop(r);
@@ -511,9 +548,14 @@ async fn bind(
     let chain_id = o.node.chain_id();
     let o2 = o.clone();
     let b2 = b.clone();
-    tokio::task::spawn_blocking(move || o2.payments.keys.bind(&b2, chain_id, operator, now()))
-        .await
-        .map_err(|e| ApiError::Internal(format!("request task failed: {e}")))??;
+    tokio::task::spawn_blocking(move || {
+        let now = now();
+        api_keys::verify_binding(&b2, chain_id, operator, now)?;
+        o2.check_may_bind(b2.address, operator)?;
+        o2.payments.keys.bind(&b2, chain_id, operator, now)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("request task failed: {e}")))??;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "address": b.address, "key_hash": b.key_hash, "operator": operator })),
