@@ -263,6 +263,7 @@ fn base_model(rpc: &Rpc, id: u64) -> Result<IModel::BaseModel> {
 fn fetch_parent(s: &Session, a: &IModel::Adapter, dir: &Path) -> Result<LoraAdapter> {
     let what = format!("adapter {:?} (adapter-{})", a.name, a.id);
     eprintln!("{what}: downloading bundle {}", a.adapterHash);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("bundle");
     let mut file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
