@@ -629,7 +629,9 @@ fn run_node(
     // The operator account that records paid calls, unlocked before anything listens.
     let operator = match &config.serve.operator {
         Some(name) => Some(s.unlock_named(name).with_context(|| {
-            format!("unlocking the OpenLoRA operator key {name:?} ([serve] operator in config.toml)")
+            format!(
+                "unlocking the OpenLoRA operator key {name:?} ([serve] operator in config.toml)"
+            )
         })?),
         None => None,
     };

@@ -45,8 +45,11 @@ fn answer(v: &serde_json::Value) -> String {
 fn fees(s: &Served, n: u64) -> U256 {
     (1..=n)
         .map(|r| {
-            s.view(modules::INFERENCE, IInference::getReceiptCall { receiptId: r })
-                .fee
+            s.view(
+                modules::INFERENCE,
+                IInference::getReceiptCall { receiptId: r },
+            )
+            .fee
         })
         .fold(U256::ZERO, |a, b| a + b)
 }
@@ -61,7 +64,10 @@ fn a_hundred_chain_adapters_served_at_once_answer_as_when_served_alone() {
         s.publish(n, 1000 + i as u64, 64.0);
     }
     // Two paying callers (a caller holds at most 64 calls in flight).
-    let keys = [s.api_key("dev5", "100", "100"), s.api_key("dev6", "100", "100")];
+    let keys = [
+        s.api_key("dev5", "100", "100"),
+        s.api_key("dev6", "100", "100"),
+    ];
     let callers = [s.address("dev5"), s.address("dev6")];
     let credit0: Vec<U256> = callers.iter().map(|c| s.credit(*c)).collect();
     let url = s.url("/v1/chat/completions");
@@ -140,8 +146,7 @@ fn sigkill_under_paid_load_loses_no_charged_receipt_and_charges_none_twice() {
                     match req.send(body.as_bytes()) {
                         Ok(mut r) if r.status().as_u16() == 200 => {
                             let v: serde_json::Value =
-                                serde_json::from_str(&r.body_mut().read_to_string().ok()?)
-                                    .ok()?;
+                                serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
                             let _ = done.send(());
                             Some(v["id"].as_str()?.to_string())
                         }
@@ -190,5 +195,9 @@ fn sigkill_under_paid_load_loses_no_charged_receipt_and_charges_none_twice() {
     let n = s.receipt_count();
     assert!(n >= answered.len() as u64);
     assert!(n <= 24, "{n} receipts for 24 calls");
-    assert_eq!(credit0 - s.credit(caller), fees(&s, n), "charged exactly once each");
+    assert_eq!(
+        credit0 - s.credit(caller),
+        fees(&s, n),
+        "charged exactly once each"
+    );
 }

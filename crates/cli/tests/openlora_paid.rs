@@ -68,7 +68,11 @@ fn paid_calls_are_attributed_charged_once_recorded_and_settled_to_the_wei() {
     assert_eq!(s.credit(caller), credit0, "refused calls charged nothing");
 
     // The base model stays free and needs no key.
-    let (st, body) = post(&url, None, &chat(4, "SmolLM2-135M-Instruct.Q4_1.gguf", "Hi"));
+    let (st, body) = post(
+        &url,
+        None,
+        &chat(4, "SmolLM2-135M-Instruct.Q4_1.gguf", "Hi"),
+    );
     assert_eq!(st, 200, "{body}");
 
     let before = Balances::read(&s, &[owner, contributor, operator]);
@@ -101,7 +105,10 @@ fn paid_calls_are_attributed_charged_once_recorded_and_settled_to_the_wei() {
     }
     let mut fees = U256::ZERO;
     for r in 1..=2u64 {
-        let rc = s.view(modules::INFERENCE, IInference::getReceiptCall { receiptId: r });
+        let rc = s.view(
+            modules::INFERENCE,
+            IInference::getReceiptCall { receiptId: r },
+        );
         assert!(rc.settled, "receipt {r} is settled");
         assert_eq!(rc.caller, caller);
         assert_eq!(rc.operator, operator);
@@ -112,7 +119,11 @@ fn paid_calls_are_attributed_charged_once_recorded_and_settled_to_the_wei() {
     assert!(charged_tokens > 0);
     // Every wei: the caller's credit paid exactly the fees; the fees reached the owner, the
     // contributor, the stakers' pool and the treasury (which also got the operator's gas).
-    assert_eq!(credit0 - s.credit(caller), fees, "the caller paid exactly the two fees");
+    assert_eq!(
+        credit0 - s.credit(caller),
+        fees,
+        "the caller paid exactly the two fees"
+    );
     let after = Balances::read(&s, &[owner, contributor, operator]);
     let gas = before.accounts[2] - after.accounts[2];
     let received = (after.accounts[0] - before.accounts[0])
@@ -209,17 +220,27 @@ fn a_stream_cancelled_before_its_first_token_is_not_charged() {
     // A completed call afterwards is recorded alone: the cancelled ones were charged only for
     // the tokens they received before the node noticed (possibly none), never the whole
     // max_tokens.
-    let (st, whole) = post(&s.url("/v1/chat/completions"), Some(&key), &chat(8, "cancelled", ECHO));
+    let (st, whole) = post(
+        &s.url("/v1/chat/completions"),
+        Some(&key),
+        &chat(8, "cancelled", ECHO),
+    );
     assert_eq!(st, 200, "{whole}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while s.receipt_of(whole["id"].as_str().unwrap()) == 0 {
-        assert!(std::time::Instant::now() < deadline, "the completed call was not recorded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the completed call was not recorded"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let n = s.receipt_count();
     let mut fees = U256::ZERO;
     for r in 1..=n {
-        let rc = s.view(modules::INFERENCE, IInference::getReceiptCall { receiptId: r });
+        let rc = s.view(
+            modules::INFERENCE,
+            IInference::getReceiptCall { receiptId: r },
+        );
         assert!(
             rc.completionTokens < 200,
             "receipt {r} charged {} completion tokens of a cancelled stream",
