@@ -201,8 +201,7 @@ impl Served {
     /// The operator that records the node's paid calls (`GET /v1/openlora`).
     pub fn operator(&self) -> Address {
         let mut resp = ureq::get(self.url("/v1/openlora")).call().unwrap();
-        let info: Value =
-            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        let info: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
         info["operator"]
             .as_str()
             .and_then(|a| a.parse().ok())
