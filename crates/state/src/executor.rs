@@ -35,6 +35,12 @@ pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> Result<u64, ExecErr
     let zeros = data.iter().filter(|b| **b == 0).count() as u64;
     let nonzeros = data.len() as u64 - zeros;
     let call = match modules::function_name(to, data) {
+        // A batch pays per record too, so batched receipts cost state like single ones.
+        Some(name @ "recordInferences") => params.call_gas(name).saturating_add(
+            params
+                .call_gas("recordInferences.perRecord")
+                .saturating_mul(abi_array_len(data)),
+        ),
         Some(name) => params.call_gas(name),
         None => params.call_gas("transfer"),
     };
@@ -50,6 +56,22 @@ pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> Result<u64, ExecErr
                 data.len()
             ))
         })
+}
+
+/// The length of the dynamic array that is a call's first argument (0 when the calldata is too
+/// short or malformed: decoding refuses such a call anyway).
+fn abi_array_len(data: &[u8]) -> u64 {
+    let word = |at: usize| -> Option<u64> {
+        let w = data.get(at..at.checked_add(32)?)?;
+        w[..24]
+            .iter()
+            .all(|b| *b == 0)
+            .then(|| u64::from_be_bytes(w[24..].try_into().unwrap_or_default()))
+    };
+    word(4)
+        .and_then(|off| usize::try_from(off).ok()?.checked_add(4))
+        .and_then(word)
+        .unwrap_or(0)
 }
 
 /// Applies one verified transaction over `state`. On success returns the writes to merge.

@@ -436,3 +436,23 @@ fn merging_needs_the_access_that_training_on_a_permissioned_datanet_needs() {
     assert!(e.to_string().contains("datanet 2"), "{e}");
     merge(&mut w, OWNER, "merged-private").unwrap();
 }
+
+#[test]
+fn a_batch_pays_gas_per_record() {
+    use openledger_state::executor::gas_of;
+    let w = world();
+    let p = &w.genesis.params;
+    let gas = |n: u8| {
+        let records = (0..n).map(|i| record(&w, i, 5)).collect();
+        let data = IInference::recordInferencesCall {
+            records,
+            settleNow: true,
+        }
+        .abi_encode_call();
+        gas_of(p, &modules::INFERENCE, &data).unwrap()
+    };
+    let per = p.call_gas("recordInferences.perRecord");
+    assert!(per > 0);
+    // Each record adds at least its schedule on top of its calldata.
+    assert!(gas(10) - gas(1) >= 9 * per, "{} vs {}", gas(10), gas(1));
+}

@@ -110,7 +110,8 @@ impl Default for Params {
             ("approveOperator", 20_000),
             ("recordInference", 80_000),
             // A batch: calldata gas grows with its records.
-            ("recordInferences", 200_000),
+            ("recordInferences", 40_000),
+            ("recordInferences.perRecord", 50_000),
             ("registerMergedAdapter", 150_000),
             ("settle", 40_000),
         ]
