@@ -45,9 +45,24 @@ fn paid_calls_are_attributed_charged_once_recorded_and_settled_to_the_wei() {
     // Refused before any compute, and not charged: no key, an unknown key, a bad parameter,
     // an unknown model, a caller without credit.
     let credit0 = s.credit(caller);
+    let loads = || {
+        let text = common::openlora::agent()
+            .get(s.url("/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("openlora:adapter_loads_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no adapter_loads_total in {text}"))
+    };
+    let loads0 = loads();
     let (st, body) = post(&url, None, &chat(8, "beekeeper", ECHO));
     assert_eq!(st, 401, "{body}");
     assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert_eq!(loads(), loads0, "an unpaid call loads no adapter weights");
     let (st, _) = post(&url, Some("olk_0000"), &chat(8, "beekeeper", ECHO));
     assert_eq!(st, 401);
     let mut bad = chat(8, "beekeeper", ECHO);

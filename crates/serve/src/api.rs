@@ -344,31 +344,35 @@ pub(crate) struct Target {
     adapter: Option<(String, Arc<LoraAdapter>)>,
     /// The on-chain registration, for adapters served from the chain.
     chain: Option<ChainAdapter>,
+    /// The name of a local adapter (registered by the operator, served free).
+    local: Option<String>,
 }
 
 /// The base model, a local adapter, or an adapter registered on chain (by name or
-/// `adapter-<id>`); 404 when it names nothing.
-async fn resolve(s: &Arc<Serve>, model: &str) -> Result<Target, ServeError> {
-    resolve_model(s, model).await
+/// `adapter-<id>`), with its weights loaded; 404 when it names nothing. For [`Serve::preload`].
+pub(crate) async fn resolve_model(s: &Arc<Serve>, model: &str) -> Result<Target, ServeError> {
+    let target = locate(s, model).await?;
+    load(s, model, target).await
 }
 
-/// [`resolve`], for [`Serve::preload`].
-pub(crate) async fn resolve_model(s: &Arc<Serve>, model: &str) -> Result<Target, ServeError> {
+/// What `model` names, without loading any weights (so a paid adapter's caller is checked
+/// before its weights take room in the cache).
+async fn locate(s: &Arc<Serve>, model: &str) -> Result<Target, ServeError> {
+    let none = Target {
+        adapter: None,
+        chain: None,
+        local: None,
+    };
     if model == s.model_id {
-        return Ok(Target {
-            adapter: None,
-            chain: None,
-        });
+        return Ok(none);
     }
     // Keys of on-chain adapters (`adapter-<id>`) resolve through the chain below, so they are
     // never served as free local adapters.
     if s.adapters.contains_local(model) {
-        if let Some(a) = s.adapters.get(model).await? {
-            return Ok(Target {
-                adapter: Some((model.to_string(), a)),
-                chain: None,
-            });
-        }
+        return Ok(Target {
+            local: Some(model.to_string()),
+            ..none
+        });
     }
     let chain = match s.cached_chain_adapter(model) {
         Some(c) => Some(c),
@@ -382,7 +386,9 @@ pub(crate) async fn resolve_model(s: &Arc<Serve>, model: &str) -> Result<Target,
                         name: model.to_string(),
                         message: e,
                     })?;
-                if let Some(c) = &found {
+                // An adapter whose index is not on this node yet is looked up again next time,
+                // so its calls are attributed once the index arrives.
+                if let Some(c) = found.as_ref().filter(|c| c.index_dir.is_some()) {
                     s.remember_chain_adapter(model, c);
                 }
                 found
@@ -390,17 +396,32 @@ pub(crate) async fn resolve_model(s: &Arc<Serve>, model: &str) -> Result<Target,
             None => None,
         },
     };
-    let Some(chain) = chain else {
-        return Err(ServeError::UnknownModel(model.to_string()));
-    };
-    let key = format!("adapter-{}", chain.id);
-    s.adapters
-        .register_chain(&key, &chain.peft_dir, chain.pinned);
-    match s.adapters.get(&key).await? {
-        Some(a) => Ok(Target {
-            adapter: Some((key, a)),
+    match chain {
+        Some(chain) => Ok(Target {
             chain: Some(chain),
+            ..none
         }),
+        None => Err(ServeError::UnknownModel(model.to_string())),
+    }
+}
+
+/// Loads the weights of a located target.
+async fn load(s: &Arc<Serve>, model: &str, mut t: Target) -> Result<Target, ServeError> {
+    let key = match (&t.chain, &t.local) {
+        (Some(chain), _) => {
+            let key = format!("adapter-{}", chain.id);
+            s.adapters
+                .register_chain(&key, &chain.peft_dir, chain.pinned);
+            key
+        }
+        (None, Some(name)) => name.clone(),
+        (None, None) => return Ok(t), // the base model
+    };
+    match s.adapters.get(&key).await? {
+        Some(a) => {
+            t.adapter = Some((key, a));
+            Ok(t)
+        }
         None => Err(ServeError::UnknownModel(model.to_string())),
     }
 }
@@ -474,18 +495,20 @@ impl Billing {
         }))
     }
 
-    /// Attributes the delivered text and charges for `completion_tokens` (blocking). Nothing is
-    /// charged when no completion token reached the client.
+    /// Attributes the delivered text and charges for `completion_tokens` (blocking). A call
+    /// cancelled before any completion token reached the client is not charged; a finished one
+    /// pays its prompt even when the model stopped at once.
     fn settle(
         mut self,
         s: &Serve,
         texts: &[String],
         completion_tokens: usize,
+        finished: bool,
     ) -> Result<Option<Value>, ServeError> {
         let Some(hold) = self.hold.take() else {
             return Ok(None);
         };
-        if completion_tokens == 0 {
+        if completion_tokens == 0 && !finished {
             self.ledger.release(hold);
             return Ok(None);
         }
@@ -580,8 +603,8 @@ async fn run(
     prompt_param: &'static str,
     attributed_prompt: String,
 ) -> Result<Response, ServeError> {
-    let target = resolve(&s, &common.model).await?;
-    let adapter = target.adapter.clone();
+    // Who pays is checked before the adapter's weights are loaded (below, after the hold).
+    let target = locate(&s, &common.model).await?;
     let ctx = s.engine.model().config.max_position;
     let room = ctx.saturating_sub(prompt.len());
     let max_tokens = match common.max_tokens {
@@ -612,6 +635,8 @@ async fn run(
         max_tokens.saturating_mul(common.n),
         attributed_prompt.clone(),
     )?;
+    let target = load(&s, &common.model, target).await?;
+    let adapter = target.adapter.clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let jobs = (0..common.n)
         .map(|i| {
@@ -677,13 +702,15 @@ struct Pay {
 impl Pay {
     /// Attributes and charges (paid) or attributes (free) on the blocking pool; the
     /// `attribution` object for the response.
+    /// `finished`: the call ran to its end (not cancelled).
     async fn finish(
         self,
         texts: Vec<String>,
         completion_tokens: usize,
+        finished: bool,
     ) -> Result<Option<Value>, ServeError> {
         tokio::task::spawn_blocking(move || match self.billing {
-            Some(b) => b.settle(&self.serve, &texts, completion_tokens),
+            Some(b) => b.settle(&self.serve, &texts, completion_tokens, finished),
             None => Ok(attribute_free(
                 &self.serve,
                 &self.target,
@@ -755,7 +782,7 @@ async fn whole_response(
         }
     }
     // Charged (durably) before the answer leaves; a failed charge answers 503 and charges nothing.
-    let attribution = pay.finish(texts.clone(), completion_tokens).await?;
+    let attribution = pay.finish(texts.clone(), completion_tokens, true).await?;
     let finish_reasons: Vec<&str> = finish.iter().map(|f| f.map_or("", finish_str)).collect();
     let choices: Vec<Value> = texts
         .into_iter()
@@ -821,7 +848,7 @@ impl Drop for StreamState {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(
                     async move {
-                        if let Err(e) = pay.finish(texts, tokens).await {
+                        if let Err(e) = pay.finish(texts, tokens, false).await {
                             tracing::error!(error = %e, "charging a cancelled stream failed");
                         }
                     }
@@ -879,7 +906,7 @@ impl StreamState {
             let attribution = match self.pay.take() {
                 Some(pay) => {
                     let texts = std::mem::take(&mut self.texts);
-                    match pay.finish(texts, self.completion_tokens).await {
+                    match pay.finish(texts, self.completion_tokens, true).await {
                         Ok(a) => a,
                         Err(e) => {
                             self.push(SseEvent::default().data(e.body().to_string()));
