@@ -486,6 +486,20 @@ fn adapters_resolve_to_verified_bundles_and_bad_ones_are_refused() {
     assert!(err.contains("not stored"), "{err}");
     // Uploading it again heals it.
     assert_eq!(upload(&srv, &bob, "b3", &bees).0, 201);
+    // A download of a copy corrupted on disk is refused before any byte goes out (it used to
+    // send the whole corrupt file with a 200).
+    let mut bad = std::fs::read(&stored).unwrap();
+    bad[0] ^= 0xff;
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a new mtime for the stamp
+    std::fs::write(&stored, &bad).unwrap();
+    let get = format!(
+        "GET /v1/artifacts/{bees_hash} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        srv.port
+    );
+    let (status, body) = http(srv.port, &get, b"");
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("corrupt"));
+    assert_eq!(upload(&srv, &bob, "b4", &bees).0, 201);
     let again = lora.resolve_adapter("bees").unwrap().unwrap();
     assert_eq!(
         bundle::blake3_hash(

@@ -763,7 +763,15 @@ async fn download(
     UrlPath(hash): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;
-    let path = o.artifacts.path(&hash);
+    // Checked whole before the first byte goes out (a corrupt copy is removed and refused);
+    // the hash kept by file stamp makes this a lookup after the first time.
+    let path = {
+        let o = o.clone();
+        tokio::task::spawn_blocking(move || o.artifacts.verified(&hash, "artifact"))
+            .await
+            .map_err(|_| ApiError::NotFound(format!("artifact {hash}: the check failed")))?
+            .map_err(ApiError::NotFound)?
+    };
     let file = fs::File::open(&path)
         .map_err(|_| ApiError::NotFound(format!("no artifact {hash} on this node")))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -83,8 +83,7 @@ impl OpenLora {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("creating the OpenLoRA directory {}: {e}", dir.display()))?;
         let artifacts = artifacts::Artifacts::open(dir, limits)?;
-        let payments =
-            billing::Payments::open(&node, dir, operator.as_ref().map(|k| k.address()))?;
+        let payments = billing::Payments::open(&node, dir, operator.as_ref().map(|k| k.address()))?;
         Ok(Arc::new(OpenLora {
             node,
             dir: dir.to_path_buf(),
