@@ -1,0 +1,286 @@
+//! The training forward pass: the runtime's Llama (float weights) run as candle ops with backward,
+//! LoRA on every targeted projection (with dropout on its input, as PEFT does), and the loss on the
+//! target tokens only.
+//!
+//! The examples of a micro-batch are stacked into one `[tokens, hidden]` matrix with no padding, so
+//! every projection is one product for the whole batch; attention runs per example (causal, positions
+//! from 0), so packed examples never see each other. Frozen projections go through
+//! [`crate::ops::frozen_linear`] (no weight gradients) and the LM head only over the rows that
+//! predict a target, fused with the loss ([`crate::ops::linear_cross_entropy`]). The math is the
+//! runtime's `Llama::forward` (same rotary tables, GQA, SwiGLU, RMSNorm), in f32 throughout.
+
+use crate::adapter::TrainableAdapter;
+use crate::data::Encoded;
+use crate::error::{Error, Result};
+use crate::ops::{frozen_linear, linear_cross_entropy};
+use crate::rng::SplitMix64;
+use candle_core::{Device, Tensor, D};
+use openledger_model::linear::{Linear, Weight};
+use openledger_model::{Llama, Target};
+use std::collections::HashMap;
+
+/// The base model prepared for training.
+pub struct TrainModel {
+    pub model: Llama,
+    lm_head: Tensor,
+    /// Rotary tables `[max_position, head_dim / 2]`, computed as the runtime computes them.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// The LoRA weights a pass uses: the trainable variables (training) or detached views (evaluation).
+pub struct LoraView {
+    pairs: HashMap<(usize, Target), (Tensor, Tensor)>,
+    scale: f64,
+}
+
+impl LoraView {
+    /// Tracked: gradients flow to the adapter's variables.
+    pub fn training(a: &TrainableAdapter) -> Self {
+        Self::build(a, false)
+    }
+
+    /// Detached: no graph is recorded.
+    pub fn frozen(a: &TrainableAdapter) -> Self {
+        Self::build(a, true)
+    }
+
+    fn build(a: &TrainableAdapter, detach: bool) -> Self {
+        let t = |v: &candle_core::Var| {
+            if detach {
+                v.as_tensor().detach()
+            } else {
+                v.as_tensor().clone()
+            }
+        };
+        Self {
+            pairs: a
+                .pairs
+                .iter()
+                .map(|(k, a, b)| (*k, (t(a), t(b))))
+                .collect(),
+            scale: a.config.scale(),
+        }
+    }
+}
+
+/// Dropout on the LoRA inputs: probability `p`, masks drawn from the seed and the micro-batch's
+/// global index, so a resumed run draws the same masks.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropout {
+    pub p: f64,
+    pub seed: u64,
+    pub micro_batch: u64,
+}
+
+/// What one pass computed.
+pub struct PassLoss {
+    /// Sum of the target tokens' negative log-likelihoods (a scalar tensor, differentiable).
+    pub sum_nll: Tensor,
+    pub targets: usize,
+    pub tokens: usize,
+}
+
+impl TrainModel {
+    /// Takes a model whose projections are float (call `Llama::dequantize` first for GGUF).
+    pub fn new(model: Llama) -> Result<Self> {
+        let dev = model.device().clone();
+        for b in &model.blocks {
+            for t in Target::ALL {
+                if !matches!(b.linear(t).weight, Weight::Float(_)) {
+                    return Err(Error::Invalid(
+                        "LoRA training needs float projections; dequantize the model first".into(),
+                    ));
+                }
+            }
+        }
+        let lm_head = model.lm_head.to_float(&dev)?.contiguous()?;
+        let cfg = &model.config;
+        let half = cfg.head_dim / 2;
+        let max = cfg.max_position.max(1);
+        let theta_scale = (cfg.rope_theta as f32).powf(-2.0 / cfg.head_dim as f32);
+        let (mut cos, mut sin) = (Vec::with_capacity(max * half), Vec::with_capacity(max * half));
+        for p in 0..max {
+            let mut theta = p as f32;
+            for _ in 0..half {
+                cos.push(theta.cos());
+                sin.push(theta.sin());
+                theta *= theta_scale;
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (max, half), &dev)?,
+            sin: Tensor::from_vec(sin, (max, half), &dev)?,
+            lm_head,
+            model,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    /// The loss of a micro-batch: the summed NLL of every target token.
+    pub fn loss(
+        &self,
+        batch: &[&Encoded],
+        lora: &LoraView,
+        dropout: Option<Dropout>,
+    ) -> Result<PassLoss> {
+        let dev = self.device().clone();
+        let cfg = &self.model.config;
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut segments = Vec::new();
+        let mut rows = Vec::new();
+        let mut targets = Vec::new();
+        for e in batch {
+            let off = ids.len();
+            if e.tokens.len() > cfg.max_position {
+                return Err(Error::Invalid(format!(
+                    "an example of {} tokens exceeds the model's context of {}",
+                    e.tokens.len(),
+                    cfg.max_position
+                )));
+            }
+            segments.push((off, e.tokens.len()));
+            ids.extend_from_slice(&e.tokens);
+            positions.extend(0..e.tokens.len() as u32);
+            for i in 1..e.tokens.len() {
+                if e.targets[i] {
+                    rows.push((off + i - 1) as u32);
+                    targets.push(e.tokens[i]);
+                }
+            }
+        }
+        let n = ids.len();
+        let pos = Tensor::new(positions.as_slice(), &dev)?;
+        let cos = self.cos.index_select(&pos, 0)?.unsqueeze(1)?;
+        let sin = self.sin.index_select(&pos, 0)?.unsqueeze(1)?;
+        let (h, hd, kvh) = (cfg.num_heads, cfg.head_dim, cfg.num_kv_heads);
+        let mut x = self.model.embed.rows(&ids, &dev)?;
+        for (li, block) in self.model.blocks.iter().enumerate() {
+            let lin = |x: &Tensor, l: &Linear, t: Target| self.linear(x, l, li, t, lora, dropout);
+            let a = self.norm(&x, &block.attn_norm)?;
+            let q = rope(&lin(&a, &block.q, Target::Q)?.reshape((n, h, hd))?, &cos, &sin)?;
+            let k = rope(&lin(&a, &block.k, Target::K)?.reshape((n, kvh, hd))?, &cos, &sin)?;
+            let v = lin(&a, &block.v, Target::V)?.reshape((n, kvh, hd))?;
+            let mut outs = Vec::with_capacity(segments.len());
+            for &(off, len) in &segments {
+                outs.push(self.attend(
+                    &q.narrow(0, off, len)?,
+                    &k.narrow(0, off, len)?,
+                    &v.narrow(0, off, len)?,
+                )?);
+            }
+            let attn = if outs.len() == 1 {
+                outs.pop().expect("one segment")
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
+            x = (x + lin(&attn, &block.o, Target::O)?)?;
+            let f = self.norm(&x, &block.ffn_norm)?;
+            let g = lin(&f, &block.gate, Target::Gate)?;
+            let u = lin(&f, &block.up, Target::Up)?;
+            x = (x + lin(&(g.silu()? * u)?, &block.down, Target::Down)?)?;
+        }
+        let rows_t = Tensor::new(rows.as_slice(), &dev)?;
+        let last = self.norm(&x.index_select(&rows_t, 0)?, &self.model.norm)?;
+        let nll = linear_cross_entropy(&last, &self.lm_head, &targets)?;
+        Ok(PassLoss {
+            sum_nll: nll.sum_all()?,
+            targets: targets.len(),
+            tokens: n,
+        })
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm_slow(
+            x,
+            w,
+            self.model.config.rms_norm_eps as f32,
+        )?)
+    }
+
+    /// `x·Wᵀ + b + scale·B·A·dropout(x)`.
+    fn linear(
+        &self,
+        x: &Tensor,
+        l: &Linear,
+        layer: usize,
+        t: Target,
+        lora: &LoraView,
+        dropout: Option<Dropout>,
+    ) -> Result<Tensor> {
+        let Weight::Float(w) = &l.weight else {
+            return Err(Error::Invalid(
+                "a projection is quantized; LoRA training needs float weights".into(),
+            ));
+        };
+        let mut y = frozen_linear(x, w)?;
+        if let Some(b) = &l.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let Some((a, b)) = lora.pairs.get(&(layer, t)) else {
+            return Ok(y);
+        };
+        let xin = match dropout.filter(|d| d.p > 0.0) {
+            Some(d) => {
+                let mut rng = SplitMix64::derive(
+                    d.seed,
+                    "dropout",
+                    &[d.micro_batch, layer as u64, t as u64],
+                );
+                let keep = 1.0 / (1.0 - d.p) as f32;
+                let p = d.p as f32;
+                let mask: Vec<f32> = (0..x.elem_count())
+                    .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
+                    .collect();
+                (x * Tensor::from_vec(mask, x.dims(), x.device())?)?
+            }
+            None => x.clone(),
+        };
+        let d = (xin.matmul(&a.t()?)?.matmul(&b.t()?)? * lora.scale)?;
+        Ok((y + d)?)
+    }
+
+    /// Causal GQA attention of one example: `q: [T, heads, hd]`, `k`, `v: [T, kv_heads, hd]`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let cfg = &self.model.config;
+        let (t, kvh, hd) = (q.dim(0)?, cfg.num_kv_heads, cfg.head_dim);
+        let group = cfg.num_heads / kvh;
+        // Heads sharing a kv head become rows: [kv_heads, group·T, hd].
+        let q = q.transpose(0, 1)?.contiguous()?.reshape((kvh, group * t, hd))?;
+        let k = k.transpose(0, 1)?.contiguous()?;
+        let v = v.transpose(0, 1)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = if t > 1 {
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+                .collect();
+            let mask = Tensor::from_vec(mask, (t, t), q.device())?;
+            scores
+                .reshape((kvh, group, t, t))?
+                .broadcast_add(&mask)?
+                .reshape((kvh, group * t, t))?
+        } else {
+            scores
+        };
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = probs.matmul(&v)?; // [kvh, group·T, hd]
+        Ok(out
+            .reshape((cfg.num_heads, t, hd))?
+            .transpose(0, 1)?
+            .reshape((t, cfg.num_heads * hd))?)
+    }
+}
+
+/// Half-split rotary embedding of `x: [T, heads, hd]` with per-row `cos`/`sin: [T, 1, hd/2]`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(2)? / 2;
+    let x1 = x.narrow(2, 0, half)?;
+    let x2 = x.narrow(2, half, half)?;
+    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+    Ok(Tensor::cat(&[a, b], 2)?)
+}

@@ -1,0 +1,224 @@
+//! Two custom ops that make training on the CPU cheaper than candle's generic backward:
+//!
+//! - [`frozen_linear`]: `x·Wᵀ` for a frozen weight. Candle's matmul backward also computes the
+//!   weight's gradient (a product as large as the forward) even when nothing needs it; this op
+//!   returns only the input's gradient `g·W`. QLoRA plugs in here with a quantized `W`.
+//! - [`linear_cross_entropy`]: the LM head and the token loss in one op, chunked over rows: the
+//!   forward keeps `softmax − onehot` (or recomputes it in the backward when that would be large)
+//!   instead of the several `[rows, vocab]` intermediates of `log_softmax` + gather.
+//!
+//! Both run per row with a fixed order of operations, so results do not depend on scheduling.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input is not contiguous")))?;
+    Tensor::from_slice(&s.as_slice::<f32>()?[start..end], l.shape(), &Device::Cpu)
+}
+
+struct FrozenLinear {
+    /// `[out, in]`.
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input(s, l, self.name())?;
+        let y = x.matmul(&self.w.t()?)?;
+        let shape = y.shape().clone();
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(g.matmul(&self.w)?))
+    }
+}
+
+/// `x·Wᵀ` for `x: [n, in]` and a frozen `w: [out, in]`, with a backward to `x` only.
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
+    } else {
+        x.matmul(&w.t()?)
+    }
+}
+
+/// Rows of logits handled at once.
+const CHUNK: usize = 256;
+/// Above this many `rows × vocab` values the gradient is recomputed in the backward, not kept.
+const KEEP_LIMIT: usize = 64 << 20;
+
+struct LinearCe {
+    /// `[vocab, hidden]`.
+    w: Tensor,
+    targets: Vec<u32>,
+    /// `softmax − onehot` per row, from the forward (when kept).
+    grad: Mutex<Option<Vec<f32>>>,
+    keep: bool,
+}
+
+impl LinearCe {
+    /// Per-row loss of rows `h: [c, hidden]` against `targets`, and `softmax − onehot` in place of
+    /// the logits when `want_grad`.
+    fn chunk(&self, h: &Tensor, targets: &[u32], want_grad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        let vocab = self.w.dim(0)?;
+        let mut logits: Vec<f32> = h.matmul(&self.w.t()?)?.flatten_all()?.to_vec1()?;
+        let mut nll = vec![0f32; targets.len()];
+        logits
+            .par_chunks_mut(vocab)
+            .zip(nll.par_iter_mut())
+            .zip(targets.par_iter())
+            .for_each(|((row, loss), &t)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+                let lse = max + sum.ln() as f32;
+                *loss = lse - row[t as usize];
+                if want_grad {
+                    for x in row.iter_mut() {
+                        *x = (*x - lse).exp();
+                    }
+                    row[t as usize] -= 1.0;
+                }
+            });
+        Ok((nll, logits))
+    }
+}
+
+impl CustomOp1 for LinearCe {
+    fn name(&self) -> &'static str {
+        "linear-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let h = input(s, l, self.name())?;
+        let rows = h.dim(0)?;
+        let mut nll = Vec::with_capacity(rows);
+        let mut kept = Vec::new();
+        for r0 in (0..rows).step_by(CHUNK) {
+            let c = CHUNK.min(rows - r0);
+            let (loss, grad) = self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], self.keep)?;
+            nll.extend(loss);
+            if self.keep {
+                kept.extend(grad);
+            }
+        }
+        if self.keep {
+            *self.grad.lock().expect("not poisoned") = Some(kept);
+        }
+        Ok((CpuStorage::F32(nll), Shape::from(rows)))
+    }
+
+    fn bwd(&self, h: &Tensor, _nll: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let (rows, vocab) = (h.dim(0)?, self.w.dim(0)?);
+        let g: Vec<f32> = g.to_dtype(DType::F32)?.to_vec1()?;
+        let kept = self.grad.lock().expect("not poisoned").take();
+        let h = h.detach();
+        let mut parts = Vec::new();
+        for r0 in (0..rows).step_by(CHUNK) {
+            let c = CHUNK.min(rows - r0);
+            let mut grad = match &kept {
+                Some(all) => all[r0 * vocab..(r0 + c) * vocab].to_vec(),
+                None => self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], true)?.1,
+            };
+            grad.par_chunks_mut(vocab)
+                .zip(g[r0..r0 + c].par_iter())
+                .for_each(|(row, &s)| row.iter_mut().for_each(|x| *x *= s));
+            let grad = Tensor::from_vec(grad, (c, vocab), h.device())?;
+            parts.push(grad.matmul(&self.w)?);
+        }
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
+}
+
+/// Per-row negative log-likelihood `[rows]` of `targets` under `h·Wᵀ` for hidden states
+/// `h: [rows, hidden]` and LM head `w: [vocab, hidden]`; differentiable in `h`.
+pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    linear_cross_entropy_kept_below(h, w, targets, KEEP_LIMIT)
+}
+
+fn linear_cross_entropy_kept_below(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &[u32],
+    keep_limit: usize,
+) -> Result<Tensor> {
+    let (rows, vocab) = (h.dim(0)?, w.dim(0)?);
+    if rows != targets.len() {
+        candle_core::bail!("{rows} rows for {} targets", targets.len());
+    }
+    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("target token {t} is outside the vocabulary ({vocab})");
+    }
+    if !(h.device().is_cpu() && h.dtype() == DType::F32 && w.dtype() == DType::F32) {
+        let logits = h.matmul(&w.t()?)?;
+        let lsm = candle_nn::ops::log_softmax(&logits, 1)?;
+        let idx = Tensor::new(targets, h.device())?.unsqueeze(1)?;
+        return lsm.gather(&idx, 1)?.squeeze(1)?.neg();
+    }
+    h.contiguous()?.apply_op1(LinearCe {
+        w: w.clone(),
+        targets: targets.to_vec(),
+        grad: Mutex::new(None),
+        keep: h.track_op() && rows * vocab <= keep_limit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn rand(shape: (usize, usize), seed: u64) -> Tensor {
+        let mut r = crate::rng::SplitMix64::new(seed);
+        let v: Vec<f32> = (0..shape.0 * shape.1).map(|_| r.next_f32() - 0.5).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn close(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    #[test]
+    fn frozen_linear_matches_matmul_and_its_input_gradient() {
+        let w = rand((5, 7), 1);
+        let x = Var::from_tensor(&rand((3, 7), 2)).unwrap();
+        let y1 = frozen_linear(x.as_tensor(), &w).unwrap();
+        let y2 = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        assert!(close(&y1, &y2) < 1e-6);
+        let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(close(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn linear_cross_entropy_matches_log_softmax_and_its_gradient() {
+        let w = rand((11, 6), 3);
+        let x = Var::from_tensor(&rand((4, 6), 4)).unwrap();
+        let t = [0u32, 10, 3, 3];
+        for limit in [KEEP_LIMIT, 0] {
+            let ours = linear_cross_entropy_kept_below(x.as_tensor(), &w, &t, limit).unwrap();
+            check(&x, &w, &t, ours);
+        }
+        assert!(linear_cross_entropy(x.as_tensor(), &w, &[11, 0, 0, 0]).is_err());
+    }
+
+    fn check(x: &Var, w: &Tensor, t: &[u32], ours: Tensor) {
+        let logits = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        let lsm = candle_nn::ops::log_softmax(&logits, 1).unwrap();
+        let idx = Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(1).unwrap();
+        let want = lsm.gather(&idx, 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+        assert!(close(&ours, &want) < 1e-5);
+        let scale = Tensor::new(&[1f32, 2.0, 0.5, 0.0], &Device::Cpu).unwrap();
+        let g1 = (ours * &scale).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (want * &scale).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(close(g1.get(x).unwrap(), g2.get(x).unwrap()) < 1e-5);
+    }
+}
