@@ -204,7 +204,10 @@ impl TrainConfig {
             }
         }
         if out.is_empty() {
-            return refuse("lora_target is empty; use \"all\" or list projections such as \"q_proj,v_proj\"".into());
+            return refuse(
+                "lora_target is empty; use \"all\" or list projections such as \"q_proj,v_proj\""
+                    .into(),
+            );
         }
         out.sort();
         Ok(out)
@@ -311,7 +314,9 @@ impl TrainConfig {
             ("adam_beta2", self.adam_beta2),
         ] {
             if !(0.0..1.0).contains(&b) {
-                return refuse(format!("{n} is {b}; set it in [0, 1) (0.9 and 0.999 are usual)"));
+                return refuse(format!(
+                    "{n} is {b}; set it in [0, 1) (0.9 and 0.999 are usual)"
+                ));
             }
         }
         if self.adam_epsilon <= 0.0 {
@@ -330,13 +335,17 @@ impl TrainConfig {
             }
         }
         if self.save_total_limit == 0 {
-            return refuse("save_total_limit is 0; keep at least 1 checkpoint so the job can resume".into());
+            return refuse(
+                "save_total_limit is 0; keep at least 1 checkpoint so the job can resume".into(),
+            );
         }
         if self.early_stopping_patience > 0 && self.val_size == 0.0 {
             return refuse("early_stopping_patience needs a validation set; set val_size (0.1 holds out a tenth) or set early_stopping_patience to 0".into());
         }
         if self.datasets.is_empty() {
-            return refuse("no datasets: name a datanet export or a file ([[datasets]] path = \"…\")".into());
+            return refuse(
+                "no datasets: name a datanet export or a file ([[datasets]] path = \"…\")".into(),
+            );
         }
         Ok(())
     }
@@ -354,7 +363,8 @@ impl TrainConfig {
 
     /// The PEFT config of the adapter this job trains.
     pub fn lora_config(&self) -> Result<openledger_model::LoraConfig> {
-        let mut c = openledger_model::LoraConfig::new(self.lora_rank, self.lora_alpha, &self.targets()?);
+        let mut c =
+            openledger_model::LoraConfig::new(self.lora_rank, self.lora_alpha, &self.targets()?);
         c.use_rslora = self.use_rslora;
         c.dropout = self.lora_dropout;
         c.base_model = self
@@ -417,7 +427,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let e = TrainConfig::from_toml("lora_rnak = 4").unwrap_err().to_string();
+        let e = TrainConfig::from_toml("lora_rnak = 4")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lora_rnak"), "{e}");
     }
 }

@@ -54,11 +54,7 @@ impl LoraView {
             }
         };
         Self {
-            pairs: a
-                .pairs
-                .iter()
-                .map(|(k, a, b)| (*k, (t(a), t(b))))
-                .collect(),
+            pairs: a.pairs.iter().map(|(k, a, b)| (*k, (t(a), t(b)))).collect(),
             scale: a.config.scale(),
         }
     }
@@ -99,7 +95,10 @@ impl TrainModel {
         let half = cfg.head_dim / 2;
         let max = cfg.max_position.max(1);
         let theta_scale = (cfg.rope_theta as f32).powf(-2.0 / cfg.head_dim as f32);
-        let (mut cos, mut sin) = (Vec::with_capacity(max * half), Vec::with_capacity(max * half));
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(max * half),
+            Vec::with_capacity(max * half),
+        );
         for p in 0..max {
             let mut theta = p as f32;
             for _ in 0..half {
@@ -162,8 +161,16 @@ impl TrainModel {
         for (li, block) in self.model.blocks.iter().enumerate() {
             let lin = |x: &Tensor, l: &Linear, t: Target| self.linear(x, l, li, t, lora, dropout);
             let a = self.norm(&x, &block.attn_norm)?;
-            let q = rope(&lin(&a, &block.q, Target::Q)?.reshape((n, h, hd))?, &cos, &sin)?;
-            let k = rope(&lin(&a, &block.k, Target::K)?.reshape((n, kvh, hd))?, &cos, &sin)?;
+            let q = rope(
+                &lin(&a, &block.q, Target::Q)?.reshape((n, h, hd))?,
+                &cos,
+                &sin,
+            )?;
+            let k = rope(
+                &lin(&a, &block.k, Target::K)?.reshape((n, kvh, hd))?,
+                &cos,
+                &sin,
+            )?;
             let v = lin(&a, &block.v, Target::V)?.reshape((n, kvh, hd))?;
             let mut outs = Vec::with_capacity(segments.len());
             for &(off, len) in &segments {
@@ -226,11 +233,8 @@ impl TrainModel {
         };
         let xin = match dropout.filter(|d| d.p > 0.0) {
             Some(d) => {
-                let mut rng = SplitMix64::derive(
-                    d.seed,
-                    "dropout",
-                    &[d.micro_batch, layer as u64, t as u64],
-                );
+                let mut rng =
+                    SplitMix64::derive(d.seed, "dropout", &[d.micro_batch, layer as u64, t as u64]);
                 let keep = 1.0 / (1.0 - d.p) as f32;
                 let p = d.p as f32;
                 let mask: Vec<f32> = (0..x.elem_count())
@@ -250,7 +254,10 @@ impl TrainModel {
         let (t, kvh, hd) = (q.dim(0)?, cfg.num_kv_heads, cfg.head_dim);
         let group = cfg.num_heads / kvh;
         // Heads sharing a kv head become rows: [kv_heads, group·T, hd].
-        let q = q.transpose(0, 1)?.contiguous()?.reshape((kvh, group * t, hd))?;
+        let q = q
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((kvh, group * t, hd))?;
         let k = k.transpose(0, 1)?.contiguous()?;
         let v = v.transpose(0, 1)?.contiguous()?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;

@@ -187,14 +187,25 @@ impl Job {
                 reasons.join("; ")
             )));
         }
-        let split = plan::split(encoded.len(), config.val_size, config.seed).map_err(Error::Invalid)?;
+        let split =
+            plan::split(encoded.len(), config.val_size, config.seed).map_err(Error::Invalid)?;
         let model = load_model(&config)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
         write_jsonl(&dir.join(DATA_FILE), &records)?;
         write_jsonl(&dir.join(crate::REJECTED_FILE), &rejected)?;
         let _ = std::fs::remove_file(dir.join(LOG_FILE));
-        Self::assemble(dir, config, tok, model, records, encoded, rejected.len(), split, None)
+        Self::assemble(
+            dir,
+            config,
+            tok,
+            model,
+            records,
+            encoded,
+            rejected.len(),
+            split,
+            None,
+        )
     }
 
     /// Opens a job directory and continues from its newest checkpoint (from the start if it has
@@ -225,10 +236,21 @@ impl Job {
         let rejected = std::fs::read_to_string(dir.join(crate::REJECTED_FILE))
             .map(|t| t.lines().count())
             .unwrap_or(0);
-        let split = plan::split(encoded.len(), config.val_size, config.seed).map_err(Error::Invalid)?;
+        let split =
+            plan::split(encoded.len(), config.val_size, config.seed).map_err(Error::Invalid)?;
         let model = load_model(&config)?;
         let ck = checkpoint::latest(dir)?;
-        Self::assemble(dir, config, tok, model, records, encoded, rejected, split, ck.as_deref())
+        Self::assemble(
+            dir,
+            config,
+            tok,
+            model,
+            records,
+            encoded,
+            rejected,
+            split,
+            ck.as_deref(),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -244,7 +266,11 @@ impl Job {
         checkpoint_dir: Option<&Path>,
     ) -> Result<Job> {
         let plan = Plan {
-            lens: split.train.iter().map(|&i| encoded[i].tokens.len()).collect(),
+            lens: split
+                .train
+                .iter()
+                .map(|&i| encoded[i].tokens.len())
+                .collect(),
             batch_size: config.per_device_train_batch_size,
             accum: config.gradient_accumulation_steps,
             cutoff: config.cutoff_len,
@@ -282,7 +308,11 @@ impl Job {
                 }
                 let mut adapter = TrainableAdapter::from_adapter(&loaded, &dev)?;
                 adapter.config = lora;
-                let opt = AdamW::load(params, &adapter.vars(), &ck.join(checkpoint::OPTIMIZER_FILE))?;
+                let opt = AdamW::load(
+                    params,
+                    &adapter.vars(),
+                    &ck.join(checkpoint::OPTIMIZER_FILE),
+                )?;
                 if opt.t != state.step {
                     return Err(Error::Checkpoint(format!(
                         "{}: the optimizer took {} steps, the state says {}",
@@ -485,7 +515,8 @@ impl Job {
     fn next_step_batches(&mut self) -> Vec<Vec<usize>> {
         loop {
             if self.epoch_steps.as_ref().map(|(e, _)| *e) != Some(self.state.epoch) {
-                self.epoch_steps = Some((self.state.epoch, self.plan.steps(&self.state.epoch_order)));
+                self.epoch_steps =
+                    Some((self.state.epoch, self.plan.steps(&self.state.epoch_order)));
             }
             let (_, steps) = self.epoch_steps.as_ref().expect("just set");
             if let Some(s) = steps.get(self.state.step_in_epoch as usize) {
@@ -521,7 +552,10 @@ impl Job {
         let mut sum_nll = 0f64;
         let mut tokens = 0usize;
         for mb in &micro {
-            let batch: Vec<&Encoded> = mb.iter().map(|&p| &self.encoded[self.split.train[p]]).collect();
+            let batch: Vec<&Encoded> = mb
+                .iter()
+                .map(|&p| &self.encoded[self.split.train[p]])
+                .collect();
             let dropout = Dropout {
                 p: self.config.lora_dropout,
                 seed: self.config.seed,
@@ -593,7 +627,11 @@ impl Job {
         }
         let view = LoraView::frozen(&self.adapter);
         let (mut sum, mut n) = (0f64, 0usize);
-        for chunk in self.split.val.chunks(self.config.per_device_train_batch_size) {
+        for chunk in self
+            .split
+            .val
+            .chunks(self.config.per_device_train_batch_size)
+        {
             let batch: Vec<&Encoded> = chunk.iter().map(|&i| &self.encoded[i]).collect();
             let pass = self.model.loss(&batch, &view, None)?;
             sum += pass.sum_nll.to_scalar::<f32>()? as f64;
@@ -619,7 +657,10 @@ impl Job {
             st.best_step = Some(st.step);
             st.evals_without_improvement = 0;
             if st.step > 0 {
-                peft::save(&self.adapter.to_adapter()?, &self.dir.join(crate::BEST_ADAPTER_DIR))?;
+                peft::save(
+                    &self.adapter.to_adapter()?,
+                    &self.dir.join(crate::BEST_ADAPTER_DIR),
+                )?;
             }
             return Ok(false);
         }
@@ -635,7 +676,12 @@ impl Job {
         self.state.threads = rayon::current_num_threads();
         let state = serde_json::to_vec_pretty(&self.state).expect("state serializes");
         checkpoint::write_atomic(&tmp.join(checkpoint::STATE_FILE), &state)?;
-        let dst = checkpoint::commit(&self.dir, &tmp, self.state.step, self.config.save_total_limit)?;
+        let dst = checkpoint::commit(
+            &self.dir,
+            &tmp,
+            self.state.step,
+            self.config.save_total_limit,
+        )?;
         progress.event(&Event::Checkpoint {
             step: self.state.step,
             path: dst.display().to_string(),
@@ -701,11 +747,11 @@ impl Job {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        all.insert(phase.into(), serde_json::to_value(samples).expect("serializes"));
-        checkpoint::write_atomic(
-            &path,
-            &serde_json::to_vec_pretty(&all).expect("serializes"),
-        )
+        all.insert(
+            phase.into(),
+            serde_json::to_value(samples).expect("serializes"),
+        );
+        checkpoint::write_atomic(&path, &serde_json::to_vec_pretty(&all).expect("serializes"))
     }
 
     /// Redraws `loss.png` and `loss.svg` from the log.

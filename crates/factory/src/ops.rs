@@ -104,7 +104,8 @@ impl CustomOp1 for LinearCe {
         let mut kept = Vec::new();
         for r0 in (0..rows).step_by(CHUNK) {
             let c = CHUNK.min(rows - r0);
-            let (loss, grad) = self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], self.keep)?;
+            let (loss, grad) =
+                self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], self.keep)?;
             nll.extend(loss);
             if self.keep {
                 kept.extend(grad);
@@ -126,7 +127,10 @@ impl CustomOp1 for LinearCe {
             let c = CHUNK.min(rows - r0);
             let mut grad = match &kept {
                 Some(all) => all[r0 * vocab..(r0 + c) * vocab].to_vec(),
-                None => self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], true)?.1,
+                None => {
+                    self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], true)?
+                        .1
+                }
             };
             grad.par_chunks_mut(vocab)
                 .zip(g[r0..r0 + c].par_iter())
@@ -183,7 +187,16 @@ mod tests {
     }
 
     fn close(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     #[test]
@@ -214,11 +227,27 @@ mod tests {
         let logits = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
         let lsm = candle_nn::ops::log_softmax(&logits, 1).unwrap();
         let idx = Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(1).unwrap();
-        let want = lsm.gather(&idx, 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+        let want = lsm
+            .gather(&idx, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .neg()
+            .unwrap();
         assert!(close(&ours, &want) < 1e-5);
         let scale = Tensor::new(&[1f32, 2.0, 0.5, 0.0], &Device::Cpu).unwrap();
-        let g1 = (ours * &scale).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (want * &scale).unwrap().sum_all().unwrap().backward().unwrap();
+        let g1 = (ours * &scale)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (want * &scale)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(close(g1.get(x).unwrap(), g2.get(x).unwrap()) < 1e-5);
     }
 }

@@ -202,7 +202,10 @@ mod tests {
         opt.step(&[&var], &[vec![0.5, -2.0]], 0.1).unwrap();
         // Adam's first step moves each weight by lr·sign(g).
         let w: Vec<f32> = var.as_tensor().to_vec1().unwrap();
-        assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 0.9).abs() < 1e-6, "{w:?}");
+        assert!(
+            (w[0] - 0.9).abs() < 1e-6 && (w[1] + 0.9).abs() < 1e-6,
+            "{w:?}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("opt.safetensors");
         opt.save(&f).unwrap();

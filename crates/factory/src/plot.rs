@@ -90,18 +90,20 @@ fn chart<DB: DrawingBackend>(
     let train_color = RGBColor(31, 119, 180);
     let val_color = RGBColor(214, 39, 40);
     chart
-        .draw_series(LineSeries::new(c.train.iter().copied(), train_color.stroke_width(2)))?
+        .draw_series(LineSeries::new(
+            c.train.iter().copied(),
+            train_color.stroke_width(2),
+        ))?
         .label("train")
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], train_color.stroke_width(2)));
     chart
-        .draw_series(LineSeries::new(c.val.iter().copied(), val_color.stroke_width(2)))?
+        .draw_series(LineSeries::new(
+            c.val.iter().copied(),
+            val_color.stroke_width(2),
+        ))?
         .label("validation")
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], val_color.stroke_width(2)));
-    chart.draw_series(
-        c.val
-            .iter()
-            .map(|&p| Circle::new(p, 4, val_color.filled())),
-    )?;
+    chart.draw_series(c.val.iter().map(|&p| Circle::new(p, 4, val_color.filled())))?;
     if text {
         chart
             .configure_series_labels()

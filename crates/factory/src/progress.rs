@@ -165,7 +165,14 @@ impl Progress for TerminalProgress {
                 for s in samples {
                     self.line(&format!(
                         "sample ({phase} training): {:?} → {:?}",
-                        s.prompt.chars().rev().take(60).collect::<String>().chars().rev().collect::<String>(),
+                        s.prompt
+                            .chars()
+                            .rev()
+                            .take(60)
+                            .collect::<String>()
+                            .chars()
+                            .rev()
+                            .collect::<String>(),
                         s.generated
                     ));
                 }

@@ -36,7 +36,10 @@ pub fn load(spec: &DatasetSpec) -> Result<(Vec<Record>, Vec<Rejected>)> {
         if text.trim_start().starts_with('[') {
             let all: Vec<Value> = serde_json::from_str(&text)
                 .map_err(|e| Error::data(path, format!("not a valid JSON array: {e}")))?;
-            all.into_iter().enumerate().map(|(i, v)| (i + 1, Ok(v))).collect()
+            all.into_iter()
+                .enumerate()
+                .map(|(i, v)| (i + 1, Ok(v)))
+                .collect()
         } else {
             text.lines()
                 .enumerate()
@@ -84,7 +87,10 @@ pub fn parse(o: &Map<String, Value>, format: Format) -> std::result::Result<Pars
         Format::Auto if o.contains_key("instruction") => Format::Alpaca,
         Format::Auto if o.contains_key("prompt") || o.contains_key("text") => Format::Datanet,
         Format::Auto => {
-            return Err("no known fields (prompt/response, text, instruction/output, or conversations)".into())
+            return Err(
+                "no known fields (prompt/response, text, instruction/output, or conversations)"
+                    .into(),
+            )
         }
         f => f,
     };
@@ -95,7 +101,10 @@ pub fn parse(o: &Map<String, Value>, format: Format) -> std::result::Result<Pars
         Format::Auto => unreachable!("resolved above"),
     };
     let contribution_id = o.get("contribution_id").and_then(Value::as_u64);
-    let row_hash = o.get("row_hash").and_then(Value::as_str).map(str::to_string);
+    let row_hash = o
+        .get("row_hash")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok((example, contribution_id, row_hash))
 }
 
@@ -198,11 +207,9 @@ fn sharegpt(o: &Map<String, Value>) -> std::result::Result<Example, String> {
             "gpt" | "assistant" => "assistant",
             "system" if messages.is_empty() => "system",
             "system" => return Err(format!("{key}[{i}]: a system turn after the first turn")),
-            other => {
-                return Err(format!(
-                    "{key}[{i}]: role {other:?} is not supported (human/user, gpt/assistant, system)"
-                ))
-            }
+            other => return Err(format!(
+                "{key}[{i}]: role {other:?} is not supported (human/user, gpt/assistant, system)"
+            )),
         };
         let want = match messages.last().map(|m: &Message| m.role.as_str()) {
             None | Some("system") | Some("assistant") => "user",
@@ -261,7 +268,9 @@ mod tests {
             Format::Auto,
         )
         .unwrap();
-        let Example::Chat { messages } = e else { panic!() };
+        let Example::Chat { messages } = e else {
+            panic!()
+        };
         let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
         assert_eq!(messages[3].content, "i\nx");
@@ -270,17 +279,31 @@ mod tests {
             Format::Auto,
         )
         .unwrap();
-        let Example::Chat { messages } = e else { panic!() };
+        let Example::Chat { messages } = e else {
+            panic!()
+        };
         assert_eq!(messages.len(), 2);
     }
 
     #[test]
     fn bad_rows_say_why() {
         for (v, f, why) in [
-            (json!({"prompt":"p","response":""}), Format::Datanet, "empty"),
+            (
+                json!({"prompt":"p","response":""}),
+                Format::Datanet,
+                "empty",
+            ),
             (json!({"instruction":"i"}), Format::Alpaca, "output"),
-            (json!({"conversations":[{"from":"gpt","value":"a"}]}), Format::Sharegpt, "alternate"),
-            (json!({"conversations":[{"from":"tool","value":"a"}]}), Format::Sharegpt, "tool"),
+            (
+                json!({"conversations":[{"from":"gpt","value":"a"}]}),
+                Format::Sharegpt,
+                "alternate",
+            ),
+            (
+                json!({"conversations":[{"from":"tool","value":"a"}]}),
+                Format::Sharegpt,
+                "tool",
+            ),
             (json!({"foo":1}), Format::Auto, "no known fields"),
         ] {
             let e = parse(&obj(v), f).unwrap_err();

@@ -54,7 +54,10 @@ impl Plan {
     /// The micro-batches of an order.
     pub fn micro_batches(&self, order: &[usize]) -> Vec<Vec<usize>> {
         if !self.packing {
-            return order.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
+            return order
+                .chunks(self.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect();
         }
         // Rows of up to `cutoff` tokens filled in order, then `batch_size` rows per micro-batch.
         let mut rows: Vec<Vec<usize>> = Vec::new();
@@ -81,7 +84,11 @@ impl Plan {
 
     pub fn steps_in_epoch(&self, epoch: u64) -> usize {
         if !self.packing {
-            return self.lens.len().div_ceil(self.batch_size).div_ceil(self.accum);
+            return self
+                .lens
+                .len()
+                .div_ceil(self.batch_size)
+                .div_ceil(self.accum);
         }
         self.steps(&self.epoch_order(epoch)).len()
     }
