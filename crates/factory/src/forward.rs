@@ -12,9 +12,10 @@
 use crate::adapter::TrainableAdapter;
 use crate::data::Encoded;
 use crate::error::{Error, Result};
+use crate::fused;
 use crate::ops::{frozen_linear, linear_cross_entropy};
 use crate::rng::SplitMix64;
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use openledger_model::linear::{Linear, Weight};
 use openledger_model::{Llama, Target};
 use std::collections::HashMap;
@@ -23,9 +24,9 @@ use std::collections::HashMap;
 pub struct TrainModel {
     pub model: Llama,
     lm_head: Tensor,
-    /// Rotary tables `[max_position, head_dim / 2]`, computed as the runtime computes them.
-    cos: Tensor,
-    sin: Tensor,
+    /// Rotary tables `[max_position, head_dim / 2]` row-major, computed as the runtime computes them.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 /// The LoRA weights a pass uses: the trainable variables (training) or detached views (evaluation).
@@ -108,8 +109,8 @@ impl TrainModel {
             }
         }
         Ok(Self {
-            cos: Tensor::from_vec(cos, (max, half), &dev)?,
-            sin: Tensor::from_vec(sin, (max, half), &dev)?,
+            cos,
+            sin,
             lm_head,
             model,
         })
@@ -153,43 +154,35 @@ impl TrainModel {
             }
         }
         let n = ids.len();
-        let pos = Tensor::new(positions.as_slice(), &dev)?;
-        let cos = self.cos.index_select(&pos, 0)?.unsqueeze(1)?;
-        let sin = self.sin.index_select(&pos, 0)?.unsqueeze(1)?;
+        let half = cfg.head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        for &p in &positions {
+            let r = p as usize * half..(p as usize + 1) * half;
+            cos.extend_from_slice(&self.cos[r.clone()]);
+            sin.extend_from_slice(&self.sin[r]);
+        }
         let (h, hd, kvh) = (cfg.num_heads, cfg.head_dim, cfg.num_kv_heads);
         let mut x = self.model.embed.rows(&ids, &dev)?;
         for (li, block) in self.model.blocks.iter().enumerate() {
             let lin = |x: &Tensor, l: &Linear, t: Target| self.linear(x, l, li, t, lora, dropout);
             let a = self.norm(&x, &block.attn_norm)?;
-            let q = rope(
+            let q = fused::rope(
                 &lin(&a, &block.q, Target::Q)?.reshape((n, h, hd))?,
                 &cos,
                 &sin,
             )?;
-            let k = rope(
+            let k = fused::rope(
                 &lin(&a, &block.k, Target::K)?.reshape((n, kvh, hd))?,
                 &cos,
                 &sin,
             )?;
             let v = lin(&a, &block.v, Target::V)?.reshape((n, kvh, hd))?;
-            let mut outs = Vec::with_capacity(segments.len());
-            for &(off, len) in &segments {
-                outs.push(self.attend(
-                    &q.narrow(0, off, len)?,
-                    &k.narrow(0, off, len)?,
-                    &v.narrow(0, off, len)?,
-                )?);
-            }
-            let attn = if outs.len() == 1 {
-                outs.pop().expect("one segment")
-            } else {
-                Tensor::cat(&outs, 0)?
-            };
+            let attn = fused::attention(&q, &k, &v, &segments)?;
             x = (x + lin(&attn, &block.o, Target::O)?)?;
             let f = self.norm(&x, &block.ffn_norm)?;
             let g = lin(&f, &block.gate, Target::Gate)?;
             let u = lin(&f, &block.up, Target::Up)?;
-            x = (x + lin(&(g.silu()? * u)?, &block.down, Target::Down)?)?;
+            x = (x + lin(&fused::swiglu(&g, &u)?, &block.down, Target::Down)?)?;
         }
         let rows_t = Tensor::new(rows.as_slice(), &dev)?;
         let last = self.norm(&x.index_select(&rows_t, 0)?, &self.model.norm)?;
@@ -202,7 +195,7 @@ impl TrainModel {
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm_slow(
+        Ok(fused::rms_norm(
             x,
             w,
             self.model.config.rms_norm_eps as f32,
@@ -247,47 +240,4 @@ impl TrainModel {
         let d = (xin.matmul(&a.t()?)?.matmul(&b.t()?)? * lora.scale)?;
         Ok((y + d)?)
     }
-
-    /// Causal GQA attention of one example: `q: [T, heads, hd]`, `k`, `v: [T, kv_heads, hd]`.
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let cfg = &self.model.config;
-        let (t, kvh, hd) = (q.dim(0)?, cfg.num_kv_heads, cfg.head_dim);
-        let group = cfg.num_heads / kvh;
-        // Heads sharing a kv head become rows: [kv_heads, group·T, hd].
-        let q = q
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((kvh, group * t, hd))?;
-        let k = k.transpose(0, 1)?.contiguous()?;
-        let v = v.transpose(0, 1)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = if t > 1 {
-            let mask: Vec<f32> = (0..t)
-                .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-                .collect();
-            let mask = Tensor::from_vec(mask, (t, t), q.device())?;
-            scores
-                .reshape((kvh, group, t, t))?
-                .broadcast_add(&mask)?
-                .reshape((kvh, group * t, t))?
-        } else {
-            scores
-        };
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = probs.matmul(&v)?; // [kvh, group·T, hd]
-        Ok(out
-            .reshape((cfg.num_heads, t, hd))?
-            .transpose(0, 1)?
-            .reshape((t, cfg.num_heads * hd))?)
-    }
-}
-
-/// Half-split rotary embedding of `x: [T, heads, hd]` with per-row `cos`/`sin: [T, 1, hd/2]`.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let half = x.dim(2)? / 2;
-    let x1 = x.narrow(2, 0, half)?;
-    let x2 = x.narrow(2, half, half)?;
-    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    Ok(Tensor::cat(&[a, b], 2)?)
 }

@@ -54,6 +54,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod forward;
+pub mod fused;
 pub mod job;
 pub mod metrics;
 pub mod ops;

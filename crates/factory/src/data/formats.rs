@@ -207,9 +207,11 @@ fn sharegpt(o: &Map<String, Value>) -> std::result::Result<Example, String> {
             "gpt" | "assistant" => "assistant",
             "system" if messages.is_empty() => "system",
             "system" => return Err(format!("{key}[{i}]: a system turn after the first turn")),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "{key}[{i}]: role {other:?} is not supported (human/user, gpt/assistant, system)"
-            )),
+            ))
+            }
         };
         let want = match messages.last().map(|m: &Message| m.role.as_str()) {
             None | Some("system") | Some("assistant") => "user",

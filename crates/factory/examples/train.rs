@@ -1,0 +1,36 @@
+//! Runs a fine-tuning job from a TOML config (until the CLI's `openledger factory train` lands):
+//!
+//! ```sh
+//! cargo run --release -p openledger-factory --example train -- CONFIG.toml JOB_DIR
+//! cargo run --release -p openledger-factory --example train -- --resume JOB_DIR
+//! ```
+//!
+//! Ctrl-C is not caught: a killed run resumes from its last checkpoint.
+
+use openledger_factory::{Job, TerminalProgress, TrainConfig};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let job = match args.as_slice() {
+        [flag, dir] if flag == "--resume" => Job::resume(Path::new(dir)),
+        [config, dir] => TrainConfig::from_toml_file(Path::new(config))
+            .and_then(|c| Job::prepare(c, Path::new(dir))),
+        _ => {
+            eprintln!("usage: train CONFIG.toml JOB_DIR | train --resume JOB_DIR");
+            std::process::exit(2);
+        }
+    };
+    let result = job.and_then(|mut j| j.run(&TerminalProgress::new(), &AtomicBool::new(false)));
+    match result {
+        Ok(out) => println!(
+            "{}",
+            serde_json::to_string_pretty(&out.metrics).expect("serializes")
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
