@@ -815,6 +815,9 @@ async fn whole_response(
     Ok(Json(body).into_response())
 }
 
+/// A text piece a chunk delivers: (choice, tokens generated so far, text).
+type Piece = (usize, usize, String);
+
 struct StreamState {
     meta: Meta,
     rx: UnboundedReceiver<(usize, Event)>,
@@ -822,8 +825,8 @@ struct StreamState {
     include_usage: bool,
     prompt_tokens: usize,
     completion_tokens: usize,
-    /// Events to send, each with the text piece it delivers: (choice, tokens so far, text).
-    pending: VecDeque<(SseEvent, Option<(usize, usize, String)>)>,
+    /// Events to send, each with the text piece it delivers.
+    pending: VecDeque<(SseEvent, Option<Piece>)>,
     ended: bool,
     /// What each choice's client has been sent: its text and its token count.
     texts: Vec<String>,
