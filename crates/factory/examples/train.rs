@@ -22,6 +22,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(rss) = openledger_factory::metrics::peak_rss_bytes() {
+        eprintln!("peak RSS after loading: {} MiB", rss >> 20);
+    }
     let result = job.and_then(|mut j| j.run(&TerminalProgress::new(), &AtomicBool::new(false)));
     match result {
         Ok(out) => println!(

@@ -13,7 +13,7 @@ use crate::adapter::TrainableAdapter;
 use crate::data::Encoded;
 use crate::error::{Error, Result};
 use crate::fused;
-use crate::ops::{frozen_linear, linear_cross_entropy};
+use crate::ops::{frozen_linear, linear_cross_entropy, lora_linear};
 use crate::rng::SplitMix64;
 use candle_core::{Device, Tensor};
 use openledger_model::linear::{Linear, Weight};
@@ -217,27 +217,21 @@ impl TrainModel {
                 "a projection is quantized; LoRA training needs float weights".into(),
             ));
         };
-        let mut y = frozen_linear(x, w)?;
-        if let Some(b) = &l.bias {
-            y = y.broadcast_add(b)?;
-        }
         let Some((a, b)) = lora.pairs.get(&(layer, t)) else {
-            return Ok(y);
+            let y = frozen_linear(x, w)?;
+            return Ok(match &l.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
         };
-        let xin = match dropout.filter(|d| d.p > 0.0) {
-            Some(d) => {
-                let mut rng =
-                    SplitMix64::derive(d.seed, "dropout", &[d.micro_batch, layer as u64, t as u64]);
-                let keep = 1.0 / (1.0 - d.p) as f32;
-                let p = d.p as f32;
-                let mask: Vec<f32> = (0..x.elem_count())
-                    .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
-                    .collect();
-                (x * Tensor::from_vec(mask, x.dims(), x.device())?)?
-            }
-            None => x.clone(),
-        };
-        let d = (xin.matmul(&a.t()?)?.matmul(&b.t()?)? * lora.scale)?;
-        Ok((y + d)?)
+        let mask = dropout.filter(|d| d.p > 0.0).map(|d| {
+            let mut rng =
+                SplitMix64::derive(d.seed, "dropout", &[d.micro_batch, layer as u64, t as u64]);
+            let (p, keep) = (d.p as f32, 1.0 / (1.0 - d.p) as f32);
+            (0..x.elem_count())
+                .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
+                .collect()
+        });
+        Ok(lora_linear(x, w, l.bias.as_ref(), a, b, lora.scale, mask)?)
     }
 }

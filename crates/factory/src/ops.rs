@@ -9,7 +9,7 @@
 //!
 //! Both run per row with a fixed order of operations, so results do not depend on scheduling.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -249,5 +249,215 @@ mod tests {
             .backward()
             .unwrap();
         assert!(close(g1.get(x).unwrap(), g2.get(x).unwrap()) < 1e-5);
+    }
+}
+
+/// A frozen projection with LoRA on top: `y = x·Wᵀ + bias + scale·((x⊙mask)·Aᵀ)·Bᵀ`. One op, so the
+/// graph keeps only its input and the `[n, r]` product `(x⊙mask)·Aᵀ`, not the half-dozen
+/// `[n, out]` intermediates of the same sum written as separate ops.
+struct LoraLinear {
+    w: Tensor,
+    bias: Option<Vec<f32>>,
+    scale: f32,
+    /// Dropout mask on the LoRA input (`[n, in]`, values 0 or 1/(1-p)).
+    mask: Option<Vec<f32>>,
+    /// `(x⊙mask)·Aᵀ` from the forward.
+    xa: Mutex<Option<Tensor>>,
+}
+
+impl LoraLinear {
+    fn masked(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.mask {
+            None => Ok(x.clone()),
+            Some(m) => {
+                let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                v.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
+                Tensor::from_vec(v, x.dims(), x.device())
+            }
+        }
+    }
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = input(s1, l1, self.name())?;
+        let a = input(s2, l2, self.name())?;
+        let b = input(s3, l3, self.name())?;
+        let xa = self.masked(&x)?.matmul(&a.t()?)?;
+        let mut y: Vec<f32> = x.matmul(&self.w.t()?)?.flatten_all()?.to_vec1()?;
+        let d: Vec<f32> = xa.matmul(&b.t()?)?.flatten_all()?.to_vec1()?;
+        let out = self.w.dim(0)?;
+        let s = self.scale;
+        y.par_chunks_mut(out)
+            .zip(d.par_chunks(out))
+            .for_each(|(y, d)| {
+                for (i, (y, d)) in y.iter_mut().zip(d).enumerate() {
+                    *y += s * d + self.bias.as_ref().map_or(0.0, |b| b[i]);
+                }
+            });
+        *self.xa.lock().expect("not poisoned") = Some(xa);
+        Ok((CpuStorage::F32(y), Shape::from((x.dim(0)?, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let xa = self
+            .xa
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("lora-linear: backward twice".into()))?;
+        let (x, a, b, g) = (x.detach(), a.detach(), b.detach(), g.contiguous()?);
+        let s = self.scale as f64;
+        let db = (g.t()?.matmul(&xa)? * s)?;
+        let gb = (g.matmul(&b)? * s)?;
+        let da = gb.t()?.matmul(&self.masked(&x)?)?;
+        let mut dx: Vec<f32> = g.matmul(&self.w)?.flatten_all()?.to_vec1()?;
+        let mut dl: Vec<f32> = gb.matmul(&a)?.flatten_all()?.to_vec1()?;
+        if let Some(m) = &self.mask {
+            dl.iter_mut().zip(m).for_each(|(d, m)| *d *= m);
+        }
+        dx.iter_mut().zip(&dl).for_each(|(d, l)| *d += l);
+        Ok((
+            Some(Tensor::from_vec(dx, x.dims(), x.device())?),
+            Some(da),
+            Some(db),
+        ))
+    }
+}
+
+/// `x·Wᵀ + bias + scale·((x⊙mask)·Aᵀ)·Bᵀ` for `x: [n, in]`, frozen `w: [out, in]`, trainable
+/// `a: [r, in]`, `b: [out, r]`; differentiable in `x`, `a` and `b`.
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<Vec<f32>>,
+) -> Result<Tensor> {
+    if !(x.device().is_cpu() && [x, w, a, b].iter().all(|t| t.dtype() == DType::F32)) {
+        let mut y = x.matmul(&w.t()?)?;
+        if let Some(bias) = bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let xm = match mask {
+            Some(m) => (x * Tensor::from_vec(m, x.dims(), x.device())?)?,
+            None => x.clone(),
+        };
+        return y + (xm.matmul(&a.t()?)?.matmul(&b.t()?)? * scale)?;
+    }
+    x.contiguous()?.apply_op3(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        LoraLinear {
+            w: w.clone(),
+            bias: bias.map(|b| b.to_vec1()).transpose()?,
+            scale: scale as f32,
+            mask,
+            xa: Mutex::new(None),
+        },
+    )
+}
+
+#[cfg(test)]
+mod lora_linear_tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn rand(shape: (usize, usize), seed: u64) -> Tensor {
+        let mut r = crate::rng::SplitMix64::new(seed);
+        let v: Vec<f32> = (0..shape.0 * shape.1).map(|_| r.next_f32() - 0.5).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn lora_linear_matches_separate_ops_with_and_without_dropout() {
+        let w = rand((6, 5), 1);
+        let bias = rand((1, 6), 9).squeeze(0).unwrap();
+        for mask in [None, Some(vec![0.0, 2.0, 2.0, 0.0, 2.0].repeat(4))] {
+            let x = Var::from_tensor(&rand((4, 5), 2)).unwrap();
+            let a = Var::from_tensor(&rand((3, 5), 3)).unwrap();
+            let b = Var::from_tensor(&rand((6, 3), 4)).unwrap();
+            let ours = lora_linear(
+                x.as_tensor(),
+                &w,
+                Some(&bias),
+                a.as_tensor(),
+                b.as_tensor(),
+                1.5,
+                mask.clone(),
+            )
+            .unwrap();
+            let xm = match &mask {
+                Some(m) => (x.as_tensor()
+                    * Tensor::from_vec(m.clone(), (4, 5), &Device::Cpu).unwrap())
+                .unwrap(),
+                None => x.as_tensor().clone(),
+            };
+            let want = (x
+                .as_tensor()
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&bias)
+                .unwrap()
+                + (xm
+                    .matmul(&a.as_tensor().t().unwrap())
+                    .unwrap()
+                    .matmul(&b.as_tensor().t().unwrap())
+                    .unwrap()
+                    * 1.5)
+                    .unwrap())
+            .unwrap();
+            assert!(diff(&ours, &want) < 1e-5);
+            let proj = rand((4, 6), 5);
+            let g1 = (ours * &proj)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (want * &proj)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for v in [&x, &a, &b] {
+                assert!(diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-5);
+            }
+        }
     }
 }
