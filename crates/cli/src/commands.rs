@@ -134,6 +134,9 @@ pub enum Command {
     ApiKey(crate::openlora_cmd::ApiKeyCmd),
     /// What an address earned as contributor, model owner, staker and platform.
     Rewards(crate::openlora_cmd::RewardsArgs),
+    /// ModelFactory: fine-tune LoRA adapters on datanet versions and local files.
+    #[command(subcommand)]
+    Factory(crate::factory_cmd::FactoryCmd),
     /// Show the governed parameters.
     Params,
 }
@@ -595,6 +598,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attribution(c) => crate::index_cmd::run_attribution(&s, c)?,
         Command::Model(c) => model(&s, c)?,
         Command::Adapter(c) => crate::adapter_cmd::run(&s, c)?,
+        Command::Factory(c) => crate::factory_cmd::run(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,

@@ -5,6 +5,7 @@ mod adapter_cmd;
 mod ai;
 mod commands;
 mod datanet_cmd;
+mod factory_cmd;
 mod home;
 mod index_cmd;
 mod openlora_cmd;
