@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Subcommand)]
 pub enum FactoryCmd {
     /// Fine-tune a LoRA adapter on datanet versions and local files.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
 }
 
 #[derive(Args)]

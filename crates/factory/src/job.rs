@@ -76,6 +76,8 @@ pub struct Job {
     threads_changed: Option<usize>,
     /// The current epoch's steps (each a list of micro-batches of train positions).
     epoch_steps: Option<(u64, Vec<Vec<Vec<usize>>>)>,
+    /// The step of the newest checkpoint on disk.
+    saved_step: Option<u64>,
 }
 
 /// The model's shape without loading its weights.
@@ -377,6 +379,7 @@ impl Job {
             )));
         }
         truncate_log(&dir.join(LOG_FILE), checkpoint_dir.map(|_| state.step))?;
+        let state_step = state.step;
         Ok(Job {
             dir: dir.to_path_buf(),
             config,
@@ -394,6 +397,7 @@ impl Job {
             warmup,
             threads_changed,
             epoch_steps: None,
+            saved_step: checkpoint_dir.map(|_| state_step),
         })
     }
 
@@ -471,7 +475,7 @@ impl Job {
         });
         while status.is_none() && self.state.step < self.total_steps {
             if stop.load(Ordering::SeqCst) {
-                if self.state.step > 0 {
+                if self.state.step > 0 && self.saved_step != Some(self.state.step) {
                     self.save_checkpoint(progress)?;
                 }
                 let metrics = self.metrics(Status::Stopped, None)?;
@@ -694,6 +698,7 @@ impl Job {
             self.state.step,
             self.config.save_total_limit,
         )?;
+        self.saved_step = Some(self.state.step);
         progress.event(&Event::Checkpoint {
             step: self.state.step,
             path: dst.display().to_string(),

@@ -78,13 +78,16 @@ impl LinearCe {
             .zip(targets.par_iter())
             .for_each(|((row, loss), &t)| {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-                let lse = max + sum.ln() as f32;
-                *loss = lse - row[t as usize];
+                let target = row[t as usize];
+                let mut sum = 0f64;
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x as f64;
+                }
+                *loss = max + sum.ln() as f32 - target;
                 if want_grad {
-                    for x in row.iter_mut() {
-                        *x = (*x - lse).exp();
-                    }
+                    let inv = (1.0 / sum) as f32;
+                    row.iter_mut().for_each(|x| *x *= inv);
                     row[t as usize] -= 1.0;
                 }
             });
