@@ -410,7 +410,7 @@ mod lora_linear_tests {
     fn lora_linear_matches_separate_ops_with_and_without_dropout() {
         let w = rand((6, 5), 1);
         let bias = rand((1, 6), 9).squeeze(0).unwrap();
-        for mask in [None, Some(vec![0.0, 2.0, 2.0, 0.0, 2.0].repeat(4))] {
+        for mask in [None, Some([0.0, 2.0, 2.0, 0.0, 2.0].repeat(4))] {
             let x = Var::from_tensor(&rand((4, 5), 2)).unwrap();
             let a = Var::from_tensor(&rand((3, 5), 3)).unwrap();
             let b = Var::from_tensor(&rand((6, 3), 4)).unwrap();
