@@ -169,3 +169,39 @@ fn resume_gives_the_same_adapter_bit_for_bit() {
     let whole_log = std::fs::read_to_string(whole.join("log.jsonl")).unwrap();
     assert_eq!(numbers(&log), numbers(&whole_log));
 }
+
+#[test]
+fn early_stopping_ends_training_when_validation_loss_stops_improving() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(&dir.path().join("model"));
+    let data = dir.path().join("rows.jsonl");
+    fact_rows(&data, 24);
+    let mut cfg = quick_config(&model, &data);
+    // Steps too small to change an f32 weight: the validation loss stays exactly where it was.
+    cfg.learning_rate = 1e-30;
+    cfg.max_steps = 20;
+    cfg.eval_steps = 2;
+    cfg.early_stopping_patience = 2;
+    cfg.packing = true;
+    let job_dir = dir.path().join("job");
+    let out = Job::prepare(cfg, &job_dir)
+        .unwrap()
+        .run(&NoProgress, &AtomicBool::new(false))
+        .unwrap();
+    assert_eq!(out.status, Status::EarlyStopped);
+    assert_eq!(
+        out.metrics.steps, 4,
+        "evaluations at 0 (best), 2 and 4 (no better twice)"
+    );
+    assert_eq!(out.metrics.best_step, Some(0));
+    assert!(job_dir.join("adapter/adapter_model.safetensors").is_file());
+    // A finished job resumed stays finished.
+    let again = Job::resume(&job_dir)
+        .unwrap()
+        .run(&NoProgress, &AtomicBool::new(false))
+        .unwrap();
+    assert_eq!(
+        (again.status, again.metrics.steps),
+        (Status::EarlyStopped, 4)
+    );
+}
