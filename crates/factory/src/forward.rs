@@ -13,12 +13,13 @@ use crate::adapter::TrainableAdapter;
 use crate::data::Encoded;
 use crate::error::{Error, Result};
 use crate::fused;
-use crate::ops::{frozen_linear, linear_cross_entropy, lora_linear};
+use crate::ops::{frozen_linear, linear_cross_entropy, lora_linear, FrozenWeight};
 use crate::rng::SplitMix64;
 use candle_core::{Device, Tensor};
 use openledger_model::linear::{Linear, Weight};
 use openledger_model::{Llama, Target};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The base model prepared for training.
 pub struct TrainModel {
@@ -217,6 +218,7 @@ impl TrainModel {
                 "a projection is quantized; LoRA training needs float weights".into(),
             ));
         };
+        let w: Arc<dyn FrozenWeight> = Arc::new(w.clone());
         let Some((a, b)) = lora.pairs.get(&(layer, t)) else {
             let y = frozen_linear(x, w)?;
             return Ok(match &l.bias {

@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
     let (start, end) = l
@@ -20,9 +20,41 @@ fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
     Tensor::from_slice(&s.as_slice::<f32>()?[start..end], l.shape(), &Device::Cpu)
 }
 
+/// A frozen `[out, in]` weight as the training ops use it: the product `x·Wᵀ` and the input
+/// gradient `g·W`, on plain tensors. A float weight is a [`Tensor`]; QLoRA plugs in here with an
+/// implementation on the quantized weights (its kernels forward, `g·W` through them or through
+/// dequantized rows backward).
+pub trait FrozenWeight: Send + Sync {
+    /// `x·Wᵀ` for `x: [n, in]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// `g·W` for `g: [n, out]`.
+    fn backward(&self, g: &Tensor) -> Result<Tensor>;
+    /// The weight as a float tensor, when it is one (devices without the custom ops use it).
+    fn float(&self) -> Option<&Tensor> {
+        None
+    }
+}
+
+impl FrozenWeight for Tensor {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.t()?)
+    }
+    fn backward(&self, g: &Tensor) -> Result<Tensor> {
+        g.matmul(self)
+    }
+    fn float(&self) -> Option<&Tensor> {
+        Some(self)
+    }
+}
+
+fn fallback(w: &dyn FrozenWeight) -> Result<&Tensor> {
+    w.float().ok_or_else(|| {
+        candle_core::Error::Msg("a quantized frozen weight needs f32 CPU tensors".into())
+    })
+}
+
 struct FrozenLinear {
-    /// `[out, in]`.
-    w: Tensor,
+    w: Arc<dyn FrozenWeight>,
 }
 
 impl CustomOp1 for FrozenLinear {
@@ -32,22 +64,23 @@ impl CustomOp1 for FrozenLinear {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = input(s, l, self.name())?;
-        let y = x.matmul(&self.w.t()?)?;
+        let y = self.w.forward(&x)?;
         let shape = y.shape().clone();
         Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(g.matmul(&self.w)?))
+        Ok(Some(self.w.backward(g)?))
     }
 }
 
 /// `x·Wᵀ` for `x: [n, in]` and a frozen `w: [out, in]`, with a backward to `x` only.
-pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
+pub fn frozen_linear(x: &Tensor, w: Arc<dyn FrozenWeight>) -> Result<Tensor> {
+    let float_cpu = w.float().is_none_or(|w| w.dtype() == DType::F32);
+    if x.device().is_cpu() && x.dtype() == DType::F32 && float_cpu {
+        x.contiguous()?.apply_op1(FrozenLinear { w })
     } else {
-        x.matmul(&w.t()?)
+        x.matmul(&fallback(w.as_ref())?.t()?)
     }
 }
 
@@ -206,7 +239,7 @@ mod tests {
     fn frozen_linear_matches_matmul_and_its_input_gradient() {
         let w = rand((5, 7), 1);
         let x = Var::from_tensor(&rand((3, 7), 2)).unwrap();
-        let y1 = frozen_linear(x.as_tensor(), &w).unwrap();
+        let y1 = frozen_linear(x.as_tensor(), Arc::new(w.clone())).unwrap();
         let y2 = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
         assert!(close(&y1, &y2) < 1e-6);
         let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -259,7 +292,7 @@ mod tests {
 /// graph keeps only its input and the `[n, r]` product `(x⊙mask)·Aᵀ`, not the half-dozen
 /// `[n, out]` intermediates of the same sum written as separate ops.
 struct LoraLinear {
-    w: Tensor,
+    w: Arc<dyn FrozenWeight>,
     bias: Option<Vec<f32>>,
     scale: f32,
     /// Dropout mask on the LoRA input (`[n, in]`, values 0 or 1/(1-p)).
@@ -299,9 +332,9 @@ impl CustomOp3 for LoraLinear {
         let a = input(s2, l2, self.name())?;
         let b = input(s3, l3, self.name())?;
         let xa = self.masked(&x)?.matmul(&a.t()?)?;
-        let mut y: Vec<f32> = x.matmul(&self.w.t()?)?.flatten_all()?.to_vec1()?;
+        let mut y: Vec<f32> = self.w.forward(&x)?.flatten_all()?.to_vec1()?;
         let d: Vec<f32> = xa.matmul(&b.t()?)?.flatten_all()?.to_vec1()?;
-        let out = self.w.dim(0)?;
+        let out = b.dim(0)?;
         let s = self.scale;
         y.par_chunks_mut(out)
             .zip(d.par_chunks(out))
@@ -333,7 +366,7 @@ impl CustomOp3 for LoraLinear {
         let db = (g.t()?.matmul(&xa)? * s)?;
         let gb = (g.matmul(&b)? * s)?;
         let da = gb.t()?.matmul(&self.masked(&x)?)?;
-        let mut dx: Vec<f32> = g.matmul(&self.w)?.flatten_all()?.to_vec1()?;
+        let mut dx: Vec<f32> = self.w.backward(&g)?.flatten_all()?.to_vec1()?;
         let mut dl: Vec<f32> = gb.matmul(&a)?.flatten_all()?.to_vec1()?;
         if let Some(m) = &self.mask {
             dl.iter_mut().zip(m).for_each(|(d, m)| *d *= m);
@@ -351,15 +384,16 @@ impl CustomOp3 for LoraLinear {
 /// `a: [r, in]`, `b: [out, r]`; differentiable in `x`, `a` and `b`.
 pub fn lora_linear(
     x: &Tensor,
-    w: &Tensor,
+    w: Arc<dyn FrozenWeight>,
     bias: Option<&Tensor>,
     a: &Tensor,
     b: &Tensor,
     scale: f64,
     mask: Option<Vec<f32>>,
 ) -> Result<Tensor> {
-    if !(x.device().is_cpu() && [x, w, a, b].iter().all(|t| t.dtype() == DType::F32)) {
-        let mut y = x.matmul(&w.t()?)?;
+    let float_cpu = w.float().is_none_or(|w| w.dtype() == DType::F32);
+    if !(x.device().is_cpu() && float_cpu && [x, a, b].iter().all(|t| t.dtype() == DType::F32)) {
+        let mut y = x.matmul(&fallback(w.as_ref())?.t()?)?;
         if let Some(bias) = bias {
             y = y.broadcast_add(bias)?;
         }
@@ -373,7 +407,7 @@ pub fn lora_linear(
         &a.contiguous()?,
         &b.contiguous()?,
         LoraLinear {
-            w: w.clone(),
+            w,
             bias: bias.map(|b| b.to_vec1()).transpose()?,
             scale: scale as f32,
             mask,
@@ -416,7 +450,7 @@ mod lora_linear_tests {
             let b = Var::from_tensor(&rand((6, 3), 4)).unwrap();
             let ours = lora_linear(
                 x.as_tensor(),
-                &w,
+                Arc::new(w.clone()),
                 Some(&bias),
                 a.as_tensor(),
                 b.as_tensor(),
