@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release -p openledger-factory --example train -- CONFIG.toml JOB_DIR
 //! cargo run --release -p openledger-factory --example train -- --resume JOB_DIR
+//! cargo run --release -p openledger-factory --example train -- --draw JOB_DIR   # redraw loss.png/svg
 //! ```
 //!
 //! Ctrl-C is not caught: a killed run resumes from its last checkpoint.
@@ -13,6 +14,20 @@ use std::sync::atomic::AtomicBool;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = args.as_slice() {
+        if flag == "--draw" {
+            let dir = Path::new(dir);
+            let drawn = openledger_factory::plot::Curves::from_log(&dir.join("log.jsonl"))
+                .and_then(|c| {
+                    openledger_factory::plot::draw(&c, &dir.join("loss.png"), &dir.join("loss.svg"))
+                });
+            if let Err(e) = drawn {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    }
     let job = match args.as_slice() {
         [flag, dir] if flag == "--resume" => Job::resume(Path::new(dir)),
         [config, dir] => TrainConfig::from_toml_file(Path::new(config))

@@ -1,6 +1,7 @@
 //! The loss curves (training loss per logged step, validation loss per evaluation) drawn from
-//! `log.jsonl` as `loss.svg` (with axis labels and a legend) and `loss.png` (the same chart; its text
-//! is left out because plotters is built without system fonts: train is blue, validation red).
+//! `log.jsonl` as `loss.svg` and `loss.png`. Plotters is built without font support (no system
+//! fonts needed), so the SVG carries its text as SVG text and the PNG's labels are drawn with a
+//! small built-in 5×7 pixel font.
 
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
@@ -73,13 +74,12 @@ fn chart<DB: DrawingBackend>(
     let ink = if text { BLACK.to_rgba() } else { TRANSPARENT };
     let font = ("sans-serif", 14).into_font().color(&ink);
     let mut b = ChartBuilder::on(root);
-    b.margin(16)
-        .x_label_area_size(if text { 40 } else { 8 })
-        .y_label_area_size(if text { 56 } else { 8 });
+    b.margin(16).x_label_area_size(40).y_label_area_size(64);
     if text {
         b.caption("loss", ("sans-serif", 18));
     }
-    let mut chart = b.build_cartesian_2d(0.0..x_max, (y_min - pad).max(0.0)..y_max + pad)?;
+    let (y_lo, y_hi) = ((y_min - pad).max(0.0), y_max + pad);
+    let mut chart = b.build_cartesian_2d(0.0..x_max, y_lo..y_hi)?;
     chart
         .configure_mesh()
         .x_desc("step")
@@ -110,6 +110,101 @@ fn chart<DB: DrawingBackend>(
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()?;
+        return Ok(());
+    }
+    // Pixel-font labels: five ticks on each axis, axis names and a legend.
+    let mut put = |x: i32,
+                   y: i32,
+                   s: &str,
+                   color: RGBColor,
+                   right: bool|
+     -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let x = if right { x - pixel_text_width(s) } else { x };
+        draw_pixel_text(root, x, y, s, color)
+    };
+    for i in 0..=4 {
+        let yv = y_lo + (y_hi - y_lo) * i as f64 / 4.0;
+        let (px, py) = chart.backend_coord(&(0.0, yv));
+        put(px - 8, (py - 7).max(2), &format!("{yv:.2}"), BLACK, true)?;
+        let xv = x_max * i as f64 / 4.0;
+        let (px, py) = chart.backend_coord(&(xv, y_lo));
+        let label = format!("{}", xv.round() as i64);
+        put(
+            px - pixel_text_width(&label) / 2,
+            py + 8,
+            &label,
+            BLACK,
+            false,
+        )?;
+    }
+    let (right, top) = chart.backend_coord(&(x_max, y_hi));
+    let (left, bottom) = chart.backend_coord(&(0.0, y_lo));
+    put((left + right) / 2, bottom + 26, "step", BLACK, false)?;
+    put(left + 8, top + 6, "loss", BLACK, false)?;
+    put(right - 8, top + 6, "train", train_color, true)?;
+    put(right - 8, top + 24, "validation", val_color, true)?;
+    Ok(())
+}
+
+/// 5×7 glyphs, one byte per row (low 5 bits, left to right), for the characters the labels use.
+fn glyph(c: char) -> [u8; 7] {
+    match c {
+        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
+        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
+        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
+        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
+        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
+        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
+        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
+        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
+        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
+        '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
+        '-' => [0, 0, 0, 0x1F, 0, 0, 0],
+        'a' => [0, 0, 0x0E, 0x01, 0x0F, 0x11, 0x0F],
+        'd' => [0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F],
+        'e' => [0, 0, 0x0E, 0x11, 0x1F, 0x10, 0x0E],
+        'i' => [0x04, 0, 0x0C, 0x04, 0x04, 0x04, 0x0E],
+        'l' => [0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        'n' => [0, 0, 0x16, 0x19, 0x11, 0x11, 0x11],
+        'o' => [0, 0, 0x0E, 0x11, 0x11, 0x11, 0x0E],
+        'p' => [0, 0, 0x1E, 0x11, 0x1E, 0x10, 0x10],
+        'r' => [0, 0, 0x16, 0x19, 0x10, 0x10, 0x10],
+        's' => [0, 0, 0x0E, 0x10, 0x0E, 0x01, 0x1E],
+        't' => [0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06],
+        'v' => [0, 0, 0x11, 0x11, 0x11, 0x0A, 0x04],
+        _ => [0; 7],
+    }
+}
+
+/// Pixels per font dot.
+const DOT: i32 = 2;
+
+fn pixel_text_width(s: &str) -> i32 {
+    s.chars().count() as i32 * 6 * DOT
+}
+
+/// Draws `s` with its top-left corner at `(x, y)`.
+fn draw_pixel_text<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    x: i32,
+    y: i32,
+    s: &str,
+    color: RGBColor,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (i, c) in s.chars().enumerate() {
+        let gx = x + i as i32 * 6 * DOT;
+        for (row, bits) in glyph(c).iter().enumerate() {
+            for col in 0..5 {
+                if bits & (0x10 >> col) != 0 {
+                    let (px, py) = (gx + col * DOT, y + row as i32 * DOT);
+                    root.draw(&Rectangle::new(
+                        [(px, py), (px + DOT - 1, py + DOT - 1)],
+                        color.filled(),
+                    ))?;
+                }
+            }
+        }
     }
     Ok(())
 }
