@@ -113,11 +113,11 @@ fn chart<DB: DrawingBackend>(
         return Ok(());
     }
     // Pixel-font labels: five ticks on each axis, axis names and a legend.
-    let mut put = |x: i32,
-                   y: i32,
-                   s: &str,
-                   color: RGBColor,
-                   right: bool|
+    let put = |x: i32,
+               y: i32,
+               s: &str,
+               color: RGBColor,
+               right: bool|
      -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         let x = if right { x - pixel_text_width(s) } else { x };
         draw_pixel_text(root, x, y, s, color)
