@@ -107,7 +107,7 @@ fn encode_all(
         .map(|r| enc.encode(&r.example, cutoff))
         .collect();
     let (mut kept, mut encoded, mut rejected) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, (r, e)) in records.into_iter().zip(results).enumerate() {
+    for (r, e) in records.into_iter().zip(results) {
         match e {
             Ok(e) => {
                 kept.push(r);
@@ -115,7 +115,7 @@ fn encode_all(
             }
             Err(reason) => rejected.push(Rejected {
                 source: r.source,
-                line: i + 1,
+                line: r.line,
                 reason,
             }),
         }

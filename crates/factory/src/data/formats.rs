@@ -63,6 +63,7 @@ pub fn load(spec: &DatasetSpec) -> Result<(Vec<Record>, Vec<Rejected>)> {
             Ok((example, contribution_id, row_hash)) => records.push(Record {
                 example,
                 source: source.clone(),
+                line,
                 contribution_id,
                 row_hash,
             }),

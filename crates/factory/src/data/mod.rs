@@ -27,6 +27,9 @@ pub struct Record {
     pub example: Example,
     /// The dataset: its `ID@VERSION` for a datanet export, else the file name.
     pub source: String,
+    /// 1-based line (or array element) in the source file.
+    #[serde(default)]
+    pub line: usize,
     /// The datanet contribution that brought the row (exports carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contribution_id: Option<u64>,
