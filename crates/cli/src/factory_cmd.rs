@@ -3,6 +3,10 @@
 //! is read), and on local files (datanet rows, LLaMA-Factory alpaca or sharegpt). Every knob has a
 //! flag, or comes from a TOML `--config` (flags win); the job writes its complete config back out.
 //! Ctrl-C stops at the end of the current step with a checkpoint; `--resume JOB_DIR` continues.
+//! `openledger factory publish` registers a finished job's adapter on chain ([`publish`]);
+//! `openledger factory chat` talks to it in the terminal.
+
+mod publish;
 
 use crate::commands::Session;
 use anyhow::{bail, Context, Result};
@@ -16,6 +20,78 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum FactoryCmd {
     /// Fine-tune a LoRA adapter on datanet versions and local files.
     Train(Box<TrainArgs>),
+    /// Register a finished job's adapter on chain, with the attribution index of the datanet
+    /// versions it trained on and its config and metrics as the training config; prints its id.
+    Publish(publish::PublishArgs),
+    /// Chat in the terminal with a job's adapter (or any PEFT adapter directory) on its base model.
+    Chat(Box<ChatArgs>),
+}
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// A job directory (its final adapter on its base model) or a PEFT adapter directory.
+    adapter: PathBuf,
+    /// The base model (default: the job's; for a PEFT directory, the default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// With a job directory: the adapter at the best validation loss (adapter-best/).
+    #[arg(long)]
+    best: bool,
+    /// Worker threads for the matrix kernels (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, env = "OPENLEDGER_DEVICE", value_enum)]
+    device: Option<crate::ai::DeviceArg>,
+    #[command(flatten)]
+    sampling: crate::ai::SamplingArgs,
+    /// System message.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+impl ChatArgs {
+    /// The model and adapter to load: a job directory's adapter on the job's base model, or a
+    /// PEFT directory on --model.
+    fn model_args(&self) -> Result<crate::ai::ModelArgs> {
+        let config = self.adapter.join(openledger_factory::CONFIG_FILE);
+        let (model, adapter) = if config.is_file() {
+            let c = TrainConfig::from_toml_file(&config)?;
+            let name = if self.best {
+                openledger_factory::BEST_ADAPTER_DIR
+            } else {
+                openledger_factory::ADAPTER_DIR
+            };
+            let adapter = self.adapter.join(name);
+            if !adapter.is_dir() {
+                bail!(
+                    "{} has no {name}/: the job has not finished{} (`openledger factory train --resume {}`)",
+                    self.adapter.display(),
+                    if self.best { " or had no validation set" } else { "" },
+                    self.adapter.display()
+                );
+            }
+            (self.model.clone().unwrap_or(c.base_model), adapter)
+        } else if self.best {
+            bail!(
+                "--best needs a job directory; {} is not one (no {})",
+                self.adapter.display(),
+                openledger_factory::CONFIG_FILE
+            );
+        } else {
+            let model = self.model.clone().unwrap_or_else(|| {
+                std::env::var_os("OPENLEDGER_MODEL")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| openledger_model::DEFAULT_MODEL_PATH.into())
+            });
+            (model, self.adapter.clone())
+        };
+        Ok(crate::ai::ModelArgs {
+            model,
+            adapter: Some(adapter),
+            threads: self.threads,
+            device: self.device,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -169,6 +245,17 @@ fn parse_datanet(s: &str) -> Result<(u64, u64)> {
     Ok((id, v))
 }
 
+/// The latest version of datanet `id`, so that the job records the version it trained on.
+fn latest_version(rest: &crate::rest::Rest, id: u64) -> Result<u64> {
+    let d: openledger_node::datanets::views::DatanetView = rest
+        .get(&format!("/v1/datanets/{id}"))
+        .with_context(|| format!("datanet {id}"))?;
+    if d.version_count == 0 {
+        bail!("datanet {id} has no version yet: approve a contribution first");
+    }
+    Ok(d.version_count)
+}
+
 /// Exports each datanet version from the node into `dir` (the node refuses a version the --from
 /// key may not read, before sending any row).
 fn download(s: &Session, datanets: &[(u64, u64)], dir: &Path) -> Result<Vec<DatasetSpec>> {
@@ -179,6 +266,10 @@ fn download(s: &Session, datanets: &[(u64, u64)], dir: &Path) -> Result<Vec<Data
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut specs = Vec::new();
     for &(id, version) in datanets {
+        let version = match version {
+            0 => latest_version(&rest, id)?,
+            v => v,
+        };
         let path = dir.join(format!("{id}@{version}.jsonl"));
         let tmp = path.with_extension("partial");
         let mut file = std::io::BufWriter::new(
@@ -201,7 +292,13 @@ fn download(s: &Session, datanets: &[(u64, u64)], dir: &Path) -> Result<Vec<Data
 }
 
 pub fn run(s: &Session, c: FactoryCmd) -> Result<()> {
-    let FactoryCmd::Train(args) = c;
+    let args = match c {
+        FactoryCmd::Train(args) => args,
+        FactoryCmd::Publish(a) => return publish::run(s, a),
+        FactoryCmd::Chat(a) => {
+            return crate::ai::run_chat(&a.model_args()?, &a.sampling, a.system.clone())
+        }
+    };
     stop_on_ctrl_c();
     let mut job = match &args.resume {
         Some(dir) => Job::resume(dir)?,

@@ -4,6 +4,7 @@
 //! readable explanation or JSON.
 
 use crate::commands::Session;
+use alloy_primitives::B256;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use openledger_attribution::{
@@ -294,47 +295,9 @@ fn build(
         (None, 0)
     };
     let rest = s.rest(true)?;
-    let contributions: Vec<ContributionView> =
-        rest.get(&format!("/v1/datanets/{datanet}/contributions"))?;
-    let version_of: HashMap<u64, u64> = contributions.iter().map(|c| (c.id, c.version)).collect();
-    eprintln!("fetching version {version} of datanet {datanet}…");
-    let body = rest.get_bytes(&format!("/v1/datanets/{datanet}/export?version={version}"))?;
+    let rows = export_rows(&rest, datanet, version, from)?;
     let started = Instant::now();
-    let mut rows = Vec::new();
-    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let r: ExportRow = serde_json::from_slice(line).context("reading the export")?;
-        if version_of.get(&r.contribution_id).copied().unwrap_or(0) <= from {
-            continue;
-        }
-        rows.push(r);
-    }
-    let total = rows.len();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()
-        .context("starting the tokenising threads")?;
-    let mut tokens = Vec::with_capacity(total);
-    for (done, chunk) in rows.chunks(PROGRESS_EVERY).enumerate() {
-        let part: Vec<RowTokens> = pool.install(|| {
-            chunk
-                .par_iter()
-                .map(|r| {
-                    Ok(RowTokens {
-                        tokens: encode(tok, &r.row.fields().join("\n"))?,
-                        contribution_id: r.contribution_id,
-                        contributor: r.contributor,
-                    })
-                })
-                .collect::<Result<_>>()
-        })?;
-        tokens.extend(part);
-        if total > PROGRESS_EVERY {
-            eprintln!(
-                "  tokenised {} of {total} rows",
-                ((done + 1) * PROGRESS_EVERY).min(total)
-            );
-        }
-    }
+    let tokens = tokenise(&rows, tok, opts.threads)?;
     let tokenised = started.elapsed().as_secs_f64();
     let mut source = BTreeMap::new();
     source.insert("datanet".to_string(), datanet.to_string());
@@ -374,6 +337,104 @@ fn build(
         ix.root()
     );
     Ok(())
+}
+
+/// The rows of version `version` of `datanet` from contributions approved after version `from`.
+fn export_rows(
+    rest: &crate::rest::Rest,
+    datanet: u64,
+    version: u64,
+    from: u64,
+) -> Result<Vec<ExportRow>> {
+    let contributions: Vec<ContributionView> =
+        rest.get(&format!("/v1/datanets/{datanet}/contributions"))?;
+    let version_of: HashMap<u64, u64> = contributions.iter().map(|c| (c.id, c.version)).collect();
+    eprintln!("fetching version {version} of datanet {datanet}…");
+    let body = rest.get_bytes(&format!("/v1/datanets/{datanet}/export?version={version}"))?;
+    let mut rows = Vec::new();
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let r: ExportRow = serde_json::from_slice(line).context("reading the export")?;
+        if version_of.get(&r.contribution_id).copied().unwrap_or(0) <= from {
+            continue;
+        }
+        rows.push(r);
+    }
+    Ok(rows)
+}
+
+/// Tokenises rows (their fields joined by newlines) on `threads` threads, with progress lines.
+fn tokenise(rows: &[ExportRow], tok: &Tokenizer, threads: usize) -> Result<Vec<RowTokens>> {
+    let total = rows.len();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("starting the tokenising threads")?;
+    let mut tokens = Vec::with_capacity(total);
+    for (done, chunk) in rows.chunks(PROGRESS_EVERY).enumerate() {
+        let part: Vec<RowTokens> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|r| {
+                    Ok(RowTokens {
+                        tokens: encode(tok, &r.row.fields().join("\n"))?,
+                        contribution_id: r.contribution_id,
+                        contributor: r.contributor,
+                    })
+                })
+                .collect::<Result<_>>()
+        })?;
+        tokens.extend(part);
+        if total > PROGRESS_EVERY {
+            eprintln!(
+                "  tokenised {} of {total} rows",
+                ((done + 1) * PROGRESS_EVERY).min(total)
+            );
+        }
+    }
+    Ok(tokens)
+}
+
+/// Builds a new index in `out` (which must not hold one) over the given datanet versions
+/// together, tokenised with `model`'s tokenizer: the index of an adapter trained on all of
+/// them. Returns its root.
+pub(crate) fn build_new(
+    s: &Session,
+    targets: &[(u64, u64)],
+    model: &Path,
+    out: &Path,
+) -> Result<B256> {
+    if out.join(openledger_attribution::index::MANIFEST).exists() {
+        bail!("{} already holds an index", out.display());
+    }
+    let tok = tokenizer(&TokenizerArg {
+        tokenizer: model.to_path_buf(),
+    })?;
+    let opts = BuildOptions::default();
+    let rest = s.rest(true)?;
+    let mut tokens = Vec::new();
+    for &(datanet, version) in targets {
+        let rows = export_rows(&rest, datanet, version, 0)?;
+        tokens.extend(tokenise(&rows, &tok, opts.threads.max(1))?);
+    }
+    let list =
+        |f: &dyn Fn(&(u64, u64)) -> String| targets.iter().map(f).collect::<Vec<_>>().join(",");
+    let mut source = BTreeMap::new();
+    source.insert("datanet".to_string(), list(&|t| t.0.to_string()));
+    source.insert("version".to_string(), list(&|t| t.1.to_string()));
+    source.insert(
+        "versions".to_string(),
+        list(&|t| format!("{}@{}", t.0, t.1)),
+    );
+    source.insert("tokenizer".to_string(), model.display().to_string());
+    let ix = Index::create(out, &tokens, tok.vocab_size() as u32, source, &opts)?;
+    eprintln!(
+        "indexed {} rows of datanet versions {} in {}: root {}",
+        tokens.len(),
+        list(&|t| format!("{}@{}", t.0, t.1)),
+        out.display(),
+        ix.root()
+    );
+    Ok(ix.root())
 }
 
 /// `openledger attribute`.

@@ -4,7 +4,8 @@
 //! (its root goes on chain), then sends `registerAdapter` and prints the adapter id.
 //!
 //! The pieces other adapter commands share (`openledger adapter merge`) are here too: the signed
-//! [`Uploader`], [`adapter_by_name`], [`check_name_free`] and [`send_registration`].
+//! [`Uploader`], [`adapter_by_name`], [`check_name_free`] and [`send_registration`]; and
+//! `openledger factory publish` uses [`publish`] for the same upload-and-register sequence.
 
 use crate::{commands::Session, wallet::Rpc};
 use alloy_primitives::{keccak256, B256, U256};
@@ -255,17 +256,27 @@ pub(crate) fn send_registration(
     Ok(id)
 }
 
-/// Runs `openledger model publish-adapter`.
-pub fn run(s: &Session, a: PublishAdapterArgs) -> Result<()> {
+/// What [`publish`] registers.
+pub(crate) struct Publication<'a> {
+    pub name: &'a str,
+    pub base: u64,
+    pub datanets: &'a [(u64, u64)],
+    /// The attribution index directory to upload (none: a zero root).
+    pub index: Option<&'a Path>,
+    pub training_config_hash: B256,
+}
+
+/// Checks the name and the base model, uploads the bundle and the index, sends
+/// `registerAdapter` and returns the new adapter's id.
+pub(crate) fn publish(s: &Session, packed: &bundle::Packed, p: &Publication) -> Result<u64> {
     let signer = s.signer()?;
     let rpc = s.rpc()?;
-    check_name_free(&rpc, &a.name)?;
+    check_name_free(&rpc, p.name)?;
     rpc.view(
         modules::MODEL,
-        IModel::getBaseModelCall { modelId: a.base }.abi_encode(),
+        IModel::getBaseModelCall { modelId: p.base }.abi_encode(),
     )
-    .with_context(|| format!("base model {}", a.base))?;
-    let packed = bundle::pack_dir(&a.dir, MAX_WEIGHTS_BYTES).map_err(|e| anyhow!("{e}"))?;
+    .with_context(|| format!("base model {}", p.base))?;
     let up = Uploader::new(s)?;
     up.upload_bytes(&packed.bytes, &packed.hash)
         .context("uploading the adapter bundle")?;
@@ -274,21 +285,38 @@ pub fn run(s: &Session, a: PublishAdapterArgs) -> Result<()> {
         packed.bytes.len(),
         packed.hash
     );
-    let index_root = match &a.index {
+    let index_root = match p.index {
         Some(dir) => publish_index(&up, dir)?,
         None => B256::ZERO,
     };
     let data = IModel::registerAdapterCall {
-        baseModelId: a.base,
-        name: a.name.clone(),
-        datanetIds: a.datanets.iter().map(|d| d.0).collect(),
-        datanetVersions: a.datanets.iter().map(|d| d.1).collect(),
-        trainingConfigHash: a.config_hash.unwrap_or(packed.config_hash),
+        baseModelId: p.base,
+        name: p.name.to_string(),
+        datanetIds: p.datanets.iter().map(|d| d.0).collect(),
+        datanetVersions: p.datanets.iter().map(|d| d.1).collect(),
+        trainingConfigHash: p.training_config_hash,
         adapterHash: packed.hash,
         attributionIndexRoot: index_root,
     }
     .abi_encode();
-    let id = send_registration(&rpc, &signer, "registerAdapter", &a.name, data)?;
+    send_registration(&rpc, &signer, "registerAdapter", p.name, data)
+}
+
+/// Runs `openledger model publish-adapter`.
+pub fn run(s: &Session, a: PublishAdapterArgs) -> Result<()> {
+    check_name_free(&s.rpc()?, &a.name)?;
+    let packed = bundle::pack_dir(&a.dir, MAX_WEIGHTS_BYTES).map_err(|e| anyhow!("{e}"))?;
+    let id = publish(
+        s,
+        &packed,
+        &Publication {
+            name: &a.name,
+            base: a.base,
+            datanets: &a.datanets,
+            index: a.index.as_deref(),
+            training_config_hash: a.config_hash.unwrap_or(packed.config_hash),
+        },
+    )?;
     println!("{id}");
     Ok(())
 }
