@@ -323,8 +323,8 @@ fn merged_adapters_are_published_with_their_parents_and_answer() {
     let err = merge_fails(&s, &["bees-a", "other-base", "--name", "x1"]);
     assert!(err.contains("only on one base model"), "{err}");
     assert!(err.contains("Other-Model"), "{err}");
-    // A bundle altered on the node's disk is refused by the CLI's own check (the node's download
-    // still hands it over whole).
+    // A bundle altered on the node's disk is refused: the node checks it before serving the
+    // download (and the CLI checks what it downloads against adapterHash as well).
     let tampered_dir = s.work.path().join("tampered");
     write_adapter(&tampered_dir, 10, 8.0);
     let tampered = publish_dir(&s, &tampered_dir, "tampered", "1", "1@1");
@@ -338,7 +338,8 @@ fn merged_adapters_are_published_with_their_parents_and_answer() {
     std::fs::write(&stored, &bytes).unwrap();
     let err = merge_fails(&s, &["bees-a", "tampered", "--name", "x1"]);
     assert!(
-        err.contains("\"tampered\"") && err.contains("not to the adapterHash on chain"),
+        err.contains("\"tampered\"")
+            && (err.contains("corrupt") || err.contains("not to the adapterHash on chain")),
         "{err}"
     );
     assert_eq!(
