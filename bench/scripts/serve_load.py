@@ -19,6 +19,7 @@ and prints a table of the ratios within each round, and whether the adapter chan
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import threading
@@ -35,6 +36,21 @@ PROMPTS = [
     "The main differences between a LoRA adapter and full fine-tuning are",
     "Dear hiring manager, I am writing to apply for the position of",
 ]
+
+
+def cpu_sample(server_pid):
+    """(busy CPU seconds of the whole machine, CPU seconds of the server process, of this process)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    busy = (sum(v[:8]) - v[3] - v[4]) / hz  # user nice system idle iowait irq softirq steal
+    server = 0.0
+    if server_pid:
+        with open(f"/proc/{server_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        server = (int(fields[11]) + int(fields[12])) / hz  # utime, stime
+    t = os.times()
+    return busy, server, t.user + t.system
 
 
 def pct(xs, q):
@@ -100,6 +116,7 @@ def main():
     p.add_argument("--warmup", type=int, default=1, help="requests sent (one at a time) before measuring")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument("--texts", action="store_true")
+    p.add_argument("--server-pid", type=int, help="report the server's CPU use and everyone else's during the run")
     a = p.parse_args()
     if a.summarize:
         return summarize(a.summarize)
@@ -129,6 +146,7 @@ def main():
                 return
             results[k] = one_request(a.url, body(k), a.timeout, a.api_key)
 
+    c0 = cpu_sample(a.server_pid)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, daemon=True) for _ in range(a.clients)]
     for t in threads:
@@ -136,6 +154,8 @@ def main():
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    c1 = cpu_sample(a.server_pid)
+    busy, server, client = (y - x for x, y in zip(c0, c1))
 
     errors = [r[5] for r in results if r[5]]
     ok = [r for r in results if not r[5]]
@@ -155,6 +175,10 @@ def main():
         "ttft_ms_p90": round(pct(ttfts, 0.9), 1) if ttfts else None,
         "ttft_ms_max": round(max(ttfts), 1) if ttfts else None,
         "e2e_ms_mean": round(statistics.mean(r[1] * 1000 for r in ok), 1) if ok else None,
+        "cpus": os.cpu_count(),
+        "client_cpu_cores": round(client / wall, 2),
+        "server_cpu_cores": round(server / wall, 2) if a.server_pid else None,
+        "others_cpu_cores": round(max(0.0, busy - server - client) / wall, 2) if a.server_pid else None,
     }
     if a.texts:
         out["texts"] = [results[k][4] for k in range(min(len(PROMPTS), a.requests))]
@@ -179,7 +203,8 @@ def summarize(path):
                if any(r["server"] == s for r in runs)]
     peers = [s for s in ("llama-cpp-python", "llama-server") if s in servers]
     ours = [s for s in ("ours", "ours-chain") if s in servers]
-    head = "| round | scenario | server | tok/s | TTFT p50 ms | TTFT mean ms | TTFT p90 ms | short | load before/after |"
+    head = ("| round | scenario | server | tok/s | TTFT p50 ms | TTFT mean ms | TTFT p90 ms | short "
+            "| CPU cores: server / client / others | load before |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for rd in rounds:
@@ -189,7 +214,8 @@ def summarize(path):
                 if r:
                     print(f"| {rd} | {sc} | {s} | {r['tok_s']:.1f} | {r['ttft_ms_p50']:.0f} | {r['ttft_ms_mean']:.0f} "
                           f"| {r['ttft_ms_p90']:.0f} | {r['short_requests']}/{r['requests']} "
-                          f"| {r['load_before']:.2f} / {r['load_after']:.2f} |")
+                          f"| {r.get('server_cpu_cores')} / {r.get('client_cpu_cores')} / {r.get('others_cpu_cores')} "
+                          f"| {r['load_before']:.2f} |")
     print()
     print("| round | scenario | ours | peer | throughput ours/peer | TTFT p50 peer/ours | TTFT mean peer/ours |")
     print("|---|---|---|---|---|---|---|")
