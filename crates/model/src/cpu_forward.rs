@@ -4,8 +4,10 @@
 //! tensor and pass through dispatch, and that overhead rivals the matrix products themselves. Here the
 //! norms, rotary embedding, attention over the KV cache and the SwiGLU run as loops over slices, sibling
 //! projections (q/k/v, gate/up) share one activation quantization and one parallel loop, and attention
-//! runs over (sequence, head, row-chunk) tasks on the kernel pool. LoRA updates, float weights and
-//! biases still go through the same [`Linear`] pieces as the candle path.
+//! runs over (sequence, head, row-chunk) tasks on the kernel pool. Next to quantized projections,
+//! LoRA updates run as plain loops over the rows grouped by adapter, as tasks of the base product's
+//! parallel loop ([`crate::lora_kernel`]); float weights, their adapters and biases go through the
+//! same [`Linear`] pieces as the candle path.
 //!
 //! Training and non-CPU devices use the candle path in [`crate::llama`] (every op differentiable);
 //! tests check that both paths give the same logits.
@@ -15,6 +17,8 @@ use crate::kv_cache::LayerCache;
 use crate::linear::{Linear, Weight};
 use crate::llama::{Llama, SeqInput};
 use crate::lora::{RowAdapters, Target};
+use crate::lora_kernel;
+use crate::quant::matmul::matmul_many_after;
 use crate::quant::pool::{self, SendPtr};
 use crate::quant::{matmul_many, QWeight};
 use candle_core::{Device, Tensor};
@@ -335,7 +339,9 @@ impl Llama {
 }
 
 /// Sibling projections of one input (`x` is `n × in`): the base products together (one activation
-/// quantization and one parallel loop when all are quantized), then each one's bias and LoRA updates.
+/// quantization and one parallel loop when all are quantized), each one's bias, and the LoRA updates
+/// of the rows that have an adapter: for quantized projections, tasks of the same parallel loop
+/// ([`lora_kernel::Plan`]) to whose output the products add.
 fn project<const K: usize>(
     linears: [&Linear; K],
     targets: [Target; K],
@@ -352,18 +358,31 @@ fn project<const K: usize>(
         })
         .collect();
     let cols = x.len() / n.max(1);
-    let xt = if quant.is_none() || !adapters.is_empty() {
+    let outs = linears.map(|l| l.weight.dims().0);
+    // Quantized projections take the LoRA kernels; float ones (exact f32 models), and batches with
+    // an adapter the kernels cannot take (see `LoraAdapter::prepare`), the candle reference.
+    let plan = match &quant {
+        Some(_) if !adapters.is_empty() => {
+            lora_kernel::Plan::new(adapters, layer, &targets, n, cols, &outs).transpose()?
+        }
+        _ => None,
+    };
+    let reference = !adapters.is_empty() && plan.is_none();
+    let xt = if quant.is_none() || reference {
         Some(Tensor::from_slice(x, (n, cols), &Device::Cpu)?)
     } else {
         None
     };
-    let mut ys: Vec<Vec<f32>> = match (&quant, &xt) {
-        (Some(qs), _) => matmul_many(qs, x, n)?,
-        (None, Some(t)) => linears
+    let mut ys: Vec<Vec<f32>> = match (&quant, &xt, &plan) {
+        (Some(qs), _, Some(p)) if !p.is_empty() => {
+            matmul_many_after(qs, x, n, p.tasks(), &|i, outs| p.run(i, x, outs))?
+        }
+        (Some(qs), _, _) => matmul_many(qs, x, n)?,
+        (None, Some(t), _) => linears
             .iter()
             .map(|l| Ok(l.weight.matmul_t(t)?.flatten_all()?.to_vec1::<f32>()?))
             .collect::<Result<_>>()?,
-        (None, None) => unreachable!("float weights always get an input tensor"),
+        (None, None, _) => unreachable!("float weights always get an input tensor"),
     };
     for ((y, l), &t) in ys.iter_mut().zip(&linears).zip(&targets) {
         if let Some(b) = &l.bias {
@@ -372,7 +391,7 @@ fn project<const K: usize>(
                 add_into(row, &b);
             }
         }
-        if let (Some(xt), false) = (&xt, adapters.is_empty()) {
+        if let (Some(xt), true) = (&xt, reference) {
             let rows = y.len() / n.max(1);
             let yt = Tensor::from_slice(y, (n, rows), &Device::Cpu)?;
             *y = adapters

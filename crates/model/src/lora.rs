@@ -3,12 +3,16 @@
 //! An adapter adds `scale·B(Ax)` to a target projection, with `A: [r, in]`, `B: [out, r]` and
 //! `scale = alpha/r` (or `alpha/√r` with rsLoRA). In a batch every row (token) may use a different
 //! adapter or none: [`RowAdapters`] groups the rows by adapter so each adapter runs one gathered
-//! product over its rows (the BGMV idea of Punica/S-LoRA, expressed as gather → two matmuls → scatter-add,
-//! all candle ops, so it also trains).
+//! product over its rows (the SGMV idea of Punica/S-LoRA). [`RowAdapters::apply`] expresses it as
+//! gather → two matmuls → scatter-add, all candle ops, so it also trains; the CPU inference path runs
+//! the same math as plain loops over a packed copy of the adapter's weights (`lora_kernel`).
 
 use crate::error::{ModelError, Result};
+use crate::lora_kernel::Packed;
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The projections an adapter can target, named as in PEFT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,11 +122,45 @@ impl LoraPair {
     }
 }
 
+/// How the CPU kernels keep an adapter's weights (see [`LoraAdapter::prepare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelPrecision {
+    /// Rounded to f16 (relative error at most 2⁻¹¹): half the bytes of f32, so a batch of rows
+    /// with different adapters reads half as much. The default.
+    F16,
+    /// The weights exactly as loaded.
+    F32,
+}
+
+static DEFAULT_PRECISION: AtomicBool = AtomicBool::new(false);
+
+/// Sets the precision adapters packed from now on get (by [`LoraAdapter::prepare`], by
+/// [`crate::peft::load`], or on first use); adapters already packed keep theirs.
+pub fn set_default_kernel_precision(precision: KernelPrecision) {
+    DEFAULT_PRECISION.store(precision == KernelPrecision::F32, Ordering::Relaxed);
+}
+
+/// The precision [`LoraAdapter::prepare`] packs in: [`KernelPrecision::F16`] unless set otherwise.
+pub fn default_kernel_precision() -> KernelPrecision {
+    if DEFAULT_PRECISION.load(Ordering::Relaxed) {
+        KernelPrecision::F32
+    } else {
+        KernelPrecision::F16
+    }
+}
+
 /// A LoRA adapter: config plus one [`LoraPair`] per (layer, target) it touches.
+///
+/// For the CPU inference path the adapter also keeps its weights packed in the layout the kernels
+/// stream (`lora_kernel::Packed`), in f16 by default ([`KernelPrecision`]: serving many adapters at
+/// once is bound by reading them). It is made once, by [`LoraAdapter::prepare`] (which
+/// [`crate::peft::load`] calls) or on first use; the tensors stay the adapter's exact values for
+/// everything else (saving, merging, training, the candle path).
 #[derive(Debug, Clone)]
 pub struct LoraAdapter {
     pub config: LoraConfig,
     pairs: BTreeMap<(usize, Target), LoraPair>,
+    packed: OnceLock<Option<Arc<Packed>>>,
 }
 
 impl LoraAdapter {
@@ -131,6 +169,7 @@ impl LoraAdapter {
         Self {
             config,
             pairs: BTreeMap::new(),
+            packed: OnceLock::new(),
         }
     }
 
@@ -146,6 +185,7 @@ impl LoraAdapter {
             )));
         }
         self.pairs.insert((layer, target), pair);
+        self.packed = OnceLock::new();
         Ok(())
     }
 
@@ -203,6 +243,42 @@ impl LoraAdapter {
             .sum()
     }
 
+    /// Packs the weights for the CPU kernels now rather than on first use (see the type's doc), in
+    /// the process default [`KernelPrecision`]. Nothing is packed for adapters the kernels cannot
+    /// take: tensors on another device, or training variables (the optimizer changes them in
+    /// place); those run on the candle path.
+    pub fn prepare(&self) {
+        self.packed();
+    }
+
+    /// [`LoraAdapter::prepare`] in a given precision (f32 anyway for a weight beyond f16's range).
+    /// The first packing stays: this does nothing once the adapter is packed.
+    pub fn prepare_as(&self, precision: KernelPrecision) {
+        self.packed
+            .get_or_init(|| Packed::build(self, precision).map(Arc::new));
+    }
+
+    /// The precision the packed copy was made in; `None` while there is none.
+    pub fn kernel_precision(&self) -> Option<KernelPrecision> {
+        Some(self.packed.get()?.as_ref()?.precision())
+    }
+
+    /// Bytes of the packed copy for the CPU kernels (0 until [`LoraAdapter::prepare`] or first use,
+    /// and for adapters that are not packed), on top of the tensors' own bytes.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed
+            .get()
+            .and_then(|p| p.as_ref())
+            .map_or(0, |p| p.bytes())
+    }
+
+    /// The packed copy, made on first call; `None` for adapters the kernels cannot take.
+    pub(crate) fn packed(&self) -> Option<&Packed> {
+        self.packed
+            .get_or_init(|| Packed::build(self, default_kernel_precision()).map(Arc::new))
+            .as_deref()
+    }
+
     /// Converts every tensor to f32 on `device` (adapters may arrive as f16/bf16).
     pub fn to_f32(&self, device: &Device) -> Result<Self> {
         let mut out = Self::empty(self.config.clone());
@@ -218,18 +294,24 @@ impl LoraAdapter {
 /// Which rows of a batch use which adapter. Rows not in any group use the base model alone.
 pub struct RowAdapters<'a> {
     groups: Vec<Group<'a>>,
+    device: Device,
 }
 
 struct Group<'a> {
     adapter: &'a LoraAdapter,
-    /// `None` when the group covers every row (no gather/scatter needed).
-    rows: Option<Tensor>,
+    /// The rows, ascending; `None` when the group covers every row (no gather/scatter needed).
+    rows: Option<Vec<u32>>,
+    /// `rows` as a tensor for the candle path, made the first time it is needed.
+    rows_tensor: OnceLock<Tensor>,
 }
 
 impl<'a> RowAdapters<'a> {
     /// No adapters: the base model.
     pub fn none() -> Self {
-        Self { groups: Vec::new() }
+        Self {
+            groups: Vec::new(),
+            device: Device::Cpu,
+        }
     }
 
     /// Builds the groups from one optional adapter per row (adapters compared by address).
@@ -246,23 +328,29 @@ impl<'a> RowAdapters<'a> {
         let n = per_row.len();
         let groups = groups
             .into_iter()
-            .map(|(adapter, rows)| {
-                let rows = if rows.len() == n {
-                    None
-                } else {
-                    Some(Tensor::new(rows, device)?)
-                };
-                Ok(Group { adapter, rows })
+            .map(|(adapter, rows)| Group {
+                adapter,
+                rows: (rows.len() != n).then_some(rows),
+                rows_tensor: OnceLock::new(),
             })
-            .collect::<Result<_>>()?;
-        Ok(Self { groups })
+            .collect();
+        Ok(Self {
+            groups,
+            device: device.clone(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
 
-    /// Adds every group's `scale·B(A·x[rows])` into `y[rows]` for `(layer, target)`.
+    /// Each group's adapter and rows (`None`: every row of the batch).
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&'a LoraAdapter, Option<&[u32]>)> + '_ {
+        self.groups.iter().map(|g| (g.adapter, g.rows.as_deref()))
+    }
+
+    /// Adds every group's `scale·B(A·x[rows])` into `y[rows]` for `(layer, target)`, as candle ops
+    /// (the reference, differentiable; the CPU inference path uses `lora_kernel`).
     pub fn apply(&self, x: &Tensor, y: Tensor, layer: usize, target: Target) -> Result<Tensor> {
         let mut y = y;
         for g in &self.groups {
@@ -276,6 +364,13 @@ impl<'a> RowAdapters<'a> {
                     y = (y + d)?;
                 }
                 Some(rows) => {
+                    let rows = match g.rows_tensor.get() {
+                        Some(t) => t,
+                        None => {
+                            let t = Tensor::new(rows.as_slice(), &self.device)?;
+                            g.rows_tensor.get_or_init(|| t)
+                        }
+                    };
                     let xs = x.index_select(rows, 0)?;
                     let d = (xs.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * scale)?;
                     y = y.index_add(rows, &d, 0)?;

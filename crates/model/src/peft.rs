@@ -151,16 +151,122 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
 }
 
 /// Reads a PEFT adapter directory.
+///
+/// An f32 weights file (what PEFT and [`save`] write) is read with one `read` straight into the
+/// buffer the adapter keeps (no intermediate copy); any other file goes through [`from_parts`].
 pub fn load(dir: &Path, device: &Device) -> Result<LoraAdapter> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
     let config = parse_config(&text, &cfg_path)?;
     let w_path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&w_path).map_err(|e| ModelError::io(&w_path, e))?;
+    let mut file = std::fs::File::open(&w_path).map_err(|e| ModelError::io(&w_path, e))?;
+    let io = |e| ModelError::io(&w_path, e);
+    if let Some((tensors, data_len)) = f32_layout(&mut file).map_err(io)? {
+        let bad = |m: String| ModelError::Adapter(format!("{}: {m}", w_path.display()));
+        let entries = plan(
+            &config,
+            tensors
+                .iter()
+                .map(|(n, shape, begin)| (n.as_str(), shape.as_slice(), begin / 4)),
+            &bad,
+        )?;
+        let mut values = vec![0f32; data_len / 4];
+        read_f32s(&mut file, &mut values).map_err(io)?;
+        return assemble(config, entries, values, device, &bad);
+    }
+    let mut bytes = Vec::new();
+    std::io::Seek::rewind(&mut file).map_err(io)?;
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io)?;
     from_parts(config, &bytes, &w_path, device)
 }
 
+/// The header of a safetensors file whose tensors are all f32 and tile its data section in
+/// 4-byte-aligned pieces, on a little-endian machine: each tensor's name, shape and byte offset in
+/// the data section, and the section's length; the file is left at the section's start. `None` for
+/// anything else (other dtypes, gaps, a malformed header: [`from_parts`] then explains what is wrong).
+#[allow(clippy::type_complexity)]
+fn f32_layout(
+    file: &mut std::fs::File,
+) -> std::io::Result<Option<(Vec<(String, Vec<usize>, usize)>, usize)>> {
+    use std::io::Read;
+    const MAX_HEADER: u64 = 100_000_000; // safetensors' own bound
+    if cfg!(target_endian = "big") {
+        return Ok(None);
+    }
+    let file_len = file.metadata()?.len();
+    let mut n = [0u8; 8];
+    if file_len < 8 || file.read_exact(&mut n).is_err() {
+        return Ok(None);
+    }
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER || n > file_len - 8 {
+        return Ok(None);
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)?;
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&header) else {
+        return Ok(None);
+    };
+    let Ok(data_len) = usize::try_from(file_len - 8 - n) else {
+        return Ok(None);
+    };
+    let mut tensors = Vec::with_capacity(map.len());
+    let mut spans = Vec::with_capacity(map.len());
+    for (name, info) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let (Some("F32"), Some(shape), Some(offsets)) = (
+            info["dtype"].as_str(),
+            info["shape"].as_array(),
+            info["data_offsets"].as_array(),
+        ) else {
+            return Ok(None);
+        };
+        let shape: Option<Vec<usize>> = shape
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect();
+        let offsets: Option<Vec<usize>> = offsets
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect();
+        let (Some(shape), Some(&[begin, end])) = (shape, offsets.as_deref()) else {
+            return Ok(None);
+        };
+        let bytes = shape.iter().try_fold(4usize, |acc, &d| acc.checked_mul(d));
+        if bytes != end.checked_sub(begin) || begin % 4 != 0 {
+            return Ok(None);
+        }
+        spans.push((begin, end));
+        tensors.push((name, shape, begin));
+    }
+    spans.sort_unstable();
+    let mut at = 0;
+    for (begin, end) in spans {
+        if begin != at {
+            return Ok(None);
+        }
+        at = end;
+    }
+    Ok((at == data_len && data_len % 4 == 0).then_some((tensors, data_len)))
+}
+
+/// Fills `values` with the next `4·values.len()` bytes of `file`, read as little-endian f32.
+fn read_f32s(file: &mut std::fs::File, values: &mut [f32]) -> std::io::Result<()> {
+    // SAFETY: every bit pattern is a valid f32, the byte view covers exactly `values`, and f32's
+    // alignment is at least u8's; the machine is little-endian (checked by `f32_layout`).
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(
+            values.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(values),
+        )
+    };
+    std::io::Read::read_exact(file, bytes)
+}
+
 /// Builds an adapter from a config and the bytes of its safetensors file (uploads arrive this way).
+/// F32, F16, BF16 and F64 weights are converted once to f32, into one buffer for the whole adapter.
 pub fn from_parts(
     config: LoraConfig,
     safetensors_bytes: &[u8],
@@ -168,12 +274,54 @@ pub fn from_parts(
     device: &Device,
 ) -> Result<LoraAdapter> {
     let bad = |m: String| ModelError::Adapter(format!("{}: {m}", origin.display()));
-    let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load_buffer(safetensors_bytes, device)
-            .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
-    let mut pairs: HashMap<(usize, Target), (Option<Tensor>, Option<Tensor>)> = HashMap::new();
-    for (name, t) in tensors {
-        let Some((layer, target, ab)) = parse_key(&name) else {
+    let file = safetensors::SafeTensors::deserialize(safetensors_bytes)
+        .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = file.iter().collect();
+    let mut at = 0usize;
+    let mut offsets = Vec::with_capacity(views.len());
+    for (_, v) in &views {
+        offsets.push(at);
+        // Bounded by the file: each view's elements are at least one byte each.
+        at += v.shape().iter().product::<usize>();
+    }
+    let entries = plan(
+        &config,
+        views
+            .iter()
+            .zip(&offsets)
+            .map(|((name, v), &at)| (*name, v.shape(), at)),
+        &bad,
+    )?;
+    let mut values = vec![0f32; at];
+    for ((name, v), &off) in views.iter().zip(&offsets) {
+        let len = v.shape().iter().product::<usize>();
+        decode(v.dtype(), v.data(), &mut values[off..off + len])
+            .map_err(|m| bad(format!("tensor {name:?}: {m}")))?;
+    }
+    assemble(config, entries, values, device, &bad)
+}
+
+/// One LoRA matrix of the file: which pair it belongs to, its shape, and where its values start in
+/// the adapter's buffer.
+struct Entry {
+    layer: usize,
+    target: Target,
+    is_a: bool,
+    rows: usize,
+    cols: usize,
+    at: usize,
+}
+
+/// Checks every tensor's name, target, layer and shape against the config: `(name, shape, offset)`.
+fn plan<'n>(
+    config: &LoraConfig,
+    tensors: impl Iterator<Item = (&'n str, &'n [usize], usize)>,
+    bad: &dyn Fn(String) -> ModelError,
+) -> Result<Vec<Entry>> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (name, shape, at) in tensors {
+        let Some((layer, target, ab)) = parse_key(name) else {
             return Err(bad(format!(
                 "unexpected tensor {name:?} (not a LoRA A/B weight of a Llama projection)"
             )));
@@ -190,24 +338,71 @@ pub fn from_parts(
                 crate::config::limits::MAX_LAYERS
             )));
         }
-        if t.rank() != 2 {
+        let &[rows, cols] = shape else {
             return Err(bad(format!(
-                "tensor {name:?} is {:?}; LoRA weights are matrices",
-                t.dims()
+                "tensor {name:?} is {shape:?}; LoRA weights are matrices"
             )));
-        }
-        let t = t.to_dtype(DType::F32)?;
-        let e = pairs.entry((layer, target)).or_default();
-        let slot = if ab == 'A' { &mut e.0 } else { &mut e.1 };
-        if slot.replace(t).is_some() {
+        };
+        if !seen.insert((layer, target, ab)) {
             return Err(bad(format!(
                 "the file holds layer {layer} {} lora_{ab} twice (last seen as {name:?})",
                 target.peft_name()
             )));
         }
+        entries.push(Entry {
+            layer,
+            target,
+            is_a: ab == 'A',
+            rows,
+            cols,
+            at,
+        });
     }
-    if pairs.is_empty() {
+    if entries.is_empty() {
         return Err(bad("the file holds no LoRA weights".into()));
+    }
+    Ok(entries)
+}
+
+/// The adapter over `values` (every matrix at its entry's offset, row-major as in the file): every
+/// matrix is a view of one shared tensor (no further copy), and the adapter is packed for the CPU
+/// kernels at once ([`LoraAdapter::prepare`]) so its first request does not pay for it.
+fn assemble(
+    config: LoraConfig,
+    entries: Vec<Entry>,
+    values: Vec<f32>,
+    device: &Device,
+    bad: &dyn Fn(String) -> ModelError,
+) -> Result<LoraAdapter> {
+    let total = values.len();
+    let span = |e: &Entry| {
+        e.rows
+            .checked_mul(e.cols)
+            .filter(|len| e.at.checked_add(*len).is_some_and(|end| end <= total))
+            .ok_or_else(|| {
+                bad(format!(
+                    "layer {} {} lies outside the file",
+                    e.layer,
+                    e.target.peft_name()
+                ))
+            })
+    };
+    let all = Tensor::from_vec(values, total, &Device::Cpu)?;
+    let mut pairs: HashMap<(usize, Target), (Option<Tensor>, Option<Tensor>)> = HashMap::new();
+    for e in &entries {
+        let flat = all.narrow(0, e.at, span(e)?)?;
+        let t = flat.reshape((e.rows, e.cols))?;
+        let t = if device.is_cpu() {
+            t
+        } else {
+            t.to_device(device)?
+        };
+        let slot = pairs.entry((e.layer, e.target)).or_default();
+        if e.is_a {
+            slot.0 = Some(t);
+        } else {
+            slot.1 = Some(t);
+        }
     }
     let mut adapter = LoraAdapter::empty(config);
     let mut keys: Vec<_> = pairs.keys().copied().collect();
@@ -225,7 +420,37 @@ pub fn from_parts(
             .insert(k.0, k.1, LoraPair { a, b })
             .map_err(|e| bad(e.to_string()))?;
     }
+    if device.is_cpu() {
+        adapter.prepare();
+    }
     Ok(adapter)
+}
+
+/// Converts a tensor's little-endian bytes into `out` (as many values as `out` holds). Float types
+/// only: integer LoRA weights are refused.
+fn decode(
+    dtype: safetensors::Dtype,
+    bytes: &[u8],
+    out: &mut [f32],
+) -> std::result::Result<(), String> {
+    use safetensors::Dtype;
+    fn convert<const W: usize>(bytes: &[u8], out: &mut [f32], f: impl Fn([u8; W]) -> f32) {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(W)) {
+            *o = f(c.try_into().expect("W bytes"));
+        }
+    }
+    match dtype {
+        Dtype::F32 => convert::<4>(bytes, out, f32::from_le_bytes),
+        Dtype::F16 => convert::<2>(bytes, out, |b| half::f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => convert::<2>(bytes, out, |b| half::bf16::from_le_bytes(b).to_f32()),
+        Dtype::F64 => convert::<8>(bytes, out, |b| f64::from_le_bytes(b) as f32),
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not a float type (F32, F16, BF16, F64)"
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// `(layer, target, 'A'|'B')` from a PEFT tensor name (with or without an adapter name segment).

@@ -17,6 +17,7 @@ use super::pool::SendPtr;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A `rows × cols` matrix (out features × in features) in a GGML block format.
@@ -188,6 +189,45 @@ pub fn matmul_many(
     x: &[f32],
     n: usize,
 ) -> candle_core::Result<Vec<Vec<f32>>> {
+    matmul_many_after(weights, x, n, 0, &|_, _| {})
+}
+
+/// The outputs of [`matmul_many_after`], for its `pre` tasks to write rows of.
+pub struct Outputs {
+    /// Per weight: the buffer, its length and its width (the weight's rows).
+    bufs: Vec<(SendPtr, usize, usize)>,
+}
+
+impl Outputs {
+    /// Row `t` of output `i` (`weights[i].rows()` values).
+    ///
+    /// # Safety
+    /// Only from a `pre` task of [`matmul_many_after`], and no other task may access the same row
+    /// of the same output while the returned slice lives.
+    pub unsafe fn row(&self, i: usize, t: usize) -> &mut [f32] {
+        let (ptr, len, width) = self.bufs[i];
+        let start = t
+            .checked_mul(width)
+            .filter(|s| s + width <= len)
+            .unwrap_or_else(|| panic!("matmul pre task: row {t} outside output {i}"));
+        // SAFETY: inside the buffer (checked above), which outlives the loop; exclusive by the
+        // caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(ptr.get().add(start), width) }
+    }
+}
+
+/// [`matmul_many`], with other work in the same parallel loop (one loop where two would each pay a
+/// dispatch): `pre(j, outputs)` for `j < pre_tasks` runs first and may write rows of the outputs;
+/// the products are then added to what they wrote (`y += x·Wᵀ`; rows no `pre` task wrote start at
+/// zero). The LoRA kernels write their updates this way. Every `pre` task is claimed before any
+/// product task, and a product task writes only once every `pre` task has ended.
+pub fn matmul_many_after(
+    weights: &[&QWeight],
+    x: &[f32],
+    n: usize,
+    pre_tasks: usize,
+    pre: &(dyn Fn(usize, &Outputs) + Sync),
+) -> candle_core::Result<Vec<Vec<f32>>> {
     let Some(first) = weights.first() else {
         return Ok(Vec::new());
     };
@@ -228,22 +268,40 @@ pub fn matmul_many(
             vec![0f32; len]
         })
         .collect();
-    let ptrs: Vec<(SendPtr, usize)> = outs
-        .iter_mut()
-        .map(|o| (SendPtr(o.as_mut_ptr()), o.len()))
-        .collect();
-    let run = super::pool::parallel_for(tasks.len(), &|task| {
+    let outputs = Outputs {
+        bufs: outs
+            .iter_mut()
+            .zip(weights)
+            .map(|(o, w)| (SendPtr(o.as_mut_ptr()), o.len(), w.rows))
+            .collect(),
+    };
+    let add = pre_tasks > 0;
+    let product = |task: usize| {
         let (wi, first, end) = tasks[task];
         let w = weights[wi];
-        let (out, len) = (ptrs[wi].0.get(), ptrs[wi].1);
-        let put = |t: usize, r: usize, v: f32| {
-            // t < n and r < rows, and n·rows = len was computed with checked arithmetic, so the index
-            // cannot wrap; the check below keeps the write inside the buffer whatever a caller passed.
+        let (out, len, _) = outputs.bufs[wi];
+        let out = out.get();
+        // Values for outputs (t, r..r + vals.len()).
+        let put = |t: usize, r: usize, vals: &[f32]| {
+            // t < n and r + vals.len() ≤ rows, and n·rows = len was computed with checked
+            // arithmetic, so the index cannot wrap; the check keeps the write inside the buffer
+            // whatever a caller passed.
             let i = t * w.rows + r;
-            assert!(i < len, "matmul_many: output index {i} outside {len}");
-            // SAFETY: i < len, the length of output `wi`, which outlives this loop; element (t, r)
-            // is written only by the one task owning row r, so no two writes alias.
-            unsafe { *out.add(i) = v }
+            assert!(
+                i + vals.len() <= len,
+                "matmul_many: output index {i} outside {len}"
+            );
+            // SAFETY: inside output `wi` (checked above), which outlives this loop; outputs
+            // (t, first..end) are written only by the task owning rows first..end, and the `pre`
+            // tasks that may have written them have all ended.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.add(i), vals.len()) };
+            if add {
+                for (d, v) in dst.iter_mut().zip(vals) {
+                    *d += v;
+                }
+            } else {
+                dst.copy_from_slice(vals);
+            }
         };
         if w.packed {
             let (x1, x4) = packed::kernels(w.format);
@@ -257,16 +315,12 @@ pub fn matmul_many(
                         [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
                     );
                     for (k, rows) in res.iter().enumerate() {
-                        for (i, &v) in rows.iter().enumerate() {
-                            put(t + k, g * 8 + i, v);
-                        }
+                        put(t + k, g * 8, rows);
                     }
                     t += 4;
                 }
                 for j in t..n {
-                    for (i, v) in x1(group, act_row(j)).into_iter().enumerate() {
-                        put(j, g * 8 + i, v);
-                    }
+                    put(j, g * 8, &x1(group, act_row(j)));
                 }
             }
             return;
@@ -282,14 +336,40 @@ pub fn matmul_many(
                     [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
                 );
                 for (k, v) in res.into_iter().enumerate() {
-                    put(t + k, r, v);
+                    put(t + k, r, &[v]);
                 }
                 t += 4;
             }
             for j in t..n {
-                put(j, r, dot(row, act_row(j)));
+                put(j, r, &[dot(row, act_row(j))]);
             }
         }
+    };
+    // `pre` tasks ended, normally or by a panic (then the loop fails and its output is dropped).
+    let pre_done = AtomicUsize::new(0);
+    struct Done<'a>(&'a AtomicUsize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Release);
+        }
+    }
+    let run = super::pool::parallel_for(pre_tasks + tasks.len(), &|task| {
+        if task < pre_tasks {
+            let _done = Done(&pre_done);
+            return pre(task, &outputs);
+        }
+        // Tasks are claimed in index order, so every `pre` task is claimed by now and running on
+        // some thread (none of them waits for anything): this wait ends.
+        let mut spins = 0u32;
+        while pre_done.load(Ordering::Acquire) < pre_tasks {
+            spins += 1;
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        product(task - pre_tasks);
     });
     run.map_err(|e| candle_core::Error::msg(format!("quantized matmul: {e}")))?;
     Ok(outs)

@@ -1,0 +1,998 @@
+//! The LoRA update on the CPU inference path: plain loops over a packed copy of the adapter's
+//! weights (no candle op, no tensor per projection).
+//!
+//! Serving many adapters at once is bound by reading their weights: every row of a decode batch
+//! with its own adapter reads that adapter's whole `A` and `B` once per token, as many bytes as the
+//! quantized base model itself when eight rank-8 adapters share a batch. So each adapter is packed
+//! once ([`Packed`]) in the order the kernels stream it: `Aᵀ` as `[in][r₈]` (`r₈`: the rank rounded
+//! up to 8, zero-padded) and `B` in tiles of eight outputs, `[out/8][r][8]`; in f16 by default (half
+//! the bytes; see [`KernelPrecision`]) or f32.
+//!
+//! For one projection and one batch the rows are grouped by adapter ([`RowAdapters`]) into segments.
+//! A [`Plan`] turns each chunk of a segment's rows into one task of the base product's parallel loop
+//! (Punica/S-LoRA's shrink and expand): `s = scale·(A·x)` (`r` values per row), then `s·Bᵀ`,
+//! written into the row of the output, to which the base product then adds its own part.
+//! Accumulation is in f32, and each row is computed the same way whatever else is in the batch.
+
+use crate::error::{ModelError, Result};
+use crate::lora::{KernelPrecision, LoraAdapter, RowAdapters, Target};
+use crate::quant::matmul::Outputs;
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use half::f16;
+
+/// f16's largest finite value: an adapter with a larger weight is packed in f32.
+const F16_MAX: f32 = 65504.0;
+
+fn target_index(t: Target) -> usize {
+    Target::ALL
+        .iter()
+        .position(|&x| x == t)
+        .expect("every target is in ALL")
+}
+
+fn padded_rank(r: usize) -> Option<usize> {
+    r.checked_next_multiple_of(8)
+}
+
+/// Where one pair sits in the packed data.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at: usize,
+    bt: usize,
+    r: usize,
+    cols: usize,
+    out: usize,
+}
+
+#[derive(Debug)]
+enum Data {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+/// An adapter's weights packed for the kernels (see the module doc).
+#[derive(Debug)]
+pub(crate) struct Packed {
+    data: Data,
+    /// Indexed by `layer · 7 + target`.
+    slots: Vec<Option<Slot>>,
+    scale: f32,
+}
+
+/// One packed pair's weights: `Aᵀ` (`cols × r₈`) and `B` in tiles (`⌈out/8⌉ × r × 8`).
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    F16 { at: &'a [f16], b: &'a [f16] },
+    F32 { at: &'a [f32], b: &'a [f32] },
+}
+
+/// One packed pair.
+#[derive(Clone, Copy)]
+pub(crate) struct PairRef<'a> {
+    w: Weights<'a>,
+    pub r: usize,
+    pub cols: usize,
+    pub out: usize,
+}
+
+/// Calls `f` with a tensor's values as a row-major f32 slice: in place when the tensor is a
+/// contiguous f32 CPU tensor, else through a converted copy.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if t.dtype() == DType::F32 && t.device().is_cpu() {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some((s, e))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return v.get(s..e).map(f);
+        }
+    }
+    let v: Vec<f32> = t
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .ok()?;
+    Some(f(&v))
+}
+
+/// Writes one pair into `data` at its slot; false when a value does not fit the element type.
+fn pack_pair<E: simd::Elem>(data: &mut [E], s: &Slot, a: &Tensor, b: &Tensor) -> Option<bool> {
+    let rp = padded_rank(s.r)?;
+    let mut row = Vec::new();
+    // Aᵀ: row j of A becomes column j of `[cols][r₈]`.
+    let fits_a = with_values(a, |a| {
+        let mut fits = true;
+        row.resize(s.cols, E::default());
+        for (j, aj) in a.chunks_exact(s.cols).enumerate() {
+            fits &= E::convert(aj, &mut row);
+            for (c, &v) in row.iter().enumerate() {
+                data[s.at + c * rp + j] = v;
+            }
+        }
+        fits
+    })?;
+    // B: element (o, j) at tile o/8, row j, lane o%8.
+    let fits_b = with_values(b, |b| {
+        row.resize(b.len(), E::default());
+        let fits = E::convert(b, &mut row);
+        for (o, bo) in row.chunks_exact(s.r).enumerate() {
+            let tile = s.bt + (o / 8) * s.r * 8 + o % 8;
+            for (j, &v) in bo.iter().enumerate() {
+                data[tile + j * 8] = v;
+            }
+        }
+        fits
+    })?;
+    Some(fits_a && fits_b)
+}
+
+impl Packed {
+    /// Packs every pair in `precision` (f32 where a weight is beyond f16's range); `None` when the
+    /// adapter cannot be packed (see [`LoraAdapter::prepare`]).
+    pub(crate) fn build(adapter: &LoraAdapter, precision: KernelPrecision) -> Option<Self> {
+        let mut slots: Vec<Option<Slot>> = Vec::new();
+        let mut total = 0usize;
+        for (layer, t, pair) in adapter.pairs() {
+            if pair.a.is_variable() || pair.b.is_variable() || !pair.a.device().is_cpu() {
+                return None;
+            }
+            let (r, cols) = pair.a.dims2().ok()?;
+            let (out, r_b) = pair.b.dims2().ok()?;
+            if r_b != r || r == 0 {
+                return None;
+            }
+            let at = total;
+            let bt = at.checked_add(cols.checked_mul(padded_rank(r)?)?)?;
+            total = bt.checked_add(out.checked_next_multiple_of(8)?.checked_mul(r)?)?;
+            let i = layer.checked_mul(Target::ALL.len())? + target_index(t);
+            if slots.len() <= i {
+                slots.resize(i + 1, None);
+            }
+            slots[i] = Some(Slot {
+                at,
+                bt,
+                r,
+                cols,
+                out,
+            });
+        }
+        let slot = |layer: usize, t: Target| slots[layer * Target::ALL.len() + target_index(t)];
+        let mut data = None;
+        if precision == KernelPrecision::F16 {
+            let mut d = vec![f16::ZERO; total];
+            let mut fits = true;
+            for (layer, t, pair) in adapter.pairs() {
+                fits &= pack_pair(&mut d, &slot(layer, t)?, &pair.a, &pair.b)?;
+                if !fits {
+                    break;
+                }
+            }
+            data = fits.then_some(Data::F16(d));
+        }
+        let data = match data {
+            Some(d) => d,
+            None => {
+                let mut d = vec![0f32; total];
+                for (layer, t, pair) in adapter.pairs() {
+                    pack_pair(&mut d, &slot(layer, t)?, &pair.a, &pair.b)?;
+                }
+                Data::F32(d)
+            }
+        };
+        Some(Self {
+            data,
+            slots,
+            scale: adapter.config.scale() as f32,
+        })
+    }
+
+    /// Bytes of the packed weights.
+    pub(crate) fn bytes(&self) -> usize {
+        let data = match &self.data {
+            Data::F16(d) => d.len() * 2,
+            Data::F32(d) => d.len() * 4,
+        };
+        data + self.slots.len() * std::mem::size_of::<Option<Slot>>()
+    }
+
+    /// The element type the weights are packed in.
+    pub(crate) fn precision(&self) -> KernelPrecision {
+        match self.data {
+            Data::F16(_) => KernelPrecision::F16,
+            Data::F32(_) => KernelPrecision::F32,
+        }
+    }
+
+    /// The pair for `(layer, target)`, if the adapter has one.
+    pub(crate) fn pair(&self, layer: usize, t: Target) -> Option<PairRef<'_>> {
+        let s = (*self
+            .slots
+            .get(layer.checked_mul(Target::ALL.len())? + target_index(t))?)?;
+        let at = s.at..s.at + s.cols * padded_rank(s.r)?;
+        let b = s.bt..s.bt + s.out.next_multiple_of(8) * s.r;
+        let w = match &self.data {
+            Data::F16(d) => Weights::F16 {
+                at: &d[at],
+                b: &d[b],
+            },
+            Data::F32(d) => Weights::F32 {
+                at: &d[at],
+                b: &d[b],
+            },
+        };
+        Some(PairRef {
+            w,
+            r: s.r,
+            cols: s.cols,
+            out: s.out,
+        })
+    }
+}
+
+/// The rows of one segment: every row of the batch, or the listed ones.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    All(usize),
+    Some(&'a [u32]),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::All(n) => *n,
+            Rows::Some(r) => r.len(),
+        }
+    }
+    fn get(&self, i: usize) -> usize {
+        match self {
+            Rows::All(_) => i,
+            Rows::Some(r) => r[i] as usize,
+        }
+    }
+}
+
+/// One adapter's rows for one projection.
+struct Segment<'g> {
+    pair: PairRef<'g>,
+    rows: Rows<'g>,
+    scale: f32,
+}
+
+/// The LoRA updates of sibling projections over one batch, as `pre` tasks of the base product's
+/// parallel loop ([`crate::quant::matmul::matmul_many_after`]): each task takes a chunk of one
+/// segment's rows through shrink and expand and writes the updates into those rows of the
+/// projection's output, to which the product then adds.
+pub(crate) struct Plan<'g> {
+    /// Per projection, its segments.
+    targets: Vec<Vec<Segment<'g>>>,
+    /// (projection, segment, first row, end row).
+    tasks: Vec<(usize, usize, usize, usize)>,
+}
+
+/// Rows per task: enough to reuse a pair's weights from cache, few enough to spread one adapter's
+/// rows over the threads.
+const CHUNK: usize = 4;
+
+impl<'g> Plan<'g> {
+    /// The tasks for `targets` (their outputs `outs[k]` wide) over a batch of `n` rows of `cols`
+    /// inputs. `None` when some adapter has no packed copy (the caller then uses the candle
+    /// reference); an error when a pair does not fit the projection.
+    pub(crate) fn new(
+        adapters: &'g RowAdapters<'_>,
+        layer: usize,
+        targets: &[Target],
+        n: usize,
+        cols: usize,
+        outs: &[usize],
+    ) -> Option<Result<Self>> {
+        let groups: Vec<(Rows<'g>, &'g Packed)> = adapters
+            .groups()
+            .map(|(a, rows)| Some((rows.map_or(Rows::All(n), Rows::Some), a.packed()?)))
+            .collect::<Option<_>>()?;
+        Some(Self::with_groups(&groups, layer, targets, n, cols, outs))
+    }
+
+    fn with_groups(
+        groups: &[(Rows<'g>, &'g Packed)],
+        layer: usize,
+        targets: &[Target],
+        n: usize,
+        cols: usize,
+        outs: &[usize],
+    ) -> Result<Self> {
+        let mut plan_targets = Vec::with_capacity(targets.len());
+        let mut tasks = Vec::new();
+        for (k, (&t, &out)) in targets.iter().zip(outs).enumerate() {
+            let mut segments = Vec::new();
+            for &(rows, packed) in groups {
+                let Some(pair) = packed.pair(layer, t) else {
+                    continue;
+                };
+                if (pair.cols, pair.out) != (cols, out) {
+                    return Err(ModelError::Adapter(format!(
+                        "layer {layer} {}: adapter is {}x{}, the projection {out}x{cols}",
+                        t.peft_name(),
+                        pair.out,
+                        pair.cols
+                    )));
+                }
+                if let Rows::Some(r) = rows {
+                    if r.iter().any(|&i| i as usize >= n) {
+                        return Err(ModelError::Adapter(
+                            "an adapter row lies outside the batch".into(),
+                        ));
+                    }
+                }
+                let len = rows.len();
+                let si = segments.len();
+                tasks.extend(
+                    (0..len)
+                        .step_by(CHUNK)
+                        .map(|f| (k, si, f, (f + CHUNK).min(len))),
+                );
+                segments.push(Segment {
+                    pair,
+                    rows,
+                    scale: packed.scale,
+                });
+            }
+            plan_targets.push(segments);
+        }
+        Ok(Self {
+            targets: plan_targets,
+            tasks,
+        })
+    }
+
+    /// Whether no row has an update in any of the projections.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Tasks for [`Plan::run`].
+    pub(crate) fn tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Runs task `i` on the batch `x`: for each of its rows, `s = scale·(A·x)` (shrink), then
+    /// row `t` of output `k` is set to `s·Bᵀ` (expand).
+    pub(crate) fn run(&self, i: usize, x: &[f32], outs: &Outputs) {
+        let (k, si, first, end) = self.tasks[i];
+        let seg = &self.targets[k][si];
+        let (r, cols, out) = (seg.pair.r, seg.pair.cols, seg.pair.out);
+        let rp = r.next_multiple_of(8);
+        let rows: Vec<usize> = (first..end).map(|i| seg.rows.get(i)).collect();
+        let xs: Vec<&[f32]> = rows.iter().map(|&t| &x[t * cols..(t + 1) * cols]).collect();
+        let mut s = vec![0f32; rows.len() * rp];
+        match seg.pair.w {
+            Weights::F16 { at, .. } => simd::shrink_rows(at, &xs, &mut s),
+            Weights::F32 { at, .. } => simd::shrink_rows(at, &xs, &mut s),
+        }
+        for v in s.iter_mut() {
+            *v *= seg.scale;
+        }
+        // SAFETY: this is a `pre` task of the product loop, and each row of output k belongs to
+        // one segment (rows are grouped by adapter) and one chunk of it: no other task accesses
+        // these rows, which are distinct.
+        let mut ys: Vec<&mut [f32]> = rows
+            .iter()
+            .map(|&t| unsafe { &mut outs.row(k, t)[..out] })
+            .collect();
+        let ss: Vec<&[f32]> = s.chunks_exact(rp).map(|s| &s[..r]).collect();
+        match seg.pair.w {
+            Weights::F16 { b, .. } => simd::expand_rows(b, &ss, &mut ys),
+            Weights::F32 { b, .. } => simd::expand_rows(b, &ss, &mut ys),
+        }
+    }
+}
+
+/// The inner loops, generic over the element type, with AVX2 + FMA + F16C versions chosen at run
+/// time and plain fallbacks.
+mod simd {
+    use half::f16;
+
+    /// An element type of packed weights.
+    pub trait Elem: Copy + Default + Send + Sync + 'static {
+        fn to_f32(self) -> f32;
+        /// Converts `src` into `dst` (same length); false when a value does not fit.
+        fn convert(src: &[f32], dst: &mut [Self]) -> bool;
+        /// Eight values from `p` as f32 lanes.
+        ///
+        /// # Safety
+        /// AVX2 and F16C must be available, and `p..p + 8` readable.
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    }
+
+    impl Elem for f32 {
+        fn to_f32(self) -> f32 {
+            self
+        }
+        fn convert(src: &[f32], dst: &mut [f32]) -> bool {
+            dst.copy_from_slice(src);
+            true
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[inline]
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+            std::arch::x86_64::_mm256_loadu_ps(p)
+        }
+    }
+
+    impl Elem for f16 {
+        fn to_f32(self) -> f32 {
+            f16::to_f32(self)
+        }
+        /// Round to nearest even; false when a value is beyond f16's range.
+        fn convert(src: &[f32], dst: &mut [f16]) -> bool {
+            assert_eq!(src.len(), dst.len());
+            #[cfg(target_arch = "x86_64")]
+            if x86::available() {
+                // SAFETY: the features were checked; the lengths are equal.
+                return unsafe { x86::to_f16(src, dst) };
+            }
+            let mut fits = true;
+            for (d, &v) in dst.iter_mut().zip(src) {
+                fits &= v.abs() <= super::F16_MAX || v.is_nan();
+                *d = f16::from_f32(v);
+            }
+            fits
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[inline]
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
+            use std::arch::x86_64::*;
+            _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+        }
+    }
+
+    /// `s[j] = Σ_c at[c·s.len() + j] · x[c]`: the shrink over `Aᵀ` packed `[cols][s.len()]`.
+    pub fn shrink<E: Elem>(at: &[E], x: &[f32], s: &mut [f32]) {
+        let rp = s.len();
+        assert!(rp.is_multiple_of(8) && at.len() == x.len() * rp);
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            // SAFETY: the features were checked; the lengths were asserted above.
+            return unsafe { x86::shrink(at, x, s) };
+        }
+        s.fill(0.0);
+        for (c, &xc) in x.iter().enumerate() {
+            for (j, v) in s.iter_mut().enumerate() {
+                *v += at[c * rp + j].to_f32() * xc;
+            }
+        }
+    }
+
+    /// [`shrink`] for several rows sharing `Aᵀ`: `ss` holds one `r₈`-wide result per row, each the
+    /// bits [`shrink`] gives that row alone.
+    pub fn shrink_rows<E: Elem>(at: &[E], xs: &[&[f32]], ss: &mut [f32]) {
+        let rp = ss.len() / xs.len().max(1);
+        #[cfg(target_arch = "x86_64")]
+        if rp == 8 && x86::available() && xs.iter().all(|x| at.len() == x.len() * 8) {
+            for (xs, ss) in xs.chunks(2).zip(ss.chunks_mut(16)) {
+                // SAFETY: the features and every length were checked.
+                unsafe {
+                    match xs {
+                        [x] => x86::shrink(at, x, ss),
+                        [x0, x1] => x86::shrink8_pair(at, [x0, x1], ss),
+                        _ => unreachable!("chunks of two"),
+                    }
+                }
+            }
+            return;
+        }
+        for (x, s) in xs.iter().zip(ss.chunks_exact_mut(rp)) {
+            shrink(at, x, s);
+        }
+    }
+
+    /// `d[o] = Σ_j s[j] · B[o][j]` with `B` packed in tiles `[⌈d.len()/8⌉][s.len()][8]`: the expand.
+    pub fn expand<E: Elem>(b: &[E], s: &[f32], d: &mut [f32]) {
+        let r = s.len();
+        assert!(b.len() == d.len().next_multiple_of(8) * r);
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            // SAFETY: the features were checked; the lengths were asserted above.
+            return unsafe { x86::expand(b, s, d) };
+        }
+        for (o, v) in d.iter_mut().enumerate() {
+            let tile = (o / 8) * r * 8 + o % 8;
+            *v = (0..r).map(|j| s[j] * b[tile + j * 8].to_f32()).sum();
+        }
+    }
+
+    /// [`expand`] for several rows sharing `B`, each getting the bits [`expand`] gives it alone.
+    pub fn expand_rows<E: Elem>(b: &[E], ss: &[&[f32]], ds: &mut [&mut [f32]]) {
+        #[cfg(target_arch = "x86_64")]
+        if ss.len() > 1 && x86::available() {
+            let r = ss[0].len();
+            let out = ds[0].len();
+            if ss.iter().all(|s| s.len() == r)
+                && ds.iter().all(|d| d.len() == out)
+                && b.len() == out.next_multiple_of(8) * r
+            {
+                for (ss, ds) in ss.chunks(4).zip(ds.chunks_mut(4)) {
+                    // SAFETY: the features and every length were checked.
+                    unsafe {
+                        match ss.len() {
+                            1 => x86::expand(b, ss[0], ds[0]),
+                            2 => x86::expand_rows::<E, 2>(b, ss, ds),
+                            3 => x86::expand_rows::<E, 3>(b, ss, ds),
+                            _ => x86::expand_rows::<E, 4>(b, ss, ds),
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        for (s, d) in ss.iter().zip(ds.iter_mut()) {
+            expand(b, s, d);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use super::Elem;
+        use half::f16;
+        use std::arch::x86_64::*;
+
+        pub fn available() -> bool {
+            use std::arch::is_x86_feature_detected as has;
+            static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            *YES.get_or_init(|| has!("avx2") && has!("fma") && has!("f16c"))
+        }
+
+        #[target_feature(enable = "avx2,f16c")]
+        pub unsafe fn to_f16(src: &[f32], dst: &mut [f16]) -> bool {
+            let n = src.len();
+            let limit = _mm256_set1_ps(super::super::F16_MAX);
+            let sign = _mm256_set1_ps(-0.0);
+            let mut over = _mm256_setzero_ps();
+            let mut i = 0;
+            while i + 8 <= n {
+                let v = _mm256_loadu_ps(src.as_ptr().add(i));
+                // |v| > limit is false for NaN, which f16 keeps as NaN.
+                let big = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), limit, _CMP_GT_OQ);
+                over = _mm256_or_ps(over, big);
+                let h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+                i += 8;
+            }
+            let mut fits = _mm256_movemask_ps(over) == 0;
+            for k in i..n {
+                fits &= src[k].abs() <= super::super::F16_MAX || src[k].is_nan();
+                dst[k] = f16::from_f32(src[k]);
+            }
+            fits
+        }
+
+        /// One pass over `Aᵀ`; rank 8 keeps four independent sums (over `c mod 4`), wider ranks up
+        /// to 32 lanes of sums per pass.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn shrink<E: Elem>(at: &[E], x: &[f32], s: &mut [f32]) {
+            let (rp, cols) = (s.len(), x.len());
+            let (pa, px) = (at.as_ptr(), x.as_ptr());
+            if rp == 8 {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut c = 0;
+                while c + 4 <= cols {
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        let xv = _mm256_set1_ps(*px.add(c + k));
+                        *acc = _mm256_fmadd_ps(xv, E::load8(pa.add((c + k) * 8)), *acc);
+                    }
+                    c += 4;
+                }
+                while c < cols {
+                    let xv = _mm256_set1_ps(*px.add(c));
+                    acc[0] = _mm256_fmadd_ps(xv, E::load8(pa.add(c * 8)), acc[0]);
+                    c += 1;
+                }
+                let sum =
+                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                _mm256_storeu_ps(s.as_mut_ptr(), sum);
+                return;
+            }
+            for v0 in (0..rp).step_by(32) {
+                let lanes = ((rp - v0) / 8).min(4);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for c in 0..cols {
+                    let xv = _mm256_set1_ps(*px.add(c));
+                    let row = pa.add(c * rp + v0);
+                    for (l, acc) in acc.iter_mut().enumerate().take(lanes) {
+                        *acc = _mm256_fmadd_ps(xv, E::load8(row.add(8 * l)), *acc);
+                    }
+                }
+                for (l, acc) in acc.iter().enumerate().take(lanes) {
+                    _mm256_storeu_ps(s.as_mut_ptr().add(v0 + 8 * l), *acc);
+                }
+            }
+        }
+
+        /// Rank 8, two rows at once: each `Aᵀ` row is loaded once for both. Each row is summed
+        /// exactly as [`shrink`] sums it (four chains over `c mod 4`, the tail into the first, then
+        /// `(0 + 1) + (2 + 3)`), so a row's result does not depend on its neighbours.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn shrink8_pair<E: Elem>(at: &[E], xs: [&[f32]; 2], ss: &mut [f32]) {
+            let cols = xs[0].len();
+            let pa = at.as_ptr();
+            let px = [xs[0].as_ptr(), xs[1].as_ptr()];
+            let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+            let mut c = 0;
+            while c + 4 <= cols {
+                for k in 0..4 {
+                    let a = E::load8(pa.add((c + k) * 8));
+                    for m in 0..2 {
+                        let xv = _mm256_set1_ps(*px[m].add(c + k));
+                        acc[m][k] = _mm256_fmadd_ps(xv, a, acc[m][k]);
+                    }
+                }
+                c += 4;
+            }
+            while c < cols {
+                let a = E::load8(pa.add(c * 8));
+                for m in 0..2 {
+                    acc[m][0] = _mm256_fmadd_ps(_mm256_set1_ps(*px[m].add(c)), a, acc[m][0]);
+                }
+                c += 1;
+            }
+            for (m, acc) in acc.iter().enumerate() {
+                let sum =
+                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                _mm256_storeu_ps(ss.as_mut_ptr().add(m * 8), sum);
+            }
+        }
+
+        /// Stores lanes of `v` to `d[o..]` (all eight, or as many as `d` has left).
+        #[target_feature(enable = "avx2")]
+        unsafe fn store_tile(d: &mut [f32], o: usize, v: __m256) {
+            if o + 8 <= d.len() {
+                _mm256_storeu_ps(d.as_mut_ptr().add(o), v);
+            } else {
+                let mut tmp = [0f32; 8];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                let n = d.len() - o;
+                d[o..].copy_from_slice(&tmp[..n]);
+            }
+        }
+
+        /// Four tiles (32 outputs) at a time, each an independent sum over the rank.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn expand<E: Elem>(b: &[E], s: &[f32], d: &mut [f32]) {
+            let r = s.len();
+            let tiles = d.len().div_ceil(8);
+            let pb = b.as_ptr();
+            let mut t = 0;
+            while t < tiles {
+                let group = (tiles - t).min(4);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (j, &sj) in s.iter().enumerate() {
+                    let sv = _mm256_set1_ps(sj);
+                    for (k, acc) in acc.iter_mut().enumerate().take(group) {
+                        *acc = _mm256_fmadd_ps(sv, E::load8(pb.add(((t + k) * r + j) * 8)), *acc);
+                    }
+                }
+                for (k, acc) in acc.iter().enumerate().take(group) {
+                    store_tile(d, (t + k) * 8, *acc);
+                }
+                t += group;
+            }
+        }
+
+        /// `M` rows at once, two tiles (16 outputs) at a time: each tile row is loaded once for all
+        /// of them; every (row, tile) sums over the rank in the order [`expand`] does.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn expand_rows<E: Elem, const M: usize>(
+            b: &[E],
+            ss: &[&[f32]],
+            ds: &mut [&mut [f32]],
+        ) {
+            let r = ss[0].len();
+            let tiles = ds[0].len().div_ceil(8);
+            let pb = b.as_ptr();
+            let mut t = 0;
+            while t < tiles {
+                let group = (tiles - t).min(2);
+                let mut acc = [[_mm256_setzero_ps(); 2]; M];
+                for j in 0..r {
+                    let w0 = E::load8(pb.add((t * r + j) * 8));
+                    let w1 = E::load8(pb.add(((t + group - 1) * r + j) * 8));
+                    for (m, acc) in acc.iter_mut().enumerate() {
+                        let sv = _mm256_set1_ps(ss[m][j]);
+                        acc[0] = _mm256_fmadd_ps(sv, w0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(sv, w1, acc[1]);
+                    }
+                }
+                for (m, acc) in acc.iter().enumerate() {
+                    for (k, acc) in acc.iter().enumerate().take(group) {
+                        store_tile(ds[m], (t + k) * 8, *acc);
+                    }
+                }
+                t += group;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn values(n: usize, salt: usize) -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + salt * 104729) % 2001) as f32 - 1000.0) / 997.0)
+                .collect()
+        }
+
+        fn halves(v: &[f32]) -> Vec<f16> {
+            v.iter().map(|&x| f16::from_f32(x)).collect()
+        }
+
+        #[test]
+        fn f16_conversion_rounds_and_reports_overflow() {
+            let src = [values(37, 1), vec![65504.0, -1e-7, 0.0, f32::NAN, 3.0e-5]].concat();
+            let mut dst = vec![f16::ZERO; src.len()];
+            assert!(f16::convert(&src, &mut dst));
+            for (d, s) in dst.iter().zip(&src) {
+                assert_eq!(d.to_bits(), f16::from_f32(*s).to_bits(), "{s}");
+            }
+            for too_big in [65520.0, -1e9, f32::INFINITY] {
+                let mut src = values(19, 2);
+                src[17] = too_big;
+                assert!(!f16::convert(&src, &mut vec![f16::ZERO; 19]), "{too_big}");
+            }
+        }
+
+        /// Every loop computes its definition, for sizes that use every SIMD tail, and several rows
+        /// at once give each row the bits it gets alone (batch invariance).
+        fn loops_for<E: Elem>(pack: impl Fn(&[f32]) -> Vec<E>) {
+            for (rp, cols) in [(8, 576), (8, 7), (16, 40), (40, 33), (64, 9)] {
+                let (at, x) = (pack(&values(rp * cols, 3)), values(cols, 4));
+                let mut s = vec![f32::NAN; rp];
+                shrink(&at, &x, &mut s);
+                for (j, v) in s.iter().enumerate() {
+                    let want: f32 = (0..cols).map(|c| at[c * rp + j].to_f32() * x[c]).sum();
+                    let tol = 1e-4 * want.abs().max(1.0);
+                    assert!((v - want).abs() < tol, "rp {rp} cols {cols} j {j}");
+                }
+            }
+            for (r, out) in [(8usize, 576usize), (3, 45), (1, 64), (16, 7), (5, 200)] {
+                let (b, s) = (pack(&values(out.next_multiple_of(8) * r, 5)), values(r, 6));
+                let mut d = vec![f32::NAN; out];
+                expand(&b, &s, &mut d);
+                for (o, v) in d.iter().enumerate() {
+                    let tile = (o / 8) * r * 8 + o % 8;
+                    let want: f32 = (0..r).map(|j| s[j] * b[tile + j * 8].to_f32()).sum();
+                    let tol = 1e-4 * want.abs().max(1.0);
+                    assert!((v - want).abs() < tol, "r {r} out {out} o {o}");
+                }
+            }
+            for (rp, cols, out) in [(8usize, 576, 1536usize), (8, 13, 20), (24, 40, 9)] {
+                let at = pack(&values(rp * cols, 7));
+                let b = pack(&values(out.next_multiple_of(8) * rp, 8));
+                for m in 1..=5 {
+                    let xs: Vec<Vec<f32>> = (0..m).map(|i| values(cols, 10 + i)).collect();
+                    let xr: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+                    let mut ss = vec![0f32; m * rp];
+                    shrink_rows(&at, &xr, &mut ss);
+                    let mut ys = vec![vec![0f32; out]; m];
+                    let sr: Vec<&[f32]> = ss.chunks_exact(rp).collect();
+                    let mut yr: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+                    expand_rows(&b, &sr, &mut yr);
+                    for (i, x) in xs.iter().enumerate() {
+                        let mut s = vec![0f32; rp];
+                        shrink(&at, x, &mut s);
+                        assert_eq!(s, ss[i * rp..(i + 1) * rp], "shrink, row {i} of {m}");
+                        let mut y = vec![0f32; out];
+                        expand(&b, &s, &mut y);
+                        assert_eq!(y, ys[i], "expand, row {i} of {m}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn f16_loops_match_their_definitions() {
+            loops_for(halves);
+        }
+
+        #[test]
+        fn f32_loops_match_their_definitions() {
+            loops_for(|v| v.to_vec());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lora::{LoraConfig, LoraPair};
+    use crate::quant::matmul::matmul_many_after;
+    use crate::quant::{matmul_many, QFormat, QWeight};
+    use candle_core::{Device, Var};
+
+    fn values(n: usize, salt: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + salt * 104729) % 2001) as f32 - 1000.0) / 1000.0)
+            .collect()
+    }
+
+    /// `base + scale·B·A·x` for every row, in f64, with the weights as given or first rounded to
+    /// f16 (what the kernels read).
+    fn by_definition(
+        base: &[f32],
+        x: &[f32],
+        per_row: &[Option<&LoraAdapter>],
+        layer: usize,
+        t: Target,
+        round: bool,
+    ) -> Vec<f32> {
+        let n = per_row.len();
+        let (out, cols) = (base.len() / n, x.len() / n);
+        let w = |v: f32| {
+            if round {
+                half::f16::from_f32(v).to_f64()
+            } else {
+                v as f64
+            }
+        };
+        let mut y: Vec<f64> = base.iter().map(|&v| v as f64).collect();
+        for (row, adapter) in per_row.iter().enumerate() {
+            let Some((adapter, pair)) = adapter.and_then(|a| a.get(layer, t).map(|p| (a, p)))
+            else {
+                continue;
+            };
+            let a: Vec<Vec<f32>> = pair.a.to_vec2().unwrap();
+            let b: Vec<Vec<f32>> = pair.b.to_vec2().unwrap();
+            let xr = &x[row * cols..(row + 1) * cols];
+            let ax: Vec<f64> = a
+                .iter()
+                .map(|aj| aj.iter().zip(xr).map(|(p, q)| w(*p) * *q as f64).sum())
+                .collect();
+            for (o, bo) in b.iter().enumerate() {
+                let d: f64 = bo.iter().zip(&ax).map(|(p, q)| w(*p) * q).sum();
+                y[row * out + o] += adapter.config.scale() * d;
+            }
+        }
+        y.into_iter().map(|v| v as f32).collect()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        assert!(!a.is_empty());
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The kernel path (tasks in the quantized product's loop, deltas added by its epilogue) equals
+    /// `base + scale·B·A·x` on a batch mixing rows without an adapter, adapters of ranks 1, 3, 8
+    /// and 20 (rsLoRA among them) and an adapter that does not target every projection: to float
+    /// rounding against the f16-rounded weights it reads, and to f16's precision against the f32
+    /// candle reference ([`RowAdapters::apply`]).
+    #[test]
+    fn kernel_update_matches_the_definition_and_the_candle_reference() {
+        for precision in [KernelPrecision::F16, KernelPrecision::F32] {
+            kernel_update_matches(precision);
+        }
+    }
+
+    fn kernel_update_matches(precision: KernelPrecision) {
+        let dev = Device::Cpu;
+        let (cols, outs) = (96, [72usize, 40, 132]);
+        let targets = [Target::Q, Target::K, Target::V];
+        let dims = |t: Target| (outs[targets.iter().position(|&x| x == t).unwrap()], cols);
+        let mut rs = LoraConfig::new(20, 8.0, &targets);
+        rs.use_rslora = true;
+        let init = |cfg, seed| LoraAdapter::init(cfg, &dims, 2, seed, true, &dev).unwrap();
+        let adapters = [
+            init(LoraConfig::new(8, 16.0, &targets), 1),
+            init(LoraConfig::new(1, 2.0, &targets), 2),
+            init(rs, 3),
+            init(LoraConfig::new(3, 6.0, &[Target::K]), 4),
+        ];
+        for a in &adapters {
+            a.prepare_as(precision);
+            assert_eq!(a.kernel_precision(), Some(precision));
+        }
+        let [a, b, c, d] = [&adapters[0], &adapters[1], &adapters[2], &adapters[3]];
+        let weights: Vec<QWeight> = outs
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| QWeight::quantize(QFormat::Q4_1, o, cols, &values(o * cols, i)).unwrap())
+            .collect();
+        let qs: Vec<&QWeight> = weights.iter().collect();
+        #[rustfmt::skip]
+        let layouts: [&[Option<&LoraAdapter>]; 4] = [
+            &[Some(a), None, Some(b), Some(a), Some(c), None, Some(d), Some(b), Some(a), Some(a),
+              Some(a)],
+            &[Some(c), Some(c), Some(c)],
+            &[None, Some(d)],
+            &[Some(b)],
+        ];
+        for per_row in layouts {
+            let n = per_row.len();
+            let x = values(n * cols, 9 + n);
+            let rows = RowAdapters::from_rows(per_row, &dev).unwrap();
+            let plan = Plan::new(&rows, 1, &targets, n, cols, &outs)
+                .expect("packed")
+                .unwrap();
+            let fused =
+                matmul_many_after(&qs, &x, n, plan.tasks(), &|i, outs| plan.run(i, &x, outs))
+                    .unwrap();
+            let base = matmul_many(&qs, &x, n).unwrap();
+            let xt = Tensor::from_slice(&x, (n, cols), &dev).unwrap();
+            for (k, &t) in targets.iter().enumerate() {
+                let round = precision == KernelPrecision::F16;
+                let exact = by_definition(&base[k], &x, per_row, 1, t, round);
+                let err = max_diff(&fused[k], &exact);
+                assert!(
+                    err < 1e-4,
+                    "{per_row:?} {t:?}: differs from the definition by {err}"
+                );
+                let yt = Tensor::from_slice(&base[k], (n, outs[k]), &dev).unwrap();
+                let reference: Vec<f32> = rows
+                    .apply(&xt, yt, 1, t)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                // f16 weights are within 2⁻¹¹ of the f32 ones; f32 weights leave only summation order.
+                let delta = max_diff(&reference, &base[k]);
+                let err = max_diff(&fused[k], &reference);
+                let y_max = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let tol = if round { 2e-3 * delta } else { 1e-6 * y_max };
+                assert!(
+                    err <= tol,
+                    "{precision:?} {t:?}: differs from candle's by {err}, updates up to {delta}"
+                );
+                // Each row's update is there: rows with an adapter on `t` moved, others did not.
+                for (row, ad) in per_row.iter().enumerate() {
+                    let o = outs[k];
+                    let moved = max_diff(&fused[k][row * o..][..o], &base[k][row * o..][..o]);
+                    let has = ad.is_some_and(|ad| ad.get(1, t).is_some());
+                    assert_eq!(moved > 1e-3, has, "row {row} {t:?}: moved by {moved}");
+                }
+            }
+        }
+    }
+
+    /// Adapters the kernels cannot take are not packed, and their batches go to candle (training
+    /// variables: their values change in place); a weight beyond f16's range is packed in f32.
+    #[test]
+    fn packing_follows_the_weights() {
+        let dev = Device::Cpu;
+        let dims = |_| (32, 64);
+        let cfg = LoraConfig::new(4, 8.0, &[Target::Q]);
+        let a = LoraAdapter::init(cfg.clone(), &dims, 1, 1, true, &dev).unwrap();
+        let slot = std::mem::size_of::<Option<Slot>>();
+        let elems = 64 * 8 + 32 * 4;
+        a.prepare_as(KernelPrecision::F16);
+        assert_eq!(a.packed_bytes(), elems * 2 + slot);
+        assert_eq!(a.kernel_precision(), Some(KernelPrecision::F16));
+        let pair = a.get(0, Target::Q).unwrap();
+        let with = |a: Tensor, b: Tensor| {
+            let mut ad = LoraAdapter::empty(cfg.clone());
+            ad.insert(0, Target::Q, LoraPair { a, b }).unwrap();
+            ad
+        };
+        let huge = with((&pair.a * 1e6).unwrap(), pair.b.clone());
+        huge.prepare_as(KernelPrecision::F16);
+        assert_eq!(huge.kernel_precision(), Some(KernelPrecision::F32));
+        assert_eq!(huge.packed_bytes(), elems * 4 + slot);
+        let var = Var::from_tensor(&pair.a).unwrap();
+        let trained = with(var.as_tensor().clone(), pair.b.clone());
+        trained.prepare();
+        assert_eq!(
+            (trained.packed_bytes(), trained.kernel_precision()),
+            (0, None)
+        );
+        let rows = RowAdapters::from_rows(&[Some(&trained), Some(&a)], &dev).unwrap();
+        assert!(Plan::new(&rows, 0, &[Target::Q], 2, 64, &[32]).is_none());
+        // Replacing a pair drops the packed copy made from the old one.
+        let mut b = a.clone();
+        b.insert(0, Target::Q, pair.clone()).unwrap();
+        assert_eq!(b.packed_bytes(), 0);
+    }
+}
