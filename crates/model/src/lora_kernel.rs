@@ -360,27 +360,44 @@ impl<'g> Plan<'g> {
         let seg = &self.targets[k][si];
         let (r, cols, out) = (seg.pair.r, seg.pair.cols, seg.pair.out);
         let rp = r.next_multiple_of(8);
-        let rows: Vec<usize> = (first..end).map(|i| seg.rows.get(i)).collect();
-        let xs: Vec<&[f32]> = rows.iter().map(|&t| &x[t * cols..(t + 1) * cols]).collect();
-        let mut s = vec![0f32; rows.len() * rp];
+        let m = end - first;
+        // Up to CHUNK rows: fixed arrays, and the shrunk values on the stack for ranks up to 64
+        // (tasks run per projection per token; they should not allocate).
+        let mut rows = [0usize; CHUNK];
+        let mut xs: [&[f32]; CHUNK] = [&[]; CHUNK];
+        for (j, i) in (first..end).enumerate() {
+            rows[j] = seg.rows.get(i);
+            xs[j] = &x[rows[j] * cols..(rows[j] + 1) * cols];
+        }
+        let mut small = [0f32; CHUNK * 64];
+        let mut large = Vec::new();
+        let s: &mut [f32] = if m * rp <= small.len() {
+            &mut small[..m * rp]
+        } else {
+            large.resize(m * rp, 0f32);
+            &mut large
+        };
         match seg.pair.w {
-            Weights::F16 { at, .. } => simd::shrink_rows(at, &xs, &mut s),
-            Weights::F32 { at, .. } => simd::shrink_rows(at, &xs, &mut s),
+            Weights::F16 { at, .. } => simd::shrink_rows(at, &xs[..m], s),
+            Weights::F32 { at, .. } => simd::shrink_rows(at, &xs[..m], s),
         }
         for v in s.iter_mut() {
             *v *= seg.scale;
         }
-        // SAFETY: this is a `pre` task of the product loop, and each row of output k belongs to
-        // one segment (rows are grouped by adapter) and one chunk of it: no other task accesses
-        // these rows, which are distinct.
-        let mut ys: Vec<&mut [f32]> = rows
-            .iter()
-            .map(|&t| unsafe { &mut outs.row(k, t)[..out] })
-            .collect();
-        let ss: Vec<&[f32]> = s.chunks_exact(rp).map(|s| &s[..r]).collect();
+        let mut ys: [&mut [f32]; CHUNK] = Default::default();
+        for (y, &t) in ys.iter_mut().zip(&rows[..m]) {
+            // SAFETY: this is a `pre` task of the product loop, and each row of output k belongs
+            // to one segment (rows are grouped by adapter) and one chunk of it: no other task
+            // accesses these rows, which are distinct.
+            *y = unsafe { &mut outs.row(k, t)[..out] };
+        }
+        let mut ss: [&[f32]; CHUNK] = [&[]; CHUNK];
+        for (sj, chunk) in ss.iter_mut().zip(s.chunks_exact(rp)) {
+            *sj = &chunk[..r];
+        }
         match seg.pair.w {
-            Weights::F16 { b, .. } => simd::expand_rows(b, &ss, &mut ys),
-            Weights::F32 { b, .. } => simd::expand_rows(b, &ss, &mut ys),
+            Weights::F16 { b, .. } => simd::expand_rows(b, &ss[..m], &mut ys[..m]),
+            Weights::F32 { b, .. } => simd::expand_rows(b, &ss[..m], &mut ys[..m]),
         }
     }
 }
@@ -613,6 +630,7 @@ mod simd {
         /// exactly as [`shrink`] sums it (four chains over `c mod 4`, the tail into the first, then
         /// `(0 + 1) + (2 + 3)`), so a row's result does not depend on its neighbours.
         #[target_feature(enable = "avx2,fma,f16c")]
+        #[allow(clippy::needless_range_loop)] // k and m index two accumulator dimensions
         pub unsafe fn shrink8_pair<E: Elem>(at: &[E], xs: [&[f32]; 2], ss: &mut [f32]) {
             let cols = xs[0].len();
             let pa = at.as_ptr();
@@ -682,6 +700,7 @@ mod simd {
         /// `M` rows at once, two tiles (16 outputs) at a time: each tile row is loaded once for all
         /// of them; every (row, tile) sums over the rank in the order [`expand`] does.
         #[target_feature(enable = "avx2,fma,f16c")]
+        #[allow(clippy::needless_range_loop)] // j indexes every row's shrunk values
         pub unsafe fn expand_rows<E: Elem, const M: usize>(
             b: &[E],
             ss: &[&[f32]],
@@ -738,7 +757,7 @@ mod simd {
             for too_big in [65520.0, -1e9, f32::INFINITY] {
                 let mut src = values(19, 2);
                 src[17] = too_big;
-                assert!(!f16::convert(&src, &mut vec![f16::ZERO; 19]), "{too_big}");
+                assert!(!f16::convert(&src, &mut [f16::ZERO; 19]), "{too_big}");
             }
         }
 

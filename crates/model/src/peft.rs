@@ -152,8 +152,8 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<LoraConfig> {
 
 /// Reads a PEFT adapter directory.
 ///
-/// An f32 weights file (what PEFT and [`save`] write) is read with one `read` straight into the
-/// buffer the adapter keeps (no intermediate copy); any other file goes through [`from_parts`].
+/// An f32 weights file (what PEFT and [`save`] write) is read in one pass into the one buffer the
+/// adapter keeps (no copy of the whole file first); any other file goes through [`from_parts`].
 pub fn load(dir: &Path, device: &Device) -> Result<LoraAdapter> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
@@ -170,8 +170,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoraAdapter> {
                 .map(|(n, shape, begin)| (n.as_str(), shape.as_slice(), begin / 4)),
             &bad,
         )?;
-        let mut values = vec![0f32; data_len / 4];
-        read_f32s(&mut file, &mut values).map_err(io)?;
+        let values = read_f32s(&mut file, data_len / 4).map_err(io)?;
         return assemble(config, entries, values, device, &bad);
     }
     let mut bytes = Vec::new();
@@ -181,7 +180,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoraAdapter> {
 }
 
 /// The header of a safetensors file whose tensors are all f32 and tile its data section in
-/// 4-byte-aligned pieces, on a little-endian machine: each tensor's name, shape and byte offset in
+/// 4-byte-aligned pieces: each tensor's name, shape and byte offset in
 /// the data section, and the section's length; the file is left at the section's start. `None` for
 /// anything else (other dtypes, gaps, a malformed header: [`from_parts`] then explains what is wrong).
 #[allow(clippy::type_complexity)]
@@ -190,9 +189,6 @@ fn f32_layout(
 ) -> std::io::Result<Option<(Vec<(String, Vec<usize>, usize)>, usize)>> {
     use std::io::Read;
     const MAX_HEADER: u64 = 100_000_000; // safetensors' own bound
-    if cfg!(target_endian = "big") {
-        return Ok(None);
-    }
     let file_len = file.metadata()?.len();
     let mut n = [0u8; 8];
     if file_len < 8 || file.read_exact(&mut n).is_err() {
@@ -252,17 +248,24 @@ fn f32_layout(
     Ok((at == data_len && data_len % 4 == 0).then_some((tensors, data_len)))
 }
 
-/// Fills `values` with the next `4·values.len()` bytes of `file`, read as little-endian f32.
-fn read_f32s(file: &mut std::fs::File, values: &mut [f32]) -> std::io::Result<()> {
-    // SAFETY: every bit pattern is a valid f32, the byte view covers exactly `values`, and f32's
-    // alignment is at least u8's; the machine is little-endian (checked by `f32_layout`).
-    let bytes = unsafe {
-        std::slice::from_raw_parts_mut(
-            values.as_mut_ptr().cast::<u8>(),
-            std::mem::size_of_val(values),
-        )
-    };
-    std::io::Read::read_exact(file, bytes)
+/// The next `4·n` bytes of `file` as little-endian f32, read through a small buffer so the large
+/// one is written once (not zero-filled first: on a cold load, touching fresh memory is most of the
+/// cost).
+fn read_f32s(file: &mut std::fs::File, n: usize) -> std::io::Result<Vec<f32>> {
+    let mut values = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 1 << 18];
+    let mut left = n * 4;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(1 << 18)];
+        std::io::Read::read_exact(file, chunk)?;
+        left -= chunk.len();
+        values.extend(
+            chunk
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+    Ok(values)
 }
 
 /// Builds an adapter from a config and the bytes of its safetensors file (uploads arrive this way).

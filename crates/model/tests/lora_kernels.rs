@@ -136,7 +136,7 @@ const LAYOUT: [Option<usize>; 14] = [
     Some(0),
 ];
 
-fn batch<'a>(set: &'a [LoraAdapter]) -> Vec<(Vec<u32>, Option<&'a LoraAdapter>)> {
+fn batch(set: &[LoraAdapter]) -> Vec<(Vec<u32>, Option<&LoraAdapter>)> {
     LAYOUT
         .iter()
         .enumerate()

@@ -204,6 +204,7 @@ impl Outputs {
     /// # Safety
     /// Only from a `pre` task of [`matmul_many_after`], and no other task may access the same row
     /// of the same output while the returned slice lives.
+    #[allow(clippy::mut_from_ref)] // exclusive by the caller's contract (see Safety)
     pub unsafe fn row(&self, i: usize, t: usize) -> &mut [f32] {
         let (ptr, len, width) = self.bufs[i];
         let start = t
