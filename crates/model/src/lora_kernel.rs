@@ -15,7 +15,7 @@
 //! Accumulation is in f32, and each row is computed the same way whatever else is in the batch.
 
 use crate::error::{ModelError, Result};
-use crate::lora::{KernelPrecision, LoraAdapter, RowAdapters, Target};
+use crate::lora::{KernelPrecision, LoraAdapter, LoraPair, RowAdapters, Target};
 use crate::quant::matmul::Outputs;
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use half::f16;
@@ -96,33 +96,57 @@ fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 
 /// Writes one pair into `data` at its slot; false when a value does not fit the element type.
 fn pack_pair<E: simd::Elem>(data: &mut [E], s: &Slot, a: &Tensor, b: &Tensor) -> Option<bool> {
-    let rp = padded_rank(s.r)?;
-    let mut row = Vec::new();
-    // Aᵀ: row j of A becomes column j of `[cols][r₈]`.
+    let (r, cols, out) = (s.r, s.cols, s.out);
+    let rp = padded_rank(r)?;
+    // Aᵀ: element (j, c) of A at `c·r₈ + j`.
     let fits_a = with_values(a, |a| {
-        let mut fits = true;
-        row.resize(s.cols, E::default());
-        for (j, aj) in a.chunks_exact(s.cols).enumerate() {
-            fits &= E::convert(aj, &mut row);
-            for (c, &v) in row.iter().enumerate() {
-                data[s.at + c * rp + j] = v;
+        if !E::fits(a) {
+            return false;
+        }
+        let dst = &mut data[s.at..s.at + cols * rp];
+        let (r8, c8) = (r - r % 8, cols - cols % 8);
+        for j0 in (0..r8).step_by(8) {
+            for c0 in (0..c8).step_by(8) {
+                simd::transpose8(&a[j0 * cols + c0..], cols, &mut dst[c0 * rp + j0..], rp);
             }
         }
-        fits
+        for j in 0..r {
+            let from = if j < r8 { c8 } else { 0 };
+            for c in from..cols {
+                dst[c * rp + j] = E::from_f32(a[j * cols + c]);
+            }
+        }
+        true
     })?;
     // B: element (o, j) at tile o/8, row j, lane o%8.
     let fits_b = with_values(b, |b| {
-        row.resize(b.len(), E::default());
-        let fits = E::convert(b, &mut row);
-        for (o, bo) in row.chunks_exact(s.r).enumerate() {
-            let tile = s.bt + (o / 8) * s.r * 8 + o % 8;
-            for (j, &v) in bo.iter().enumerate() {
-                data[tile + j * 8] = v;
+        if !E::fits(b) {
+            return false;
+        }
+        let dst = &mut data[s.bt..s.bt + out.next_multiple_of(8) * r];
+        let (r8, o8) = (r - r % 8, out - out % 8);
+        for o0 in (0..o8).step_by(8) {
+            for j0 in (0..r8).step_by(8) {
+                simd::transpose8(&b[o0 * r + j0..], r, &mut dst[o0 * r + j0 * 8..], 8);
             }
         }
-        fits
+        for o in 0..out {
+            let from = if o < o8 { r8 } else { 0 };
+            for j in from..r {
+                dst[(o / 8) * r * 8 + j * 8 + o % 8] = E::from_f32(b[o * r + j]);
+            }
+        }
+        true
     })?;
     Some(fits_a && fits_b)
+}
+
+/// Packs `pairs` (each with its slot) into `data`; false when a value does not fit the element
+/// type.
+fn fill<E: simd::Elem>(pairs: &[(&LoraPair, Slot)], data: &mut [E]) -> Option<bool> {
+    pairs.iter().try_fold(true, |fits, (p, s)| {
+        Some(fits && pack_pair(data, s, &p.a, &p.b)?)
+    })
 }
 
 impl Packed {
@@ -130,6 +154,7 @@ impl Packed {
     /// adapter cannot be packed (see [`LoraAdapter::prepare`]).
     pub(crate) fn build(adapter: &LoraAdapter, precision: KernelPrecision) -> Option<Self> {
         let mut slots: Vec<Option<Slot>> = Vec::new();
+        let mut pairs = Vec::new();
         let mut total = 0usize;
         for (layer, t, pair) in adapter.pairs() {
             if pair.a.is_variable() || pair.b.is_variable() || !pair.a.device().is_cpu() {
@@ -147,34 +172,26 @@ impl Packed {
             if slots.len() <= i {
                 slots.resize(i + 1, None);
             }
-            slots[i] = Some(Slot {
+            let slot = Slot {
                 at,
                 bt,
                 r,
                 cols,
                 out,
-            });
+            };
+            slots[i] = Some(slot);
+            pairs.push((pair, slot));
         }
-        let slot = |layer: usize, t: Target| slots[layer * Target::ALL.len() + target_index(t)];
         let mut data = None;
         if precision == KernelPrecision::F16 {
             let mut d = vec![f16::ZERO; total];
-            let mut fits = true;
-            for (layer, t, pair) in adapter.pairs() {
-                fits &= pack_pair(&mut d, &slot(layer, t)?, &pair.a, &pair.b)?;
-                if !fits {
-                    break;
-                }
-            }
-            data = fits.then_some(Data::F16(d));
+            data = fill(&pairs, &mut d)?.then_some(Data::F16(d));
         }
         let data = match data {
             Some(d) => d,
             None => {
                 let mut d = vec![0f32; total];
-                for (layer, t, pair) in adapter.pairs() {
-                    pack_pair(&mut d, &slot(layer, t)?, &pair.a, &pair.b)?;
-                }
+                fill(&pairs, &mut d)?;
                 Data::F32(d)
             }
         };
@@ -410,22 +427,32 @@ mod simd {
     /// An element type of packed weights.
     pub trait Elem: Copy + Default + Send + Sync + 'static {
         fn to_f32(self) -> f32;
-        /// Converts `src` into `dst` (same length); false when a value does not fit.
-        fn convert(src: &[f32], dst: &mut [Self]) -> bool;
+        /// Rounded to nearest even.
+        fn from_f32(v: f32) -> Self;
+        /// Whether every value of `src` fits (is within range; NaN carries over).
+        fn fits(src: &[f32]) -> bool;
         /// Eight values from `p` as f32 lanes.
         ///
         /// # Safety
         /// AVX2 and F16C must be available, and `p..p + 8` readable.
         #[cfg(target_arch = "x86_64")]
         unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+        /// Stores eight f32 lanes at `p`.
+        ///
+        /// # Safety
+        /// AVX2 and F16C must be available, and `p..p + 8` writable.
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn store8(p: *mut Self, v: std::arch::x86_64::__m256);
     }
 
     impl Elem for f32 {
         fn to_f32(self) -> f32 {
             self
         }
-        fn convert(src: &[f32], dst: &mut [f32]) -> bool {
-            dst.copy_from_slice(src);
+        fn from_f32(v: f32) -> f32 {
+            v
+        }
+        fn fits(_: &[f32]) -> bool {
             true
         }
         #[cfg(target_arch = "x86_64")]
@@ -434,26 +461,25 @@ mod simd {
         unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
             std::arch::x86_64::_mm256_loadu_ps(p)
         }
+        #[cfg(target_arch = "x86_64")]
+        #[inline]
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn store8(p: *mut f32, v: std::arch::x86_64::__m256) {
+            std::arch::x86_64::_mm256_storeu_ps(p, v)
+        }
     }
 
     impl Elem for f16 {
         fn to_f32(self) -> f32 {
             f16::to_f32(self)
         }
-        /// Round to nearest even; false when a value is beyond f16's range.
-        fn convert(src: &[f32], dst: &mut [f16]) -> bool {
-            assert_eq!(src.len(), dst.len());
-            #[cfg(target_arch = "x86_64")]
-            if x86::available() {
-                // SAFETY: the features were checked; the lengths are equal.
-                return unsafe { x86::to_f16(src, dst) };
-            }
-            let mut fits = true;
-            for (d, &v) in dst.iter_mut().zip(src) {
-                fits &= v.abs() <= super::F16_MAX || v.is_nan();
-                *d = f16::from_f32(v);
-            }
-            fits
+        fn from_f32(v: f32) -> f16 {
+            f16::from_f32(v)
+        }
+        fn fits(src: &[f32]) -> bool {
+            // |v| > MAX is false for NaN. A fold rather than `all`, so it vectorizes.
+            src.iter()
+                .fold(true, |ok, v| ok & !(v.abs() > super::F16_MAX))
         }
         #[cfg(target_arch = "x86_64")]
         #[inline]
@@ -461,6 +487,30 @@ mod simd {
         unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
             use std::arch::x86_64::*;
             _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[inline]
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn store8(p: *mut f16, v: std::arch::x86_64::__m256) {
+            use std::arch::x86_64::*;
+            _mm_storeu_si128(p.cast(), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
+        }
+    }
+
+    /// `dst[i·dst_stride + k] = src[k·src_stride + i]` for `i, k < 8`, converted: an 8×8 block
+    /// transposed (packing `Aᵀ` and the tiles of `B`).
+    pub fn transpose8<E: Elem>(src: &[f32], src_stride: usize, dst: &mut [E], dst_stride: usize) {
+        assert!(src.len() > 7 * src_stride + 7 && dst.len() > 7 * dst_stride + 7);
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            // SAFETY: the features were checked; every row read and written is inside the slices
+            // (asserted above).
+            return unsafe { x86::transpose8(src, src_stride, dst, dst_stride) };
+        }
+        for i in 0..8 {
+            for k in 0..8 {
+                dst[i * dst_stride + k] = E::from_f32(src[k * src_stride + i]);
+            }
         }
     }
 
@@ -551,7 +601,6 @@ mod simd {
     #[cfg(target_arch = "x86_64")]
     mod x86 {
         use super::Elem;
-        use half::f16;
         use std::arch::x86_64::*;
 
         pub fn available() -> bool {
@@ -561,27 +610,45 @@ mod simd {
         }
 
         #[target_feature(enable = "avx2,f16c")]
-        pub unsafe fn to_f16(src: &[f32], dst: &mut [f16]) -> bool {
-            let n = src.len();
-            let limit = _mm256_set1_ps(super::super::F16_MAX);
-            let sign = _mm256_set1_ps(-0.0);
-            let mut over = _mm256_setzero_ps();
-            let mut i = 0;
-            while i + 8 <= n {
-                let v = _mm256_loadu_ps(src.as_ptr().add(i));
-                // |v| > limit is false for NaN, which f16 keeps as NaN.
-                let big = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), limit, _CMP_GT_OQ);
-                over = _mm256_or_ps(over, big);
-                let h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
-                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
-                i += 8;
+        pub unsafe fn transpose8<E: Elem>(
+            src: &[f32],
+            src_stride: usize,
+            dst: &mut [E],
+            dst_stride: usize,
+        ) {
+            let p = src.as_ptr();
+            let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(p.add(k * src_stride)));
+            // Interleave pairs, then quads, then swap 128-bit halves.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let rows = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            let q = dst.as_mut_ptr();
+            for (i, row) in rows.iter().enumerate() {
+                E::store8(q.add(i * dst_stride), *row);
             }
-            let mut fits = _mm256_movemask_ps(over) == 0;
-            for k in i..n {
-                fits &= src[k].abs() <= super::super::F16_MAX || src[k].is_nan();
-                dst[k] = f16::from_f32(src[k]);
-            }
-            fits
         }
 
         /// One pass over `Aᵀ`; rank 8 keeps four independent sums (over `c mod 4`), wider ranks up
@@ -747,17 +814,25 @@ mod simd {
         }
 
         #[test]
-        fn f16_conversion_rounds_and_reports_overflow() {
+        fn packing_checks_range_and_transposes() {
             let src = [values(37, 1), vec![65504.0, -1e-7, 0.0, f32::NAN, 3.0e-5]].concat();
-            let mut dst = vec![f16::ZERO; src.len()];
-            assert!(f16::convert(&src, &mut dst));
-            for (d, s) in dst.iter().zip(&src) {
-                assert_eq!(d.to_bits(), f16::from_f32(*s).to_bits(), "{s}");
-            }
+            assert!(f16::fits(&src) && f32::fits(&src));
             for too_big in [65520.0, -1e9, f32::INFINITY] {
                 let mut src = values(19, 2);
                 src[17] = too_big;
-                assert!(!f16::convert(&src, &mut [f16::ZERO; 19]), "{too_big}");
+                assert!(!f16::fits(&src), "{too_big}");
+            }
+            let src = values(8 * 13, 3);
+            let mut halves = vec![f16::ZERO; 8 * 11];
+            let mut singles = vec![0f32; 8 * 11];
+            transpose8(&src, 13, &mut halves, 11);
+            transpose8(&src, 13, &mut singles, 11);
+            for i in 0..8 {
+                for k in 0..8 {
+                    let v = src[k * 13 + i];
+                    assert_eq!(halves[i * 11 + k].to_bits(), f16::from_f32(v).to_bits());
+                    assert_eq!(singles[i * 11 + k].to_bits(), v.to_bits());
+                }
             }
         }
 
