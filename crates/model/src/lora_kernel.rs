@@ -477,9 +477,9 @@ mod simd {
             f16::from_f32(v)
         }
         fn fits(src: &[f32]) -> bool {
-            // |v| > MAX is false for NaN. A fold rather than `all`, so it vectorizes.
+            // NaN passes (f16 keeps it). A fold rather than `all`, so it vectorizes.
             src.iter()
-                .fold(true, |ok, v| ok & !(v.abs() > super::F16_MAX))
+                .fold(true, |ok, v| ok & (v.abs() <= super::F16_MAX || v.is_nan()))
         }
         #[cfg(target_arch = "x86_64")]
         #[inline]
