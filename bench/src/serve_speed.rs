@@ -7,11 +7,14 @@
 //! prompt, `--max-tokens` greedy tokens, end-of-sequence ignored, so every request generates exactly
 //! `--max-tokens`); each scenario reports aggregate generated tokens/s and time to first token
 //! (measured by the client: submission → first event). One JSON line per scenario, then a table.
+//! `--lora-precision f32` packs adapters for the CPU kernels in f32 instead of the default f16
+//! (`openledger_model::lora::KernelPrecision`); the cold load includes that packing.
 //!
 //! Usage: serve-speed [model.gguf] [--threads 2] [--clients 8] [--requests 8] [--max-tokens 64]
-//! [--max-batch CLIENTS] [--registered 512] [--cold-loads 20]
+//! [--max-batch CLIENTS] [--registered 512] [--cold-loads 20] [--lora-precision f16|f32]
 
 use openledger_model::generate::GenerateParams;
+use openledger_model::lora::KernelPrecision;
 use openledger_model::{load, Device, LoraAdapter, LoraConfig, Target, Tokenizer};
 use openledger_serve::adapters::adapter_bytes;
 use openledger_serve::{AdapterRegistry, EngineConfig, Event, Serve, ServeConfig};
@@ -167,6 +170,12 @@ fn main() -> anyhow::Result<()> {
     let max_batch: usize = arg(&args, "--max-batch", clients).max(1);
     let registered: usize = arg(&args, "--registered", 512usize).max(64);
     let cold_loads: usize = arg(&args, "--cold-loads", 20usize).max(1);
+    let precision = match arg(&args, "--lora-precision", "f16".to_string()).as_str() {
+        "f16" => KernelPrecision::F16,
+        "f32" => KernelPrecision::F32,
+        other => anyhow::bail!("--lora-precision is f16 or f32, not {other:?}"),
+    };
+    openledger_model::lora::set_default_kernel_precision(precision);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
@@ -189,6 +198,8 @@ fn main() -> anyhow::Result<()> {
         &Device::Cpu,
     )?;
     let one = adapter_bytes(&probe);
+    probe.prepare();
+    let packed = probe.packed_bytes();
     drop(probe);
     let serve = Serve::new(
         path.clone(),
@@ -259,7 +270,8 @@ fn main() -> anyhow::Result<()> {
             "system": "openledger-serve", "scenario": name, "model": path, "device": "cpu",
             "threads": threads, "kernels": openledger_model::quant::kernels::isa(),
             "clients": clients, "requests_per_client": requests, "max_tokens": max_tokens,
-            "max_batch": max_batch, "distinct_adapters": set.len(), "registered_adapters": registered,
+            "max_batch": max_batch, "lora_precision": format!("{precision:?}"),
+            "distinct_adapters": set.len(), "registered_adapters": registered,
             "requests": o.requests, "generated_tokens": o.tokens, "wall_s": o.wall_s,
             "tok_s": o.tok_s, "ttft_mean_ms": o.ttft_mean_ms, "ttft_p50_ms": o.ttft_p50_ms,
             "ttft_p90_ms": o.ttft_p90_ms,
@@ -272,6 +284,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "system": "openledger-serve", "scenario": "adapter_cold_load", "rank": 8,
             "targets": "q,k,v,o,gate,up,down", "adapter_bytes": one, "loads": cold_loads,
+            "lora_precision": format!("{precision:?}"), "packed_bytes": packed,
             "cold_load_median_ms": cold_median, "cold_load_min_ms": cold_ms[0],
             "cold_load_max_ms": cold_ms[cold_ms.len() - 1], "model_load_s": load_s,
             "register_all_s": register_s, "registered_adapters": registered,
