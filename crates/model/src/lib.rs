@@ -20,6 +20,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod lora;
+mod big_buffer;
 mod lora_kernel;
 pub mod merge;
 pub mod peft;

@@ -184,13 +184,13 @@ impl Packed {
         }
         let mut data = None;
         if precision == KernelPrecision::F16 {
-            let mut d = vec![f16::ZERO; total];
+            let mut d = crate::big_buffer::filled(total, f16::ZERO);
             data = fill(&pairs, &mut d)?.then_some(Data::F16(d));
         }
         let data = match data {
             Some(d) => d,
             None => {
-                let mut d = vec![0f32; total];
+                let mut d = crate::big_buffer::filled(total, 0f32);
                 fill(&pairs, &mut d)?;
                 Data::F32(d)
             }

@@ -252,7 +252,7 @@ fn f32_layout(
 /// one is written once (not zero-filled first: on a cold load, touching fresh memory is most of the
 /// cost).
 fn read_f32s(file: &mut std::fs::File, n: usize) -> std::io::Result<Vec<f32>> {
-    let mut values = Vec::with_capacity(n);
+    let mut values = crate::big_buffer::with_capacity(n);
     let mut buf = vec![0u8; 1 << 18];
     let mut left = n * 4;
     while left > 0 {
