@@ -105,7 +105,7 @@ fn run_load(
                         while let Some((_, ev)) = rx.blocking_recv() {
                             first.get_or_insert_with(|| t.elapsed().as_secs_f64());
                             match ev {
-                                Event::Text(..) => {}
+                                Event::Text(..) | Event::Logprobs(..) => {}
                                 Event::Done {
                                     completion_tokens, ..
                                 } => {

@@ -1,11 +1,13 @@
 //! Text generation on top of [`Llama::forward`]: per-sequence state (cache, sampler, stop rules,
 //! streaming text) and a step function that advances many sequences in one batched forward pass.
+//! When [`SamplingParams::logprobs`] asks, each generated token's [`TokenLogprobs`] are kept and
+//! handed out with the text they spell.
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::SeqCache;
 use crate::llama::{Llama, Logits, SeqInput};
 use crate::lora::LoraAdapter;
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{Sampler, SamplingParams, TokenLogprobs};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use std::sync::Arc;
 
@@ -60,6 +62,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub prompt_tokens: usize,
     pub finish: FinishReason,
+    /// One entry per token of `tokens` when [`SamplingParams::logprobs`] asked; empty otherwise.
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 /// One sequence being generated.
@@ -75,6 +79,10 @@ pub struct Sequence {
     text: String,
     emitted: usize,
     finish: Option<FinishReason>,
+    /// Per generated token (when asked): its log-probabilities and where its text ends in `text`
+    /// (`None` while the decoder holds its bytes back); the first `logprobs_out` were handed out.
+    logprobs: Vec<(TokenLogprobs, Option<usize>)>,
+    logprobs_out: usize,
 }
 
 impl Sequence {
@@ -107,6 +115,8 @@ impl Sequence {
             text: String::new(),
             emitted: 0,
             finish,
+            logprobs: Vec::new(),
+            logprobs_out: 0,
         })
     }
 
@@ -144,6 +154,22 @@ impl Sequence {
         (self.text.len() - hold).max(self.emitted)
     }
 
+    /// Log-probabilities of the tokens whose text [`Sequence::take_new_text`] has now handed out
+    /// (all that are left once the sequence is done); call it right after that.
+    pub fn take_new_logprobs(&mut self) -> Vec<TokenLogprobs> {
+        let done = self.finish.is_some();
+        let upto = self.logprobs[self.logprobs_out..]
+            .iter()
+            .position(|(_, end)| !done && !end.is_some_and(|e| e <= self.emitted))
+            .map_or(self.logprobs.len(), |k| self.logprobs_out + k);
+        let out = self.logprobs[self.logprobs_out..upto]
+            .iter()
+            .map(|(lp, _)| lp.clone())
+            .collect();
+        self.logprobs_out = upto;
+        out
+    }
+
     /// Ends the sequence early (client went away, callback said stop).
     pub fn cancel(&mut self) {
         if self.finish.is_none() {
@@ -151,16 +177,31 @@ impl Sequence {
         }
     }
 
-    fn accept(&mut self, tok: &Tokenizer, id: u32, context_limit: usize) -> Result<()> {
+    fn accept(
+        &mut self,
+        tok: &Tokenizer,
+        id: u32,
+        logprobs: Option<TokenLogprobs>,
+        context_limit: usize,
+    ) -> Result<()> {
         if self.params.stop_at_eos && tok.eos().contains(&id) {
             self.finish = Some(FinishReason::Stop);
             return Ok(());
         }
         self.context.push(id);
         self.next_input = vec![id];
+        if let Some(lp) = logprobs {
+            self.logprobs.push((lp, None));
+        }
         if let Some(piece) = self.decoder.push(tok, id)? {
             let from = self.text.len();
             self.text.push_str(&piece);
+            for (_, end) in self.logprobs.iter_mut().rev() {
+                if end.is_some() {
+                    break;
+                }
+                *end = Some(self.text.len());
+            }
             let window =
                 from.saturating_sub(self.params.stop.iter().map(String::len).max().unwrap_or(0));
             let window = (0..=window)
@@ -192,6 +233,7 @@ impl Sequence {
             tokens: self.context[self.prompt_len..].to_vec(),
             prompt_tokens: self.prompt_len,
             finish: self.finish.unwrap_or(FinishReason::Length),
+            logprobs: self.logprobs.into_iter().map(|(lp, _)| lp).collect(),
         }
     }
 }
@@ -219,8 +261,8 @@ pub fn step(model: &Llama, tok: &Tokenizer, seqs: &mut [&mut Sequence]) -> Resul
     for (&i, l) in active.iter().zip(logits) {
         let mut row: Vec<f32> = l.squeeze(0)?.to_vec1()?;
         let s = &mut seqs[i];
-        let id = s.sampler.sample(&mut row, &s.context);
-        s.accept(tok, id, limit)?;
+        let (id, logprobs) = s.sampler.sample_with_logprobs(&mut row, &s.context);
+        s.accept(tok, id, logprobs, limit)?;
     }
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! answered 400 naming its `param`, and bounded (body size, messages, strings, `n`, `stop`,
 //! `max_tokens` within the context) before any compute. Each completion request runs in a `tracing`
 //! span carrying its id (the response's `id`), so its queueing, finish and refusal logs can be
-//! followed; `GET /metrics` serves [`crate::metrics::render`].
+//! followed; `GET /metrics` serves [`crate::metrics::render`]. OpenAI's `logprobs` are checked and
+//! shaped in [`logprobs`].
+
+mod logprobs;
 
 use crate::engine::{Event, Job};
 use crate::error::ServeError;
@@ -16,8 +19,10 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use logprobs::{Shaper, TextOffset};
 use openledger_model::chat::Message;
 use openledger_model::generate::{FinishReason, GenerateParams};
+use openledger_model::sampling::TokenLogprobs;
 use openledger_model::{LoraAdapter, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -664,6 +669,10 @@ async fn run(
         created: now(),
         model: common.model.clone(),
         kind,
+        logprobs: common
+            .sampling
+            .logprobs
+            .map(|_| Shaper::new(s.engine.tokenizer().clone())),
     };
     let pay = Pay {
         serve: s.clone(),
@@ -728,6 +737,8 @@ struct Meta {
     created: u64,
     model: String,
     kind: Kind,
+    /// Present when the request asked for logprobs.
+    logprobs: Option<Shaper>,
 }
 
 impl Meta {
@@ -736,6 +747,15 @@ impl Meta {
             (Kind::Chat, false) => "chat.completion",
             (Kind::Chat, true) => "chat.completion.chunk",
             (Kind::Text, _) => "text_completion",
+        }
+    }
+
+    /// A choice's `logprobs` for these tokens: `null` unless the request asked.
+    fn logprobs(&self, lps: &[TokenLogprobs], offset: &mut TextOffset) -> Value {
+        match (&self.logprobs, self.kind) {
+            (None, _) => Value::Null,
+            (Some(s), Kind::Chat) => s.chat(lps),
+            (Some(s), Kind::Text) => s.completion(lps, offset),
         }
     }
 }
@@ -755,6 +775,7 @@ async fn whole_response(
     pay: Pay,
 ) -> Result<Response, ServeError> {
     let mut texts = vec![String::new(); n];
+    let mut lps: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); n];
     let mut finish = vec![None; n];
     let (mut prompt_tokens, mut completion_tokens) = (0, 0);
     let mut left = n;
@@ -764,6 +785,7 @@ async fn whole_response(
         };
         match ev {
             Event::Text(t, _) => texts[i].push_str(&t),
+            Event::Logprobs(l) => lps[i].extend(l),
             Event::Done {
                 finish: f,
                 prompt_tokens: p,
@@ -787,14 +809,16 @@ async fn whole_response(
     let choices: Vec<Value> = texts
         .into_iter()
         .zip(finish)
+        .zip(lps)
         .enumerate()
-        .map(|(i, (text, f))| {
+        .map(|(i, ((text, f), lps))| {
             let reason = f.map(finish_str);
+            let logprobs = meta.logprobs(&lps, &mut TextOffset::default());
             match meta.kind {
                 Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": text},
-                                     "logprobs": null, "finish_reason": reason}),
+                                     "logprobs": logprobs, "finish_reason": reason}),
                 Kind::Text => {
-                    json!({"index": i, "text": text, "logprobs": null, "finish_reason": reason})
+                    json!({"index": i, "text": text, "logprobs": logprobs, "finish_reason": reason})
                 }
             }
         })
@@ -831,6 +855,9 @@ struct StreamState {
     /// What each choice's client has been sent: its text and its token count.
     texts: Vec<String>,
     delivered: Vec<usize>,
+    /// Per choice (when asked): log-probabilities for its next chunk, and its text offset.
+    logprobs: Vec<Vec<TokenLogprobs>>,
+    offsets: Vec<TextOffset>,
     /// Settled at the end of the stream, or for what was delivered when the client goes away.
     pay: Option<Pay>,
     /// The request's span: the body is streamed after the handler returned.
@@ -874,17 +901,28 @@ impl StreamState {
         SseEvent::default().data(v.to_string())
     }
 
-    fn choice(&self, i: usize, text: Option<&str>, finish: Option<&str>) -> Value {
+    /// Choice `i`'s chunk, with the log-probabilities of the tokens it delivers (a finish chunk
+    /// has them only for tokens whose text a stop string cut).
+    fn choice(&mut self, i: usize, text: Option<&str>, finish: Option<&str>) -> Value {
+        let lps = self
+            .logprobs
+            .get_mut(i)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let logprobs = match self.offsets.get_mut(i) {
+            Some(offset) if text.is_some() || !lps.is_empty() => self.meta.logprobs(&lps, offset),
+            _ => Value::Null,
+        };
         match self.meta.kind {
             Kind::Chat => {
                 let delta = match text {
                     Some(t) => json!({"content": t}),
                     None => json!({}),
                 };
-                json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": finish}])
+                json!([{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}])
             }
             Kind::Text => {
-                json!([{"index": i, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}])
+                json!([{"index": i, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish}])
             }
         }
     }
@@ -943,8 +981,14 @@ impl StreamState {
                 self.push(SseEvent::default().data(e.body().to_string()));
                 self.ended = true;
             }
+            Some((i, Event::Logprobs(l))) => {
+                if let Some(p) = self.logprobs.get_mut(i) {
+                    p.extend(l);
+                }
+            }
             Some((i, Event::Text(t, tokens))) => {
-                let c = self.chunk(self.choice(i, Some(&t), None));
+                let choice = self.choice(i, Some(&t), None);
+                let c = self.chunk(choice);
                 self.pending.push_back((c, Some((i, tokens, t))));
             }
             Some((
@@ -958,7 +1002,8 @@ impl StreamState {
                 self.left -= 1;
                 self.prompt_tokens = prompt_tokens;
                 self.completion_tokens += completion_tokens;
-                let c = self.chunk(self.choice(i, None, Some(finish_str(finish))));
+                let choice = self.choice(i, None, Some(finish_str(finish)));
+                let c = self.chunk(choice);
                 self.push(c);
             }
             Some((_, Event::Error(e))) => {
@@ -1001,6 +1046,8 @@ fn stream_response(
         ended: false,
         texts: vec![String::new(); n],
         delivered: vec![0; n],
+        logprobs: vec![Vec::new(); n],
+        offsets: (0..n).map(|_| TextOffset::default()).collect(),
         pay: Some(pay),
         span: tracing::Span::current(),
     };
@@ -1058,8 +1105,9 @@ async fn chat_completions(
     let id = request_id("chatcmpl");
     traced(&id.clone(), "/v1/chat/completions", async move {
         let obj = parse_body(&body)?;
-        let common = parse_common(&obj)?;
+        let mut common = parse_common(&obj)?;
         tracing::Span::current().record("model", common.model.as_str());
+        common.sampling.logprobs = logprobs::parse_chat(&obj)?;
         let messages = parse_messages(&obj)?;
         let attributed = last_user_message(&obj);
         let tok = s.engine.tokenizer().clone();
@@ -1089,8 +1137,9 @@ async fn completions(
     let id = request_id("cmpl");
     traced(&id.clone(), "/v1/completions", async move {
         let obj = parse_body(&body)?;
-        let common = parse_common(&obj)?;
+        let mut common = parse_common(&obj)?;
         tracing::Span::current().record("model", common.model.as_str());
+        common.sampling.logprobs = logprobs::parse_completion(&obj)?;
         let text = parse_prompt(&obj)?;
         let attributed = text.clone();
         let tok = s.engine.tokenizer().clone();

@@ -7,6 +7,7 @@
 use crate::error::ServeError;
 use crate::metrics::RequestMetrics;
 use openledger_model::generate::{self, FinishReason, GenerateParams, Sequence};
+use openledger_model::sampling::TokenLogprobs;
 use openledger_model::{Llama, LoraAdapter, Tokenizer};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +46,10 @@ pub enum Event {
     /// A final piece of text, and how many tokens the sequence has generated so far (what a
     /// client that received this piece is charged for).
     Text(String, usize),
+    /// Only for jobs whose sampling asks for logprobs: the log-probabilities of the tokens that
+    /// the next `Text` delivers (or `Done`, for tokens whose text a stop string cut), sent just
+    /// before it.
+    Logprobs(Vec<TokenLogprobs>),
     /// The sequence ended.
     Done {
         finish: FinishReason,
@@ -383,11 +388,14 @@ impl Worker {
                 r.last_token = Some(now);
             }
             let piece = r.seq.take_new_text();
-            if !piece.is_empty()
-                && r.events
-                    .send((r.index, Event::Text(piece, produced)))
-                    .is_err()
-            {
+            let logprobs = r.seq.take_new_logprobs();
+            let lost = (!logprobs.is_empty()
+                && r.events.send((r.index, Event::Logprobs(logprobs))).is_err())
+                || (!piece.is_empty()
+                    && r.events
+                        .send((r.index, Event::Text(piece, produced)))
+                        .is_err());
+            if lost {
                 r.seq.cancel();
             }
             if r.seq.is_done() {
