@@ -8,7 +8,8 @@ use openledger_model::{peft, LlamaConfig, Target};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 
-/// LoRA on a float base (a GGUF model is dequantized), or QLoRA on the quantized base.
+/// LoRA on a float base (a GGUF model is dequantized), or QLoRA on the quantized base (kept in
+/// its GGUF blocks, float weights quantized to `quantization_bit`; see [`crate::quantized`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -62,6 +63,10 @@ pub struct DatasetSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub method: Method,
+    /// QLoRA only: the bits float weights are quantized to, 4 (Q4_1, the default) or 8 (Q8_0).
+    /// Weights the base already holds quantized (GGUF Q4_0, Q4_1, Q8_0) stay as they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization_bit: Option<u32>,
     /// A GGUF file or a Hugging Face model directory.
     pub base_model: PathBuf,
     pub datasets: Vec<DatasetSpec>,
@@ -114,6 +119,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             method: Method::Lora,
+            quantization_bit: None,
             base_model: PathBuf::from(openledger_model::DEFAULT_MODEL_PATH),
             datasets: Vec::new(),
             lora_rank: 8,
@@ -237,8 +243,16 @@ impl TrainConfig {
         ] {
             finite(n, v)?;
         }
-        if self.method == Method::Qlora {
-            return refuse("method qlora is not available in this build yet; use method = \"lora\" (the quantized base is dequantized to f32 for training)".into());
+        match (self.method, self.quantization_bit) {
+            (Method::Lora, Some(bits)) => {
+                return refuse(format!(
+                    "quantization_bit is {bits} but method is lora (a float base); set method = \"qlora\" to train on a quantized base, or remove quantization_bit"
+                ))
+            }
+            (Method::Qlora, Some(bits)) => {
+                crate::quantized::format_for_bits(bits)?;
+            }
+            _ => {}
         }
         if self.lora_rank == 0 || self.lora_rank > peft::MAX_RANK {
             return refuse(format!(
@@ -359,6 +373,16 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The block format QLoRA quantizes float weights to (`None` for LoRA).
+    pub fn quant_format(&self) -> Result<Option<openledger_model::quant::QFormat>> {
+        match self.method {
+            Method::Lora => Ok(None),
+            Method::Qlora => {
+                crate::quantized::format_for_bits(self.quantization_bit.unwrap_or(4)).map(Some)
+            }
+        }
     }
 
     /// The PEFT config of the adapter this job trains.

@@ -7,13 +7,16 @@
 //! from 0), so packed examples never see each other. Frozen projections go through
 //! [`crate::ops::frozen_linear`] (no weight gradients) and the LM head only over the rows that
 //! predict a target, fused with the loss ([`crate::ops::linear_cross_entropy`]). The math is the
-//! runtime's `Llama::forward` (same rotary tables, GQA, SwiGLU, RMSNorm), in f32 throughout.
+//! runtime's `Llama::forward` (same rotary tables, GQA, SwiGLU, RMSNorm), in f32 throughout, except
+//! that quantized weights (QLoRA) multiply through the runtime's quantized kernels
+//! ([`crate::quantized`]).
 
 use crate::adapter::TrainableAdapter;
 use crate::data::Encoded;
 use crate::error::{Error, Result};
 use crate::fused;
 use crate::ops::{frozen_linear, linear_cross_entropy, lora_linear, FrozenWeight};
+use crate::quantized::QuantizedWeight;
 use crate::rng::SplitMix64;
 use candle_core::{Device, Tensor};
 use openledger_model::linear::{Linear, Weight};
@@ -24,7 +27,9 @@ use std::sync::Arc;
 /// The base model prepared for training.
 pub struct TrainModel {
     pub model: Llama,
-    lm_head: Tensor,
+    /// Per layer, the frozen weight of each projection in [`Target::ALL`] order.
+    frozen: Vec<Vec<Arc<dyn FrozenWeight>>>,
+    lm_head: Arc<dyn FrozenWeight>,
     /// Rotary tables `[max_position, head_dim / 2]` row-major, computed as the runtime computes them.
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -80,19 +85,36 @@ pub struct PassLoss {
 }
 
 impl TrainModel {
-    /// Takes a model whose projections are float (call `Llama::dequantize` first for GGUF).
+    /// Takes a model with float projections (LoRA: call `Llama::dequantize` first for GGUF) or
+    /// quantized ones (QLoRA: see [`crate::quantized::quantize_base`]). The LM head stays quantized
+    /// when the projections are (it is dequantized to f32 otherwise, as LoRA always did).
     pub fn new(model: Llama) -> Result<Self> {
         let dev = model.device().clone();
-        for b in &model.blocks {
-            for t in Target::ALL {
-                if !matches!(b.linear(t).weight, Weight::Float(_)) {
-                    return Err(Error::Invalid(
-                        "LoRA training needs float projections; dequantize the model first".into(),
-                    ));
-                }
+        let frozen_of = |w: &Weight| -> Arc<dyn FrozenWeight> {
+            match w {
+                Weight::Float(t) => Arc::new(t.clone()),
+                Weight::Quant(q) => Arc::new(QuantizedWeight::new(q.clone())),
             }
-        }
-        let lm_head = model.lm_head.to_float(&dev)?.contiguous()?;
+        };
+        let frozen: Vec<Vec<Arc<dyn FrozenWeight>>> = model
+            .blocks
+            .iter()
+            .map(|b| {
+                Target::ALL
+                    .iter()
+                    .map(|&t| frozen_of(&b.linear(t).weight))
+                    .collect()
+            })
+            .collect();
+        let quantized = model.blocks.iter().any(|b| {
+            Target::ALL
+                .iter()
+                .any(|&t| matches!(b.linear(t).weight, Weight::Quant(_)))
+        });
+        let lm_head: Arc<dyn FrozenWeight> = match &model.lm_head {
+            Weight::Quant(q) if quantized => Arc::new(QuantizedWeight::new(q.clone())),
+            w => Arc::new(w.to_float(&dev)?.contiguous()?),
+        };
         let cfg = &model.config;
         let half = cfg.head_dim / 2;
         let max = cfg.max_position.max(1);
@@ -112,6 +134,7 @@ impl TrainModel {
         Ok(Self {
             cos,
             sin,
+            frozen,
             lm_head,
             model,
         })
@@ -187,7 +210,7 @@ impl TrainModel {
         }
         let rows_t = Tensor::new(rows.as_slice(), &dev)?;
         let last = self.norm(&x.index_select(&rows_t, 0)?, &self.model.norm)?;
-        let nll = linear_cross_entropy(&last, &self.lm_head, &targets)?;
+        let nll = linear_cross_entropy(&last, self.lm_head.clone(), &targets)?;
         Ok(PassLoss {
             sum_nll: nll.sum_all()?,
             targets: targets.len(),
@@ -213,12 +236,7 @@ impl TrainModel {
         lora: &LoraView,
         dropout: Option<Dropout>,
     ) -> Result<Tensor> {
-        let Weight::Float(w) = &l.weight else {
-            return Err(Error::Invalid(
-                "a projection is quantized; LoRA training needs float weights".into(),
-            ));
-        };
-        let w: Arc<dyn FrozenWeight> = Arc::new(w.clone());
+        let w = self.frozen[layer][t as usize].clone();
         let Some((a, b)) = lora.pairs.get(&(layer, t)) else {
             let y = frozen_linear(x, w)?;
             return Ok(match &l.bias {

@@ -133,9 +133,13 @@ fn keep_candle_elementwise_on_one_thread() {
     }
 }
 
+/// The base model as the method trains on it: dequantized to f32 (LoRA), or quantized (QLoRA).
 fn load_model(config: &TrainConfig) -> Result<TrainModel> {
     let mut model = load::load(&config.base_model, &Device::Cpu)?;
-    model.dequantize()?;
+    match config.quant_format()? {
+        None => model.dequantize()?,
+        Some(format) => crate::quantized::quantize_base(&mut model, format)?,
+    }
     TrainModel::new(model)
 }
 

@@ -1,7 +1,9 @@
 //! ModelFactory: LoRA fine-tuning jobs on the model runtime (`openledger-model`).
 //!
 //! A job trains a LoRA adapter on a base model (GGUF, dequantized to f32, or a safetensors
-//! directory) from datanet exports and LLaMA-Factory alpaca / sharegpt files, on the CPU:
+//! directory) or, with `method = "qlora"`, on the base kept quantized (GGUF Q4_0 / Q4_1 / Q8_0 as
+//! the runtime serves it; float weights quantized to 4 or 8 bits), from datanet exports and
+//! LLaMA-Factory alpaca / sharegpt files, on the CPU:
 //!
 //! ```no_run
 //! use openledger_factory::{config::TrainConfig, Job, TerminalProgress};
@@ -40,7 +42,8 @@
 //! - [`config`]: settings (LLaMA-Factory names and defaults), TOML, validation.
 //! - [`data`]: file formats, tokenization with the chat template and response-only loss, split,
 //!   shuffling, packing and batching.
-//! - [`forward`] and [`ops`]: the differentiable forward pass and its CPU custom ops.
+//! - [`forward`] and [`ops`]: the differentiable forward pass and its CPU custom ops;
+//!   [`quantized`]: QLoRA's quantized frozen weights.
 //! - [`adapter`], [`optim`]: trainable LoRA variables, AdamW, clipping, schedules.
 //! - [`job`], [`checkpoint`]: the training loop, evaluation, checkpoints and resume.
 //! - [`progress`], [`plot`], [`metrics`]: reporting.
@@ -61,6 +64,7 @@ pub mod ops;
 pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod quantized;
 pub mod rng;
 
 pub use config::TrainConfig;

@@ -2,8 +2,10 @@
 //!
 //! - [`frozen_linear`]: `x·Wᵀ` for a frozen weight. Candle's matmul backward also computes the
 //!   weight's gradient (a product as large as the forward) even when nothing needs it; this op
-//!   returns only the input's gradient `g·W`. QLoRA plugs in here with a quantized `W`.
-//! - [`linear_cross_entropy`]: the LM head and the token loss in one op, chunked over rows: the
+//!   returns only the input's gradient `g·W`. QLoRA plugs in here with a quantized `W`
+//!   ([`crate::quantized`]).
+//! - [`linear_cross_entropy`]: the LM head (float or quantized) and the token loss in one op,
+//!   chunked over rows: the
 //!   forward keeps `softmax − onehot` (or recomputes it in the backward when that would be large)
 //!   instead of the several `[rows, vocab]` intermediates of `log_softmax` + gather.
 //!
@@ -21,10 +23,12 @@ fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
 }
 
 /// A frozen `[out, in]` weight as the training ops use it: the product `x·Wᵀ` and the input
-/// gradient `g·W`, on plain tensors. A float weight is a [`Tensor`]; QLoRA plugs in here with an
-/// implementation on the quantized weights (its kernels forward, `g·W` through them or through
-/// dequantized rows backward).
+/// gradient `g·W`, on plain tensors. A float weight is a [`Tensor`]; QLoRA's quantized weights are
+/// [`crate::quantized::QuantizedWeight`] (the runtime's kernels forward, `g·W` over dequantized
+/// tiles backward).
 pub trait FrozenWeight: Send + Sync {
+    /// `(out, in)`.
+    fn dims(&self) -> (usize, usize);
     /// `x·Wᵀ` for `x: [n, in]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
     /// `g·W` for `g: [n, out]`.
@@ -36,6 +40,9 @@ pub trait FrozenWeight: Send + Sync {
 }
 
 impl FrozenWeight for Tensor {
+    fn dims(&self) -> (usize, usize) {
+        self.dims2().unwrap_or((0, 0))
+    }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.t()?)
     }
@@ -91,7 +98,7 @@ const KEEP_LIMIT: usize = 64 << 20;
 
 struct LinearCe {
     /// `[vocab, hidden]`.
-    w: Tensor,
+    w: Arc<dyn FrozenWeight>,
     targets: Vec<u32>,
     /// `softmax − onehot` per row, from the forward (when kept).
     grad: Mutex<Option<Vec<f32>>>,
@@ -102,8 +109,8 @@ impl LinearCe {
     /// Per-row loss of rows `h: [c, hidden]` against `targets`, and `softmax − onehot` in place of
     /// the logits when `want_grad`.
     fn chunk(&self, h: &Tensor, targets: &[u32], want_grad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
-        let vocab = self.w.dim(0)?;
-        let mut logits: Vec<f32> = h.matmul(&self.w.t()?)?.flatten_all()?.to_vec1()?;
+        let vocab = self.w.dims().0;
+        let mut logits: Vec<f32> = self.w.forward(h)?.flatten_all()?.to_vec1()?;
         let mut nll = vec![0f32; targets.len()];
         logits
             .par_chunks_mut(vocab)
@@ -154,7 +161,7 @@ impl CustomOp1 for LinearCe {
     }
 
     fn bwd(&self, h: &Tensor, _nll: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let (rows, vocab) = (h.dim(0)?, self.w.dim(0)?);
+        let (rows, vocab) = (h.dim(0)?, self.w.dims().0);
         let g: Vec<f32> = g.to_dtype(DType::F32)?.to_vec1()?;
         let kept = self.grad.lock().expect("not poisoned").take();
         let h = h.detach();
@@ -172,7 +179,7 @@ impl CustomOp1 for LinearCe {
                 .zip(g[r0..r0 + c].par_iter())
                 .for_each(|(row, &s)| row.iter_mut().for_each(|x| *x *= s));
             let grad = Tensor::from_vec(grad, (c, vocab), h.device())?;
-            parts.push(grad.matmul(&self.w)?);
+            parts.push(self.w.backward(&grad)?);
         }
         Ok(Some(Tensor::cat(&parts, 0)?))
     }
@@ -180,31 +187,36 @@ impl CustomOp1 for LinearCe {
 
 /// Per-row negative log-likelihood `[rows]` of `targets` under `h·Wᵀ` for hidden states
 /// `h: [rows, hidden]` and LM head `w: [vocab, hidden]`; differentiable in `h`.
-pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &[u32]) -> Result<Tensor> {
+pub fn linear_cross_entropy(
+    h: &Tensor,
+    w: Arc<dyn FrozenWeight>,
+    targets: &[u32],
+) -> Result<Tensor> {
     linear_cross_entropy_kept_below(h, w, targets, KEEP_LIMIT)
 }
 
 fn linear_cross_entropy_kept_below(
     h: &Tensor,
-    w: &Tensor,
+    w: Arc<dyn FrozenWeight>,
     targets: &[u32],
     keep_limit: usize,
 ) -> Result<Tensor> {
-    let (rows, vocab) = (h.dim(0)?, w.dim(0)?);
+    let (rows, vocab) = (h.dim(0)?, w.dims().0);
     if rows != targets.len() {
         candle_core::bail!("{rows} rows for {} targets", targets.len());
     }
     if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
         candle_core::bail!("target token {t} is outside the vocabulary ({vocab})");
     }
-    if !(h.device().is_cpu() && h.dtype() == DType::F32 && w.dtype() == DType::F32) {
-        let logits = h.matmul(&w.t()?)?;
+    let float_cpu = w.float().is_none_or(|w| w.dtype() == DType::F32);
+    if !(h.device().is_cpu() && h.dtype() == DType::F32 && float_cpu) {
+        let logits = h.matmul(&fallback(w.as_ref())?.t()?)?;
         let lsm = candle_nn::ops::log_softmax(&logits, 1)?;
         let idx = Tensor::new(targets, h.device())?.unsqueeze(1)?;
         return lsm.gather(&idx, 1)?.squeeze(1)?.neg();
     }
     h.contiguous()?.apply_op1(LinearCe {
-        w: w.clone(),
+        w,
         targets: targets.to_vec(),
         grad: Mutex::new(None),
         keep: h.track_op() && rows * vocab <= keep_limit,
@@ -253,10 +265,12 @@ mod tests {
         let x = Var::from_tensor(&rand((4, 6), 4)).unwrap();
         let t = [0u32, 10, 3, 3];
         for limit in [KEEP_LIMIT, 0] {
-            let ours = linear_cross_entropy_kept_below(x.as_tensor(), &w, &t, limit).unwrap();
+            let ours =
+                linear_cross_entropy_kept_below(x.as_tensor(), Arc::new(w.clone()), &t, limit)
+                    .unwrap();
             check(&x, &w, &t, ours);
         }
-        assert!(linear_cross_entropy(x.as_tensor(), &w, &[11, 0, 0, 0]).is_err());
+        assert!(linear_cross_entropy(x.as_tensor(), Arc::new(w), &[11, 0, 0, 0]).is_err());
     }
 
     fn check(x: &Var, w: &Tensor, t: &[u32], ours: Tensor) {

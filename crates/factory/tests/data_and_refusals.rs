@@ -184,9 +184,17 @@ fn bad_hyperparameters_and_data_are_refused_before_anything_starts() {
         &["validation set"],
     );
     refused(
-        with(&|c| c.method = Method::Qlora),
+        with(&|c| {
+            c.method = Method::Qlora;
+            c.quantization_bit = Some(3)
+        }),
         &job,
-        &["qlora", "lora"],
+        &["quantization_bit is 3", "4 (Q4_1) or 8 (Q8_0)"],
+    );
+    refused(
+        with(&|c| c.quantization_bit = Some(4)),
+        &job,
+        &["method is lora", "method = \"qlora\""],
     );
     refused(
         with(&|c| c.base_model = dir.path().join("nope.gguf")),

@@ -1,8 +1,9 @@
-//! A few LoRA steps on SmolLM2 (the default model, dequantized from its GGUF) over the sample
-//! datanet's prompt/response and text rows: the job finishes, its losses are finite, the adapter
-//! it writes loads in the runtime and differs from the base model.
+//! A few LoRA steps on SmolLM2 (the default model, dequantized from its GGUF), and a few QLoRA
+//! steps on it kept quantized (its Q4_1 projections and Q8_0 tied embedding as they are in the
+//! file), over the sample datanet's prompt/response and text rows: each job finishes, its losses
+//! are finite, the adapter it writes loads in the runtime and differs from the base model.
 
-use openledger_factory::config::{DatasetSpec, Format, TrainConfig};
+use openledger_factory::config::{DatasetSpec, Format, Method, TrainConfig};
 use openledger_factory::{Job, NoProgress, Status};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -13,6 +14,15 @@ fn root() -> PathBuf {
 
 #[test]
 fn a_few_lora_steps_on_smollm2_and_the_sample_datanet() {
+    a_few_steps(Method::Lora);
+}
+
+#[test]
+fn a_few_qlora_steps_on_smollm2_and_the_sample_datanet() {
+    a_few_steps(Method::Qlora);
+}
+
+fn a_few_steps(method: Method) {
     let model = std::env::var("OPENLEDGER_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join(openledger_model::DEFAULT_MODEL_PATH));
@@ -27,6 +37,7 @@ fn a_few_lora_steps_on_smollm2_and_the_sample_datanet() {
         datanet: Some(name.into()),
     };
     let cfg = TrainConfig {
+        method,
         base_model: model,
         datasets: vec![
             spec("datanets/sample/qa/erin.jsonl", "qa@1"),
@@ -51,7 +62,10 @@ fn a_few_lora_steps_on_smollm2_and_the_sample_datanet() {
     let m = &out.metrics;
     assert_eq!(m.steps, 2);
     assert!(m.train_loss.unwrap().is_finite() && m.val_loss.unwrap().is_finite());
-    assert_ne!(m.val_loss, m.initial_val_loss, "two steps changed nothing");
+    assert_ne!(
+        m.val_loss, m.initial_val_loss,
+        "{method:?}: two steps changed nothing"
+    );
     assert_eq!(
         m.trainable_params, 2_442_240,
         "rank 8 on all 7 projections of 30 layers"
@@ -70,5 +84,5 @@ fn a_few_lora_steps_on_smollm2_and_the_sample_datanet() {
             .unwrap()
             > 0.0
     });
-    assert!(moved, "B is still zero after training");
+    assert!(moved, "{method:?}: B is still zero after training");
 }

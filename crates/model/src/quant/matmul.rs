@@ -178,6 +178,61 @@ impl QWeight {
     }
 }
 
+impl QWeight {
+    /// Dequantizes the tile of rows `rows` and blocks `blocks` (columns `32·blocks.start` to
+    /// `32·blocks.end`) into `out`, row-major (`rows.len() × 32·blocks.len()` values), reading only
+    /// those blocks: a product can walk the matrix tile by tile without its f32 copy.
+    pub fn dequantize_tile(
+        &self,
+        rows: std::ops::Range<usize>,
+        blocks: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> candle_core::Result<()> {
+        let width = blocks.len() * QK;
+        if rows.start > rows.end
+            || rows.end > self.rows
+            || blocks.start > blocks.end
+            || blocks.end > self.cols / QK
+            || rows.len().checked_mul(width) != Some(out.len())
+        {
+            candle_core::bail!(
+                "dequantize_tile: rows {rows:?} and blocks {blocks:?} of a {}x{} matrix into {} values",
+                self.rows,
+                self.cols,
+                out.len()
+            );
+        }
+        if width == 0 {
+            return Ok(());
+        }
+        let bb = self.format.block_bytes();
+        let mut block = [0u8; 34];
+        for (r, dst) in rows.zip(out.chunks_exact_mut(width)) {
+            if self.packed {
+                for (b, d) in blocks.clone().zip(dst.chunks_exact_mut(QK)) {
+                    packed::unpack_block(
+                        self.format,
+                        &self.data,
+                        self.cols,
+                        r,
+                        b,
+                        &mut block[..bb],
+                    );
+                    dequantize_row(self.format, &block[..bb], d);
+                }
+            } else {
+                let start = r * self.row_bytes() + blocks.start * bb;
+                dequantize_row(
+                    self.format,
+                    &self.data[start..start + blocks.len() * bb],
+                    dst,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Products of several weights with one shared input (`x` is `n × cols`): the activations are
 /// quantized once and every weight's rows go through one parallel loop (q, k and v; gate and up).
 /// Result `i` is `n × weights[i].rows()`. All weights must have `cols` input features.

@@ -115,6 +115,29 @@ pub fn unpack_row(format: QFormat, packed: &[u8], cols: usize, r: usize) -> Vec<
     out
 }
 
+/// Block `b` of row `r` in GGUF bytes, from the grouped layout, into `dst`
+/// (`format.block_bytes()` bytes): one block without unpacking the whole row.
+///
+/// The caller checked `r` and `b` against the matrix; an index outside `packed` panics.
+pub fn unpack_block(
+    format: QFormat,
+    packed: &[u8],
+    cols: usize,
+    r: usize,
+    b: usize,
+    dst: &mut [u8],
+) {
+    let blocks = cols / QK;
+    let gb = group_block_bytes(format).expect("a repacked format");
+    let (g, lane) = (r / 8, r % 8);
+    let src = &packed[(g * blocks + b) * gb..][..gb];
+    for &(s, d, len, xor) in pieces(format) {
+        for i in 0..len {
+            dst[s + i] = src[d + len * lane + i] ^ xor;
+        }
+    }
+}
+
 /// `fn(group_bytes, activation rows) -> [row results; 8]` for one act row (`X1`) or four (`X4`).
 pub type X1Fn = fn(&[u8], &[ActBlock]) -> [f32; 8];
 pub type X4Fn = fn(&[u8], [&[ActBlock]; 4]) -> [[f32; 8]; 4];

@@ -1,0 +1,314 @@
+//! QLoRA's frozen base: a quantized weight (GGUF Q4_0 / Q4_1 / Q8_0, as the runtime serves it) as a
+//! [`FrozenWeight`], and the preparation of a model whose projections stay quantized for training.
+//!
+//! **Forward** (`x·Wᵀ`) runs the runtime's quantized kernels, the very ones the serving path runs:
+//! each row of `x` is quantized to 8 bits per block of 32 values (an f16 scale per block, rounded
+//! as llama.cpp rounds) and dotted in integers with the 4- or 8-bit weight blocks, accumulated in
+//! f32. So the forward has the serving path's precision (weights at their GGUF precision,
+//! activations at 8 bits), and an adapter is trained against exactly what will serve it.
+//!
+//! **Backward** (`g·W`) keeps `g` in f32 and multiplies it by the weight dequantized one tile of
+//! columns at a time (tiles of at most [`TILE_BYTES`], in column order, each tile's rows
+//! dequantized in parallel, the product by candle's GEMM): the f32 matrix never exists whole, and
+//! every value of the result is one GEMM's output whatever the thread scheduling, so results are
+//! reproducible. The gradient treats the activation quantization as the identity (the usual
+//! straight-through estimate): it is the gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
+
+use crate::error::{Error, Result};
+use crate::ops::FrozenWeight;
+use candle_core::{Device, Storage, Tensor};
+use openledger_model::linear::Weight;
+use openledger_model::quant::formats::QK;
+use openledger_model::quant::{QFormat, QWeight};
+use openledger_model::{Llama, Target};
+use rayon::prelude::*;
+
+/// Largest f32 tile of the weight the backward dequantizes at once.
+pub const TILE_BYTES: usize = 4 << 20;
+/// Widest tile, in blocks of 32 columns.
+const MAX_TILE_BLOCKS: usize = 8;
+/// Rows dequantized per parallel task (a multiple of 8, the packed layout's group).
+const ROWS_PER_TASK: usize = 64;
+
+/// A quantized `[out, in]` weight as a frozen training weight.
+#[derive(Debug, Clone)]
+pub struct QuantizedWeight {
+    w: QWeight,
+}
+
+impl QuantizedWeight {
+    pub fn new(w: QWeight) -> Self {
+        Self { w }
+    }
+
+    pub fn weight(&self) -> &QWeight {
+        &self.w
+    }
+
+    /// Blocks of 32 columns per backward tile: as many as fit [`TILE_BYTES`] (at least one, at
+    /// most [`MAX_TILE_BLOCKS`]).
+    fn tile_blocks(&self) -> usize {
+        let per_block = self.w.rows() * QK * std::mem::size_of::<f32>();
+        (TILE_BYTES / per_block.max(1)).clamp(1, MAX_TILE_BLOCKS)
+    }
+
+    /// `W[:, 32·blocks]` as an f32 `[out, width]` tensor, rows dequantized in parallel.
+    fn tile(&self, blocks: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
+        let (rows, width) = (self.w.rows(), blocks.len() * QK);
+        let mut tile = vec![0f32; rows * width];
+        tile.par_chunks_mut(ROWS_PER_TASK * width)
+            .enumerate()
+            .try_for_each(|(i, dst)| {
+                let first = i * ROWS_PER_TASK;
+                let end = first + dst.len() / width;
+                self.w.dequantize_tile(first..end, blocks.clone(), dst)
+            })?;
+        Tensor::from_vec(tile, (rows, width), &Device::Cpu)
+    }
+}
+
+/// Runs `f` on the f32 values of a CPU tensor (made contiguous first if needed).
+fn with_values<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("a quantized weight computes on the CPU only");
+    };
+    let (a, b) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("input is not contiguous".into()))?;
+    f(&cpu.as_slice::<f32>()?[a..b])
+}
+
+impl FrozenWeight for QuantizedWeight {
+    fn dims(&self) -> (usize, usize) {
+        (self.w.rows(), self.w.cols())
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, cols) = x.dims2()?;
+        if cols != self.w.cols() {
+            candle_core::bail!(
+                "quantized forward: input has {cols} features, the weight {}",
+                self.w.cols()
+            );
+        }
+        let y = with_values(x, |v| self.w.matmul_rows(v, n))?;
+        Tensor::from_vec(y, (n, self.w.rows()), x.device())
+    }
+
+    fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, out) = g.dims2()?;
+        let (rows, cols) = self.dims();
+        if out != rows {
+            candle_core::bail!(
+                "quantized backward: gradient has {out} features, the weight {rows}"
+            );
+        }
+        let g = g.contiguous()?;
+        let blocks = cols / QK;
+        let step = self.tile_blocks();
+        let mut result = vec![0f32; n * cols];
+        for b0 in (0..blocks).step_by(step) {
+            let b1 = (b0 + step).min(blocks);
+            let part: Vec<f32> = g.matmul(&self.tile(b0..b1)?)?.flatten_all()?.to_vec1()?;
+            let width = (b1 - b0) * QK;
+            for (dst, src) in result.chunks_exact_mut(cols).zip(part.chunks_exact(width)) {
+                dst[b0 * QK..b1 * QK].copy_from_slice(src);
+            }
+        }
+        Tensor::from_vec(result, (n, cols), g.device())
+    }
+}
+
+/// The block format of a float weight QLoRA quantizes: 4 bits (Q4_1: a scale and a minimum per
+/// block of 32) or 8 bits (Q8_0).
+pub fn format_for_bits(bits: u32) -> Result<QFormat> {
+    match bits {
+        4 => Ok(QFormat::Q4_1),
+        8 => Ok(QFormat::Q8_0),
+        _ => Err(Error::Invalid(format!(
+            "quantization_bit is {bits}; use 4 (Q4_1) or 8 (Q8_0)"
+        ))),
+    }
+}
+
+/// A float weight quantized to `format` (`what` names it in errors).
+fn quantize(t: &Tensor, format: QFormat, what: &str) -> Result<QWeight> {
+    let (rows, cols) = t.dims2()?;
+    let values: Vec<f32> = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    QWeight::quantize(format, rows, cols, &values).map_err(|e| {
+        Error::Invalid(format!(
+            "method qlora quantizes {what} ({rows}x{cols}) to {}: {e}; use method = \"lora\" for this model",
+            format.name()
+        ))
+    })
+}
+
+/// Prepares a loaded model for QLoRA: projections already quantized (a GGUF file's Q4_0, Q4_1,
+/// Q8_0) stay as they are; float ones (safetensors, GGUF F16/F32 and the formats the loader
+/// dequantizes) are quantized to `format`. The embedding and the LM head are quantized too when
+/// float and their rows are whole blocks (a tied head stays one weight); otherwise they stay float.
+pub fn quantize_base(model: &mut Llama, format: QFormat) -> Result<()> {
+    for (li, block) in model.blocks.iter_mut().enumerate() {
+        for t in Target::ALL {
+            let l = match t {
+                Target::Q => &mut block.q,
+                Target::K => &mut block.k,
+                Target::V => &mut block.v,
+                Target::O => &mut block.o,
+                Target::Gate => &mut block.gate,
+                Target::Up => &mut block.up,
+                Target::Down => &mut block.down,
+            };
+            if let Weight::Float(w) = &l.weight {
+                let what = format!("layer {li} {}", t.peft_name());
+                l.weight = Weight::Quant(quantize(w, format, &what)?);
+            }
+        }
+    }
+    let tied = match (&model.embed, &model.lm_head) {
+        (Weight::Float(e), Weight::Float(h)) => e.id() == h.id(),
+        _ => false,
+    };
+    let whole_blocks = |w: &Tensor| w.dims2().is_ok_and(|(_, c)| c % QK == 0);
+    if let Weight::Float(e) = &model.embed {
+        if whole_blocks(e) {
+            model.embed = Weight::Quant(quantize(e, format, "the token embedding")?);
+        }
+    }
+    if tied {
+        model.lm_head = model.embed.clone();
+    } else if let Weight::Float(h) = &model.lm_head {
+        if whole_blocks(h) {
+            model.lm_head = Weight::Quant(quantize(h, format, "the LM head")?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::rng::SplitMix64::new(seed);
+        (0..n).map(|_| r.next_f32() * 2.0 - 1.0).collect()
+    }
+
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
+    /// Shapes with packed (rows a multiple of 8) and plain GGUF rows, and with several tiles.
+    fn weights() -> Vec<QuantizedWeight> {
+        let mut out = Vec::new();
+        for format in [QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0] {
+            for (rows, cols) in [(72, 96), (70, 64), (9000, 320)] {
+                let w = QWeight::quantize(format, rows, cols, &values(rows * cols, 7)).unwrap();
+                out.push(QuantizedWeight::new(w));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tiles_are_the_dequantized_matrix() {
+        for w in weights() {
+            let (rows, cols) = w.dims();
+            let full: Vec<Vec<f32>> = w.w.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
+            let blocks = 1..(cols / QK).min(3);
+            let width = blocks.len() * QK;
+            let mut tile = vec![0f32; 5 * width];
+            w.w.dequantize_tile(rows - 5..rows, blocks, &mut tile)
+                .unwrap();
+            for (i, row) in tile.chunks(width).enumerate() {
+                assert_eq!(row, &full[rows - 5 + i][QK..QK + width]);
+            }
+            assert!(w
+                .w
+                .dequantize_tile(0..1, 0..cols / QK + 1, &mut [])
+                .is_err());
+        }
+    }
+
+    /// The backward `g·W` agrees with the float product by the dequantized weight (only the
+    /// summation order may differ), is bit-identical from call to call, and reaches a tracked
+    /// input through `frozen_linear`.
+    #[test]
+    fn backward_matches_the_dequantized_float_product() {
+        let dev = Device::Cpu;
+        for w in weights() {
+            let (rows, cols) = w.dims();
+            assert!(w.tile_blocks() * QK < cols || rows * cols * 4 <= TILE_BYTES);
+            let g = Tensor::from_vec(values(5 * rows, 3), (5, rows), &dev).unwrap();
+            let want = g.matmul(&w.w.dequantize(&dev).unwrap()).unwrap();
+            let got = w.backward(&g).unwrap();
+            let err = max_abs(&(&got - &want).unwrap());
+            assert!(
+                err <= 1e-5 * max_abs(&want),
+                "{:?} {rows}x{cols}: {err}",
+                w.w.format()
+            );
+            let again = w.backward(&g).unwrap();
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                again.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
+        let w = std::sync::Arc::new(weights().swap_remove(0));
+        let x =
+            Var::from_tensor(&Tensor::from_vec(values(3 * 96, 4), (3, 96), &dev).unwrap()).unwrap();
+        let y = crate::ops::frozen_linear(x.as_tensor(), w.clone()).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let want = w
+            .backward(&Tensor::ones((3, 72), candle_core::DType::F32, &dev).unwrap())
+            .unwrap();
+        let err = max_abs(&(grads.get(x.as_tensor()).unwrap() - want).unwrap());
+        assert_eq!(err, 0.0);
+    }
+
+    /// The forward is the runtime's kernel product: close to the float product by the dequantized
+    /// weight (activations are quantized to 8 bits), and identical to `QWeight::forward`.
+    #[test]
+    fn forward_is_the_runtime_kernel_product() {
+        let dev = Device::Cpu;
+        for w in weights() {
+            let (rows, cols) = w.dims();
+            let x = Tensor::from_vec(values(6 * cols, 5), (6, cols), &dev).unwrap();
+            let got = w.forward(&x).unwrap();
+            let runtime = w.w.forward(&x).unwrap();
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                runtime.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+            let want = x
+                .matmul(&w.w.dequantize(&dev).unwrap().t().unwrap())
+                .unwrap();
+            let err = max_abs(&(&got - &want).unwrap());
+            assert!(
+                err <= 0.02 * max_abs(&want),
+                "{:?} {rows}x{cols}: {err}",
+                w.w.format()
+            );
+        }
+    }
+
+    #[test]
+    fn only_4_and_8_bits_are_offered() {
+        assert_eq!(format_for_bits(4).unwrap(), QFormat::Q4_1);
+        assert_eq!(format_for_bits(8).unwrap(), QFormat::Q8_0);
+        let e = format_for_bits(3).unwrap_err().to_string();
+        assert!(
+            e.contains("quantization_bit is 3") && e.contains("4 (Q4_1)"),
+            "{e}"
+        );
+    }
+}
