@@ -55,6 +55,18 @@ assert "".join(pieces) == text, f"streamed {''.join(pieces)!r} != {text!r}"
 assert usage is not None and usage.completion_tokens == chat.usage.completion_tokens, usage
 print("stream: same text in", len(pieces), "chunks")
 
+# logprobs: one entry per token with its 3 most likely alternatives; greedy picks the first.
+lp = client.chat.completions.create(
+    model=model, messages=messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3
+)
+content = lp.choices[0].logprobs.content
+assert content and len(content) == lp.usage.completion_tokens, lp.choices[0].logprobs
+assert "".join(t.token for t in content) == lp.choices[0].message.content, content
+for t in content:
+    assert t.logprob <= 0 and len(t.top_logprobs) == 3, t
+    assert t.token == t.top_logprobs[0].token and bytes(t.bytes).decode() == t.token, t
+print("logprobs:", [(t.token, round(t.logprob, 3)) for t in content])
+
 # Plain completions, n = 2 with a seed.
 comp = client.completions.create(model=model, prompt="def fib(n):", max_tokens=8, temperature=0)
 assert comp.choices[0].text, "empty completion"
