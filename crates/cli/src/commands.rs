@@ -677,6 +677,13 @@ fn run_node(
             openlora.clone(),
         )));
     }
+    // ModelFactory jobs: the training thread resumes the job a stopped node was running.
+    let factory = crate::factory_jobs::FactoryJobs::start(
+        node.clone(),
+        &config,
+        &home.0.join("data").join("factory"),
+    )
+    .map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -722,7 +729,8 @@ fn run_node(
             }
             None => axum_router(),
         }
-        .merge(openledger_node::openlora::router(openlora.clone()));
+        .merge(openledger_node::openlora::router(openlora.clone()))
+        .merge(crate::factory_jobs::router(factory.clone()));
         let recorder = tokio::spawn(openlora.clone().run_recorder(stop(rx.clone())));
         if let Some(s) = &serve {
             let names = config.serve.preload.clone();
@@ -744,6 +752,7 @@ fn run_node(
             stop(rx),
         ));
         shutdown_signal().await;
+        factory.stop();
         tracing::info!("shutting down: sealing pending transactions");
         let _ = tx.send(true);
         // The sequencer closes the node to new transactions before its final seal, so a
@@ -752,6 +761,7 @@ fn run_node(
         let _ = gc.await;
         let _ = server.await;
         let _ = recorder.await;
+        factory.wait_stopped().await;
         sealed.context("stopping the node")?;
         anyhow::Ok(())
     })

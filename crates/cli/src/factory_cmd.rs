@@ -4,8 +4,10 @@
 //! flag, or comes from a TOML `--config` (flags win); the job writes its complete config back out.
 //! Ctrl-C stops at the end of the current step with a checkpoint; `--resume JOB_DIR` continues.
 //! `openledger factory publish` registers a finished job's adapter on chain ([`publish`]);
-//! `openledger factory chat` talks to it in the terminal.
+//! `openledger factory chat` talks to it in the terminal. `openledger factory submit | jobs |
+//! cancel` queue, watch and cancel training jobs on the node ([`jobs`]).
 
+mod jobs;
 mod publish;
 
 use crate::commands::Session;
@@ -25,6 +27,12 @@ pub enum FactoryCmd {
     Publish(publish::PublishArgs),
     /// Chat in the terminal with a job's adapter (or any PEFT adapter directory) on its base model.
     Chat(Box<ChatArgs>),
+    /// Queue a training job on the node (signed by --from; the node trains on datanets only).
+    Submit(jobs::SubmitArgs),
+    /// The node's training jobs; with an id, one job's details or (--follow) its progress.
+    Jobs(jobs::JobsArgs),
+    /// Cancel a job on the node (its submitter or a node operator).
+    Cancel(jobs::CancelArgs),
 }
 
 #[derive(Args)]
@@ -298,6 +306,9 @@ pub fn run(s: &Session, c: FactoryCmd) -> Result<()> {
         FactoryCmd::Chat(a) => {
             return crate::ai::run_chat(&a.model_args()?, &a.sampling, a.system.clone())
         }
+        FactoryCmd::Submit(a) => return jobs::submit(s, &a),
+        FactoryCmd::Jobs(a) => return jobs::jobs(s, &a),
+        FactoryCmd::Cancel(a) => return jobs::cancel(s, &a),
     };
     stop_on_ctrl_c();
     let mut job = match &args.resume {

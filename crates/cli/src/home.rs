@@ -134,6 +134,12 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<Vec<(Address, B256)>> {
     if opts.dev {
         config.serve.operator = Some(format!("dev{}", DEV_ACCOUNTS - 1));
     }
+    // A dev chain accepts ModelFactory jobs from the dev accounts; dev9 may cancel any.
+    if opts.dev {
+        config.factory.enabled = true;
+        config.factory.allow = dev.iter().map(|(a, _)| *a).collect();
+        config.factory.operators = dev.last().map(|(a, _)| *a).into_iter().collect();
+    }
     write_atomically(&home.config(), &toml::to_string_pretty(&config)?)?;
     Ok(dev)
 }

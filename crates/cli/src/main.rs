@@ -6,6 +6,7 @@ mod ai;
 mod commands;
 mod datanet_cmd;
 mod factory_cmd;
+mod factory_jobs;
 mod home;
 mod index_cmd;
 mod openlora_cmd;

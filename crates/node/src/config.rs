@@ -71,6 +71,55 @@ pub struct NodeConfig {
     /// OpenLoRA: the base model served through the OpenAI API (none: no inference API).
     #[serde(default)]
     pub serve: ServeSettings,
+    /// ModelFactory training jobs submitted to the node (off unless enabled).
+    #[serde(default)]
+    pub factory: FactorySettings,
+}
+
+/// `[factory]`: training jobs the node runs for chain accounts (`POST /v1/factory/jobs`). Plain
+/// settings; the CLI runs the jobs (the node crate stays free of the model runtime). A job
+/// trains on this machine's CPU for a long time, so only signed requests from `allow` are
+/// accepted, with bounds on what one job may ask for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FactorySettings {
+    /// Accept jobs at all.
+    pub enabled: bool,
+    /// Accounts that may submit jobs (each request signed by one of them). `init --dev`
+    /// allows the dev accounts.
+    pub allow: Vec<alloy_primitives::Address>,
+    /// Accounts that may cancel any job (a submitter may always cancel its own).
+    pub operators: Vec<alloy_primitives::Address>,
+    /// Base models jobs may train on (GGUF files or model directories); a job names one by
+    /// path or file name. Empty: the `[serve]` model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub base_models: Vec<std::path::PathBuf>,
+    /// Most jobs waiting behind the running one; past it submissions get 429.
+    pub max_queued: usize,
+    /// Largest submission body (the config as JSON), in bytes.
+    pub max_config_bytes: usize,
+    /// Most optimizer steps one job may run.
+    pub max_steps: u64,
+    /// Most tokens in one micro-batch (`per_device_train_batch_size` × `cutoff_len`).
+    pub max_batch_tokens: usize,
+    /// Most progress streams (`GET /v1/factory/jobs/{id}/events`) open at once.
+    pub max_event_streams: usize,
+}
+
+impl Default for FactorySettings {
+    fn default() -> Self {
+        FactorySettings {
+            enabled: false,
+            allow: Vec::new(),
+            operators: Vec::new(),
+            base_models: Vec::new(),
+            max_queued: 16,
+            max_config_bytes: 64 * 1024,
+            max_steps: 100_000,
+            max_batch_tokens: 16 * 1024,
+            max_event_streams: 16,
+        }
+    }
 }
 
 /// `[serve]`: what OpenLoRA serves and its limits. Plain settings; the CLI builds the server
@@ -188,6 +237,7 @@ impl Default for NodeConfig {
             ingest: Limits::default(),
             staging: Default::default(),
             serve: Default::default(),
+            factory: Default::default(),
         }
     }
 }
