@@ -1,7 +1,9 @@
 //! The chain: a store plus the pending block. Transactions are executed as they arrive (as an
 //! L2 sequencer does) against the pending block's state; a rejected one changes nothing and its
 //! sender gets the reason. Sealing computes the transactions, receipts and state roots, builds
-//! an Ethereum header and commits everything in one store transaction.
+//! an Ethereum header and commits everything in one store transaction. An idle sequencer seals
+//! empty blocks ([`Chain::seal_or_empty`]); a transaction that changes the governed parameters
+//! puts them in force for the transactions after it.
 //!
 //! Every operation changes the chain only by complete steps, whatever fails:
 //! - a transaction executes against a read-only view that borrows the pending block's writes;
@@ -101,6 +103,8 @@ struct Pending {
     txs: Vec<(VerifiedTx, Outcome)>,
     hashes: std::collections::HashSet<B256>,
     gas_used: u64,
+    /// Seal it even without transactions (an idle block, or the replay of an empty one).
+    seal_empty: bool,
 }
 
 /// The state a transaction executes against: the pending block's writes, borrowed (never moved,
@@ -286,6 +290,7 @@ impl Chain {
             txs: Vec::new(),
             hashes: Default::default(),
             gas_used: 0,
+            seal_empty: false,
         })
     }
 
@@ -353,6 +358,12 @@ impl Chain {
             writes: &pending.writes,
         };
         let outcome = self.execute(&view, pending, &tx)?;
+        // A transaction that changed the parameters (an executed governance proposal) puts
+        // them in force from the next transaction on.
+        let new_params = match outcome.writes.get(params::KEY) {
+            Some(Some(raw)) => Some(params::decode(raw).map_err(ExecError::from)?),
+            _ => None,
+        };
         let limit = pending.params.block_gas_limit;
         let fits = pending
             .gas_used
@@ -392,6 +403,9 @@ impl Chain {
         let mut outcome = outcome;
         pending.gas_used += outcome.gas_used;
         pending.writes.extend(std::mem::take(&mut outcome.writes));
+        if let Some(p) = new_params {
+            pending.params = p;
+        }
         let hash = tx.hash;
         pending.hashes.insert(hash);
         pending.txs.push((tx, outcome));
@@ -503,7 +517,7 @@ impl Chain {
         let Some(p) = self.pending.as_ref() else {
             return Ok(None);
         };
-        if p.txs.is_empty() {
+        if p.txs.is_empty() && !p.seal_empty {
             self.pending = None;
             return Ok(None);
         }
@@ -558,6 +572,18 @@ impl Chain {
         Ok(Some(sealed))
     }
 
+    /// Seals the pending block, or, when none is open, an empty block timestamped `now` (as an
+    /// OP Stack sequencer does every block time, so time-based deadlines pass on chain without
+    /// traffic).
+    pub fn seal_or_empty(&mut self, now: u64) -> Result<Option<Sealed>, ChainError> {
+        if self.pending.is_none() {
+            let mut empty = self.new_block(now)?;
+            empty.seal_empty = true;
+            self.pending = Some(empty);
+        }
+        self.seal()
+    }
+
     /// Block `number` as the store holds it, if it is the block of exactly `p`'s transactions.
     fn landed(&self, p: &Pending, number: u64) -> Result<Option<Sealed>, ChainError> {
         let Some(block) = self.store.block(number)? else {
@@ -596,6 +622,7 @@ impl Chain {
         }
         self.pending = Some(Pending {
             env,
+            seal_empty: true,
             ..self.new_block(block.header.timestamp)?
         });
         for (i, hash) in block.tx_hashes.iter().enumerate() {

@@ -1,6 +1,9 @@
 //! The sequencer: owns the chain behind a lock, admits transactions (signature recovery happens
-//! outside the lock), and seals a block every `block_time_ms` — or, in dev mode, right after
-//! each request that submitted transactions.
+//! outside the lock), and seals a block every `block_time_ms` — an empty one when nothing is
+//! pending, as OP Stack does, so time-based deadlines (governance votes, timelocks, unbonding)
+//! pass on chain without traffic. In dev mode a block is sealed right after each request that
+//! submitted transactions and no empty blocks are sealed (like an automining dev chain): views
+//! and the next transaction still see the current time, since a new block opens at it.
 
 use crate::{chain::Sealed, datanets::Datanets, journal::Journal, Chain, ChainError, NodeConfig};
 use alloy_primitives::B256;
@@ -102,9 +105,21 @@ impl Node {
 
     /// Seals the pending block now, if any.
     pub fn seal(&self) -> Result<Option<Sealed>, ChainError> {
+        self.seal_with(|chain| chain.seal())
+    }
+
+    /// Seals the pending block now, or an empty block when nothing is pending.
+    pub fn seal_or_empty(&self) -> Result<Option<Sealed>, ChainError> {
+        self.seal_with(|chain| chain.seal_or_empty(now()))
+    }
+
+    fn seal_with(
+        &self,
+        seal: impl FnOnce(&mut Chain) -> Result<Option<Sealed>, ChainError>,
+    ) -> Result<Option<Sealed>, ChainError> {
         use std::sync::atomic::Ordering;
         let mut chain = self.chain();
-        let r = chain.seal();
+        let r = seal(&mut chain);
         match &r {
             Ok(_) => {
                 self.seal_failures.store(0, Ordering::Relaxed);
@@ -189,13 +204,14 @@ impl Node {
         self: Arc<Self>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ChainError> {
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(self.config.block_time_ms.max(1)));
+        let period = Duration::from_millis(self.config.block_time_ms.max(1));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle_blocks = !self.config.dev;
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.seal_and_log(),
+                _ = tick.tick() => self.log_seal(if idle_blocks { self.seal_or_empty() } else { self.seal() }),
                 _ = &mut stop => break,
             }
         }
@@ -235,7 +251,14 @@ impl Node {
     /// how many attempts in a row have failed; nothing is dropped: the transactions stay
     /// pending and the next tick tries again.
     pub fn seal_and_log(&self) {
-        match self.seal() {
+        self.log_seal(self.seal())
+    }
+
+    fn log_seal(&self, sealed: Result<Option<Sealed>, ChainError>) {
+        match sealed {
+            Ok(Some(s)) if s.txs == 0 => {
+                tracing::debug!(block = s.number, hash = %s.hash, "sealed an empty block")
+            }
             Ok(Some(s)) => {
                 tracing::info!(block = s.number, txs = s.txs, hash = %s.hash, "sealed block")
             }

@@ -29,3 +29,7 @@ sol!(
     #[sol(all_derives)]
     "../../contracts/IParams.sol"
 );
+sol!(
+    #[sol(all_derives)]
+    "../../contracts/IGovernor.sol"
+);

@@ -14,17 +14,27 @@ pub const DATANET: Address = address!("0000000000000000000000000000000000001003"
 pub const MODEL: Address = address!("0000000000000000000000000000000000001004");
 /// Inference receipts, escrow and settlement ([`crate::abi::IInference`]).
 pub const INFERENCE: Address = address!("0000000000000000000000000000000000001005");
-/// Governed parameters, read-only for now ([`crate::abi::IParams`]).
+/// Governed parameters ([`crate::abi::IParams`]); only the governor changes them.
 pub const PARAMS: Address = address!("0000000000000000000000000000000000001006");
+/// The OpenZeppelin-compatible governor with its built-in timelock ([`crate::abi::IGovernor`]);
+/// the only sender allowed to call governed setters.
+pub const GOVERNOR: Address = address!("0000000000000000000000000000000000001007");
+/// RLHF validators: commit-reveal ratings of served outputs.
+pub const RLHF: Address = address!("0000000000000000000000000000000000001008");
+/// AI agent staking: stake to call models above a governed daily volume.
+pub const AGENT: Address = address!("0000000000000000000000000000000000001009");
 
 /// Every callable module with its short name, as used in the CLI and in errors.
-pub const ALL: [(Address, &str); 6] = [
+pub const ALL: [(Address, &str); 9] = [
     (BANK, "bank"),
     (STAKING, "staking"),
     (DATANET, "datanet"),
     (MODEL, "model"),
     (INFERENCE, "inference"),
     (PARAMS, "params"),
+    (GOVERNOR, "governor"),
+    (RLHF, "rlhf"),
+    (AGENT, "agent"),
 ];
 
 /// The module name of `address`, if it is a module.

@@ -74,6 +74,9 @@ pub struct Params {
     /// stake at least this much, against cold starts of niche models.
     #[serde(with = "serde_open", default = "default_pin_min_stake")]
     pub pin_min_stake: U256,
+    /// Governance: the governor at 0x…1007 (OpenZeppelin Governor semantics, timestamp clock).
+    #[serde(flatten)]
+    pub governance: GovernanceParams,
 }
 
 fn default_pin_min_stake() -> U256 {
@@ -114,6 +117,20 @@ impl Default for Params {
             ("recordInferences.perRecord", 50_000),
             ("registerMergedAdapter", 150_000),
             ("settle", 40_000),
+            // Governor (0x…1007), and the setters only it may call.
+            ("propose", 100_000),
+            ("castVote", 40_000),
+            ("castVoteWithReason", 40_000),
+            ("castVoteWithReasonAndParams", 40_000),
+            ("castVoteBySig", 50_000),
+            ("castVoteWithReasonAndParamsBySig", 50_000),
+            ("queue", 40_000),
+            // Covers the calls it makes (at most proposal_max_actions module calls).
+            ("execute", 300_000),
+            ("cancel", 30_000),
+            ("setParams", 50_000),
+            ("setParam", 40_000),
+            ("treasuryGrant", 30_000),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -145,6 +162,7 @@ impl Default for Params {
             min_contribution_score: 0,
             max_daily_contributions: default_daily_contributions(),
             max_daily_contribution_bytes: default_daily_contribution_bytes(),
+            governance: GovernanceParams::default(),
         }
     }
 }
@@ -176,11 +194,109 @@ impl Params {
                 "max_daily_contributions and max_daily_contribution_bytes must be positive".into(),
             );
         }
+        self.governance.validate()?;
         Ok(())
     }
 
     /// The gas of a call by function name (0 when the schedule has no entry).
     pub fn call_gas(&self, name: &str) -> u64 {
         self.call_gas.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// The governor's parameters (top-level keys of the parameter JSON). Durations are seconds:
+/// the governor's clock is the block timestamp. A proposal keeps the quorum fraction in force
+/// when it was created and the grace period in force when it was queued, so a later change
+/// never alters a vote already under way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GovernanceParams {
+    /// Seconds from `propose` to the snapshot (voting opens just after it).
+    pub voting_delay_secs: u64,
+    /// Seconds voting stays open after the snapshot.
+    pub voting_period_secs: u64,
+    /// Votes (staked OPEN) a proposer needs, read one second before `propose`.
+    #[serde(with = "serde_open")]
+    pub proposal_threshold: U256,
+    /// Quorum: for + abstain votes needed, in basis points of all votes at the snapshot.
+    pub quorum_bps: u16,
+    /// Seconds a queued proposal waits before it can be executed (the timelock).
+    pub timelock_delay_secs: u64,
+    /// Seconds after its eta within which a queued proposal must be executed; after that it
+    /// is Expired (GovernorTimelockCompound's GRACE_PERIOD).
+    pub timelock_grace_secs: u64,
+    /// Most calls (targets) one proposal may make.
+    pub proposal_max_actions: u32,
+    /// Largest calldata of one proposal call, in bytes.
+    pub proposal_max_calldata_bytes: u64,
+}
+
+impl Default for GovernanceParams {
+    fn default() -> Self {
+        GovernanceParams {
+            voting_delay_secs: 86_400,
+            voting_period_secs: 7 * 86_400,
+            proposal_threshold: U256::from(10_000u64) * one_open(),
+            quorum_bps: 500,
+            timelock_delay_secs: 86_400,
+            timelock_grace_secs: 14 * 86_400,
+            proposal_max_actions: 10,
+            proposal_max_calldata_bytes: 32 * 1024,
+        }
+    }
+}
+
+impl GovernanceParams {
+    /// Seconds-scale values for development chains (`init --dev`): a 2 s voting delay, 20 s of
+    /// voting, a 2 s timelock, a 1 OPEN proposal threshold.
+    pub fn dev() -> Self {
+        GovernanceParams {
+            voting_delay_secs: 2,
+            voting_period_secs: 20,
+            proposal_threshold: one_open(),
+            timelock_delay_secs: 2,
+            timelock_grace_secs: 3600,
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.quorum_bps > BPS {
+            return Err(format!(
+                "quorum_bps must be at most {BPS}, got {}",
+                self.quorum_bps
+            ));
+        }
+        if self.voting_period_secs == 0 || self.voting_period_secs > u32::MAX as u64 {
+            return Err(format!(
+                "voting_period_secs must be between 1 and {} (OpenZeppelin's uint32), got {}",
+                u32::MAX,
+                self.voting_period_secs
+            ));
+        }
+        // Timepoints are uint48: keep every sum of durations far below 2^48 seconds.
+        let max = 1u64 << 40;
+        for (name, v) in [
+            ("voting_delay_secs", self.voting_delay_secs),
+            ("timelock_delay_secs", self.timelock_delay_secs),
+            ("timelock_grace_secs", self.timelock_grace_secs),
+        ] {
+            if v > max {
+                return Err(format!("{name} must be at most {max} seconds, got {v}"));
+            }
+        }
+        if self.timelock_grace_secs == 0 {
+            return Err(
+                "timelock_grace_secs must be positive: with 0 every queued proposal would expire at once"
+                    .into(),
+            );
+        }
+        if self.proposal_max_actions == 0 || self.proposal_max_calldata_bytes < 4 {
+            return Err(
+                "proposal_max_actions must be positive and proposal_max_calldata_bytes at least 4 (a selector)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //! `IBank.Transfer` from the bank's address; gas fees move silently, as on Ethereum.
 //! `IBank.transfer` refuses a module as recipient, as a plain value transfer to a module is
 //! refused: a module moves only OPEN it accounts for, so OPEN sent there would be locked for
-//! good.
+//! good. `IBank.treasuryGrant` pays from the treasury (0x…1000), and only the governor
+//! (0x…1007) may call it.
 //!
 //! Keys: `a` ++ address → nonce (8 bytes BE) ++ balance (32 bytes BE); `supply` → total supply.
 
@@ -122,7 +123,35 @@ pub fn call(ctx: &mut Ctx, call: IBank::IBankCalls) -> ExecResult<Vec<u8>> {
             ctx.transfer(from, c.to, c.amount)?;
             IBank::transferCall::abi_encode_returns(&true)
         }
+        C::treasuryGrant(c) => {
+            treasury_grant(ctx, c.to, c.amount, c.reason)?;
+            Vec::new()
+        }
         C::balanceOf(c) => account(&ctx.state, &c.account)?.balance.abi_encode(),
         C::totalSupply(_) => codec::get_u256(&ctx.state, SUPPLY_KEY)?.abi_encode(),
     })
+}
+
+/// `IBank.treasuryGrant`: the governor pays `amount` from the treasury to the account `to`.
+fn treasury_grant(ctx: &mut Ctx, to: Address, amount: U256, reason: String) -> ExecResult<()> {
+    if ctx.sender != modules::GOVERNOR {
+        return Err(ExecError::Unauthorized(format!(
+            "IBank.treasuryGrant may only be called by the governor (0x…1007) through an executed proposal, not by {}; propose it with `openledger gov propose --grant ADDRESS=AMOUNT`",
+            ctx.sender
+        )));
+    }
+    ctx.check_len("the grant reason", &reason)?;
+    if amount.is_zero() {
+        return Err(ExecError::Invalid(
+            "a treasury grant of 0 OPEN does nothing".into(),
+        ));
+    }
+    if let Some(m) = modules::name_of(&to) {
+        return Err(ExecError::Invalid(format!(
+            "a treasury grant cannot pay the {m} module: grant to an account"
+        )));
+    }
+    ctx.transfer(modules::TREASURY, to, amount)?;
+    ctx.emit(BANK, &IBank::TreasuryGrant { to, amount, reason });
+    Ok(())
 }
