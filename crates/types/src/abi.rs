@@ -33,3 +33,11 @@ sol!(
     #[sol(all_derives)]
     "../../contracts/IGovernor.sol"
 );
+sol!(
+    #[sol(all_derives)]
+    "../../contracts/IRlhf.sol"
+);
+sol!(
+    #[sol(all_derives)]
+    "../../contracts/IAgent.sol"
+);

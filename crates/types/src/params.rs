@@ -6,6 +6,9 @@ use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod reward_loop;
+pub use reward_loop::{AgentParams, ModelProposalParams, RlhfParams};
+
 /// Basis points in a whole (100%).
 pub const BPS: u16 = 10_000;
 /// Parts per million in a whole attribution.
@@ -77,6 +80,29 @@ pub struct Params {
     /// Governance: the governor at 0x…1007 (OpenZeppelin Governor semantics, timestamp clock).
     #[serde(flatten)]
     pub governance: GovernanceParams,
+    /// Where slashed stake goes: `"treasury"` or `"burn"` (a burn lowers the total supply).
+    #[serde(default)]
+    pub slash_destination: SlashDestination,
+    /// RLHF validator rounds: `rlhf_*` keys.
+    #[serde(flatten)]
+    pub rlhf: RlhfParams,
+    /// AI agent staking: `agent_*` keys.
+    #[serde(flatten)]
+    pub agent: AgentParams,
+    /// Model proposals with bounties: `model_proposal_*` keys.
+    #[serde(flatten)]
+    pub model_proposal: ModelProposalParams,
+}
+
+/// Where slashed stake goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlashDestination {
+    /// To the treasury (0x…1000).
+    #[default]
+    Treasury,
+    /// Burned: the total supply shrinks by the amount.
+    Burn,
 }
 
 fn default_pin_min_stake() -> U256 {
@@ -131,10 +157,13 @@ impl Default for Params {
             ("setParams", 50_000),
             ("setParam", 40_000),
             ("treasuryGrant", 30_000),
+            ("delegate", 30_000),
+            ("slash", 40_000),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let call_gas = reward_loop::with_call_gas(call_gas);
         Params {
             min_gas_price_wei: 1_000_000_000,
             block_gas_limit: 2_000_000_000,
@@ -163,6 +192,10 @@ impl Default for Params {
             max_daily_contributions: default_daily_contributions(),
             max_daily_contribution_bytes: default_daily_contribution_bytes(),
             governance: GovernanceParams::default(),
+            slash_destination: SlashDestination::Treasury,
+            rlhf: RlhfParams::default(),
+            agent: AgentParams::default(),
+            model_proposal: ModelProposalParams::default(),
         }
     }
 }
@@ -195,6 +228,9 @@ impl Params {
             );
         }
         self.governance.validate()?;
+        self.rlhf.validate()?;
+        self.agent.validate()?;
+        self.model_proposal.validate()?;
         Ok(())
     }
 

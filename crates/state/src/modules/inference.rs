@@ -16,7 +16,7 @@ use crate::{
     codec,
     error::{ExecResult, StorageError},
     kv::StateRead,
-    modules::{datanet, model, staking},
+    modules::{agent, datanet, model, rlhf, staking},
     Ctx, ExecError,
 };
 use alloy_primitives::{Address, B256, U256};
@@ -222,6 +222,12 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
         )));
     }
     let fee = quote(ctx.params, c.promptTokens, c.completionTokens)?;
+    // Past the free daily volume only staked agents may call models.
+    agent::meter(
+        ctx,
+        &c.caller,
+        c.promptTokens as u64 + c.completionTokens as u64,
+    )?;
     if ctx.sender != c.caller {
         let key = allowance_key(&c.caller, &ctx.sender);
         let allowed = codec::get_u256(&ctx.state, &key)?;
@@ -306,6 +312,8 @@ fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
     let to_owner = to_owner + (pool - paid);
     ctx.transfer(INFERENCE, TREASURY, platform)?;
     ctx.transfer(INFERENCE, owner, to_owner)?;
+    // The RLHF validators' slice of the stakers' share, while any validator has joined.
+    let stakers = stakers - rlhf::fee_share(ctx, r.id, stakers)?;
     staking::add_rewards(&mut ctx.state, &INFERENCE, stakers)?;
     ctx.emit(
         INFERENCE,

@@ -1,11 +1,14 @@
 //! The native modules. Each owns a key prefix, its calls (mutating and views, decoded from the
 //! Solidity ABI of `contracts/`), and its events. [`dispatch`] routes a call to its module.
 
+pub mod agent;
 pub mod bank;
 pub mod datanet;
+pub mod governor;
 pub mod inference;
 pub mod model;
 pub mod params;
+pub mod rlhf;
 pub mod staking;
 
 use crate::{error::ExecResult, Ctx, ExecError};
@@ -14,7 +17,13 @@ use alloy_sol_types::SolInterface;
 use openledger_types::{abi, modules as addr};
 
 /// Functions that accept OPEN with the call.
-const PAYABLE: [&str; 2] = ["stake", "deposit"];
+const PAYABLE: [&str; 5] = [
+    "stake",
+    "deposit",
+    "stakeAgent",
+    "fundRewards",
+    "proposeModel",
+];
 
 /// The function name a call selects, if `to` is a module and the selector is known.
 pub fn function_name(to: &Address, data: &[u8]) -> Option<&'static str> {
@@ -26,6 +35,9 @@ pub fn function_name(to: &Address, data: &[u8]) -> Option<&'static str> {
         addr::MODEL => abi::IModel::IModelCalls::name_by_selector(sel),
         addr::INFERENCE => abi::IInference::IInferenceCalls::name_by_selector(sel),
         addr::PARAMS => abi::IParams::IParamsCalls::name_by_selector(sel),
+        addr::GOVERNOR => abi::IGovernor::IGovernorCalls::name_by_selector(sel),
+        addr::RLHF => abi::IRlhf::IRlhfCalls::name_by_selector(sel),
+        addr::AGENT => abi::IAgent::IAgentCalls::name_by_selector(sel),
         _ => None,
     }
 }
@@ -63,6 +75,9 @@ pub fn check_calldata(to: &Address, data: &[u8]) -> ExecResult<()> {
         addr::MODEL => decode::<abi::IModel::IModelCalls>("model", data).map(drop),
         addr::INFERENCE => decode::<abi::IInference::IInferenceCalls>("inference", data).map(drop),
         addr::PARAMS => decode::<abi::IParams::IParamsCalls>("params", data).map(drop),
+        addr::GOVERNOR => decode::<abi::IGovernor::IGovernorCalls>("governor", data).map(drop),
+        addr::RLHF => decode::<abi::IRlhf::IRlhfCalls>("rlhf", data).map(drop),
+        addr::AGENT => decode::<abi::IAgent::IAgentCalls>("agent", data).map(drop),
         _ if data.is_empty() => Ok(()),
         other => Err(ExecError::NotAModule(other)),
     }
@@ -95,6 +110,9 @@ pub fn dispatch(ctx: &mut Ctx, to: Address, data: &[u8]) -> ExecResult<Vec<u8>> 
         addr::MODEL => model::call(ctx, decode("model", data)?),
         addr::INFERENCE => inference::call(ctx, decode("inference", data)?),
         addr::PARAMS => params::call(ctx, decode("params", data)?),
+        addr::GOVERNOR => governor::call(ctx, decode("governor", data)?),
+        addr::RLHF => rlhf::call(ctx, decode("rlhf", data)?),
+        addr::AGENT => agent::call(ctx, decode("agent", data)?),
         _ if data.is_empty() => Ok(Vec::new()),
         other => Err(ExecError::NotAModule(other)),
     }

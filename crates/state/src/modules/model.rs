@@ -8,7 +8,10 @@
 //!
 //! Keys: `m/n` → base model count; `m/b`++id → `BaseModel`; `m/h`++hash → id;
 //! `m/a` → adapter count; `m/A`++id → `Adapter`; `m/N`++name → adapter id;
-//! `m/P`++id → parent ids (ABI `uint64[]`) of a merged adapter.
+//! `m/P`++id → parent ids (ABI `uint64[]`) of a merged adapter. Model proposals with bounties
+//! live in [`proposals`] (keys `m/q`, `m/Q`).
+
+pub mod proposals;
 
 use crate::{codec, error::ExecResult, kv::StateRead, modules::datanet, Ctx, ExecError};
 use alloy_sol_types::{SolCall, SolValue};
@@ -307,6 +310,23 @@ pub fn call(ctx: &mut Ctx, call: IModel::IModelCalls) -> ExecResult<Vec<u8>> {
             ctx.check_len("name", &c.name)?;
             IModel::registerMergedAdapterCall::abi_encode_returns(&register_merged(ctx, c)?)
         }
+        C::proposeModel(c) => {
+            IModel::proposeModelCall::abi_encode_returns(&proposals::propose(ctx, c)?)
+        }
+        C::approveModelProposal(c) => {
+            proposals::approve(ctx, c)?;
+            Vec::new()
+        }
+        C::claimModelBounty(c) => {
+            proposals::claim(ctx, c)?;
+            Vec::new()
+        }
+        C::expireModelProposal(c) => {
+            proposals::expire(ctx, c)?;
+            Vec::new()
+        }
+        C::getModelProposal(c) => proposals::proposal(&ctx.state, c.proposalId)?.abi_encode(),
+        C::modelProposalCount(_) => proposals::count(&ctx.state)?.abi_encode(),
         C::adapterByName(c) => adapter_by_name(&ctx.state, &c.name)?
             .unwrap_or_default()
             .abi_encode(),

@@ -86,9 +86,8 @@ pub fn finalize(ctx: &mut Ctx, id: u64) -> ExecResult<()> {
     let validators = validators_of(&ctx.state, &r)?;
     let mut ratings = Vec::with_capacity(validators.len());
     for v in validators {
-        let rt = rating(&ctx.state, id, &v)?.ok_or_else(|| {
-            StorageError(format!("corrupt RLHF round {id}: {v} has no rating"))
-        })?;
+        let rt = rating(&ctx.state, id, &v)?
+            .ok_or_else(|| StorageError(format!("corrupt RLHF round {id}: {v} has no rating")))?;
         ratings.push((v, rt));
     }
     let revealed: Vec<(u16, u8)> = ratings

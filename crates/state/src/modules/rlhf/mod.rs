@@ -92,7 +92,10 @@ pub fn validators_of(state: &dyn StateRead, r: &Round) -> ExecResult<Vec<Address
     (0..r.commits)
         .map(|i| {
             let v = state.get(&slot_key(r.id, i))?.ok_or_else(|| {
-                StorageError(format!("corrupt RLHF round {}: validator {i} missing", r.id))
+                StorageError(format!(
+                    "corrupt RLHF round {}: validator {i} missing",
+                    r.id
+                ))
             })?;
             Ok(Address::from_slice(&v))
         })
@@ -129,7 +132,13 @@ fn add_to_pool(ctx: &mut Ctx, from: Address, receipt: u64, amount: U256) -> Exec
 /// preferred, salt)).
 pub fn commitment(round: u64, validator: Address, score: u16, preferred: u8, salt: B256) -> B256 {
     use alloy_sol_types::{sol_data as t, SolType};
-    type Encoded = (t::Uint<64>, t::Address, t::Uint<16>, t::Uint<8>, t::FixedBytes<32>);
+    type Encoded = (
+        t::Uint<64>,
+        t::Address,
+        t::Uint<16>,
+        t::Uint<8>,
+        t::FixedBytes<32>,
+    );
     keccak256(Encoded::abi_encode_params(&(
         round, validator, score, preferred, salt,
     )))
@@ -412,9 +421,7 @@ pub fn call(ctx: &mut Ctx, call: IRlhf::IRlhfCalls) -> ExecResult<Vec<u8>> {
         }
         C::leaveValidators(_) => {
             if !is_validator(&ctx.state, &me)? {
-                return Err(ExecError::Invalid(format!(
-                    "{me} is not an RLHF validator"
-                )));
+                return Err(ExecError::Invalid(format!("{me} is not an RLHF validator")));
             }
             ctx.state.delete(member_key(&me));
             let n = codec::get_u64(&ctx.state, VALIDATORS)?.saturating_sub(1);
@@ -457,7 +464,9 @@ pub fn call(ctx: &mut Ctx, call: IRlhf::IRlhfCalls) -> ExecResult<Vec<u8>> {
                 ))
             })?
             .abi_encode(),
-        C::validatorsOf(c) => validators_of(&ctx.state, &round(&ctx.state, c.roundId)?)?.abi_encode(),
+        C::validatorsOf(c) => {
+            validators_of(&ctx.state, &round(&ctx.state, c.roundId)?)?.abi_encode()
+        }
         C::roundCount(_) => codec::get_u64(&ctx.state, ROUNDS)?.abi_encode(),
         C::isValidator(c) => is_validator(&ctx.state, &c.account)?.abi_encode(),
         C::validatorCount(_) => codec::get_u64(&ctx.state, VALIDATORS)?.abi_encode(),
@@ -467,7 +476,9 @@ pub fn call(ctx: &mut Ctx, call: IRlhf::IRlhfCalls) -> ExecResult<Vec<u8>> {
         C::preferences(c) => {
             let n = codec::get_u64(&ctx.state, PREFERENCES)?;
             let from = c.from.max(1);
-            let to = from.saturating_add(c.count.min(MAX_PAGE)).min(n.saturating_add(1));
+            let to = from
+                .saturating_add(c.count.min(MAX_PAGE))
+                .min(n.saturating_add(1));
             (from..to)
                 .map(|i| preference(&ctx.state, i))
                 .collect::<ExecResult<Vec<_>>>()?
