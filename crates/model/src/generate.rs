@@ -177,6 +177,12 @@ impl Sequence {
         }
     }
 
+    /// Sets the adapter the next steps run with; the cache is kept. For callers that compute the
+    /// same function another way (the serving engine's merged weights, `openledger_serve::dlora`).
+    pub fn set_adapter(&mut self, adapter: Option<Arc<LoraAdapter>>) {
+        self.adapter = adapter;
+    }
+
     fn accept(
         &mut self,
         tok: &Tokenizer,

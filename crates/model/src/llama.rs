@@ -240,6 +240,33 @@ impl Llama {
         Ok(())
     }
 
+    /// Why merging an adapter would not give this model's own numbers back, if it would not: a
+    /// quantized projection cannot take a merge at all, and an f16/bf16 one would round the merged
+    /// update. `None` when every projection is f32 (or f64).
+    pub fn merge_refusal(&self) -> Option<String> {
+        for (i, b) in self.blocks.iter().enumerate() {
+            for t in Target::ALL {
+                match &b.linear(t).weight {
+                    Weight::Quant(_) => {
+                        return Some(format!(
+                            "the base model's projections are quantized (layer {i} {}); merging needs f32 weights (serve a safetensors model, or dequantize it)",
+                            t.peft_name()
+                        ))
+                    }
+                    Weight::Float(w) if !matches!(w.dtype(), DType::F32 | DType::F64) => {
+                        return Some(format!(
+                            "the base model's projections are {:?} (layer {i} {}); a merge would round the update, it needs f32 weights",
+                            w.dtype(),
+                            t.peft_name()
+                        ))
+                    }
+                    Weight::Float(_) => {}
+                }
+            }
+        }
+        None
+    }
+
     /// Dequantizes every projection to f32 (needed for merging into a GGUF model).
     pub fn dequantize(&mut self) -> Result<()> {
         let dev = self.device.clone();

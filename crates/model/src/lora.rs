@@ -279,6 +279,77 @@ impl LoraAdapter {
             .as_deref()
     }
 
+    /// The same adapter with every B negated: its update is exactly `−scale·B·A` (negation does
+    /// not round), so a row running it on weights with `self` merged in sees the base weights.
+    /// Packed for the kernels in the precision `self` was packed in (exact in f16 too).
+    pub fn negated(&self) -> Result<Self> {
+        let mut out = Self::empty(self.config.clone());
+        for (&k, p) in &self.pairs {
+            let pair = LoraPair {
+                a: p.a.clone(),
+                b: p.b.neg()?,
+            };
+            out.pairs.insert(k, pair);
+        }
+        if let Some(p) = self.kernel_precision() {
+            out.prepare_as(p);
+        }
+        Ok(out)
+    }
+
+    /// One adapter whose update is `self`'s plus `other`'s, for a row that needs both: the ranks
+    /// stacked (`A = [A₁; A₂]`, `B = [s₁·B₁ | s₂·B₂]`, scale 1), the targets united; where only
+    /// one side has a pair the other's half is zeros. f32, on the pairs' device.
+    pub fn stacked(&self, other: &LoraAdapter) -> Result<Self> {
+        let (r1, r2) = (self.config.r, other.config.r);
+        let r = r1 + r2;
+        let mut targets = self.config.targets.clone();
+        for t in &other.config.targets {
+            if !targets.contains(t) {
+                targets.push(*t);
+            }
+        }
+        targets.sort();
+        let mut config = LoraConfig::new(r, r as f64, &targets);
+        config.base_model = self.config.base_model.clone();
+        let mut out = Self::empty(config);
+        let keys: std::collections::BTreeSet<(usize, Target)> = self
+            .pairs
+            .keys()
+            .chain(other.pairs.keys())
+            .copied()
+            .collect();
+        for k in keys {
+            let (mine, theirs) = (self.pairs.get(&k), other.pairs.get(&k));
+            let Some(any) = mine.or(theirs) else {
+                continue;
+            };
+            let ((out_f, _), (_, in_f)) = (any.b.dims2()?, any.a.dims2()?);
+            let dev = any.a.device();
+            let half =
+                |p: Option<&LoraPair>, rank: usize, scale: f64| -> Result<(Tensor, Tensor)> {
+                    Ok(match p {
+                        Some(p) => (
+                            p.a.to_dtype(DType::F32)?,
+                            (p.b.to_dtype(DType::F32)? * scale)?,
+                        ),
+                        None => (
+                            Tensor::zeros((rank, in_f), DType::F32, dev)?,
+                            Tensor::zeros((out_f, rank), DType::F32, dev)?,
+                        ),
+                    })
+                };
+            let (a1, b1) = half(mine, r1, self.config.scale())?;
+            let (a2, b2) = half(theirs, r2, other.config.scale())?;
+            let pair = LoraPair {
+                a: Tensor::cat(&[&a1, &a2], 0)?,
+                b: Tensor::cat(&[&b1, &b2], 1)?,
+            };
+            out.insert(k.0, k.1, pair)?;
+        }
+        Ok(out)
+    }
+
     /// Converts every tensor to f32 on `device` (adapters may arrive as f16/bf16).
     pub fn to_f32(&self, device: &Device) -> Result<Self> {
         let mut out = Self::empty(self.config.clone());

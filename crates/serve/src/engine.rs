@@ -2,8 +2,10 @@
 //! per-adapter queues; every step the free batch slots are filled round-robin across adapters (so a
 //! hot adapter cannot starve a cold one), one forward pass advances every running sequence whatever
 //! its adapter, and finished or abandoned sequences leave. Text streams back over a tokio channel;
-//! a dropped receiver cancels its sequences within one step.
+//! a dropped receiver cancels its sequences within one step. Between steps [`crate::dlora`] may swap
+//! in weights with a dominant adapter merged (or the base back); every row's output stays the same.
 
+use crate::dlora::{Dlora, DloraConfig, DloraStats, Row};
 use crate::error::ServeError;
 use crate::metrics::RequestMetrics;
 use openledger_model::generate::{self, FinishReason, GenerateParams, Sequence};
@@ -96,16 +98,28 @@ pub struct Engine {
     config: EngineConfig,
     model: Arc<Llama>,
     tokenizer: Arc<Tokenizer>,
+    dlora: Arc<DloraStats>,
 }
 
 impl Engine {
-    /// Starts the engine thread over a loaded model.
+    /// Starts the engine thread over a loaded model, with the default dLoRA policy.
     pub fn start(
         model: Arc<Llama>,
         tokenizer: Arc<Tokenizer>,
         config: EngineConfig,
     ) -> std::io::Result<Self> {
+        Self::start_with(model, tokenizer, config, DloraConfig::default())
+    }
+
+    /// Starts the engine thread; `dlora` says when a dominant adapter is merged (see [`crate::dlora`]).
+    pub fn start_with(
+        model: Arc<Llama>,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+        dlora: DloraConfig,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let dlora_stats = Arc::new(DloraStats::default());
         let waiting = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(EngineStats::default());
         let metrics = Arc::new(RequestMetrics::default());
@@ -122,6 +136,7 @@ impl Engine {
             queues: HashMap::new(),
             order: VecDeque::new(),
             running: Vec::new(),
+            dlora: Dlora::new(model.clone(), dlora, dlora_stats.clone()),
         };
         std::thread::Builder::new()
             .name("openlora-engine".into())
@@ -134,7 +149,13 @@ impl Engine {
             config,
             model,
             tokenizer,
+            dlora: dlora_stats,
         })
+    }
+
+    /// What the dLoRA policy did: merges, unmerges, the merged adapter.
+    pub fn dlora(&self) -> &DloraStats {
+        &self.dlora
     }
 
     pub fn model(&self) -> &Arc<Llama> {
@@ -205,6 +226,8 @@ struct Running {
     seq: Sequence,
     /// Its adapter's key and weight bytes (the active set).
     adapter: Option<(String, usize)>,
+    /// The adapter it asked for (dLoRA may run it another way; see [`crate::dlora`]).
+    weights: Option<Arc<LoraAdapter>>,
     index: usize,
     events: UnboundedSender<(usize, Event)>,
     /// When it was submitted, and when its latest token came (`None` before the first).
@@ -229,6 +252,7 @@ struct Worker {
     /// Adapters with waiting jobs, in round-robin order.
     order: VecDeque<Option<String>>,
     running: Vec<Running>,
+    dlora: Dlora,
 }
 
 impl Worker {
@@ -245,6 +269,7 @@ impl Worker {
                 self.enqueue(job);
             }
             self.admit();
+            self.merge_or_unmerge();
             self.step();
         }
     }
@@ -318,7 +343,7 @@ impl Worker {
             }
             let active = key.clone().map(|k| (k, bytes));
             let adapter = job.adapter.map(|(_, a)| a);
-            match Sequence::new(&self.model, job.prompt, job.params, adapter) {
+            match Sequence::new(&self.model, job.prompt, job.params, adapter.clone()) {
                 Ok(seq) => {
                     self.metrics
                         .queue_time
@@ -326,6 +351,7 @@ impl Worker {
                     self.running.push(Running {
                         seq,
                         adapter: active,
+                        weights: adapter,
                         index: job.index,
                         events: job.events,
                         submitted,
@@ -343,6 +369,17 @@ impl Worker {
         for key in deferred.into_iter().rev() {
             self.order.push_front(key);
         }
+    }
+
+    /// Between steps: dLoRA may swap a merged copy of the base in (or the base back) and sets the
+    /// adapter each row runs with on those weights.
+    fn merge_or_unmerge(&mut self) {
+        let rows = self.running.iter_mut().map(|r| Row {
+            seq: &mut r.seq,
+            name: r.adapter.as_ref().map(|(n, _)| n.as_str()),
+            adapter: r.weights.as_ref(),
+        });
+        self.model = self.dlora.before_step(rows).clone();
     }
 
     /// One forward pass over the running batch, then hand out text and retire finished sequences.

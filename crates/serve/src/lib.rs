@@ -2,6 +2,8 @@
 //!
 //! - [`engine`]: a dedicated thread runs continuous batching; rows with different adapters (or none)
 //!   share each forward pass; admission is round-robin across adapters; a full queue refuses at once.
+//! - [`dlora`]: an adapter that dominates the traffic is merged into a copy of the (f32) base
+//!   weights and unmerged when the traffic mixes again, outputs unchanged within float tolerance.
 //! - [`adapters`]: adapters by name from PEFT directories, a RAM cache with a byte budget.
 //! - [`api`]: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (SSE streaming or
 //!   JSON), vLLM's `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter`, and `GET /metrics`.
@@ -29,6 +31,7 @@
 pub mod adapters;
 pub mod api;
 pub mod attribution;
+pub mod dlora;
 pub mod engine;
 pub mod error;
 pub mod ledger;
@@ -60,6 +63,8 @@ pub struct ServeConfig {
     /// any local path the server can read, so they are off unless the operator turns them on
     /// (as vLLM's `VLLM_ALLOW_RUNTIME_LORA_UPDATING`).
     pub allow_runtime_lora: bool,
+    /// When a dominant adapter is merged into the base weights (f32 bases only).
+    pub dlora: dlora::DloraConfig,
 }
 
 impl Default for ServeConfig {
@@ -70,6 +75,7 @@ impl Default for ServeConfig {
             default_max_tokens: 256,
             max_body_bytes: 1 << 20,
             allow_runtime_lora: false,
+            dlora: dlora::DloraConfig::default(),
         }
     }
 }
@@ -106,7 +112,13 @@ impl Serve {
             device,
             config.adapter_cache_bytes,
         ));
-        let engine = Engine::start(model, tokenizer, config.engine.clone()).map_err(|e| {
+        let engine = Engine::start_with(
+            model,
+            tokenizer,
+            config.engine.clone(),
+            config.dlora.clone(),
+        )
+        .map_err(|e| {
             ServeError::Model(openledger_model::ModelError::Generation(format!(
                 "cannot start the engine thread: {e}"
             )))

@@ -317,7 +317,51 @@ pub fn render(s: &Serve) -> String {
         "Adapters registered by name.",
         s.adapters.names().len(),
     );
+    dlora(&mut e, s.engine.dlora());
     e.out
+}
+
+/// The dLoRA policy's metrics (`crate::dlora`), under `openledger_` names.
+fn dlora(e: &mut Exposition, d: &crate::dlora::DloraStats) {
+    let off = d.off_reason();
+    e.header(
+        "openledger_adapter_merge_enabled",
+        "gauge",
+        "1 when a dominant adapter may be merged into the base weights; 0 with the reason otherwise.",
+    );
+    match &off {
+        None => e.sample("openledger_adapter_merge_enabled", &[], 1),
+        Some(why) => e.sample("openledger_adapter_merge_enabled", &[("reason", why)], 0),
+    }
+    e.scalar(
+        "openledger_adapter_merges_total",
+        "counter",
+        "Times a dominant adapter was merged into (a copy of) the base weights.",
+        d.merges.load(Ordering::Relaxed),
+    );
+    e.scalar(
+        "openledger_adapter_unmerges_total",
+        "counter",
+        "Times the engine went back to the unmerged base weights.",
+        d.unmerges.load(Ordering::Relaxed),
+    );
+    e.scalar(
+        "openledger_adapter_merged",
+        "gauge",
+        "1 while an adapter is merged into the weights the engine runs.",
+        u8::from(d.merged().is_some()),
+    );
+    e.scalar(
+        "openledger_adapter_merged_steps_total",
+        "counter",
+        "Batched forward passes run on merged weights.",
+        d.merged_steps.load(Ordering::Relaxed),
+    );
+    e.histogram(
+        "openledger_adapter_merge_seconds",
+        "Time to build the merged copy of the base weights (off the engine thread), in seconds.",
+        &d.merge_seconds,
+    );
 }
 
 #[cfg(test)]
