@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 pub enum Command {
     /// Write a new chain home: config.toml, genesis.json (whole supply allocated), keystore.
     Init {
-        /// Development chain: 10 funded dev keys (printed), instant blocks, 10 s unstake cooldown.
+        /// Development chain: 10 funded dev keys (printed), instant blocks, 10 s unstake cooldown,
+        /// governance in seconds.
         #[arg(long)]
         dev: bool,
         #[arg(long, default_value_t = home::DEFAULT_CHAIN_ID)]
@@ -129,6 +130,10 @@ pub enum Command {
     /// Staking: stake, unstake, withdraw, claim rewards, show.
     #[command(subcommand)]
     Stake(StakeCmd),
+    /// Governance (OpenZeppelin Governor at 0x…1007): propose, vote, queue, execute, cancel,
+    /// show, list.
+    #[command(subcommand)]
+    Gov(crate::gov_cmd::GovCmd),
     /// API keys for the node's OpenAI API, bound to your account: new, revoke.
     #[command(subcommand)]
     ApiKey(crate::openlora_cmd::ApiKeyCmd),
@@ -601,6 +606,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Factory(c) => crate::factory_cmd::run(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,
+        Command::Gov(c) => crate::gov_cmd::run(&s, c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
         Command::Rewards(a) => crate::openlora_cmd::rewards(&s, a)?,
         Command::Params => {

@@ -118,6 +118,8 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<Vec<(Address, B256)>> {
         Genesis::with_accounts(opts.chain_id, now, &accounts, per).map_err(anyhow::Error::msg)?;
     if opts.dev {
         genesis.params.unstake_cooldown_secs = 10;
+        // Governance in seconds: 2 s voting delay, 20 s of voting, a 2 s timelock.
+        genesis.params.governance = openledger_types::params::GovernanceParams::dev();
     }
     write_atomically(&home.genesis(), &serde_json::to_string_pretty(&genesis)?)?;
     let mut config = NodeConfig {

@@ -7,6 +7,7 @@ mod commands;
 mod datanet_cmd;
 mod factory_cmd;
 mod factory_jobs;
+mod gov_cmd;
 mod home;
 mod index_cmd;
 mod openlora_cmd;
