@@ -13,7 +13,8 @@ pragma solidity ^0.8.20;
 ///   cannot vote on it. Voting is open while snapshot < now <= deadline.
 /// - Counting: `support=bravo&quorum=for,abstain` (0 = Against, 1 = For, 2 = Abstain); a
 ///   proposal succeeds when for > against and for + abstain >= quorum(snapshot) = quorum_bps of
-///   all votes at the snapshot (the quorum fraction in force when the proposal was created).
+///   all votes at the snapshot (the quorum fraction in force when the proposal was created;
+///   the `quorum(timepoint)` view applies the fraction in force now).
 /// - Threshold: the proposer needs `proposalThreshold()` votes one second before `propose`.
 /// - Timelock: every proposal needs queuing (`proposalNeedsQueuing` is true): `queue` sets
 ///   eta = now + timelock delay; `execute` is accepted from eta until eta + grace period, after

@@ -20,7 +20,9 @@ pub struct Node {
     /// Datanet rows: staging, serving, proofs.
     pub datanets: Datanets,
     chain_id: u64,
-    max_tx_bytes: u64,
+    /// The governed size limit of a transaction, refreshed after each governor transaction
+    /// (only an executed proposal changes parameters).
+    max_tx_bytes: std::sync::atomic::AtomicU64,
     seal_failures: std::sync::atomic::AtomicU64,
     /// Set (under the chain lock) when the node stops: no transaction is accepted after the
     /// final seal.
@@ -54,7 +56,7 @@ impl Node {
             config,
             datanets,
             chain_id,
-            max_tx_bytes,
+            max_tx_bytes: max_tx_bytes.into(),
             seal_failures: Default::default(),
             closed: Default::default(),
             journal: Default::default(),
@@ -78,9 +80,14 @@ impl Node {
         self.chain_id
     }
 
+    /// The largest transaction accepted now (the governed `max_tx_bytes`).
+    pub fn max_tx_bytes(&self) -> u64 {
+        self.max_tx_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Decodes, verifies and executes a raw transaction into the pending block.
     pub fn submit_raw(&self, raw: &[u8]) -> Result<B256, ChainError> {
-        let tx = verify_raw(raw, self.chain_id, self.max_tx_bytes).map_err(ChainError::from)?;
+        let tx = verify_raw(raw, self.chain_id, self.max_tx_bytes()).map_err(ChainError::from)?;
         // A contribution's claims must match the rows this node staged (followers re-executing
         // blocks trust the sequencer for this admission rule; see datanets::staging).
         self.datanets.check_contribution(&tx)?;
@@ -88,7 +95,14 @@ impl Node {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ChainError::ShuttingDown);
         }
+        let governance = tx.to() == Some(openledger_types::modules::GOVERNOR);
         let hash = chain.submit(tx, now())?;
+        if governance {
+            if let Ok(p) = chain.params() {
+                self.max_tx_bytes
+                    .store(p.max_tx_bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         // Journaled (fsynced) before the hash is returned: an acknowledged transaction survives
         // a crash before its block is sealed.
         if let Some(journal) = self.journal.get() {
@@ -147,7 +161,7 @@ impl Node {
             tx: B256::ZERO,
             message: format!("opening {}: {e}", path.display()),
         };
-        let (journal, found) = Journal::open(path, self.max_tx_bytes).map_err(journal_error)?;
+        let (journal, found) = Journal::open(path, self.max_tx_bytes()).map_err(journal_error)?;
         if found.truncated > 0 {
             tracing::warn!(
                 bytes = found.truncated,
@@ -158,7 +172,7 @@ impl Node {
         let mut recovered = 0;
         for raw in &found.txs {
             // Admission rules (the staged-rows check) were applied when it was first accepted.
-            let outcome = verify_raw(raw, self.chain_id, self.max_tx_bytes)
+            let outcome = verify_raw(raw, self.chain_id, self.max_tx_bytes())
                 .map_err(ChainError::from)
                 .and_then(|tx| chain.submit(tx, now()));
             match outcome {
