@@ -181,11 +181,12 @@ impl Gov {
 
     /// Proposes `p` and passes it: votes for by users 1 and 2, past the deadline.
     fn pass(&mut self, p: &Proposal) -> U256 {
+        let g = self.params().governance;
         let id = self.propose(0, p).expect("propose");
-        self.at(self.now() + DELAY + 1);
+        self.at(self.now() + g.voting_delay_secs + 1);
         self.vote(1, id, 1).unwrap();
         self.vote(2, id, 1).unwrap();
-        self.at(self.now() + PERIOD);
+        self.at(self.now() + g.voting_period_secs);
         assert_eq!(self.state(id), S::Succeeded);
         id
     }
@@ -887,4 +888,64 @@ fn oz_views_answer_as_openzeppelin_governors_do() {
         (d.chainId, d.verifyingContract),
         (U256::from(CHAIN_ID), GOVERNOR)
     );
+}
+
+#[test]
+fn set_params_replaces_the_whole_set_and_refuses_unknown_keys() {
+    let mut g = Gov::new();
+    let mut json: serde_json::Value = serde_json::to_value(g.params()).unwrap();
+    json["voting_period_secs"] = 200.into();
+    json["call_gas"]["castVote"] = 45_000.into();
+    let whole = (
+        PARAMS,
+        IParams::setParamsCall {
+            json: json.to_string(),
+        }
+        .abi_encode(),
+    );
+    let new_gas = set_param("call_gas.someNewCall", "7");
+    let p = proposal(vec![whole, new_gas], "whole set");
+    let id = g.pass(&p);
+    g.queue(0, &p).unwrap();
+    g.at(g.now() + TIMELOCK);
+    let logs = g.execute(0, id).unwrap();
+    let keys: Vec<String> = logs
+        .iter()
+        .filter_map(|l| IParams::ParamsChanged::decode_log_data(&l.data).ok())
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys, ["*", "call_gas.someNewCall"]);
+    let now = g.params();
+    assert_eq!(now.governance.voting_period_secs, 200);
+    assert_eq!(
+        (now.call_gas("castVote"), now.call_gas("someNewCall")),
+        (45_000, 7)
+    );
+
+    json["voting_periodsecs"] = 1.into();
+    let typo = (
+        PARAMS,
+        IParams::setParamsCall {
+            json: json.to_string(),
+        }
+        .abi_encode(),
+    );
+    for (call, why) in [
+        (typo, "unknown parameter \"voting_periodsecs\""),
+        (
+            set_param("no_such_key", "1"),
+            "unknown parameter \"no_such_key\"",
+        ),
+        (set_param("min_stake", "2"), "cannot be set to 2"),
+        (
+            set_param("voting_period_secs", "0"),
+            "voting_period_secs must be between",
+        ),
+    ] {
+        let p = proposal(vec![call], why);
+        let id = g.pass(&p);
+        g.queue(0, &p).unwrap();
+        g.at(g.now() + TIMELOCK);
+        refused(g.execute(0, id), why);
+    }
 }
