@@ -481,8 +481,48 @@ fn progress_of_a_job_on_a_permissioned_datanet_is_only_for_those_with_access() {
     assert!(out.contains("done at step 10"), "{out}");
 }
 
+/// The job's record on disk.
+fn status_file(env: &Env, id: u64) -> Value {
+    let path = env.home.join(format!("data/factory/jobs/{id}/status.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The step of the job's newest checkpoint (`checkpoints/LATEST`).
+fn latest_checkpoint(env: &Env, id: u64) -> Option<u64> {
+    let latest = env
+        .home
+        .join(format!("data/factory/jobs/{id}/train/checkpoints/LATEST"));
+    let name = std::fs::read_to_string(latest).ok()?;
+    name.trim().strip_prefix("step-")?.parse().ok()
+}
+
+/// Stops the node as Ctrl-C would (SIGTERM) and waits until its process has exited.
+fn terminate(node: common::NodeProc) {
+    let pid = node.pid();
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + PATIENCE;
+    // An exited child stays a zombie (state Z) until it is reaped when `node` drops.
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn a_killed_node_resumes_the_running_job_from_its_checkpoint_with_the_same_adapter() {
+fn a_stopped_or_killed_node_resumes_the_running_job_from_its_checkpoint_with_the_same_adapter() {
     let c = Chain::new(4);
     let node = c.env.start();
     c.datanets();
@@ -490,40 +530,60 @@ fn a_killed_node_resumes_the_running_job_from_its_checkpoint_with_the_same_adapt
     let first = c.submit("dev1", &config, "1@1");
     // The same job again, queued behind: the uninterrupted run to compare with.
     let second = c.submit("dev1", &config, "1@1");
-    let latest = c.env.home.join(format!(
-        "data/factory/jobs/{first}/train/checkpoints/LATEST"
-    ));
+    // Follows the first job through the node's deaths.
+    let follower = c.follow(first);
     let deadline = Instant::now() + PATIENCE;
-    while !latest.is_file() {
+    while latest_checkpoint(&c.env, first).is_none() {
         assert!(Instant::now() < deadline, "no checkpoint was written");
         std::thread::sleep(Duration::from_millis(5));
     }
     drop(node); // SIGKILL
-    let status: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            c.env
-                .home
-                .join(format!("data/factory/jobs/{first}/status.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let status = status_file(&c.env, first);
     assert_eq!(
         status["status"], "running",
         "the job must still run when the node dies (raise its max_steps): {status}"
     );
     let killed_at = status["step"].as_u64().unwrap();
     assert!(killed_at < 1000, "{status}");
+    assert_eq!(status_file(&c.env, second)["status"], "queued");
 
-    let _node = c.env.start();
-    let resumed = c.wait_for(first, "done after the restart", |j| j["status"] == "done");
-    let from = resumed["resumed_from"]
-        .as_u64()
-        .expect("resumed from a checkpoint");
+    // Restarted, the node resumes the job from its checkpoint ...
+    let node = c.env.start();
+    let running = c.wait_for(first, "training again", |j| {
+        j["resumed_from"].is_u64() && j["step"].as_u64() > j["resumed_from"].as_u64()
+    });
+    let from = running["resumed_from"].as_u64().unwrap();
     assert!(
         from >= 10 && from >= killed_at,
         "resumed from {from}, killed after step {killed_at}"
     );
+    // ... and a node stopped with SIGTERM (while a progress stream is open) checkpoints where
+    // the job stands and leaves it to resume.
+    let mut stream = ureq::get(c.url(&format!("/v1/factory/jobs/{first}/events")))
+        .call()
+        .unwrap();
+    let mut open = BufReader::new(stream.body_mut().as_reader());
+    let mut line = String::new();
+    open.read_line(&mut line).unwrap();
+    assert!(line.starts_with("event: status"), "{line}");
+    terminate(node);
+    drop(open);
+    let status = status_file(&c.env, first);
+    assert_eq!(
+        status["status"], "running",
+        "the job must still run when the node stops (raise its max_steps): {status}"
+    );
+    let stopped_at = status["step"].as_u64().unwrap();
+    assert_eq!(
+        latest_checkpoint(&c.env, first),
+        Some(stopped_at),
+        "{status}"
+    );
+    assert!(stopped_at > from, "{status}");
+
+    let _node = c.env.start();
+    let resumed = c.wait_for(first, "done after the restart", |j| j["status"] == "done");
+    assert_eq!(resumed["resumed_from"].as_u64(), Some(stopped_at));
     assert_eq!(resumed["step"].as_u64(), Some(1000));
     let reference = c.wait_for(second, "done", |j| j["status"] == "done");
     assert!(reference["resumed_from"].is_null());
@@ -538,4 +598,27 @@ fn a_killed_node_resumes_the_running_job_from_its_checkpoint_with_the_same_adapt
         .unwrap()
     };
     assert_eq!(weights(&resumed), weights(&reference));
+
+    // The follower, reconnecting across the restarts, saw the job to its end, each step once.
+    let (ok, events, err) = follower.join().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(events.last().unwrap()["status"], "done");
+    let starts: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "started")
+        .map(|e| e["start_step"].as_u64().unwrap())
+        .collect();
+    // (When it connects depends on how fast it reconnects: it may miss whole runs.)
+    assert!(
+        starts.iter().all(|s| [0, from, stopped_at].contains(s)),
+        "{starts:?}"
+    );
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+    let steps: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    assert_eq!(steps.last(), Some(&1000));
 }

@@ -1,6 +1,7 @@
 //! `GET /v1/factory/jobs/{id}/events`: a job's progress as Server-Sent Events. The stream
-//! replays what the job has logged so far (`samples.json`'s "before" generations, then every
-//! line of `log.jsonl`: training steps and evaluations), then follows it live: steps, evaluations,
+//! replays what the job has logged so far (its status and, while it runs, its `started` event;
+//! `samples.json`'s "before" generations; every line of `log.jsonl`: training steps and
+//! evaluations), then follows it live: steps, evaluations,
 //! checkpoints, samples, notes and status changes, until a final `status` event (`done`,
 //! `failed`, `cancelled`). Each event's name is its `event` field; its data is the JSON object.
 //!
@@ -139,6 +140,12 @@ async fn produce(
     _permit: OwnedSemaphorePermit,
 ) {
     let Ok(record) = f.record(id) else { return };
+    let started = f
+        .lock()
+        .started
+        .as_ref()
+        .filter(|(job, _)| *job == id)
+        .map(|(_, v)| v.clone());
     let train = f.store.train_dir(id);
     let replay = tokio::task::spawn_blocking(move || read_replay(&train))
         .await
@@ -148,6 +155,8 @@ async fn produce(
     if !ended {
         out.push(status_event(&record));
     }
+    let started_at = started.as_ref().and_then(|v| v["start_step"].as_u64());
+    out.extend(started);
     let mut phases = HashSet::new();
     for (phase, v) in replay.samples.iter().filter(|(p, _)| p == "before") {
         phases.insert(phase.clone());
@@ -207,6 +216,7 @@ async fn produce(
             "step" => step.is_some_and(|s| Some(s) <= last_step),
             "eval" => step.is_some_and(|s| evals.contains(&s)),
             "samples" => e.data["phase"].as_str().is_some_and(|p| phases.contains(p)),
+            "started" => e.data["start_step"].as_u64() == started_at && started_at.is_some(),
             _ => false,
         };
         if replayed {

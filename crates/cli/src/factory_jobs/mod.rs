@@ -71,6 +71,8 @@ struct Jobs {
     queue: VecDeque<u64>,
     next_id: u64,
     running: Option<Running>,
+    /// The running job's `started` event, replayed to streams that join later.
+    started: Option<(u64, serde_json::Value)>,
     stopping: bool,
 }
 
@@ -134,6 +136,7 @@ impl FactoryJobs {
                 queue,
                 next_id,
                 running: None,
+                started: None,
                 stopping: false,
             }),
             wake: Condvar::new(),

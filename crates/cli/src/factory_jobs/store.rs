@@ -118,6 +118,11 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", p.display())
 }
 
+/// The directory of a job's file, for messages.
+fn e_dir(file: &Path) -> String {
+    file.parent().unwrap_or(file).display().to_string()
+}
+
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
@@ -171,8 +176,13 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io("reading", &path, e)),
             };
-            let r: JobRecord = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a job record: {e}", path.display()))?;
+            let r: JobRecord = serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "{}: not a job record: {e} (remove {} to drop the job)",
+                    path.display(),
+                    e_dir(&path)
+                )
+            })?;
             if r.id != id {
                 return Err(format!(
                     "{} holds the record of job {}, not {id}",

@@ -106,7 +106,9 @@ fn run(f: &FactoryJobs) {
                 });
             }
         }
-        f.lock().running = None;
+        let mut jobs = f.lock();
+        jobs.running = None;
+        jobs.started = None;
     }
 }
 
@@ -256,7 +258,12 @@ impl Progress for Sink<'_> {
             _ => {}
         }
         match serde_json::to_value(event) {
-            Ok(v) => self.f.announce(self.id, v),
+            Ok(v) => {
+                if matches!(event, Event::Started { .. }) {
+                    self.f.lock().started = Some((self.id, v.clone()));
+                }
+                self.f.announce(self.id, v)
+            }
             Err(e) => {
                 tracing::warn!(job = self.id, error = %e, "factory: an event did not serialize")
             }
