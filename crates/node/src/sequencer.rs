@@ -1,7 +1,7 @@
 //! The sequencer: owns the chain behind a lock, admits transactions (signature recovery happens
-//! outside the lock), and seals a block every `block_time_ms` — an empty one when nothing is
-//! pending, as OP Stack does, so time-based deadlines (governance votes, timelocks, unbonding)
-//! pass on chain without traffic. In dev mode a block is sealed right after each request that
+//! outside the lock), and seals a block every `block_time_ms` — an empty one once a whole block
+//! time has passed without transactions, as OP Stack does, so time-based deadlines (governance
+//! votes, timelocks, unbonding) pass on chain without traffic. In dev mode a block is sealed right after each request that
 //! submitted transactions and no empty blocks are sealed (like an automining dev chain): views
 //! and the next transaction still see the current time, since a new block opens at it.
 
@@ -222,10 +222,22 @@ impl Node {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let idle_blocks = !self.config.dev;
+        // Whether the interval that just ended saw transactions: an empty block is sealed only
+        // after a whole block time without any (and then every block time).
+        let mut busy = true;
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.log_seal(if idle_blocks { self.seal_or_empty() } else { self.seal() }),
+                _ = tick.tick() => {
+                    let pending = self.chain().pending_txs().next().is_some();
+                    let sealed = if idle_blocks && !pending && !busy {
+                        self.seal_or_empty()
+                    } else {
+                        self.seal()
+                    };
+                    busy = pending;
+                    self.log_seal(sealed);
+                }
                 _ = &mut stop => break,
             }
         }
