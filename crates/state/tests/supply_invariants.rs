@@ -1,8 +1,13 @@
 //! Property tests: under long random sequences of valid and invalid signed transactions
-//! touching every module, the total supply is conserved exactly, and after every transaction
-//! every module's balance covers what it owes:
+//! touching every module (and slashes by the governor, to the treasury or burned), the supply
+//! is conserved exactly (the sum of all balances is the recorded supply, which is the genesis
+//! supply less what was burned), and after every transaction every module's balance covers
+//! what it owes:
 //! - the staking module holds at least the total stake, all unbonding OPEN and every staker's
 //!   unpaid rewards (and no more than rounding dust on top);
+//! - voting power: each account's votes are the stake of those delegating to it, and
+//!   `getPastVotes` / `getPastTotalSupply` at every earlier timestamp still report what was in
+//!   force when it ended;
 //! - the inference module holds exactly the callers' credit plus the escrow of unsettled
 //!   receipts;
 //! - the bank, datanet, model and params modules owe nothing and hold nothing.
@@ -10,7 +15,7 @@
 //! The run covers at least 10^5 transactions (`OPENLEDGER_PROPTEST_TXS` sets how many; the
 //! seed is printed and `PROPTEST_RNG_SEED` replays it). The mix is weighted towards staking
 //! (stake, partial unstakes, withdrawals and claims with gas fees flowing into the pool between
-//! them) and reaches contributions, approvals, adapters, inference credit, receipts and
+//! them, delegations and slashes) and reaches contributions, approvals, adapters, inference credit, receipts and
 //! settlement; the run asserts that it did.
 
 mod common;
@@ -19,13 +24,14 @@ use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_sol_types::SolCall;
 use common::World;
 use openledger_state::{
-    modules::{datanet, model},
-    ExecError, StateRead,
+    modules::{self as state_modules, datanet, model},
+    Ctx, ExecError, Overlay, StateRead,
 };
 use openledger_types::{
     abi::{IBank, IDatanet, IInference, IModel, IStaking},
     genesis::total_supply,
     modules,
+    params::SlashDestination,
     units::one_open,
 };
 use proptest::{
@@ -150,6 +156,21 @@ enum Action {
         milli: u64,
     },
     StaleNonce,
+    /// Delegates the sender's votes to user `to` (`USERS`: to nobody, address(0)).
+    Delegate {
+        to: usize,
+    },
+    /// The governor slashes user `target` (through `IStaking.slash`, sender 0x…1007).
+    Slash {
+        target: usize,
+        milli: u64,
+    },
+    /// The sender tries `IStaking.slash` itself: always refused.
+    SlashUnauthorized {
+        target: usize,
+    },
+    /// Governance switches slashing between the treasury and the burn.
+    ToggleSlashDestination,
 }
 
 impl Action {
@@ -181,6 +202,10 @@ impl Action {
             Action::SettleSome { .. } => "settle",
             Action::ValueToView { .. } => "value to a view",
             Action::StaleNonce => "stale nonce",
+            Action::Delegate { .. } => "delegate",
+            Action::Slash { .. } => "slash",
+            Action::SlashUnauthorized { .. } => "slash by a non-governor",
+            Action::ToggleSlashDestination => "toggle slash destination",
         }
     }
 }
@@ -235,6 +260,10 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(bytes, module)| Action::Garbage { bytes, module }),
         1 => (1u64..1000).prop_map(|milli| Action::ValueToView { milli }),
         1 => Just(Action::StaleNonce),
+        3 => (0..=USERS).prop_map(|to| Action::Delegate { to }),
+        2 => (0..USERS, 0u64..300_000).prop_map(|(target, milli)| Action::Slash { target, milli }),
+        1 => (0..USERS).prop_map(|target| Action::SlashUnauthorized { target }),
+        1 => Just(Action::ToggleSlashDestination),
         4 => (any::<u64>(), prop_oneof![3 => Just(true), 1 => Just(false)])
             .prop_map(|(pick, by_owner)| Action::ApproveSome { pick, by_owner }),
         2 => (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(base, datanet, version)| {
@@ -287,9 +316,12 @@ struct Sim {
     receipts_seen: u64,
     /// The largest total stake so far (bounds the rounding dust the pool may keep).
     max_total_staked: U256,
-    /// Accepted transactions by kind, plus `claim paid` for claims that paid something.
+    /// Accepted transactions by kind, plus `claim paid` for claims that paid something and
+    /// `burn` for slashes that burned.
     accepted: BTreeMap<&'static str, u64>,
     sent: u64,
+    /// Each user's votes and the total stake when a timestamp ended, oldest first.
+    history: Vec<(u64, [U256; USERS], U256)>,
 }
 
 impl Sim {
@@ -303,7 +335,37 @@ impl Sim {
             max_total_staked: U256::ZERO,
             accepted: BTreeMap::new(),
             sent: 0,
+            history: Vec::new(),
         }
+    }
+
+    fn votes(&self, a: Address) -> U256 {
+        self.w
+            .view(modules::STAKING, IStaking::getVotesCall { account: a })
+    }
+
+    /// Runs `IStaking.slash` as the governor's `execute` does (sender 0x…1007), committing it
+    /// when accepted.
+    fn slash_as_governor(&mut self, target: Address, amount: U256) -> Result<(), ExecError> {
+        let data = IStaking::slashCall {
+            staker: target,
+            amount,
+            reason: "misbehaved".into(),
+        }
+        .abi_encode();
+        let w = &self.w;
+        let mut ctx = Ctx {
+            state: Overlay::new(&w.kv),
+            env: &w.env,
+            params: &w.genesis.params,
+            sender: modules::GOVERNOR,
+            value: U256::ZERO,
+            logs: Vec::new(),
+        };
+        state_modules::dispatch(&mut ctx, modules::STAKING, &data)?;
+        let writes = ctx.state.into_writes();
+        self.w.kv.apply(writes);
+        Ok(())
     }
 
     fn target(&self, i: usize) -> Address {
@@ -416,6 +478,28 @@ impl Sim {
         let (who, exact) = self.resolve(who, a);
         let me = self.w.addr(who);
         let nonce = self.w.nonce(who);
+        match exact {
+            Action::Slash { target, milli: m } => {
+                self.sent += 1;
+                let burns = self.w.genesis.params.slash_destination == SlashDestination::Burn;
+                let burned_before = self.burned();
+                self.slash_as_governor(self.w.addr(target), milli(m))?;
+                *self.accepted.entry("slash").or_default() += 1;
+                if burns && self.burned() > burned_before {
+                    *self.accepted.entry("burn").or_default() += 1;
+                }
+                return Ok(());
+            }
+            Action::ToggleSlashDestination => {
+                let d = &mut self.w.genesis.params.slash_destination;
+                *d = match d {
+                    SlashDestination::Treasury => SlashDestination::Burn,
+                    SlashDestination::Burn => SlashDestination::Treasury,
+                };
+                return Ok(());
+            }
+            _ => {}
+        }
         let (to, value, data, nonce) = match exact {
             Action::Transfer { to, milli: m } => (self.target(to), milli(m), vec![], nonce),
             Action::BankTransfer { to, milli: m } => (
@@ -638,10 +722,36 @@ impl Sim {
                 vec![],
                 nonce.wrapping_sub(1),
             ),
+            Action::Delegate { to } => (
+                modules::STAKING,
+                U256::ZERO,
+                IStaking::delegateCall {
+                    delegatee: if to < USERS {
+                        self.w.addr(to)
+                    } else {
+                        Address::ZERO
+                    },
+                }
+                .abi_encode(),
+                nonce,
+            ),
+            Action::SlashUnauthorized { target } => (
+                modules::STAKING,
+                U256::ZERO,
+                IStaking::slashCall {
+                    staker: self.w.addr(target),
+                    amount: U256::from(1u64),
+                    reason: String::new(),
+                }
+                .abi_encode(),
+                nonce,
+            ),
             Action::ApproveSome { .. }
             | Action::RegisterAdapterSome { .. }
             | Action::RecordSome { .. }
-            | Action::SettleSome { .. } => unreachable!("resolved above"),
+            | Action::SettleSome { .. }
+            | Action::Slash { .. }
+            | Action::ToggleSlashDestination => unreachable!("handled above"),
         };
         let claimable = matches!(a, Action::Claim) && !self.pending_of(me).is_zero();
         self.sent += 1;
@@ -653,10 +763,84 @@ impl Sim {
         Ok(())
     }
 
+    fn burned(&self) -> U256 {
+        self.w.view(modules::STAKING, IStaking::totalBurnedCall {})
+    }
+
+    /// Records each user's votes and the total stake as the current timestamp ends.
+    fn end_timestamp(&mut self) {
+        let votes = std::array::from_fn(|i| self.votes(self.w.addr(i)));
+        let total = self.w.view(modules::STAKING, IStaking::totalStakedCall {});
+        self.history.push((self.w.env.timestamp, votes, total));
+    }
+
+    /// Checks voting power now and at ended timestamps (the latest and one picked by `pick`).
+    fn check_votes(&self, pick: usize) -> Result<(), TestCaseError> {
+        let w = &self.w;
+        let users: Vec<Address> = (0..USERS).map(|i| w.addr(i)).collect();
+        let mut expected = [U256::ZERO; USERS];
+        for a in &users {
+            let stake = self.stake_of(*a);
+            let d: Address = w.view(modules::STAKING, IStaking::delegatesCall { account: *a });
+            if let Some(i) = users.iter().position(|u| *u == d) {
+                expected[i] += stake;
+            } else {
+                prop_assert_eq!(d, Address::ZERO, "users delegate to users or to nobody");
+            }
+        }
+        for (i, a) in users.iter().enumerate() {
+            prop_assert_eq!(
+                self.votes(*a),
+                expected[i],
+                "user {}'s votes are the stake delegated to it",
+                i
+            );
+        }
+        prop_assert_eq!(
+            self.votes(Address::ZERO),
+            U256::ZERO,
+            "nobody holds no votes"
+        );
+        let n = self.history.len();
+        let picks = [n.checked_sub(1), (n > 0).then(|| pick % n.max(1))];
+        for (t, votes, total_then) in picks.into_iter().flatten().map(|i| &self.history[i]) {
+            for (i, a) in users.iter().enumerate() {
+                let past: U256 = w.view(
+                    modules::STAKING,
+                    IStaking::getPastVotesCall {
+                        account: *a,
+                        timepoint: U256::from(*t),
+                    },
+                );
+                prop_assert_eq!(past, votes[i], "user {}'s votes at the end of {}", i, t);
+            }
+            let past_total: U256 = w.view(
+                modules::STAKING,
+                IStaking::getPastTotalSupplyCall {
+                    timepoint: U256::from(*t),
+                },
+            );
+            prop_assert_eq!(
+                past_total,
+                *total_then,
+                "the total stake at the end of {}",
+                t
+            );
+        }
+        Ok(())
+    }
+
     /// Checks supply conservation and every module's liabilities.
     fn check(&mut self) -> Result<(), TestCaseError> {
+        self.check_votes(self.sent as usize)?;
+        prop_assert!(
+            !self.accepted.contains_key("slash by a non-governor"),
+            "a staker slashed someone without the governor"
+        );
+        let burned = self.burned();
         let w = &self.w;
-        // Supply: the sum of all balances is the fixed supply.
+        // Supply: the sum of all balances is the recorded supply: the genesis supply less
+        // what was burned.
         let mut sum = U256::ZERO;
         for (k, v) in w.kv.0.range(b"a".to_vec()..b"b".to_vec()) {
             prop_assert_eq!(k.len(), 21, "only account records start with 'a'");
@@ -665,7 +849,17 @@ impl Sim {
                 .checked_add(U256::from_be_slice(&v[8..]))
                 .ok_or_else(|| TestCaseError::fail("balances overflow"))?;
         }
-        prop_assert_eq!(sum, total_supply(), "the sum of all balances is the supply");
+        let supply: U256 = w.view(modules::BANK, IBank::totalSupplyCall {});
+        prop_assert_eq!(
+            sum,
+            supply,
+            "the sum of all balances is the recorded supply"
+        );
+        prop_assert_eq!(
+            supply + burned,
+            total_supply(),
+            "the recorded supply plus everything burned is the genesis supply"
+        );
 
         // Modules that owe nothing hold nothing: OPEN sent there would be locked for good.
         for m in [
@@ -760,6 +954,7 @@ impl Sim {
     fn run(&mut self, steps: &[(usize, Action, u64)]) -> Result<(), TestCaseError> {
         for (who, a, wait) in steps {
             if *wait > 0 {
+                self.end_timestamp();
                 self.w.env.timestamp += wait;
                 self.w.env.block_number += 1;
             }
@@ -854,6 +1049,9 @@ fn supply_is_conserved_and_every_module_covers_what_it_owes() {
         "deposit",
         "recordInference",
         "settle",
+        "delegate",
+        "slash",
+        "burn",
     ] {
         let n = accepted.get(kind).copied().unwrap_or(0);
         assert!(

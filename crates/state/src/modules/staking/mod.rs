@@ -1,6 +1,8 @@
 //! Staking: stake OPEN, request unstake, withdraw after the governed cooldown, and share the
 //! stakers pool pro rata with O(1) reward-per-share accounting. All staked, unbonding and
-//! undistributed OPEN sits in the staking module's own balance.
+//! undistributed OPEN sits in the staking module's own balance. Stake is also the voting
+//! token of governance ([`votes`]: delegation and checkpointed voting power) and the collateral
+//! that [`slash`] takes. Every call is O(1) in the number of stakers.
 //!
 //! Rewards are kept at full precision: the accumulator counts reward per share × [`SCALE`],
 //! each staker's unpaid rewards are kept × [`SCALE`] too, and only a payout is floored to whole
@@ -12,7 +14,13 @@
 //!
 //! Keys: `s/t` → total staked; `s/r` → accumulated reward per share (× [`SCALE`]);
 //! `s/d` → the undistributed remainder of deposits (× [`SCALE`], below the total stake when
-//! it was carried); `s/u` ++ address → the staker record.
+//! it was carried); `s/u` ++ address → the staker record; [`votes`] and [`slash`] list theirs.
+
+pub mod slash;
+pub mod votes;
+
+pub use slash::{burn, slash, total_burned};
+pub use votes::{delegates, past_total_votes, past_votes, votes};
 
 use crate::{
     codec,
@@ -21,11 +29,14 @@ use crate::{
     modules::bank,
     Ctx, ExecError,
 };
-use alloy_primitives::{Address, U256};
-use alloy_sol_types::{sol, SolCall, SolValue};
+use alloy_primitives::{
+    aliases::{U208, U48},
+    Address, U256,
+};
+use alloy_sol_types::{sol, SolCall, SolInterface, SolValue};
 use openledger_types::{
     abi::IStaking,
-    modules::{STAKING, TREASURY},
+    modules::{GOVERNOR, STAKING, TREASURY},
 };
 
 /// Fixed-point scale of the reward-per-share accumulator.
@@ -149,6 +160,9 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
             s.stake = s.stake.checked_add(amount).ok_or_else(too_much)?;
             let total = total.checked_add(amount).ok_or_else(too_much)?;
             codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total);
+            let delegatee = votes::delegates(&ctx.state, &me)?;
+            votes::shift(ctx, Address::ZERO, delegatee, amount)?;
+            votes::set_total(ctx, total)?;
             ctx.emit(
                 STAKING,
                 &IStaking::Staked {
@@ -189,6 +203,9 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
                 ))
             })?;
             codec::put_u256(&mut ctx.state, TOTAL.to_vec(), total);
+            let delegatee = votes::delegates(&ctx.state, &me)?;
+            votes::shift(ctx, delegatee, Address::ZERO, amount)?;
+            votes::set_total(ctx, total)?;
             ctx.emit(
                 STAKING,
                 &IStaking::UnstakeRequested {
@@ -235,9 +252,98 @@ pub fn call(ctx: &mut Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>>
             return Ok((s.unbonding, s.releaseTime).abi_encode_params());
         }
         C::totalStaked(_) => return Ok(total.abi_encode()),
+        C::delegate(c) => {
+            return votes::delegate(ctx, me, s.stake, c.delegatee).map(|_| Vec::new())
+        }
+        C::slash(c) => {
+            if me != GOVERNOR {
+                return Err(ExecError::Unauthorized(format!(
+                    "only the governor ({GOVERNOR}) may slash; {me} is not it: propose the slash through governance"
+                )));
+            }
+            if c.amount.is_zero() {
+                return Err(ExecError::Invalid("a slash of 0 wei does nothing".into()));
+            }
+            let slashed = slash::slash(ctx, &c.staker, c.amount, &c.reason)?;
+            return Ok(IStaking::slashCall::abi_encode_returns(&slashed));
+        }
+        view => return views(ctx, view),
     };
     codec::put_sol(&mut ctx.state, staker_key(&me), &s);
     Ok(out)
+}
+
+/// The voting views (IVotes / EIP-6372) and the burned total.
+fn views(ctx: &Ctx, call: IStaking::IStakingCalls) -> ExecResult<Vec<u8>> {
+    use IStaking::IStakingCalls as C;
+    let state = &ctx.state;
+    let now = ctx.env.timestamp;
+    let past = |t: U256| -> ExecResult<u64> {
+        match u64::try_from(t) {
+            Ok(t) if t < now => Ok(t),
+            _ => Err(ExecError::Invalid(format!(
+                "ERC5805FutureLookup: timepoint {t} is not in the past (clock {now}); votes at a timestamp are final only once it is over"
+            ))),
+        }
+    };
+    Ok(match call {
+        C::delegates(c) => votes::delegates(state, &c.account)?.abi_encode(),
+        C::getVotes(c) => votes::votes(state, &c.account)?.abi_encode(),
+        C::getPastVotes(c) => {
+            votes::past_votes(state, &c.account, past(c.timepoint)?)?.abi_encode()
+        }
+        C::getPastTotalSupply(c) => {
+            votes::past_total_votes(state, past(c.timepoint)?)?.abi_encode()
+        }
+        C::clock(_) => clock(now)?.abi_encode(),
+        C::CLOCK_MODE(_) => "mode=timestamp".abi_encode(),
+        C::numCheckpoints(c) => {
+            let n = votes::checkpoint_count(state, &c.account)?;
+            u32::try_from(n)
+                .map_err(|_| {
+                    ExecError::Invalid(format!(
+                        "{} has {n} checkpoints, more than a uint32 counts",
+                        c.account
+                    ))
+                })?
+                .abi_encode()
+        }
+        C::checkpoints(c) => {
+            let cp = votes::checkpoint(state, &c.account, c.pos.into())?.ok_or_else(|| {
+                ExecError::NotFound(format!("checkpoint {} of {}", c.pos, c.account))
+            })?;
+            IStaking::Checkpoint {
+                key: clock(cp.time)?,
+                value: uint208(cp.votes)?,
+            }
+            .abi_encode()
+        }
+        C::totalBurned(_) => slash::total_burned(state)?.abi_encode(),
+        other => {
+            return Err(ExecError::Invalid(format!(
+                "staking call {:?} has no handler",
+                other.selector()
+            )))
+        }
+    })
+}
+
+/// Votes as OpenZeppelin's `uint208` checkpoint value (the supply is far below 2^208).
+fn uint208(v: U256) -> ExecResult<U208> {
+    let b = v.to_be_bytes::<32>();
+    if b[..6].iter().any(|x| *x != 0) {
+        return Err(ExecError::Invalid(format!(
+            "{v} votes do not fit a uint208"
+        )));
+    }
+    Ok(U208::from_be_slice(&b[6..]))
+}
+
+/// A timestamp as an EIP-6372 `uint48` clock value.
+fn clock(t: u64) -> ExecResult<U48> {
+    U48::try_from(t)
+        .ok()
+        .ok_or_else(|| ExecError::Invalid(format!("timestamp {t} does not fit a uint48 clock")))
 }
 
 #[cfg(test)]
