@@ -134,6 +134,13 @@ pub enum Command {
     /// show, list.
     #[command(subcommand)]
     Gov(crate::gov_cmd::GovCmd),
+    /// RLHF validators: join, open rounds on receipts, commit and reveal ratings, finalize,
+    /// show, export the preference dataset.
+    #[command(subcommand)]
+    Rlhf(crate::rlhf_cmd::RlhfCmd),
+    /// AI agent staking: register, stake past the free daily volume, unstake, withdraw, show.
+    #[command(subcommand)]
+    Agent(crate::agent_cmd::AgentCmd),
     /// API keys for the node's OpenAI API, bound to your account: new, revoke.
     #[command(subcommand)]
     ApiKey(crate::openlora_cmd::ApiKeyCmd),
@@ -195,6 +202,8 @@ pub enum ModelCmd {
     /// Pack a PEFT adapter directory, upload it (and its attribution index) to the node and
     /// register it on chain; prints the adapter id.
     PublishAdapter(crate::publish_adapter::PublishAdapterArgs),
+    #[command(flatten)]
+    Proposals(crate::proposal_cmd::ProposalCmd),
 }
 
 #[derive(Subcommand)]
@@ -351,7 +360,7 @@ impl Session {
         wallet::load_key(&dir, name, &self.password(false)?)
     }
 
-    fn address_of(&self, who: &str) -> Result<Address> {
+    pub(crate) fn address_of(&self, who: &str) -> Result<Address> {
         if let Ok(a) = who.parse::<Address>() {
             return Ok(a);
         }
@@ -359,7 +368,7 @@ impl Session {
             .with_context(|| format!("{who:?} is neither an address nor a key name"))
     }
 
-    fn me_or(&self, who: &Option<String>) -> Result<Address> {
+    pub(crate) fn me_or(&self, who: &Option<String>) -> Result<Address> {
         match who.as_deref().or(self.from.as_deref()) {
             Some(w) => self.address_of(w),
             None => bail!("name an address or pass --from"),
@@ -414,6 +423,12 @@ fn describe_log(log: &Value) -> String {
         }
         modules::INFERENCE => {
             IInference::IInferenceEvents::decode_raw_log(&topics, &data).map(|e| format!("{e:?}"))
+        }
+        modules::RLHF => openledger_types::abi::IRlhf::IRlhfEvents::decode_raw_log(&topics, &data)
+            .map(|e| format!("{e:?}")),
+        modules::AGENT => {
+            openledger_types::abi::IAgent::IAgentEvents::decode_raw_log(&topics, &data)
+                .map(|e| format!("{e:?}"))
         }
         _ => Ok(format!("log from {address}")),
     };
@@ -605,6 +620,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Adapter(c) => crate::adapter_cmd::run(&s, c)?,
         Command::Factory(c) => crate::factory_cmd::run(&s, c)?,
         Command::Inference(c) => inference(&s, c)?,
+        Command::Rlhf(c) => crate::rlhf_cmd::run(&s, c)?,
+        Command::Agent(c) => crate::agent_cmd::run(&s, c)?,
         Command::Stake(c) => stake(&s, c)?,
         Command::Gov(c) => crate::gov_cmd::run(&s, c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
@@ -915,6 +932,7 @@ fn model(s: &Session, c: ModelCmd) -> Result<()> {
             Ok(())
         }
         ModelCmd::PublishAdapter(a) => crate::publish_adapter::run(s, a),
+        ModelCmd::Proposals(c) => crate::proposal_cmd::run(s, c),
         ModelCmd::Adapter { id } => {
             let out = s.rpc()?.view(
                 modules::MODEL,

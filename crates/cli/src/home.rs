@@ -120,6 +120,8 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<Vec<(Address, B256)>> {
         genesis.params.unstake_cooldown_secs = 10;
         // Governance in seconds: 2 s voting delay, 20 s of voting, a 2 s timelock.
         genesis.params.governance = openledger_types::params::GovernanceParams::dev();
+        // RLHF rounds in seconds: 10 s to commit, 10 s to reveal.
+        genesis.params.rlhf = openledger_types::params::RlhfParams::dev();
     }
     write_atomically(&home.genesis(), &serde_json::to_string_pretty(&genesis)?)?;
     let mut config = NodeConfig {

@@ -2,6 +2,7 @@
 //! and call every native module from the terminal; generate and chat with a local model.
 
 mod adapter_cmd;
+mod agent_cmd;
 mod ai;
 mod commands;
 mod datanet_cmd;
@@ -12,8 +13,10 @@ mod home;
 mod index_cmd;
 mod openlora_cmd;
 mod openlora_glue;
+mod proposal_cmd;
 mod publish_adapter;
 mod rest;
+mod rlhf_cmd;
 mod wallet;
 
 use clap::Parser;

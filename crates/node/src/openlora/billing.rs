@@ -30,7 +30,7 @@ use axum::{
 };
 use openledger_state::{
     executor::simulate_call,
-    modules::{inference, model},
+    modules::{agent, inference, model},
     StateRead,
 };
 use openledger_types::{
@@ -340,6 +340,24 @@ impl OpenLora {
         })
     }
 
+    /// Refuses, before any compute, a request that could take `caller` past the governed free
+    /// daily token volume while it holds no agent stake: the chain would refuse to record it
+    /// (see `openledger_state::modules::agent`). Counts the tokens already recorded today, not
+    /// those served and not yet recorded.
+    fn check_agent_volume(&self, caller: Address, tokens: u64) -> Result<(), String> {
+        let chain = self.node.chain();
+        let params = chain.params().map_err(|e| e.to_string())?;
+        let env = chain.pending_env(now()).map_err(|e| e.to_string())?;
+        chain
+            .with_pending_state(|s| agent::check_volume(s, &params, env.timestamp, &caller, tokens))
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "this request may use up to {tokens} tokens and would be refused on chain: {e}"
+                )
+            })
+    }
+
     /// Holds the largest fee this request could cost (prompt + max completion tokens at the
     /// governed prices) against the caller's credit, capped by its allowance to the operator,
     /// minus what its other in-flight and journaled-unrecorded requests hold. Err: the 402
@@ -354,6 +372,7 @@ impl OpenLora {
         let st = self.standing(caller, adapter_id)?;
         let need = inference::quote(&st.params, prompt_tokens, max_completion_tokens)
             .map_err(|e| e.to_string())?;
+        self.check_agent_volume(caller, prompt_tokens as u64 + max_completion_tokens as u64)?;
         let limits = self.payments.limits();
         let backlog = self.payments.journal.unrecorded() + self.payments.holds.in_flight();
         if backlog >= limits.max_unrecorded {
