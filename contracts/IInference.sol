@@ -59,6 +59,9 @@ interface IInference {
     /// A record of a `recordInferences` batch whose request id was already recorded (skipped).
     event InferenceDuplicate(bytes32 indexed requestId, uint64 indexed receiptId);
     event InferenceRequest(bytes32 indexed requestId, uint64 indexed receiptId);
+    /// `stakers` is what reached the stakers pool: while RLHF validators exist, the governed
+    /// `rlhf_fee_bps` of the stakers' share goes to the RLHF reward pool instead (logged as
+    /// IRlhf.RewardsFunded with this receipt id), so the four parts plus that slice sum to the fee.
     event FeeSettled(
         uint64 indexed receiptId, uint256 platform, uint256 modelOwner, uint256 stakers, uint256 contributors
     );

@@ -602,3 +602,141 @@ impl<C: alloy_sol_types::SolCall> EncodeVec for C {
         self.abi_encode()
     }
 }
+
+/// The governor itself (0x…1007) drives the governed calls: one proposal, voted by staked
+/// validators, queued and executed after the timelock, slashes an agent, approves a model
+/// proposal with a treasury bounty and retunes an RLHF parameter.
+#[test]
+fn a_passed_governance_proposal_slashes_an_agent_approves_a_bounty_and_tunes_rlhf() {
+    use openledger_types::{
+        abi::{IGovernor, IParams},
+        modules::{GOVERNOR, PARAMS},
+        params::GovernanceParams,
+    };
+    let mut w = world(|p| {
+        p.governance = GovernanceParams {
+            voting_delay_secs: 10,
+            voting_period_secs: 100,
+            proposal_threshold: open(1_000),
+            timelock_delay_secs: 10,
+            ..GovernanceParams::default()
+        }
+    });
+    let agent = w.addr(OUTSIDER);
+    w.call(
+        OUTSIDER,
+        AGENT,
+        IAgent::registerAgentCall {
+            metadata: "spam bot".into(),
+        },
+    )
+    .unwrap();
+    w.send(
+        OUTSIDER,
+        AGENT,
+        open(1_000),
+        IAgent::stakeAgentCall {}.abi_encode_vec(),
+    )
+    .unwrap();
+    w.send(
+        OUTSIDER,
+        MODEL,
+        open(100),
+        IModel::proposeModelCall {
+            name: "bees".into(),
+            description: String::new(),
+            datanetId: 1,
+            targetScoreBps: 7000,
+        }
+        .abi_encode_vec(),
+    )
+    .unwrap();
+    w.env.timestamp += 1;
+
+    let calls: Vec<(alloy_primitives::Address, Vec<u8>)> = vec![
+        (
+            AGENT,
+            IAgent::slashAgentCall {
+                agent,
+                amount: open(400),
+                reason: "flooded the network".into(),
+            }
+            .abi_encode_vec(),
+        ),
+        (
+            MODEL,
+            IModel::approveModelProposalCall {
+                proposalId: 1,
+                bounty: open(3_000),
+            }
+            .abi_encode_vec(),
+        ),
+        (
+            PARAMS,
+            IParams::setParamCall {
+                key: "rlhf_tolerance_bps".into(),
+                jsonValue: "2000".into(),
+            }
+            .abi_encode_vec(),
+        ),
+    ];
+    let targets: Vec<_> = calls.iter().map(|c| c.0).collect();
+    let values = vec![U256::ZERO; calls.len()];
+    let calldatas: Vec<alloy_primitives::Bytes> = calls.into_iter().map(|c| c.1.into()).collect();
+    let description = "slash the spam agent, fund the bee model, loosen RLHF tolerance";
+    w.call(
+        1,
+        GOVERNOR,
+        IGovernor::proposeCall {
+            targets: targets.clone(),
+            values: values.clone(),
+            calldatas: calldatas.clone(),
+            description: description.into(),
+        },
+    )
+    .unwrap();
+    let id = w.view(
+        GOVERNOR,
+        IGovernor::hashProposalCall {
+            targets,
+            values,
+            calldatas,
+            descriptionHash: alloy_primitives::keccak256(description),
+        },
+    );
+    w.env.timestamp += 11;
+    for v in 1..=3 {
+        w.call(
+            v,
+            GOVERNOR,
+            IGovernor::castVoteCall {
+                proposalId: id,
+                support: 1,
+            },
+        )
+        .unwrap();
+    }
+    w.env.timestamp += 100;
+    w.call(1, GOVERNOR, IGovernor::queue_1Call { proposalId: id })
+        .unwrap();
+    w.env.timestamp += 10;
+    let treasury = w.balance(TREASURY);
+    w.call(4, GOVERNOR, IGovernor::execute_1Call { proposalId: id })
+        .unwrap();
+
+    let g = w.view(AGENT, IAgent::getAgentCall { agent });
+    assert_eq!(g.stake, open(600), "the agent lost 400 of its 1,000 OPEN");
+    let p = w.view(MODEL, IModel::getModelProposalCall { proposalId: 1 });
+    assert_eq!(
+        (p.status, p.bounty),
+        (1, open(3_000)),
+        "approved with its bounty"
+    );
+    assert_eq!(
+        treasury - w.balance(TREASURY),
+        open(3_000) - open(400),
+        "the bounty left the treasury, the slash came in"
+    );
+    let params = openledger_state::modules::params::load(&w.kv).unwrap();
+    assert_eq!(params.rlhf.rlhf_tolerance_bps, 2000);
+}
