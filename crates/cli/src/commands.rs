@@ -127,9 +127,9 @@ pub enum Command {
     /// Inference: credit, operator allowances, receipts, settlement.
     #[command(subcommand)]
     Inference(InferenceCmd),
-    /// Staking: stake, unstake, withdraw, claim rewards, show.
+    /// Staking: stake, unstake, withdraw, claim rewards, delegate votes, show stake and votes.
     #[command(subcommand)]
-    Stake(StakeCmd),
+    Stake(crate::stake_cmd::StakeCmd),
     /// Governance (OpenZeppelin Governor at 0x…1007): propose, vote, queue, execute, cancel,
     /// show, list.
     #[command(subcommand)]
@@ -250,26 +250,6 @@ pub enum InferenceCmd {
     Receipt { id: u64 },
     /// Show your (or an address's) credit.
     Credit { who: Option<String> },
-}
-
-#[derive(Subcommand)]
-pub enum StakeCmd {
-    /// Stake OPEN.
-    Add {
-        #[arg(value_parser = parse_open)]
-        amount: U256,
-    },
-    /// Start unbonding part of your stake.
-    Unstake {
-        #[arg(value_parser = parse_open)]
-        amount: U256,
-    },
-    /// Withdraw unbonded OPEN after the cooldown.
-    Withdraw,
-    /// Claim staking rewards.
-    Claim,
-    /// Show stake, rewards and unbonding of an address or key (default: --from).
-    Show { who: Option<String> },
 }
 
 pub(crate) fn parse_datanet_version(s: &str) -> Result<(u64, u64), String> {
@@ -622,7 +602,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inference(c) => inference(&s, c)?,
         Command::Rlhf(c) => crate::rlhf_cmd::run(&s, c)?,
         Command::Agent(c) => crate::agent_cmd::run(&s, c)?,
-        Command::Stake(c) => stake(&s, c)?,
+        Command::Stake(c) => crate::stake_cmd::run(&s, c)?,
         Command::Gov(c) => crate::gov_cmd::run(&s, c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
         Command::Rewards(a) => crate::openlora_cmd::rewards(&s, a)?,
@@ -1028,49 +1008,6 @@ fn inference(s: &Session, c: InferenceCmd) -> Result<()> {
             println!(
                 "{a}: {} OPEN of inference credit",
                 format_open(IInference::creditOfCall::abi_decode_returns(&out)?)
-            );
-            Ok(())
-        }
-    }
-}
-
-fn stake(s: &Session, c: StakeCmd) -> Result<()> {
-    let m = modules::STAKING;
-    match c {
-        StakeCmd::Add { amount } => s.call(m, amount, IStaking::stakeCall {}.abi_encode()),
-        StakeCmd::Unstake { amount } => s.call(
-            m,
-            U256::ZERO,
-            IStaking::requestUnstakeCall { amount }.abi_encode(),
-        ),
-        StakeCmd::Withdraw => s.call(m, U256::ZERO, IStaking::withdrawCall {}.abi_encode()),
-        StakeCmd::Claim => s.call(m, U256::ZERO, IStaking::claimRewardsCall {}.abi_encode()),
-        StakeCmd::Show { who } => {
-            let a = s.me_or(&who)?;
-            let rpc = s.rpc()?;
-            let stake = IStaking::stakeOfCall::abi_decode_returns(
-                &rpc.view(m, IStaking::stakeOfCall { staker: a }.abi_encode())?,
-            )?;
-            let rewards = IStaking::pendingRewardsCall::abi_decode_returns(
-                &rpc.view(m, IStaking::pendingRewardsCall { staker: a }.abi_encode())?,
-            )?;
-            let unb = IStaking::unbondingOfCall::abi_decode_returns(
-                &rpc.view(m, IStaking::unbondingOfCall { staker: a }.abi_encode())?,
-            )?;
-            let total = IStaking::totalStakedCall::abi_decode_returns(
-                &rpc.view(m, IStaking::totalStakedCall {}.abi_encode())?,
-            )?;
-            println!("{a}");
-            println!(
-                "  staked     {} OPEN (of {} OPEN in total)",
-                format_open(stake),
-                format_open(total)
-            );
-            println!("  rewards    {} OPEN", format_open(rewards));
-            println!(
-                "  unbonding  {} OPEN, released at {}",
-                format_open(unb.amount),
-                unb.releaseTime
             );
             Ok(())
         }

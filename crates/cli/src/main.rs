@@ -17,6 +17,7 @@ mod proposal_cmd;
 mod publish_adapter;
 mod rest;
 mod rlhf_cmd;
+mod stake_cmd;
 mod wallet;
 
 use clap::Parser;
