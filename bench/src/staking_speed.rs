@@ -1,0 +1,422 @@
+//! Staking at scale: the time of each staking operation, of voting-power lookups and of a fee
+//! settlement with 100, 10,000 and 100,000 stakers. Reward-per-share accounting and checkpointed
+//! votes make every operation O(1) in the number of stakers (a lookup by timepoint is a binary
+//! search over one account's checkpoints), so the times should stay flat; what grows is only
+//! the in-memory key-value map under them (a B-tree: O(log entries) per read).
+//!
+//! Each operation runs as the executor runs a module call (`modules::dispatch` over an overlay
+//! whose writes are then applied), without signature recovery and gas, on random stakers; the
+//! clock moves one second per operation, so every stake change appends checkpoints.
+//!
+//! Usage: `cargo run --release -p openledger-bench --bin staking-speed -- [--stakers 100,10000,100000]
+//! [--ops 2000] [--rounds 5]`
+
+mod flags;
+mod rng;
+
+use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_sol_types::SolCall;
+use openledger_state::{
+    genesis::genesis_writes,
+    modules::{self, staking},
+    Ctx, Env, ExecError, MemKv, Overlay, StateRead, StorageError,
+};
+use openledger_types::{
+    abi::{IDatanet, IInference, IModel, IStaking},
+    modules::{DATANET, INFERENCE, MODEL, STAKING, TREASURY},
+    units::one_open,
+    Genesis, Params,
+};
+use rng::Rng;
+use std::{cell::Cell, time::Instant};
+
+/// A chain state driven by module calls, counting the key-value reads and writes they make.
+struct Chain {
+    kv: MemKv,
+    env: Env,
+    params: Params,
+    reads: Cell<u64>,
+    writes: u64,
+}
+
+/// The committed state seen through a read counter.
+struct Counted<'a> {
+    kv: &'a MemKv,
+    reads: &'a Cell<u64>,
+}
+
+impl StateRead for Counted<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.reads.set(self.reads.get() + 1);
+        self.kv.get(key)
+    }
+}
+
+impl Chain {
+    /// `n` accounts with 1,000 OPEN each, every one staking 10 OPEN (one per second).
+    fn with_stakers(n: usize) -> (Chain, Vec<Address>) {
+        let stakers: Vec<Address> = (0..n)
+            .map(|i| Address::from_slice(&keccak256(format!("staker {i}"))[12..]))
+            .collect();
+        let genesis = Genesis::with_accounts(1, 1_000, &stakers, U256::from(1_000u64) * one_open())
+            .expect("a valid genesis");
+        // The operator records every receipt itself: no daily free-volume limit here.
+        let mut genesis = genesis;
+        genesis.params.agent.agent_free_tokens_per_day = u64::MAX;
+        let mut kv = MemKv::default();
+        kv.apply(genesis_writes(&genesis).expect("genesis applies"));
+        let mut chain = Chain {
+            kv,
+            env: Env {
+                chain_id: 1,
+                block_number: 1,
+                timestamp: 1_000,
+            },
+            params: genesis.params,
+            reads: Cell::new(0),
+            writes: 0,
+        };
+        let stake = IStaking::stakeCall {}.abi_encode();
+        for a in &stakers {
+            chain.tick();
+            chain
+                .call(*a, STAKING, U256::from(10u64) * one_open(), &stake)
+                .expect("stake");
+        }
+        (chain, stakers)
+    }
+
+    fn tick(&mut self) {
+        self.env.timestamp += 1;
+        self.env.block_number += 1;
+    }
+
+    /// Runs a call and applies its writes.
+    fn call(
+        &mut self,
+        from: Address,
+        to: Address,
+        value: U256,
+        data: &[u8],
+    ) -> Result<Vec<u8>, ExecError> {
+        let counted = Counted {
+            kv: &self.kv,
+            reads: &self.reads,
+        };
+        let mut ctx = Ctx {
+            state: Overlay::new(&counted),
+            env: &self.env,
+            params: &self.params,
+            sender: from,
+            value,
+            logs: Vec::new(),
+        };
+        let out = modules::dispatch(&mut ctx, to, data)?;
+        let writes = ctx.state.into_writes();
+        self.writes += writes.len() as u64;
+        self.kv.apply(writes);
+        Ok(out)
+    }
+
+    /// Runs a view (writes discarded).
+    fn view(&self, to: Address, data: &[u8]) -> Result<Vec<u8>, ExecError> {
+        let counted = Counted {
+            kv: &self.kv,
+            reads: &self.reads,
+        };
+        let mut ctx = Ctx {
+            state: Overlay::new(&counted),
+            env: &self.env,
+            params: &self.params,
+            sender: Address::ZERO,
+            value: U256::ZERO,
+            logs: Vec::new(),
+        };
+        modules::dispatch(&mut ctx, to, data)
+    }
+
+    /// A datanet with one approved contribution by `owner`, a base model, an adapter on it,
+    /// credit for `owner`, who also operates: ready for `recordInference`.
+    fn inference_setup(&mut self, owner: Address) {
+        let calls: Vec<(Address, U256, Vec<u8>)> = vec![
+            (
+                DATANET,
+                U256::ZERO,
+                IDatanet::createDatanetCall {
+                    name: "bench".into(),
+                    summary: String::new(),
+                    description: String::new(),
+                    tags: vec![],
+                    dataType: 0,
+                    licence: "CC0".into(),
+                    permissioned: false,
+                }
+                .abi_encode(),
+            ),
+            (
+                DATANET,
+                U256::ZERO,
+                IDatanet::contributeCall {
+                    datanetId: 1,
+                    rowsRoot: keccak256(b"rows"),
+                    rowCount: 10,
+                    byteSize: 1000,
+                    score: 9000,
+                    metadataUri: String::new(),
+                }
+                .abi_encode(),
+            ),
+            (
+                DATANET,
+                U256::ZERO,
+                IDatanet::approveCall { contributionId: 1 }.abi_encode(),
+            ),
+            (
+                MODEL,
+                U256::ZERO,
+                IModel::registerBaseModelCall {
+                    modelHash: keccak256(b"base"),
+                    name: "base".into(),
+                }
+                .abi_encode(),
+            ),
+            (
+                MODEL,
+                U256::ZERO,
+                IModel::registerAdapterCall {
+                    baseModelId: 1,
+                    name: "bench".into(),
+                    datanetIds: vec![1],
+                    datanetVersions: vec![1],
+                    trainingConfigHash: B256::repeat_byte(1),
+                    adapterHash: B256::repeat_byte(2),
+                    attributionIndexRoot: B256::repeat_byte(3),
+                }
+                .abi_encode(),
+            ),
+            (
+                INFERENCE,
+                U256::from(500u64) * one_open(),
+                IInference::depositCall {}.abi_encode(),
+            ),
+        ];
+        for (to, value, data) in calls {
+            self.call(owner, to, value, &data)
+                .expect("inference set-up");
+        }
+    }
+}
+
+/// The operations measured, in the order of the table's columns.
+const OPS: [&str; 8] = [
+    "stake",
+    "requestUnstake",
+    "claimRewards",
+    "delegate",
+    "getPastVotes",
+    "getPastTotalSupply",
+    "stakers share",
+    "settle 1 receipt",
+];
+
+/// One chain under test: its stakers and the receipts left to settle.
+struct Case {
+    n: usize,
+    chain: Chain,
+    stakers: Vec<Address>,
+    receipts: std::vec::IntoIter<u64>,
+    rng: Rng,
+}
+
+impl Case {
+    /// `n` stakers, and `receipts` recorded inferences of staker 0's adapter waiting to settle.
+    fn new(n: usize, receipts: usize) -> Case {
+        let (mut chain, stakers) = Chain::with_stakers(n);
+        let owner = stakers[0];
+        chain.inference_setup(owner);
+        let record = IInference::recordInferenceCall {
+            caller: owner,
+            adapterId: 1,
+            promptTokens: 100,
+            completionTokens: 200,
+            top: vec![IInference::Attribution {
+                contributionId: 1,
+                weightPpm: 600_000,
+            }],
+            attributionRoot: B256::repeat_byte(4),
+        }
+        .abi_encode();
+        let ids: Vec<u64> = (0..receipts)
+            .map(|_| {
+                let out = chain
+                    .call(owner, INFERENCE, U256::ZERO, &record)
+                    .expect("recordInference");
+                IInference::recordInferenceCall::abi_decode_returns(&out).expect("an id")
+            })
+            .collect();
+        Case {
+            n,
+            chain,
+            stakers,
+            receipts: ids.into_iter(),
+            rng: Rng(n as u64),
+        }
+    }
+
+    fn pick(&mut self) -> Address {
+        self.stakers[self.rng.below(self.n as u64) as usize]
+    }
+
+    /// A past timestamp since the first stake.
+    fn past(&mut self) -> U256 {
+        let start = 1_001;
+        U256::from(start + self.rng.below(self.chain.env.timestamp - start))
+    }
+
+    /// Runs operation `op` once.
+    fn run(&mut self, op: usize) {
+        let one = one_open();
+        match OPS[op] {
+            "stake" => {
+                self.chain.tick();
+                let who = self.pick();
+                let data = IStaking::stakeCall {}.abi_encode();
+                self.chain.call(who, STAKING, one, &data).expect("stake");
+            }
+            "requestUnstake" => {
+                self.chain.tick();
+                let who = self.pick();
+                let data = IStaking::requestUnstakeCall {
+                    amount: one / U256::from(1000u64),
+                }
+                .abi_encode();
+                self.chain
+                    .call(who, STAKING, U256::ZERO, &data)
+                    .expect("requestUnstake");
+            }
+            "claimRewards" => {
+                self.chain.tick();
+                let who = self.pick();
+                let data = IStaking::claimRewardsCall {}.abi_encode();
+                self.chain
+                    .call(who, STAKING, U256::ZERO, &data)
+                    .expect("claimRewards");
+            }
+            "delegate" => {
+                self.chain.tick();
+                let (who, delegatee) = (self.pick(), self.pick());
+                let data = IStaking::delegateCall { delegatee }.abi_encode();
+                self.chain
+                    .call(who, STAKING, U256::ZERO, &data)
+                    .expect("delegate");
+            }
+            "getPastVotes" => {
+                let (account, timepoint) = (self.pick(), self.past());
+                let data = IStaking::getPastVotesCall { account, timepoint }.abi_encode();
+                self.chain.view(STAKING, &data).expect("getPastVotes");
+            }
+            "getPastTotalSupply" => {
+                let timepoint = self.past();
+                let data = IStaking::getPastTotalSupplyCall { timepoint }.abi_encode();
+                self.chain.view(STAKING, &data).expect("getPastTotalSupply");
+            }
+            // The stakers' share of a settled fee (and every gas fee) entering the pool.
+            "stakers share" => {
+                let amount = U256::from(1_000_000_007u64 + self.rng.below(1000));
+                let c = &mut self.chain;
+                let counted = Counted {
+                    kv: &c.kv,
+                    reads: &c.reads,
+                };
+                let mut o = Overlay::new(&counted);
+                staking::add_rewards(&mut o, &TREASURY, amount).expect("add rewards");
+                let writes = o.into_writes();
+                c.writes += writes.len() as u64;
+                c.kv.apply(writes);
+            }
+            // A whole settlement: platform, model owner, the stakers pool and a contributor.
+            _ => {
+                let id = self.receipts.next().expect("a receipt per settlement");
+                let data = IInference::settleCall {
+                    receiptIds: vec![id],
+                }
+                .abi_encode();
+                let owner = self.stakers[0];
+                self.chain
+                    .call(owner, INFERENCE, U256::ZERO, &data)
+                    .expect("settle");
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes: Vec<usize> = flags::arg(&args, "--stakers", "100,10000,100000".to_string())
+        .split(',')
+        .map(|s| s.trim().parse().expect("--stakers: comma-separated counts"))
+        .collect();
+    let ops: usize = flags::arg(&args, "--ops", 2000);
+    let rounds: usize = flags::arg(&args, "--rounds", 15);
+    let t = Instant::now();
+    let mut cases: Vec<Case> = sizes.iter().map(|&n| Case::new(n, ops * rounds)).collect();
+    println!(
+        "staking-speed: {rounds} rounds of {ops} operations on random stakers, every size in turn within each round (set-up {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    // times[case][op]: µs per operation in each round; io[case][op]: key-value reads and
+    // writes per operation (they do not vary between rounds).
+    let mut times = vec![vec![Vec::with_capacity(rounds); OPS.len()]; cases.len()];
+    let mut io = vec![vec![(0.0, 0.0); OPS.len()]; cases.len()];
+    for _ in 0..rounds {
+        for op in 0..OPS.len() {
+            for (c, case) in cases.iter_mut().enumerate() {
+                let (reads, writes) = (case.chain.reads.get(), case.chain.writes);
+                let t = Instant::now();
+                for _ in 0..ops {
+                    case.run(op);
+                }
+                times[c][op].push(t.elapsed().as_secs_f64() * 1e6 / ops as f64);
+                io[c][op] = (
+                    (case.chain.reads.get() - reads) as f64 / ops as f64,
+                    (case.chain.writes - writes) as f64 / ops as f64,
+                );
+            }
+        }
+    }
+    println!("\nkey-value reads / writes per operation:");
+    println!(
+        "{:>8} {:>10}{}",
+        "stakers",
+        "kv entries",
+        OPS.map(|n| format!("{n:>20}")).join("")
+    );
+    for (c, case) in cases.iter().enumerate() {
+        let cells: String = io[c]
+            .iter()
+            .map(|(r, w)| format!("{:>20}", format!("{r:.1} / {w:.1}")))
+            .collect();
+        println!("{:>8} {:>10}{cells}", case.n, case.chain.kv.0.len());
+    }
+    for (label, pick) in [("best round", 0.0), ("median round", 0.5)] {
+        println!("\nµs per operation, {label}:");
+        println!(
+            "{:>8} {:>10}{}",
+            "stakers",
+            "kv entries",
+            OPS.map(|n| format!("{n:>20}")).join("")
+        );
+        for (c, case) in cases.iter().enumerate() {
+            let cells: String = times[c]
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.sort_by(f64::total_cmp);
+                    let i = ((r.len() - 1) as f64 * pick) as usize;
+                    format!("{:>20.2}", r[i])
+                })
+                .collect();
+            println!("{:>8} {:>10}{cells}", case.n, case.chain.kv.0.len());
+        }
+    }
+}
