@@ -8,11 +8,12 @@
 //! activations at 8 bits), and an adapter is trained against exactly what will serve it.
 //!
 //! **Backward** (`g·W`) keeps `g` in f32 and multiplies it by the weight dequantized one tile of
-//! columns at a time (tiles of at most [`TILE_BYTES`], in column order, each tile's rows
-//! dequantized in parallel, the product by candle's GEMM): the f32 matrix never exists whole, and
-//! every value of the result is one GEMM's output whatever the thread scheduling, so results are
-//! reproducible. The gradient treats the activation quantization as the identity (the usual
-//! straight-through estimate): it is the gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
+//! rows at a time: `Σ_tiles g[:, tile]·W[tile, :]`, tiles of at most [`TILE_BYTES`] and at most half
+//! the matrix, each dequantized in parallel, multiplied by candle's GEMM and added in row order.
+//! The f32 matrix never exists whole, and the tiles, their products and the order of the sums do
+//! not depend on thread scheduling, so results are reproducible. The gradient treats the
+//! activation quantization as the identity (the usual straight-through estimate): it is the
+//! gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
 
 use crate::error::{Error, Result};
 use crate::ops::FrozenWeight;
@@ -25,8 +26,8 @@ use rayon::prelude::*;
 
 /// Largest f32 tile of the weight the backward dequantizes at once.
 pub const TILE_BYTES: usize = 4 << 20;
-/// Widest tile, in blocks of 32 columns.
-const MAX_TILE_BLOCKS: usize = 8;
+/// Most rows in a backward tile.
+const MAX_TILE_ROWS: usize = 1024;
 /// Rows dequantized per parallel task (a multiple of 8, the packed layout's group).
 const ROWS_PER_TASK: usize = 64;
 
@@ -45,25 +46,31 @@ impl QuantizedWeight {
         &self.w
     }
 
-    /// Blocks of 32 columns per backward tile: as many as fit [`TILE_BYTES`] (at least one, at
-    /// most [`MAX_TILE_BLOCKS`]).
-    fn tile_blocks(&self) -> usize {
-        let per_block = self.w.rows() * QK * std::mem::size_of::<f32>();
-        (TILE_BYTES / per_block.max(1)).clamp(1, MAX_TILE_BLOCKS)
+    /// Rows per backward tile: a multiple of 8 that fits [`TILE_BYTES`], at most
+    /// [`MAX_TILE_ROWS`] and at most half the matrix (rounded up to 8).
+    fn tile_rows(&self) -> usize {
+        let per_row = self.w.cols() * std::mem::size_of::<f32>();
+        let half = self.w.rows().div_ceil(2).next_multiple_of(8);
+        (TILE_BYTES / per_row.max(1))
+            .min(MAX_TILE_ROWS)
+            .min(half)
+            .max(8)
+            / 8
+            * 8
     }
 
-    /// `W[:, 32·blocks]` as an f32 `[out, width]` tensor, rows dequantized in parallel.
-    fn tile(&self, blocks: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
-        let (rows, width) = (self.w.rows(), blocks.len() * QK);
-        let mut tile = vec![0f32; rows * width];
-        tile.par_chunks_mut(ROWS_PER_TASK * width)
+    /// Rows `rows` of `W` as an f32 `[rows.len(), in]` tensor, dequantized in parallel.
+    fn tile(&self, rows: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
+        let (cols, blocks) = (self.w.cols(), self.w.cols() / QK);
+        let mut tile = vec![0f32; rows.len() * cols];
+        tile.par_chunks_mut(ROWS_PER_TASK * cols)
             .enumerate()
             .try_for_each(|(i, dst)| {
-                let first = i * ROWS_PER_TASK;
-                let end = first + dst.len() / width;
-                self.w.dequantize_tile(first..end, blocks.clone(), dst)
+                let first = rows.start + i * ROWS_PER_TASK;
+                self.w
+                    .dequantize_tile(first..first + dst.len() / cols, 0..blocks, dst)
             })?;
-        Tensor::from_vec(tile, (rows, width), &Device::Cpu)
+        Tensor::from_vec(tile, (rows.len(), cols), &Device::Cpu)
     }
 }
 
@@ -109,16 +116,13 @@ impl FrozenWeight for QuantizedWeight {
             );
         }
         let g = g.contiguous()?;
-        let blocks = cols / QK;
-        let step = self.tile_blocks();
+        let step = self.tile_rows();
         let mut result = vec![0f32; n * cols];
-        for b0 in (0..blocks).step_by(step) {
-            let b1 = (b0 + step).min(blocks);
-            let part: Vec<f32> = g.matmul(&self.tile(b0..b1)?)?.flatten_all()?.to_vec1()?;
-            let width = (b1 - b0) * QK;
-            for (dst, src) in result.chunks_exact_mut(cols).zip(part.chunks_exact(width)) {
-                dst[b0 * QK..b1 * QK].copy_from_slice(src);
-            }
+        for r0 in (0..rows).step_by(step) {
+            let r1 = (r0 + step).min(rows);
+            let gt = g.narrow(1, r0, r1 - r0)?.contiguous()?;
+            let part: Vec<f32> = gt.matmul(&self.tile(r0..r1)?)?.flatten_all()?.to_vec1()?;
+            result.iter_mut().zip(&part).for_each(|(acc, p)| *acc += p);
         }
         Tensor::from_vec(result, (n, cols), g.device())
     }
@@ -207,7 +211,8 @@ mod tests {
         t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
     }
 
-    /// Shapes with packed (rows a multiple of 8) and plain GGUF rows, and with several tiles.
+    /// Shapes with packed (rows a multiple of 8) and plain GGUF rows, with two tiles (the last one
+    /// short) and with many.
     fn weights() -> Vec<QuantizedWeight> {
         let mut out = Vec::new();
         for format in [QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0] {
@@ -224,13 +229,16 @@ mod tests {
         for w in weights() {
             let (rows, cols) = w.dims();
             let full: Vec<Vec<f32>> = w.w.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
-            let blocks = 1..(cols / QK).min(3);
-            let width = blocks.len() * QK;
-            let mut tile = vec![0f32; 5 * width];
-            w.w.dequantize_tile(rows - 5..rows, blocks, &mut tile)
-                .unwrap();
-            for (i, row) in tile.chunks(width).enumerate() {
-                assert_eq!(row, &full[rows - 5 + i][QK..QK + width]);
+            // Whole groups of eight rows (read group by group when packed) and a ragged end.
+            for (rs, blocks) in [(8..24, 1..(cols / QK).min(3)), (rows - 5..rows, 1..2)] {
+                let width = blocks.len() * QK;
+                let mut tile = vec![0f32; rs.len() * width];
+                w.w.dequantize_tile(rs.clone(), blocks.clone(), &mut tile)
+                    .unwrap();
+                for (i, row) in tile.chunks(width).enumerate() {
+                    let c = blocks.start * QK;
+                    assert_eq!(row, &full[rs.start + i][c..c + width]);
+                }
             }
             assert!(w
                 .w
@@ -247,7 +255,7 @@ mod tests {
         let dev = Device::Cpu;
         for w in weights() {
             let (rows, cols) = w.dims();
-            assert!(w.tile_blocks() * QK < cols || rows * cols * 4 <= TILE_BYTES);
+            assert!(w.tile_rows() < rows, "{rows}x{cols} is one tile");
             let g = Tensor::from_vec(values(5 * rows, 3), (5, rows), &dev).unwrap();
             let want = g.matmul(&w.w.dequantize(&dev).unwrap()).unwrap();
             let got = w.backward(&g).unwrap();

@@ -206,6 +206,19 @@ impl QWeight {
             return Ok(());
         }
         let bb = self.format.block_bytes();
+        if self.packed && rows.start.is_multiple_of(8) && rows.end.is_multiple_of(8) {
+            for (g, dst) in (rows.start / 8..rows.end / 8).zip(out.chunks_exact_mut(8 * width)) {
+                packed::dequantize_group(
+                    self.format,
+                    &self.data,
+                    self.cols,
+                    g,
+                    blocks.clone(),
+                    dst,
+                );
+            }
+            return Ok(());
+        }
         let mut block = [0u8; 34];
         for (r, dst) in rows.zip(out.chunks_exact_mut(width)) {
             if self.packed {

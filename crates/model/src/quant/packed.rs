@@ -138,6 +138,54 @@ pub fn unpack_block(
     }
 }
 
+/// Dequantizes the blocks `blocks` of the eight rows of group `g` from the grouped layout into
+/// `out` (eight rows of `32·blocks.len()` values), reading each group block once. The values are
+/// bit-identical to [`super::formats::dequantize_row`]'s.
+///
+/// The caller checked `g` and `blocks` against the matrix and the size of `out`; an index outside
+/// them panics.
+pub fn dequantize_group(
+    format: QFormat,
+    packed: &[u8],
+    cols: usize,
+    g: usize,
+    blocks: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let nb = cols / QK;
+    let gb = group_block_bytes(format).expect("a repacked format");
+    let width = blocks.len() * QK;
+    let f16_at = |src: &[u8], i: usize| half::f16::from_le_bytes([src[i], src[i + 1]]).to_f32();
+    for (i, b) in blocks.enumerate() {
+        let src = &packed[(g * nb + b) * gb..][..gb];
+        for lane in 0..8 {
+            let dst = &mut out[lane * width + i * QK..][..QK];
+            let d = f16_at(src, 2 * lane);
+            match format {
+                QFormat::Q4_1 => {
+                    let m = f16_at(src, 16 + 2 * lane);
+                    for k in 0..4 {
+                        let q = &src[32 + 32 * k + 4 * lane..][..4];
+                        for (j, &byte) in q.iter().enumerate() {
+                            dst[4 * k + j] = d * (byte & 0x0F) as f32 + m;
+                            dst[4 * k + j + QK / 2] = d * (byte >> 4) as f32 + m;
+                        }
+                    }
+                }
+                QFormat::Q8_0 => {
+                    for s in 0..8 {
+                        let q = &src[16 + 32 * s + 4 * lane..][..4];
+                        for (j, &byte) in q.iter().enumerate() {
+                            dst[4 * s + j] = d * (byte ^ 0x80) as i8 as f32;
+                        }
+                    }
+                }
+                QFormat::Q4_0 => unreachable!("Q4_0 is not repacked"),
+            }
+        }
+    }
+}
+
 /// `fn(group_bytes, activation rows) -> [row results; 8]` for one act row (`X1`) or four (`X4`).
 pub type X1Fn = fn(&[u8], &[ActBlock]) -> [f32; 8];
 pub type X4Fn = fn(&[u8], [&[ActBlock]; 4]) -> [[f32; 8]; 4];
