@@ -462,3 +462,43 @@ fn other_modules_slash_through_the_rust_api() {
     let long = "x".repeat(w.genesis.params.max_string_bytes as usize + 1);
     assert!(staking::slash(&mut ctx, &a, open(1), &long).is_err());
 }
+
+#[test]
+fn stake_from_before_voting_checkpoints_can_still_leave() {
+    let mut w = world(|_| {});
+    let a = w.addr(0);
+    stake(&mut w, 0, open(100));
+    // State of an older release: stake recorded, no voting checkpoints.
+    let checkpoints: Vec<Vec<u8>> =
+        w.kv.0
+            .keys()
+            .filter(|k| {
+                k.starts_with(b"s/k")
+                    || k.starts_with(b"s/n")
+                    || k.starts_with(b"s/K")
+                    || k.starts_with(b"s/N")
+            })
+            .cloned()
+            .collect();
+    assert!(!checkpoints.is_empty());
+    for k in checkpoints {
+        w.kv.0.remove(&k);
+    }
+    assert_eq!(votes(&w, a), U256::ZERO);
+    w.call(
+        0,
+        STAKING,
+        IStaking::requestUnstakeCall { amount: open(40) },
+    )
+    .expect("unstaking stake that never had votes");
+    assert_eq!(votes(&w, a), U256::ZERO);
+    stake(&mut w, 0, open(5));
+    assert_eq!(votes(&w, a), open(5), "new stake counts");
+    assert_eq!(w.view(STAKING, IStaking::totalStakedCall {}), open(65));
+    wait(&mut w, 1);
+    assert_eq!(
+        past_total(&w, w.env.timestamp - 1),
+        open(65),
+        "the total is checkpointed whole"
+    );
+}
