@@ -793,8 +793,22 @@ fn open_serve(
         },
         adapter_cache_bytes: settings.adapter_cache_mib.saturating_mul(1 << 20),
         allow_runtime_lora: settings.allow_runtime_lora,
+        dlora: openledger_serve::dlora::DloraConfig {
+            enabled: settings.dlora,
+            merge_share: settings.dlora_merge_share,
+            unmerge_share: settings.dlora_unmerge_share,
+            ..Default::default()
+        },
         ..openledger_serve::ServeConfig::default()
     };
+    let shares = (settings.dlora_unmerge_share, settings.dlora_merge_share);
+    if !(0.0 < shares.0 && shares.0 < shares.1 && shares.1 <= 1.0) {
+        anyhow::bail!(
+            "[serve] dlora_unmerge_share ({}) must be above 0 and below dlora_merge_share ({}), which must be at most 1",
+            shares.0,
+            shares.1
+        );
+    }
     let serve = openledger_serve::Serve::open(path, device, config)
         .with_context(|| format!("loading the model to serve, {}", path.display()))?;
     Ok(Some(serve))

@@ -143,6 +143,12 @@ pub struct ServeSettings {
     /// Serve vLLM's `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` (they load any local
     /// path the node can read: for local operators only).
     pub allow_runtime_lora: bool,
+    /// dLoRA: merge an adapter that serves at least `dlora_merge_share` of the rows into a copy
+    /// of the base weights (f32 bases only; a quantized base never merges, its kernels are
+    /// faster), and unmerge when its share falls below `dlora_unmerge_share`.
+    pub dlora: bool,
+    pub dlora_merge_share: f64,
+    pub dlora_unmerge_share: f64,
     /// The keystore name of the operator account that records receipts of paid calls on chain
     /// and pays their gas. With one, calls to on-chain adapters need an API key and are charged
     /// to its account's prepaid credit; without, they are served free. `init --dev` sets `dev9`.
@@ -164,6 +170,9 @@ impl Default for ServeSettings {
             max_active_adapters: 64,
             max_active_adapter_mib: 256,
             allow_runtime_lora: false,
+            dlora: true,
+            dlora_merge_share: 0.9,
+            dlora_unmerge_share: 0.6,
             operator: None,
             preload: Vec::new(),
         }
