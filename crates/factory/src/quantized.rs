@@ -8,10 +8,11 @@
 //! activations at 8 bits), and an adapter is trained against exactly what will serve it.
 //!
 //! **Backward** (`g·W`) keeps `g` in f32 and multiplies it by the weight dequantized one tile of
-//! rows at a time: `Σ_tiles g[:, tile]·W[tile, :]`, tiles of at most [`TILE_BYTES`] and at most half
-//! the matrix, each dequantized in parallel, multiplied by candle's GEMM and added in row order.
-//! The f32 matrix never exists whole, and the tiles, their products and the order of the sums do
-//! not depend on thread scheduling, so results are reproducible. The gradient treats the
+//! rows at a time: `Σ_tiles g[:, tile]·W[tile, :]`, tiles of at most [`TILE_BYTES`] of f32, each
+//! dequantized in parallel, multiplied by candle's GEMM and added in row order. At most one tile
+//! exists at a time (the f32 copy of a weight above [`TILE_BYTES`] never exists whole), and the
+//! tiles, their products and the order of the sums do not depend on thread scheduling, so results
+//! are reproducible. The gradient treats the
 //! activation quantization as the identity (the usual straight-through estimate): it is the
 //! gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
 
@@ -24,7 +25,10 @@ use openledger_model::quant::{QFormat, QWeight};
 use openledger_model::{Llama, Target};
 use rayon::prelude::*;
 
-/// Largest f32 tile of the weight the backward dequantizes at once.
+/// Largest f32 tile of a weight the backward dequantizes at once. A weight this small or smaller
+/// is one tile (splitting its product costs more than the tile's memory: SmolLM2's largest
+/// projection, 576×1536, is 3.5 MB); a larger one never exists whole in f32 (SmolLM2's tied LM
+/// head, 113 MB as f32, goes through in 48 tiles of 1024 rows).
 pub const TILE_BYTES: usize = 4 << 20;
 /// Most rows in a backward tile.
 const MAX_TILE_ROWS: usize = 1024;
@@ -46,17 +50,41 @@ impl QuantizedWeight {
         &self.w
     }
 
-    /// Rows per backward tile: a multiple of 8 that fits [`TILE_BYTES`], at most
-    /// [`MAX_TILE_ROWS`] and at most half the matrix (rounded up to 8).
+    /// Rows per backward tile: a multiple of 8 whose f32 copy fits [`TILE_BYTES`], at most
+    /// [`MAX_TILE_ROWS`].
     fn tile_rows(&self) -> usize {
         let per_row = self.w.cols() * std::mem::size_of::<f32>();
-        let half = self.w.rows().div_ceil(2).next_multiple_of(8);
-        (TILE_BYTES / per_row.max(1))
-            .min(MAX_TILE_ROWS)
-            .min(half)
-            .max(8)
-            / 8
-            * 8
+        (TILE_BYTES / per_row.max(1)).clamp(8, MAX_TILE_ROWS) / 8 * 8
+    }
+
+    /// `g·W` over tiles of `step` rows: `Σ g[:, tile]·W[tile, :]`, added in row order.
+    fn backward_in_tiles(&self, g: &Tensor, step: usize) -> candle_core::Result<Tensor> {
+        let (n, out) = g.dims2()?;
+        let (rows, cols) = self.dims();
+        if out != rows {
+            candle_core::bail!(
+                "quantized backward: gradient has {out} features, the weight {rows}"
+            );
+        }
+        if step >= rows {
+            return g.matmul(&self.tile(0..rows)?);
+        }
+        let g = g.contiguous()?;
+        let mut result: Vec<f32> = Vec::new();
+        for r0 in (0..rows).step_by(step) {
+            let r1 = (r0 + step).min(rows);
+            let gt = g.narrow(1, r0, r1 - r0)?.contiguous()?;
+            let part = gt.matmul(&self.tile(r0..r1)?)?;
+            with_values(&part, |p| {
+                if result.is_empty() {
+                    result.extend_from_slice(p);
+                } else {
+                    result.iter_mut().zip(p).for_each(|(acc, p)| *acc += p);
+                }
+                Ok(())
+            })?;
+        }
+        Tensor::from_vec(result, (n, cols), g.device())
     }
 
     /// Rows `rows` of `W` as an f32 `[rows.len(), in]` tensor, dequantized in parallel.
@@ -108,23 +136,7 @@ impl FrozenWeight for QuantizedWeight {
     }
 
     fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, out) = g.dims2()?;
-        let (rows, cols) = self.dims();
-        if out != rows {
-            candle_core::bail!(
-                "quantized backward: gradient has {out} features, the weight {rows}"
-            );
-        }
-        let g = g.contiguous()?;
-        let step = self.tile_rows();
-        let mut result = vec![0f32; n * cols];
-        for r0 in (0..rows).step_by(step) {
-            let r1 = (r0 + step).min(rows);
-            let gt = g.narrow(1, r0, r1 - r0)?.contiguous()?;
-            let part: Vec<f32> = gt.matmul(&self.tile(r0..r1)?)?.flatten_all()?.to_vec1()?;
-            result.iter_mut().zip(&part).for_each(|(acc, p)| *acc += p);
-        }
-        Tensor::from_vec(result, (n, cols), g.device())
+        self.backward_in_tiles(g, self.tile_rows())
     }
 }
 
@@ -211,8 +223,7 @@ mod tests {
         t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
     }
 
-    /// Shapes with packed (rows a multiple of 8) and plain GGUF rows, with two tiles (the last one
-    /// short) and with many.
+    /// Shapes with packed (rows a multiple of 8) and plain GGUF rows, one above [`TILE_BYTES`].
     fn weights() -> Vec<QuantizedWeight> {
         let mut out = Vec::new();
         for format in [QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0] {
@@ -255,21 +266,24 @@ mod tests {
         let dev = Device::Cpu;
         for w in weights() {
             let (rows, cols) = w.dims();
-            assert!(w.tile_rows() < rows, "{rows}x{cols} is one tile");
             let g = Tensor::from_vec(values(5 * rows, 3), (5, rows), &dev).unwrap();
             let want = g.matmul(&w.w.dequantize(&dev).unwrap()).unwrap();
-            let got = w.backward(&g).unwrap();
-            let err = max_abs(&(&got - &want).unwrap());
-            assert!(
-                err <= 1e-5 * max_abs(&want),
-                "{:?} {rows}x{cols}: {err}",
-                w.w.format()
-            );
-            let again = w.backward(&g).unwrap();
-            assert_eq!(
-                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                again.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            );
+            // As tiled for its size (the largest in 9 tiles), and in tiles of 16 and 40 rows (the
+            // last one short).
+            for step in [w.tile_rows(), 16, 40] {
+                let got = w.backward_in_tiles(&g, step).unwrap();
+                let err = max_abs(&(&got - &want).unwrap());
+                assert!(
+                    err <= 1e-5 * max_abs(&want),
+                    "{:?} {rows}x{cols} in tiles of {step}: {err}",
+                    w.w.format()
+                );
+                let again = w.backward_in_tiles(&g, step).unwrap();
+                assert_eq!(
+                    got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    again.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                );
+            }
         }
         let w = std::sync::Arc::new(weights().swap_remove(0));
         let x =
