@@ -12,9 +12,8 @@
 //! dequantized in parallel, multiplied by candle's GEMM and added in row order. At most one tile
 //! exists at a time (the f32 copy of a weight above [`TILE_BYTES`] never exists whole), and the
 //! tiles, their products and the order of the sums do not depend on thread scheduling, so results
-//! are reproducible. The gradient treats the
-//! activation quantization as the identity (the usual straight-through estimate): it is the
-//! gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
+//! are reproducible. The gradient treats the activation quantization as the identity (the usual
+//! straight-through estimate): it is the gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
 
 use crate::error::{Error, Result};
 use crate::ops::FrozenWeight;
