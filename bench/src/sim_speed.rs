@@ -1,0 +1,105 @@
+//! Flywheel simulator speed: (1) plain OPEN transfers and stakes through the real executor
+//! (`openledger_sim::chain::SimChain`, one thread), in transactions per second; (2) a whole
+//! scenario run (default scenarios/quick.toml): executor transactions per second and inference
+//! records per second (inferences are recorded in `recordInferences` batches, so one
+//! transaction carries up to 256 of them); (3) optionally `--sweep POINTS SEEDS` on the quick
+//! scenario over the initial subsidy, in parallel on all cores.
+//!
+//! Usage: sim-speed [SCENARIO.toml ...] [--sweep POINTS SEEDS]
+
+use alloy_primitives::U256;
+use alloy_sol_types::SolCall;
+use openledger_sim::{
+    chain::SimChain,
+    sim::{agent_addr, genesis, kind},
+    sweep, Scenario, Sim,
+};
+use openledger_types::{abi::IStaking, modules::STAKING, units::one_open};
+use std::time::Instant;
+
+fn executor_speed() {
+    let sc = Scenario::default();
+    let mut chain = SimChain::new(genesis(&sc).unwrap(), false).unwrap();
+    let ex = agent_addr(kind::EXCHANGE, 0);
+    let n = 200_000u32;
+    let t = Instant::now();
+    for i in 0..n {
+        chain
+            .send(
+                ex,
+                agent_addr(kind::USER, i % 10_000),
+                one_open() * U256::from(2u64),
+                Vec::new(),
+            )
+            .expect("transfer");
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "transfers: {n} in {s:.3} s = {:.0} tx/s (1 thread)",
+        n as f64 / s
+    );
+    let stake = IStaking::stakeCall {}.abi_encode();
+    let t = Instant::now();
+    for i in 0..n {
+        chain
+            .send(
+                agent_addr(kind::USER, i % 10_000),
+                STAKING,
+                one_open(),
+                stake.clone(),
+            )
+            .expect("stake");
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "stakes: {n} in {s:.3} s = {:.0} tx/s (1 thread)",
+        n as f64 / s
+    );
+}
+
+fn scenario_speed(path: &str) {
+    let sc = Scenario::load(std::path::Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let mut sim = Sim::new(&sc, false).unwrap();
+    sim.run().unwrap();
+    let s = t.elapsed().as_secs_f64();
+    let sum = sim.summary();
+    let agents =
+        sim.contributors.len() + sim.users.len() + sim.stakers.len() + 2 * sim.datanets.len();
+    println!(
+        "{path}: {} days, {agents} agents joined, {} txs, {} inferences, {} in {s:.2} s = {:.0} tx/s, {:.0} inferences/s; supply check {}",
+        sc.days,
+        sum.transactions_accepted,
+        sum.totals.inferences,
+        sum.outcome.label,
+        sum.transactions_accepted as f64 / s,
+        sum.totals.inferences as f64 / s,
+        if sum.supply_check.ok { "passed" } else { "FAILED" }
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    println!("threads: {}", rayon::current_num_threads());
+    executor_speed();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--sweep" {
+            let points: usize = args[i + 1].parse().unwrap();
+            let seeds: u32 = args[i + 2].parse().unwrap();
+            let sc = Scenario::load(std::path::Path::new("scenarios/quick.toml")).unwrap();
+            let values: Vec<f64> = (0..points)
+                .map(|p| p as f64 * 10_000.0 / points as f64)
+                .collect();
+            let t = Instant::now();
+            let r = sweep::sweep(&sc, "subsidy.initial_open", &values, seeds).unwrap();
+            let s = t.elapsed().as_secs_f64();
+            let up: u32 = r.iter().map(|p| p.take_offs).sum();
+            println!("sweep quick.toml: {points} points x {seeds} seeds = {} runs in {s:.1} s ({up} take-offs)", points * seeds as usize);
+            i += 3;
+        } else {
+            scenario_speed(&args[i]);
+            i += 1;
+        }
+    }
+}
