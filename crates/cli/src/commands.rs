@@ -141,6 +141,10 @@ pub enum Command {
     /// AI agent staking: register, stake past the free daily volume, unstake, withdraw, show.
     #[command(subcommand)]
     Agent(crate::agent_cmd::AgentCmd),
+    /// The flywheel simulator: agent populations driving the real state machine in process
+    /// (no node or keys): run a scenario, sweep a parameter, find the take-off threshold.
+    #[command(subcommand)]
+    Sim(crate::sim_cmd::SimCommand),
     /// API keys for the node's OpenAI API, bound to your account: new, revoke.
     #[command(subcommand)]
     ApiKey(crate::openlora_cmd::ApiKeyCmd),
@@ -604,6 +608,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Agent(c) => crate::agent_cmd::run(&s, c)?,
         Command::Stake(c) => crate::stake_cmd::run(&s, c)?,
         Command::Gov(c) => crate::gov_cmd::run(&s, c)?,
+        Command::Sim(c) => crate::sim_cmd::run(c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
         Command::Rewards(a) => crate::openlora_cmd::rewards(&s, a)?,
         Command::Params => {

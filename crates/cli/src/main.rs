@@ -77,15 +77,6 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    // `openledger sim ...` needs no home, node or keys: it has its own parser (sim_cmd.rs).
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("sim") {
-        if let Err(e) = sim_cmd::main(args[1..].to_vec()) {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
-        }
-        return;
-    }
     let cli = Cli::parse();
     if let Err(e) = commands::run(cli) {
         eprintln!("error: {e:#}");

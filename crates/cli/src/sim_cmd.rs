@@ -1,22 +1,10 @@
 //! `openledger sim run|sweep|threshold`: the flywheel simulator (crate `openledger-sim`) from
 //! the terminal. Needs no node, keys or network: it drives the state machine in process.
-//! Parsed before the main command line (see `main.rs`), so it has its own small clap parser.
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use openledger_sim::{sweep, write_outputs, Scenario, Sim};
 use std::path::PathBuf;
-
-/// `openledger sim ...`
-#[derive(Parser)]
-#[command(
-    name = "openledger sim",
-    about = "Simulate the data → model → usage → rewards flywheel on the real state machine"
-)]
-pub struct SimCli {
-    #[command(subcommand)]
-    pub command: SimCommand,
-}
 
 #[derive(Subcommand)]
 pub enum SimCommand {
@@ -96,10 +84,9 @@ fn write(path: PathBuf, text: String) -> Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs `openledger sim` with the arguments after the program name.
-pub fn main(args: Vec<String>) -> Result<()> {
-    let cli = SimCli::parse_from(args);
-    match cli.command {
+/// Runs an `openledger sim` subcommand.
+pub fn run(command: SimCommand) -> Result<()> {
+    match command {
         SimCommand::Run {
             scenario,
             out,
