@@ -36,6 +36,11 @@ pub enum GovCmd {
         /// What the proposal does and why (its id depends on it).
         #[arg(long)]
         description: String,
+        /// A simulator report.json (`openledger sim run|sweep|threshold`) this proposal cites:
+        /// its results hash is checked and the file's SHA-256 is appended to the description
+        /// as a last line `evidence: sha256:<hex>`.
+        #[arg(long, value_name = "REPORT_JSON")]
+        evidence: Option<std::path::PathBuf>,
         /// Print the calls and the id without sending anything.
         #[arg(long)]
         dry_run: bool,
@@ -78,8 +83,15 @@ pub fn run(s: &Session, c: GovCmd) -> Result<()> {
             grant,
             call,
             description,
+            evidence,
             dry_run,
-        } => propose(s, &set, &grant, &call, description, dry_run),
+        } => {
+            let description = match evidence {
+                Some(path) => with_evidence(description, &path)?,
+                None => description,
+            };
+            propose(s, &set, &grant, &call, description, dry_run)
+        }
         GovCmd::Vote {
             id,
             support,
@@ -126,6 +138,32 @@ pub fn run(s: &Session, c: GovCmd) -> Result<()> {
         GovCmd::Show { id } => show(s, parse_id(&id)?),
         GovCmd::List { limit } => list(s, limit),
     }
+}
+
+/// The description with a last line `evidence: sha256:<hex>` naming the report file, once the
+/// report's own results hash checks out (re-running it is `openledger sim verify`).
+fn with_evidence(description: String, path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        anyhow!(
+            "{} is not a simulator report (not UTF-8 text)",
+            path.display()
+        )
+    })?;
+    openledger_sim::evidence::Evidence::read(text)
+        .map_err(|e| anyhow!("--evidence {}: {e}", path.display()))?;
+    let hash = openledger_sim::evidence::file_sha256(&bytes);
+    println!("evidence {hash} ({})", path.display());
+    Ok(format!("{}\nevidence: {hash}", description.trim_end()))
+}
+
+/// The `sha256:<hex>` of a description's last line `evidence: …`, if it has one.
+fn evidence_of(description: &str) -> Option<&str> {
+    description
+        .lines()
+        .last()?
+        .strip_prefix("evidence: ")
+        .filter(|h| h.starts_with("sha256:"))
 }
 
 /// A proposal id in decimal (as printed) or 0x hex.
@@ -312,6 +350,11 @@ fn show(s: &Session, id: U256) -> Result<()> {
     println!("  state        {}", state_name(state));
     println!("  proposer     {proposer}");
     println!("  description  {description}");
+    if let Some(hash) = evidence_of(&description) {
+        println!(
+            "  evidence     {hash} (SHA-256 of a simulator report.json: `sha256sum` the file, then `openledger sim verify` it)"
+        );
+    }
     println!("  snapshot     {snapshot}{}", relative(snapshot, now));
     println!("  deadline     {deadline}{}", relative(deadline, now));
     if !eta.is_zero() {

@@ -1,14 +1,20 @@
-//! `openledger sim run|sweep|threshold`: the flywheel simulator (crate `openledger-sim`) from
-//! the terminal. Needs no node, keys or network: it drives the state machine in process.
+//! `openledger sim run|sweep|threshold|verify`: the flywheel simulator (crate `openledger-sim`)
+//! from the terminal. Needs no node, keys or network: it drives the state machine in process.
+//! Every command writes `report.json` (the evidence: scenario, seeds, results and their hash),
+//! `report.html` and its plots into `--out`; `verify` re-runs a report and checks its hash.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use openledger_sim::{sweep, write_outputs, Scenario, Sim};
+use openledger_sim::{
+    evidence::{self, Axis},
+    write_job, Computed, Job, Scenario,
+};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum SimCommand {
-    /// Run a scenario: writes timeseries.csv and summary.json into --out.
+    /// Run a scenario: writes timeseries.csv, summary.json, timeseries.png/svg, report.json and
+    /// report.html into --out.
     Run {
         /// Scenario TOML (see scenarios/quick.toml).
         #[arg(long)]
@@ -20,13 +26,16 @@ pub enum SimCommand {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Run a parameter at several values over N seeds in parallel: writes sweep.csv and sweep.json.
+    /// Run a parameter (or two: the grid) at several values over N seeds in parallel: writes
+    /// sweep.csv, sweep.json, the plots (phase.png/svg for two parameters), report.json and
+    /// report.html.
     Sweep {
         #[arg(long)]
         scenario: PathBuf,
         /// PATH=VALUES: a dotted scenario field and a list `1,2,5` or a range `0..1000:250`.
-        #[arg(long)]
-        param: String,
+        /// Give it twice for a two-parameter grid and its phase diagram.
+        #[arg(long, required = true)]
+        param: Vec<String>,
         #[arg(long, default_value_t = 4)]
         seeds: u32,
         #[arg(long, default_value = "sim-out")]
@@ -49,6 +58,12 @@ pub enum SimCommand {
         seeds: u32,
         #[arg(long, default_value = "sim-out")]
         out: PathBuf,
+    },
+    /// Re-run the job recorded in a report.json (its scenario and seeds) and check that it gives
+    /// the recorded results (their SHA-256).
+    Verify {
+        /// A report.json written by sim run, sweep or threshold.
+        report: PathBuf,
     },
 }
 
@@ -73,15 +88,33 @@ fn values(spec: &str) -> Result<Vec<f64>> {
     spec.split(',').map(num).collect()
 }
 
-fn load(path: &PathBuf) -> Result<Scenario> {
+fn load(path: &std::path::Path) -> Result<Scenario> {
     Scenario::load(path).map_err(|e| anyhow!("{e}"))
 }
 
-fn write(path: PathBuf, text: String) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+/// `PATH=VALUES` as an axis.
+fn axis(param: &str) -> Result<Axis> {
+    let (path, spec) = param.split_once('=').ok_or_else(|| {
+        anyhow!("--param is PATH=VALUES, e.g. subsidy.initial_open=0..20000:5000, got {param:?}")
+    })?;
+    Ok(Axis {
+        param: path.trim().into(),
+        values: values(spec).with_context(|| format!("--param {path}"))?,
+    })
+}
+
+/// Runs a job and writes its outputs.
+fn job(job: Job, sc: &Scenario, out: &std::path::Path) -> Result<(Computed, String)> {
+    let t = std::time::Instant::now();
+    let computed = job.compute(sc).map_err(|e| anyhow!(e))?;
+    let secs = t.elapsed().as_secs_f64();
+    let ev = write_job(out, job, sc, &computed).map_err(|e| anyhow!(e))?;
+    eprintln!(
+        "{secs:.2} s wall; report.json and report.html in {} (results {})",
+        out.display(),
+        ev.results_sha256
+    );
+    Ok((computed, ev.results_sha256))
 }
 
 /// Runs an `openledger sim` subcommand.
@@ -96,11 +129,10 @@ pub fn run(command: SimCommand) -> Result<()> {
             if let Some(s) = seed {
                 sc.seed = s;
             }
-            let t = std::time::Instant::now();
-            let mut sim = Sim::new(&sc, false).map_err(|e| anyhow!(e))?;
-            sim.run().map_err(|e| anyhow!(e))?;
-            let secs = t.elapsed().as_secs_f64();
-            let s = write_outputs(&out, &sim).map_err(|e| anyhow!(e))?;
+            let (computed, _) = job(Job::Run, &sc, &out)?;
+            let Computed::Run { summary: s, .. } = computed else {
+                bail!("internal: a run gave no summary");
+            };
             println!(
                 "{}: {} after {} days ({} transactions, {} inferences; supply check {}); {}",
                 s.scenario,
@@ -118,10 +150,6 @@ pub fn run(command: SimCommand) -> Result<()> {
             for r in &s.outcome.reasons {
                 println!("  - {r}");
             }
-            eprintln!(
-                "{secs:.2} s wall, {:.0} transactions/s",
-                s.transactions_accepted as f64 / secs.max(1e-9)
-            );
             if !s.supply_check.ok {
                 bail!("supply check failed: {:?}", s.supply_check.failures);
             }
@@ -133,25 +161,36 @@ pub fn run(command: SimCommand) -> Result<()> {
             out,
         } => {
             let sc = load(&scenario)?;
-            let (path, spec) = param.split_once('=').ok_or_else(|| {
-                anyhow!("--param is PATH=VALUES, e.g. subsidy.initial_open=0..20000:5000")
-            })?;
-            let points = sweep::sweep(&sc, path, &values(spec)?, seeds).map_err(|e| anyhow!(e))?;
-            let mut csv = format!("{path},seed,take_off,contributor_income_open,inferences\n");
-            for p in &points {
-                for (seed, up, income, inf) in &p.seeds {
-                    csv.push_str(&format!("{},{seed},{up},{income:.6},{inf}\n", p.value));
-                }
-                println!(
-                    "{path} = {}: {}/{} take off (95% CI {:.2}..{:.2})",
-                    p.value, p.take_offs, p.runs, p.ci_low, p.ci_high
+            if param.len() > 2 {
+                bail!(
+                    "give --param once (a sweep) or twice (a grid), not {} times",
+                    param.len()
                 );
             }
-            write(out.join("sweep.csv"), csv)?;
-            write(
-                out.join("sweep.json"),
-                serde_json::to_string_pretty(&points)? + "\n",
+            let x = axis(&param[0])?;
+            let y = param.get(1).map(|p| axis(p)).transpose()?;
+            let (computed, _) = job(
+                Job::Sweep {
+                    x: x.clone(),
+                    y: y.clone(),
+                    seeds,
+                },
+                &sc,
+                &out,
             )?;
+            let Computed::Sweep(g) = computed else {
+                bail!("internal: a sweep gave no points");
+            };
+            for p in &g.points {
+                let at = match (&y, p.value2) {
+                    (Some(y), Some(v)) => format!("{} = {}, {} = {v}", x.param, p.value, y.param),
+                    _ => format!("{} = {}", x.param, p.value),
+                };
+                println!(
+                    "{at}: {}/{} take off (95% CI {:.2}..{:.2})",
+                    p.take_offs, p.runs, p.ci_low, p.ci_high
+                );
+            }
         }
         SimCommand::Threshold {
             scenario,
@@ -163,8 +202,17 @@ pub fn run(command: SimCommand) -> Result<()> {
             out,
         } => {
             let sc = load(&scenario)?;
-            let t =
-                sweep::threshold(&sc, &param, lo, hi, iterations, seeds).map_err(|e| anyhow!(e))?;
+            let j = Job::Threshold {
+                param: param.clone(),
+                lo,
+                hi,
+                iterations,
+                seeds,
+            };
+            let (computed, _) = job(j, &sc, &out)?;
+            let Computed::Threshold(t) = computed else {
+                bail!("internal: a threshold search gave no threshold");
+            };
             match &t.note {
                 Some(n) => println!("no threshold bracketed: {n}"),
                 None => println!(
@@ -172,10 +220,20 @@ pub fn run(command: SimCommand) -> Result<()> {
                     lo, hi, t.threshold, t.take_offs, t.runs, t.ci_low, t.ci_high
                 ),
             }
-            write(
-                out.join("threshold.json"),
-                serde_json::to_string_pretty(&t)? + "\n",
-            )?;
+        }
+        SimCommand::Verify { report } => {
+            let bytes =
+                std::fs::read(&report).with_context(|| format!("reading {}", report.display()))?;
+            let text = String::from_utf8(bytes.clone())
+                .map_err(|_| anyhow!("{} is not UTF-8 text", report.display()))?;
+            let v = evidence::verify(&text).map_err(|e| anyhow!("{}: {e}", report.display()))?;
+            println!(
+                "{}: verified: re-running its {} run(s) gives the recorded results ({}); file {}",
+                report.display(),
+                v.runs,
+                v.results_sha256,
+                evidence::file_sha256(&bytes)
+            );
         }
     }
     Ok(())

@@ -9,40 +9,130 @@
 //! - [`sim`], [`agents`], [`gov`]: the run and the populations' behaviour rules;
 //! - [`quality`]: model quality from accepted rows (a fitted loss curve);
 //! - [`report`]: time series, the take-off rule, the summary; [`invariants`]: supply checks;
-//! - [`sweep`]: parameter sweeps over seeds in parallel and the threshold search.
+//! - [`sweep`]: parameter sweeps (one parameter or a grid of two) over seeds in parallel and the
+//!   threshold search;
+//! - [`plot`]: time-series plots with seed bands and the phase diagram (PNG + SVG); [`html`]: the
+//!   self-contained HTML report; [`evidence`]: `report.json` (scenario, seeds, results and their
+//!   hash) and its verification by re-running.
 //!
 //! Not yet here (later parts of the issue): `sim calibrate` (fitting the quality curve with
-//! ModelFactory), plots and the HTML report, `--from-chain`, governance `--evidence` and
-//! `sim verify`, RLHF validators as a population.
+//! ModelFactory), RLHF validators as a population.
 
 pub mod agents;
 pub mod chain;
+pub mod evidence;
 pub mod gov;
+pub mod html;
 pub mod invariants;
+pub mod pixfont;
+pub mod plot;
 pub mod quality;
 pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod sweep;
 
+pub use evidence::{Computed, Evidence, Job};
 pub use report::{DayRow, Summary};
 pub use scenario::{Scenario, ScenarioError};
 pub use sim::Sim;
 
 use std::path::Path;
 
-/// Writes a finished run's outputs into `dir`: `timeseries.csv` and `summary.json`.
+/// Writes a finished run's outputs into `dir` (as [`write_job`] does for [`Job::Run`]).
 pub fn write_outputs(dir: &Path, sim: &Sim) -> Result<Summary, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let summary = sim.summary();
+    let computed = Computed::Run {
+        summary: Box::new(summary.clone()),
+        rows: sim.rows.clone(),
+    };
+    write_job(dir, Job::Run, &sim.sc, &computed)?;
+    Ok(summary)
+}
+
+/// Writes a job's outputs into `dir`: `report.json` (the evidence), `report.html` (one
+/// self-contained page), the plots as PNG and SVG (`timeseries`, and `phase` for a
+/// two-parameter sweep), and the job's tables: `timeseries.csv` + `summary.json` for a run,
+/// `sweep.csv` + `sweep.json` for a sweep, `threshold.json` for a threshold search.
+pub fn write_job(
+    dir: &Path,
+    job: Job,
+    sc: &Scenario,
+    computed: &Computed,
+) -> Result<Evidence, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let write = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))
     };
-    write("timeseries.csv", report::csv(&sim.rows))?;
-    write(
-        "summary.json",
-        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())? + "\n",
-    )?;
-    Ok(summary)
+    let json = |v: &dyn erased::Json| v.pretty();
+    let mut plots = Vec::new();
+    match computed {
+        Computed::Run { summary, rows } => {
+            write("timeseries.csv", report::csv(rows))?;
+            write("summary.json", json(summary.as_ref()))?;
+            let bands = [plot::Bands::from_runs(format!("seed {}", sc.seed), &[rows])];
+            plots.push(("Daily series".to_string(), plot::timeseries(dir, &bands)?));
+        }
+        Computed::Sweep(g) => {
+            write("sweep.csv", sweep_csv(&job, &g.points))?;
+            write("sweep.json", json(&g.points))?;
+            if let Some(p) = job.phase(computed) {
+                plots.push((
+                    format!("Take-off probability over {} and {}", p.x_param, p.y_param),
+                    plot::phase(dir, &p)?,
+                ));
+            }
+            let picked = pick(&g.bands, 6);
+            plots.push((
+                "Daily series per sweep point (median over seeds, min–max band)".to_string(),
+                plot::timeseries(dir, &picked)?,
+            ));
+        }
+        Computed::Threshold(t) => write("threshold.json", json(t))?,
+    }
+    let ev = Evidence::new(job, sc, computed)?;
+    write("report.json", ev.to_json())?;
+    write("report.html", html::page(&ev, computed, &plots))?;
+    Ok(ev)
+}
+
+/// At most `n` entries spread evenly, first and last included.
+fn pick(all: &[plot::Bands], n: usize) -> Vec<plot::Bands> {
+    if all.len() <= n {
+        return all.to_vec();
+    }
+    (0..n)
+        .map(|i| all[i * (all.len() - 1) / (n - 1)].clone())
+        .collect()
+}
+
+fn sweep_csv(job: &Job, points: &[sweep::Point]) -> String {
+    let (x, y) = match job {
+        Job::Sweep { x, y, .. } => (x.param.as_str(), y.as_ref().map(|y| y.param.as_str())),
+        _ => ("value", None),
+    };
+    let mut csv = match y {
+        Some(y) => format!("{x},{y},seed,take_off,contributor_income_open,inferences\n"),
+        None => format!("{x},seed,take_off,contributor_income_open,inferences\n"),
+    };
+    for p in points {
+        for (seed, up, income, inf) in &p.seeds {
+            let v2 = p.value2.map(|v| format!("{v},")).unwrap_or_default();
+            csv.push_str(&format!("{},{v2}{seed},{up},{income:.6},{inf}\n", p.value));
+        }
+    }
+    csv
+}
+
+mod erased {
+    //! Pretty JSON of any serialisable value behind one `dyn` type.
+    pub trait Json {
+        fn pretty(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn pretty(&self) -> String {
+            serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+        }
+    }
 }

@@ -39,6 +39,8 @@ pub struct DayRow {
     pub contributor_income_open: f64,
     pub subsidy_paid_open: f64,
     pub subsidy_left_open: f64,
+    /// The treasury module's balance.
+    pub treasury_open: f64,
     pub owner_income_open: f64,
     pub staker_rewards_open: f64,
     pub total_staked_open: f64,
@@ -151,6 +153,7 @@ impl Sim {
                 self.chain
                     .balance(&crate::sim::agent_addr(crate::sim::kind::FOUNDATION, 0)),
             ),
+            treasury_open: open(self.chain.balance(&openledger_types::modules::TREASURY)),
             owner_income_open: open(t.owner_income),
             staker_rewards_open: open(t.staker_rewards),
             total_staked_open: open(total_staked),
@@ -255,11 +258,11 @@ pub fn classify(sc: &Scenario, rows: &[DayRow]) -> Outcome {
 /// The time series as CSV (a header, then one line per day).
 pub fn csv(rows: &[DayRow]) -> String {
     let mut out = String::from(
-        "day,contributors_active,contributors_total,submitted,approved,rejected,duplicates_refused,rows_accepted,weighted_rows,best_quality,adapters_trained,users_active,inferences,fees_open,contributor_income_open,subsidy_paid_open,subsidy_left_open,owner_income_open,staker_rewards_open,total_staked_open,staking_apr,contributors_bps,txs_accepted,txs_refused\n",
+        "day,contributors_active,contributors_total,submitted,approved,rejected,duplicates_refused,rows_accepted,weighted_rows,best_quality,adapters_trained,users_active,inferences,fees_open,contributor_income_open,subsidy_paid_open,subsidy_left_open,treasury_open,owner_income_open,staker_rewards_open,total_staked_open,staking_apr,contributors_bps,txs_accepted,txs_refused\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.3},{:.6},{},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.6},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{:.3},{:.6},{},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.6},{},{},{}\n",
             r.day,
             r.contributors_active,
             r.contributors_total,
@@ -277,6 +280,7 @@ pub fn csv(rows: &[DayRow]) -> String {
             r.contributor_income_open,
             r.subsidy_paid_open,
             r.subsidy_left_open,
+            r.treasury_open,
             r.owner_income_open,
             r.staker_rewards_open,
             r.total_staked_open,

@@ -3,23 +3,39 @@
 //! …), all runs in parallel with rayon; each run is deterministic, so a sweep is too. The
 //! threshold search bisects a parameter (the initial subsidy by default) for the least value at
 //! which at least half of the seeds take off, assuming take-off is monotone in it, and reports
-//! the take-off share at the threshold with a 95% Wilson binomial interval.
+//! the take-off share at the threshold with a 95% Wilson binomial interval. A sweep can also run
+//! two parameters over their grid ([`grid`]), which gives the phase diagram of take-off
+//! probability; each point keeps its daily series as bands over its seeds for the plots.
 
-use crate::{report::Summary, scenario::Scenario, sim::Sim};
+use crate::{
+    plot::{compact, Bands, Phase},
+    report::{DayRow, Summary},
+    scenario::Scenario,
+    sim::Sim,
+};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Runs one scenario to the end and summarises it.
 pub fn run_summary(sc: &Scenario) -> Result<Summary, String> {
+    run_full(sc).map(|(s, _)| s)
+}
+
+/// Runs one scenario to the end: its summary and its daily rows.
+pub fn run_full(sc: &Scenario) -> Result<(Summary, Vec<DayRow>), String> {
     let mut sim = Sim::new(sc, false)?;
     sim.run()?;
-    Ok(sim.summary())
+    let summary = sim.summary();
+    Ok((summary, std::mem::take(&mut sim.rows)))
 }
 
 /// One sweep point over its seeds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub value: f64,
+    /// The second parameter's value in a two-parameter sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value2: Option<f64>,
     pub runs: u32,
     pub take_offs: u32,
     pub share: f64,
@@ -44,59 +60,119 @@ pub fn wilson(k: u32, n: u32) -> (f64, f64) {
 
 /// Runs `param` at each of `values` over `seeds` seeds, in parallel.
 pub fn sweep(sc: &Scenario, param: &str, values: &[f64], seeds: u32) -> Result<Vec<Point>, String> {
-    let jobs: Vec<(usize, Scenario)> = values
+    Ok(grid(sc, (param, values), None, seeds)?.points)
+}
+
+/// A sweep's points (x-major when there are two parameters) and each point's daily bands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    pub points: Vec<Point>,
+    pub bands: Vec<Bands>,
+}
+
+impl Grid {
+    /// The take-off shares as a phase diagram (meaningful for a two-parameter sweep).
+    pub fn phase(&self, x: (&str, &[f64]), y: (&str, &[f64])) -> Phase {
+        let cells = (0..y.1.len())
+            .map(|j| {
+                (0..x.1.len())
+                    .map(|i| {
+                        let p = &self.points[i * y.1.len() + j];
+                        (p.take_offs, p.runs)
+                    })
+                    .collect()
+            })
+            .collect();
+        Phase {
+            x_param: x.0.into(),
+            y_param: y.0.into(),
+            xs: x.1.to_vec(),
+            ys: y.1.to_vec(),
+            cells,
+        }
+    }
+}
+
+/// Runs every value of `x` (and, with `y`, every pair of values) over `seeds` seeds, all runs
+/// in parallel. Points come x-major: `(x0, y0), (x0, y1), …`.
+pub fn grid(
+    sc: &Scenario,
+    x: (&str, &[f64]),
+    y: Option<(&str, &[f64])>,
+    seeds: u32,
+) -> Result<Grid, String> {
+    if seeds == 0 {
+        return Err("--seeds must be at least 1".into());
+    }
+    let mut cells: Vec<(f64, Option<f64>, Scenario)> = Vec::new();
+    for xv in x.1 {
+        let base = sc.with_value(x.0, *xv).map_err(|e| e.to_string())?;
+        match y {
+            None => cells.push((*xv, None, base)),
+            Some((yp, yvs)) => {
+                for yv in yvs {
+                    let b = base.with_value(yp, *yv).map_err(|e| e.to_string())?;
+                    cells.push((*xv, Some(*yv), b));
+                }
+            }
+        }
+    }
+    let jobs: Vec<(usize, Scenario)> = cells
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            let base = sc.with_value(param, *v).map_err(|e| e.to_string())?;
-            Ok((0..seeds).map(move |s| {
+        .flat_map(|(i, (_, _, base))| {
+            (0..seeds).map(move |s| {
                 let mut x = base.clone();
                 x.seed = base.seed.wrapping_add(s as u64);
                 (i, x)
-            }))
+            })
         })
-        .collect::<Result<Vec<_>, String>>()?
-        .into_iter()
-        .flatten()
         .collect();
-    let results: Vec<(usize, u64, Summary)> = jobs
+    let results: Vec<(usize, u64, Summary, Vec<DayRow>)> = jobs
         .par_iter()
-        .map(|(i, x)| run_summary(x).map(|s| (*i, x.seed, s)))
+        .map(|(i, x)| run_full(x).map(|(s, rows)| (*i, x.seed, s, rows)))
         .collect::<Result<_, String>>()?;
-    Ok(values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let seeds: Vec<(u64, bool, f64, u64)> = results
-                .iter()
-                .filter(|r| r.0 == i)
-                .map(|(_, seed, s)| {
-                    (
-                        *seed,
-                        s.outcome.take_off,
-                        s.totals.contributor_income_open,
-                        s.totals.inferences,
-                    )
-                })
-                .collect();
-            let runs = seeds.len() as u32;
-            let take_offs = seeds.iter().filter(|s| s.1).count() as u32;
-            let (ci_low, ci_high) = wilson(take_offs, runs);
-            Point {
-                value: *v,
-                runs,
-                take_offs,
-                share: take_offs as f64 / runs.max(1) as f64,
-                ci_low,
-                ci_high,
-                seeds,
-            }
-        })
-        .collect())
+    let mut points = Vec::new();
+    let mut bands = Vec::new();
+    for (i, (xv, yv, _)) in cells.iter().enumerate() {
+        let mine: Vec<&(usize, u64, Summary, Vec<DayRow>)> =
+            results.iter().filter(|r| r.0 == i).collect();
+        let seeds: Vec<(u64, bool, f64, u64)> = mine
+            .iter()
+            .map(|(_, seed, s, _)| {
+                (
+                    *seed,
+                    s.outcome.take_off,
+                    s.totals.contributor_income_open,
+                    s.totals.inferences,
+                )
+            })
+            .collect();
+        let runs = seeds.len() as u32;
+        let take_offs = seeds.iter().filter(|s| s.1).count() as u32;
+        let (ci_low, ci_high) = wilson(take_offs, runs);
+        let mut label = format!("{} = {}", x.0, compact(*xv));
+        if let (Some((yp, _)), Some(yv)) = (y, yv) {
+            label.push_str(&format!(", {yp} = {}", compact(*yv)));
+        }
+        let rows: Vec<&[DayRow]> = mine.iter().map(|r| r.3.as_slice()).collect();
+        bands.push(Bands::from_runs(label, &rows));
+        points.push(Point {
+            value: *xv,
+            value2: *yv,
+            runs,
+            take_offs,
+            share: take_offs as f64 / runs.max(1) as f64,
+            ci_low,
+            ci_high,
+            seeds,
+        });
+    }
+    Ok(Grid { points, bands })
 }
 
 /// The result of a threshold search.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Threshold {
     pub param: String,
     /// The least value found at which at least half of the seeds take off (the bracket's top).
