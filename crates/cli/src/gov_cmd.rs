@@ -448,3 +448,35 @@ fn list(s: &Session, limit: u64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_is_the_descriptions_last_line_and_only_a_checked_report_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("report.json");
+        std::fs::write(&bad, "{\"format\":\"something else\"}").unwrap();
+        let e = with_evidence("Raise the contributors' share".into(), &bad).unwrap_err();
+        assert!(e.to_string().contains("not a simulator report"), "{e}");
+        let mut sc = openledger_sim::Scenario {
+            days: 8,
+            ..Default::default()
+        };
+        (sc.contributors.initial, sc.contributors.max) = (5, 10);
+        (sc.users.initial, sc.users.max) = (5, 10);
+        let job = openledger_sim::Job::Run;
+        let computed = job.compute(&sc).unwrap();
+        let out = dir.path().join("run");
+        openledger_sim::write_job(&out, job, &sc, &computed).unwrap();
+        let report = out.join("report.json");
+        let d = with_evidence("Raise the share\n".into(), &report).unwrap();
+        let hash = openledger_sim::evidence::file_sha256(&std::fs::read(&report).unwrap());
+        assert_eq!(d, format!("Raise the share\nevidence: {hash}"));
+        assert_eq!(evidence_of(&d), Some(hash.as_str()));
+        assert_eq!(evidence_of("a\nevidence: sha256:ab12"), Some("sha256:ab12"));
+        assert_eq!(evidence_of("evidence: sha256:ab12\nmore"), None);
+        assert_eq!(evidence_of("no evidence"), None);
+    }
+}

@@ -386,7 +386,7 @@ fn draw_phase<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let (nx, ny) = (p.xs.len(), p.ys.len());
     let mut chart = ChartBuilder::on(root)
-        .margin_top(40)
+        .margin_top(56)
         .margin_left(16)
         .margin_right(24)
         .margin_bottom(16)
@@ -451,7 +451,7 @@ fn draw_phase<DB: DrawingBackend>(
         root,
         text,
         8,
-        top - 30,
+        8,
         &format!("y: {}", p.y_param),
         BLACK,
         HPos::Left,
@@ -461,7 +461,7 @@ fn draw_phase<DB: DrawingBackend>(
         root,
         text,
         right,
-        top - 30,
+        top - 26,
         "take-offs / runs (red 0%, yellow 50%, green 100%)",
         BLACK,
         HPos::Right,
