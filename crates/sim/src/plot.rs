@@ -209,23 +209,48 @@ fn draw_timeseries<DB: DrawingBackend>(
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let (w, _) = root.dim_in_pixel();
-    let legend_h = 16 + 18 * bands.len().div_ceil(3) as i32;
+    let seeds = bands.iter().map(|b| b.seeds).max().unwrap_or(1);
+    let head = if seeds > 1 {
+        label(
+            root,
+            text,
+            20,
+            8,
+            &format!("median over up to {seeds} seeds, min-max band"),
+            BLACK,
+            HPos::Left,
+            VPos::Top,
+        )?;
+        18
+    } else {
+        0
+    };
+    let widest = bands
+        .iter()
+        .map(|b| pixfont::width(&b.label))
+        .max()
+        .unwrap_or(0);
+    let cols = ((w as i32 - 40) / (widest + 48)).clamp(1, 3) as usize;
+    let legend_h = 16 + head + 18 * bands.len().div_ceil(cols) as i32;
     for (i, b) in bands.iter().enumerate() {
-        let (col, row) = ((i % 3) as i32, (i / 3) as i32);
-        let x = 20 + col * (w as i32 - 40) / 3;
-        let y = 8 + row * 18;
+        let (col, row) = ((i % cols) as i32, (i / cols) as i32);
+        let x = 20 + col * (w as i32 - 40) / cols as i32;
+        let y = 8 + head + row * 18;
         let color = PALETTE[i % PALETTE.len()];
         root.draw(&Rectangle::new(
             [(x, y + 3), (x + 16, y + 11)],
             color.filled(),
         ))?;
-        let seeds = if b.seeds > 1 {
-            format!(" ({} seeds: median, min-max band)", b.seeds)
-        } else {
-            String::new()
-        };
-        let s = format!("{}{seeds}", b.label);
-        label(root, text, x + 22, y, &s, BLACK, HPos::Left, VPos::Top)?;
+        label(
+            root,
+            text,
+            x + 22,
+            y,
+            &b.label,
+            BLACK,
+            HPos::Left,
+            VPos::Top,
+        )?;
     }
     let body = root.margin(legend_h as u32, 0, 0, 0);
     let panels = body.split_evenly((3, 2));
