@@ -8,8 +8,12 @@
 //! whose writes are then applied), without signature recovery and gas, on random stakers; the
 //! clock moves one second per operation, so every stake change appends checkpoints.
 //!
-//! Usage: `cargo run --release -p openledger-bench --bin staking-speed -- [--stakers 100,10000,100000]
-//! [--ops 2000] [--rounds 5]`
+//! A size written `N:H` (e.g. `100000:100`) has N stakers but operates on the first H only: the
+//! same state size with the working set of a small chain, which tells the cost of the cache
+//! misses of a large working set from the cost of the operation.
+//!
+//! Usage: `cargo run --release -p openledger-bench --bin staking-speed -- [--stakers
+//! 100,10000,100000,100000:100] [--ops 2000] [--rounds 15]`
 
 mod flags;
 mod rng;
@@ -222,6 +226,8 @@ const OPS: [&str; 8] = [
 /// One chain under test: its stakers and the receipts left to settle.
 struct Case {
     n: usize,
+    /// Operations pick among the first `hot` stakers.
+    hot: usize,
     chain: Chain,
     stakers: Vec<Address>,
     receipts: std::vec::IntoIter<u64>,
@@ -230,7 +236,7 @@ struct Case {
 
 impl Case {
     /// `n` stakers, and `receipts` recorded inferences of staker 0's adapter waiting to settle.
-    fn new(n: usize, receipts: usize) -> Case {
+    fn new(n: usize, hot: usize, receipts: usize) -> Case {
         let (mut chain, stakers) = Chain::with_stakers(n);
         let owner = stakers[0];
         chain.inference_setup(owner);
@@ -256,6 +262,7 @@ impl Case {
             .collect();
         Case {
             n,
+            hot,
             chain,
             stakers,
             receipts: ids.into_iter(),
@@ -263,8 +270,17 @@ impl Case {
         }
     }
 
+    /// "N" or "N:HOT".
+    fn label(&self) -> String {
+        if self.hot == self.n {
+            self.n.to_string()
+        } else {
+            format!("{}:{}", self.n, self.hot)
+        }
+    }
+
     fn pick(&mut self) -> Address {
-        self.stakers[self.rng.below(self.n as u64) as usize]
+        self.stakers[self.rng.below(self.hot as u64) as usize]
     }
 
     /// A past timestamp since the first stake.
@@ -352,14 +368,34 @@ impl Case {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let sizes: Vec<usize> = flags::arg(&args, "--stakers", "100,10000,100000".to_string())
-        .split(',')
-        .map(|s| s.trim().parse().expect("--stakers: comma-separated counts"))
-        .collect();
+    let sizes: Vec<(usize, usize)> = flags::arg(
+        &args,
+        "--stakers",
+        "100,10000,100000,100000:100".to_string(),
+    )
+    .split(',')
+    .map(|s| {
+        let count = |x: &str| -> usize {
+            x.trim()
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .expect("--stakers: comma-separated counts N or N:HOT, each above 0")
+        };
+        match s.split_once(':') {
+            Some((n, h)) => (count(n), count(h).min(count(n))),
+            None => (count(s), count(s)),
+        }
+    })
+    .collect();
     let ops: usize = flags::arg(&args, "--ops", 2000);
-    let rounds: usize = flags::arg(&args, "--rounds", 15);
+    let rounds: usize = flags::arg(&args, "--rounds", 15).max(1);
+    let ops = ops.max(1);
     let t = Instant::now();
-    let mut cases: Vec<Case> = sizes.iter().map(|&n| Case::new(n, ops * rounds)).collect();
+    let mut cases: Vec<Case> = sizes
+        .iter()
+        .map(|&(n, hot)| Case::new(n, hot, ops * rounds))
+        .collect();
     println!(
         "staking-speed: {rounds} rounds of {ops} operations on random stakers, every size in turn within each round (set-up {:.1} s)",
         t.elapsed().as_secs_f64()
@@ -386,7 +422,7 @@ fn main() {
     }
     println!("\nkey-value reads / writes per operation:");
     println!(
-        "{:>8} {:>10}{}",
+        "{:>12} {:>10}{}",
         "stakers",
         "kv entries",
         OPS.map(|n| format!("{n:>20}")).join("")
@@ -396,12 +432,12 @@ fn main() {
             .iter()
             .map(|(r, w)| format!("{:>20}", format!("{r:.1} / {w:.1}")))
             .collect();
-        println!("{:>8} {:>10}{cells}", case.n, case.chain.kv.0.len());
+        println!("{:>12} {:>10}{cells}", case.label(), case.chain.kv.0.len());
     }
     for (label, pick) in [("best round", 0.0), ("median round", 0.5)] {
         println!("\nµs per operation, {label}:");
         println!(
-            "{:>8} {:>10}{}",
+            "{:>12} {:>10}{}",
             "stakers",
             "kv entries",
             OPS.map(|n| format!("{n:>20}")).join("")
@@ -416,7 +452,7 @@ fn main() {
                     format!("{:>20.2}", r[i])
                 })
                 .collect();
-            println!("{:>8} {:>10}{cells}", case.n, case.chain.kv.0.len());
+            println!("{:>12} {:>10}{cells}", case.label(), case.chain.kv.0.len());
         }
     }
 }
