@@ -17,7 +17,8 @@ use alloy_consensus::{Signed, TxEip1559, TxEnvelope};
 use alloy_primitives::{keccak256, Address, Signature, TxKind, B256, U256};
 use alloy_sol_types::SolCall;
 use openledger_state::{
-    apply_tx, genesis::genesis_writes, modules::params, Env, ExecError, MemKv, VerifiedTx,
+    apply_tx, genesis::genesis_writes, modules::params, Env, ExecError, MemKv, StateRead,
+    StorageError, VerifiedTx,
 };
 use openledger_types::{
     abi::{IDatanet, IGovernor, IInference, IModel, IParams, IStaking},
@@ -25,7 +26,20 @@ use openledger_types::{
     units::one_open,
     Genesis,
 };
-use std::{collections::HashMap, time::Instant};
+use std::{cell::Cell, collections::HashMap, time::Instant};
+
+/// The committed state seen through a read counter.
+struct Counted<'a> {
+    kv: &'a MemKv,
+    reads: &'a Cell<u64>,
+}
+
+impl StateRead for Counted<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.reads.set(self.reads.get() + 1);
+        self.kv.get(key)
+    }
+}
 
 const CHAIN_ID: u64 = 1;
 /// Records in one batched settlement transaction.
@@ -37,6 +51,9 @@ struct Chain {
     env: Env,
     nonces: HashMap<Address, u64>,
     seq: u64,
+    /// Key-value reads and writes of the executed transactions (parameter loads excluded).
+    reads: Cell<u64>,
+    writes: u64,
 }
 
 impl Chain {
@@ -74,8 +91,13 @@ impl Chain {
             sender: from,
             envelope: TxEnvelope::Eip1559(Signed::new_unchecked(tx, sig, hash)),
         };
-        let out = apply_tx(&self.kv, &self.env, &params, &tx)?;
+        let counted = Counted {
+            kv: &self.kv,
+            reads: &self.reads,
+        };
+        let out = apply_tx(&counted, &self.env, &params, &tx)?;
         *nonce += 1;
+        self.writes += out.writes.len() as u64;
         self.kv.apply(out.writes);
         Ok(())
     }
@@ -93,19 +115,15 @@ struct Case {
 }
 
 impl Case {
-    /// `n` stakers of 10 OPEN each (one per second), staker 0 owning a datanet, an adapter and
+    /// `n` stakers holding 1,000 OPEN and staking 10 each (one per second), staker 0 owning a datanet, an adapter and
     /// credit for inferences, and enough open proposals for `votes` votes.
     fn new(n: usize, votes: usize) -> Case {
         let stakers: Vec<Address> = (0..n)
             .map(|i| Address::from_slice(&keccak256(format!("staker {i}"))[12..]))
             .collect();
-        let mut genesis = Genesis::with_accounts(
-            CHAIN_ID,
-            1_000,
-            &stakers,
-            U256::from(1_000_000u64) * one_open(),
-        )
-        .expect("a valid genesis");
+        let mut genesis =
+            Genesis::with_accounts(CHAIN_ID, 1_000, &stakers, U256::from(1_000u64) * one_open())
+                .expect("a valid genesis");
         genesis.params.agent.agent_free_tokens_per_day = u64::MAX;
         genesis.params.governance.proposal_threshold = one_open();
         genesis.params.governance.voting_delay_secs = 1;
@@ -121,6 +139,8 @@ impl Case {
             },
             nonces: HashMap::new(),
             seq: 0,
+            reads: Cell::new(0),
+            writes: 0,
         };
         let ten = U256::from(10u64) * one_open();
         for a in &stakers {
@@ -297,7 +317,7 @@ fn inference_setup(chain: &mut Chain, owner: Address) {
         ),
         (
             INFERENCE,
-            U256::from(500_000u64) * one_open(),
+            U256::from(500u64) * one_open(),
             IInference::depositCall {}.abi_encode(),
         ),
     ];
@@ -328,9 +348,12 @@ fn main() {
     );
     // times[case][op]: µs per operation in each round.
     let mut times = vec![vec![Vec::with_capacity(rounds); OPS.len()]; cases.len()];
+    // io[case][op]: key-value reads and writes per operation (the same in every round).
+    let mut io = vec![vec![(0.0, 0.0); OPS.len()]; cases.len()];
     for _ in 0..rounds {
         for op in 0..OPS.len() {
             for (c, case) in cases.iter_mut().enumerate() {
+                let (reads, writes) = (case.chain.reads.get(), case.chain.writes);
                 let t = Instant::now();
                 let per = match op {
                     0 => {
@@ -348,8 +371,26 @@ fn main() {
                     }
                 };
                 times[c][op].push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
+                io[c][op] = (
+                    (case.chain.reads.get() - reads) as f64 / per as f64,
+                    (case.chain.writes - writes) as f64 / per as f64,
+                );
             }
         }
+    }
+    println!("\nkey-value reads / writes per operation:");
+    println!(
+        "{:>8} {:>10}{}",
+        "stakers",
+        "kv entries",
+        OPS.map(|n| format!("{n:>24}")).join("")
+    );
+    for (c, case) in cases.iter().enumerate() {
+        let cells: String = io[c]
+            .iter()
+            .map(|(r, w)| format!("{:>24}", format!("{r:.1} / {w:.1}")))
+            .collect();
+        println!("{:>8} {:>10}{cells}", case.n, case.chain.kv.0.len());
     }
     for (label, pick) in [("best round", 0.0), ("median round", 0.5)] {
         println!("\nµs per operation, {label}:");
