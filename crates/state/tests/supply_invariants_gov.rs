@@ -18,8 +18,8 @@
 //!   ones before with each `setParam` applied in order), its grant moved treasury OPEN, and
 //!   each settlement splits the fee by the fee split in state at that moment.
 //!
-//! `OPENLEDGER_PROPTEST_GOV_TXS` sets how many transactions run (default 3,000); the seed is
-//! printed and `PROPTEST_RNG_SEED` replays it.
+//! `OPENLEDGER_PROPTEST_GOV_TXS` sets how many transactions run (default 3,000); the seed is fixed
+//! by default (CI is deterministic), printed, and `PROPTEST_RNG_SEED` picks another or replays one.
 
 mod common;
 
@@ -923,12 +923,9 @@ fn target_txs() -> u64 {
 fn seed() -> u64 {
     match std::env::var("PROPTEST_RNG_SEED") {
         Ok(v) => v.parse().expect("PROPTEST_RNG_SEED is a u64"),
-        Err(_) => {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(1);
-            h.finish()
-        }
+        // A fixed default keeps CI deterministic: the coverage checks below (rare flows such as
+        // an executed burning slash) must not depend on luck. Other seeds: PROPTEST_RNG_SEED.
+        Err(_) => 0x6f70_656e_6c65_6467,
     }
 }
 
