@@ -9,6 +9,7 @@
 //! - [`sampling`] and [`generate`]: sampling, stop rules, streaming, batched generation.
 //! - [`device`]: `cpu` or `cuda` (the `cuda` feature), chosen by the user or automatically.
 
+mod big_buffer;
 pub mod chat;
 pub mod config;
 mod cpu_forward;
@@ -20,7 +21,6 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod lora;
-mod big_buffer;
 mod lora_kernel;
 pub mod merge;
 pub mod peft;
