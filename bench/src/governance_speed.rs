@@ -12,36 +12,20 @@
 //! [--ops 1000] [--rounds 5]`
 
 mod flags;
+mod state_fixture;
 
 use alloy_consensus::{Signed, TxEip1559, TxEnvelope};
 use alloy_primitives::{keccak256, Address, Signature, TxKind, B256, U256};
 use alloy_sol_types::SolCall;
-use openledger_state::{
-    apply_tx, genesis::genesis_writes, modules::params, Env, ExecError, MemKv, StateRead,
-    StorageError, VerifiedTx,
-};
+use openledger_state::{apply_tx, modules::params, Env, ExecError, MemKv, VerifiedTx};
 use openledger_types::{
-    abi::{IDatanet, IGovernor, IInference, IModel, IParams, IStaking},
-    modules::{DATANET, GOVERNOR, INFERENCE, MODEL, PARAMS, STAKING},
+    abi::{IGovernor, IInference, IParams, IStaking},
+    modules::{GOVERNOR, INFERENCE, PARAMS, STAKING},
     units::one_open,
-    Genesis,
 };
+use state_fixture::{Counted, CHAIN_ID};
 use std::{cell::Cell, collections::HashMap, time::Instant};
 
-/// The committed state seen through a read counter.
-struct Counted<'a> {
-    kv: &'a MemKv,
-    reads: &'a Cell<u64>,
-}
-
-impl StateRead for Counted<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.reads.set(self.reads.get() + 1);
-        self.kv.get(key)
-    }
-}
-
-const CHAIN_ID: u64 = 1;
 /// Records in one batched settlement transaction.
 const BATCH: usize = 64;
 
@@ -58,8 +42,7 @@ struct Chain {
 
 impl Chain {
     fn tick(&mut self) {
-        self.env.timestamp += 1;
-        self.env.block_number += 1;
+        state_fixture::tick(&mut self.env);
     }
 
     /// Executes a transaction from `from` and applies its writes.
@@ -118,25 +101,15 @@ impl Case {
     /// `n` stakers holding 1,000 OPEN and staking 10 each (one per second), staker 0 owning a datanet, an adapter and
     /// credit for inferences, and enough open proposals for `votes` votes.
     fn new(n: usize, votes: usize) -> Case {
-        let stakers: Vec<Address> = (0..n)
-            .map(|i| Address::from_slice(&keccak256(format!("staker {i}"))[12..]))
-            .collect();
-        let mut genesis =
-            Genesis::with_accounts(CHAIN_ID, 1_000, &stakers, U256::from(1_000u64) * one_open())
-                .expect("a valid genesis");
-        genesis.params.agent.agent_free_tokens_per_day = u64::MAX;
+        let stakers = state_fixture::staker_addresses(n);
+        let mut genesis = state_fixture::genesis(&stakers);
         genesis.params.governance.proposal_threshold = one_open();
         genesis.params.governance.voting_delay_secs = 1;
         genesis.params.governance.voting_period_secs = u32::MAX as u64;
-        let mut kv = MemKv::default();
-        kv.apply(genesis_writes(&genesis).expect("genesis applies"));
+        let (kv, env) = state_fixture::start(&genesis);
         let mut chain = Chain {
             kv,
-            env: Env {
-                chain_id: CHAIN_ID,
-                block_number: 1,
-                timestamp: 1_000,
-            },
+            env,
             nonces: HashMap::new(),
             seq: 0,
             reads: Cell::new(0),
@@ -257,71 +230,9 @@ fn hash_proposal(call: &IGovernor::hashProposalCall) -> U256 {
 }
 
 /// A datanet with one approved contribution by `owner`, a base model, an adapter on it and
-/// credit for `owner`, who records its own inferences.
+/// credit for `owner`, who records its own inferences (one transaction per block).
 fn inference_setup(chain: &mut Chain, owner: Address) {
-    let calls: Vec<(Address, U256, Vec<u8>)> = vec![
-        (
-            DATANET,
-            U256::ZERO,
-            IDatanet::createDatanetCall {
-                name: "bench".into(),
-                summary: String::new(),
-                description: String::new(),
-                tags: vec![],
-                dataType: 0,
-                licence: "CC0".into(),
-                permissioned: false,
-            }
-            .abi_encode(),
-        ),
-        (
-            DATANET,
-            U256::ZERO,
-            IDatanet::contributeCall {
-                datanetId: 1,
-                rowsRoot: keccak256(b"rows"),
-                rowCount: 10,
-                byteSize: 1000,
-                score: 9000,
-                metadataUri: String::new(),
-            }
-            .abi_encode(),
-        ),
-        (
-            DATANET,
-            U256::ZERO,
-            IDatanet::approveCall { contributionId: 1 }.abi_encode(),
-        ),
-        (
-            MODEL,
-            U256::ZERO,
-            IModel::registerBaseModelCall {
-                modelHash: keccak256(b"base"),
-                name: "base".into(),
-            }
-            .abi_encode(),
-        ),
-        (
-            MODEL,
-            U256::ZERO,
-            IModel::registerAdapterCall {
-                baseModelId: 1,
-                name: "bench".into(),
-                datanetIds: vec![1],
-                datanetVersions: vec![1],
-                trainingConfigHash: B256::repeat_byte(1),
-                adapterHash: B256::repeat_byte(2),
-                attributionIndexRoot: B256::repeat_byte(3),
-            }
-            .abi_encode(),
-        ),
-        (
-            INFERENCE,
-            U256::from(500u64) * one_open(),
-            IInference::depositCall {}.abi_encode(),
-        ),
-    ];
-    for (to, value, data) in calls {
+    for (to, value, data) in state_fixture::inference_setup_calls() {
         chain.tick();
         chain
             .send(owner, to, value, data)
@@ -378,39 +289,15 @@ fn main() {
             }
         }
     }
-    println!("\nkey-value reads / writes per operation:");
-    println!(
-        "{:>8} {:>10}{}",
-        "stakers",
-        "kv entries",
-        OPS.map(|n| format!("{n:>24}")).join("")
-    );
-    for (c, case) in cases.iter().enumerate() {
-        let cells: String = io[c]
-            .iter()
-            .map(|(r, w)| format!("{:>24}", format!("{r:.1} / {w:.1}")))
-            .collect();
-        println!("{:>8} {:>10}{cells}", case.n, case.chain.kv.0.len());
-    }
-    for (label, pick) in [("best round", 0.0), ("median round", 0.5)] {
-        println!("\nµs per operation, {label}:");
-        println!(
-            "{:>8} {:>10}{}",
-            "stakers",
-            "kv entries",
-            OPS.map(|n| format!("{n:>24}")).join("")
-        );
-        for (c, case) in cases.iter().enumerate() {
-            let cells: String = times[c]
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    r.sort_by(f64::total_cmp);
-                    let i = ((r.len() - 1) as f64 * pick) as usize;
-                    format!("{:>24.2}", r[i])
-                })
-                .collect();
-            println!("{:>8} {:>10}{cells}", case.n, case.chain.kv.0.len());
-        }
-    }
+    let rows: Vec<state_fixture::Row> = cases
+        .iter()
+        .zip(io.into_iter().zip(times))
+        .map(|(case, (io, times))| state_fixture::Row {
+            label: case.n.to_string(),
+            kv_entries: case.chain.kv.0.len(),
+            io,
+            times,
+        })
+        .collect();
+    state_fixture::print_tables(&OPS, &rows, 8, 24);
 }

@@ -17,21 +17,22 @@
 
 mod flags;
 mod rng;
+mod state_fixture;
 
-use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
 use openledger_state::{
-    genesis::genesis_writes,
     modules::{self, staking},
-    Ctx, Env, ExecError, MemKv, Overlay, StateRead, StorageError,
+    Ctx, Env, ExecError, MemKv, Overlay,
 };
 use openledger_types::{
-    abi::{IDatanet, IInference, IModel, IStaking},
-    modules::{DATANET, INFERENCE, MODEL, STAKING, TREASURY},
+    abi::{IInference, IStaking},
+    modules::{INFERENCE, STAKING, TREASURY},
     units::one_open,
-    Genesis, Params,
+    Params,
 };
 use rng::Rng;
+use state_fixture::Counted;
 use std::{cell::Cell, time::Instant};
 
 /// A chain state driven by module calls, counting the key-value reads and writes they make.
@@ -43,39 +44,15 @@ struct Chain {
     writes: u64,
 }
 
-/// The committed state seen through a read counter.
-struct Counted<'a> {
-    kv: &'a MemKv,
-    reads: &'a Cell<u64>,
-}
-
-impl StateRead for Counted<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.reads.set(self.reads.get() + 1);
-        self.kv.get(key)
-    }
-}
-
 impl Chain {
     /// `n` accounts with 1,000 OPEN each, every one staking 10 OPEN (one per second).
     fn with_stakers(n: usize) -> (Chain, Vec<Address>) {
-        let stakers: Vec<Address> = (0..n)
-            .map(|i| Address::from_slice(&keccak256(format!("staker {i}"))[12..]))
-            .collect();
-        let genesis = Genesis::with_accounts(1, 1_000, &stakers, U256::from(1_000u64) * one_open())
-            .expect("a valid genesis");
-        // The operator records every receipt itself: no daily free-volume limit here.
-        let mut genesis = genesis;
-        genesis.params.agent.agent_free_tokens_per_day = u64::MAX;
-        let mut kv = MemKv::default();
-        kv.apply(genesis_writes(&genesis).expect("genesis applies"));
+        let stakers = state_fixture::staker_addresses(n);
+        let genesis = state_fixture::genesis(&stakers);
+        let (kv, env) = state_fixture::start(&genesis);
         let mut chain = Chain {
             kv,
-            env: Env {
-                chain_id: 1,
-                block_number: 1,
-                timestamp: 1_000,
-            },
+            env,
             params: genesis.params,
             reads: Cell::new(0),
             writes: 0,
@@ -91,8 +68,7 @@ impl Chain {
     }
 
     fn tick(&mut self) {
-        self.env.timestamp += 1;
-        self.env.block_number += 1;
+        state_fixture::tick(&mut self.env);
     }
 
     /// Runs a call and applies its writes.
@@ -142,69 +118,7 @@ impl Chain {
     /// A datanet with one approved contribution by `owner`, a base model, an adapter on it,
     /// credit for `owner`, who also operates: ready for `recordInference`.
     fn inference_setup(&mut self, owner: Address) {
-        let calls: Vec<(Address, U256, Vec<u8>)> = vec![
-            (
-                DATANET,
-                U256::ZERO,
-                IDatanet::createDatanetCall {
-                    name: "bench".into(),
-                    summary: String::new(),
-                    description: String::new(),
-                    tags: vec![],
-                    dataType: 0,
-                    licence: "CC0".into(),
-                    permissioned: false,
-                }
-                .abi_encode(),
-            ),
-            (
-                DATANET,
-                U256::ZERO,
-                IDatanet::contributeCall {
-                    datanetId: 1,
-                    rowsRoot: keccak256(b"rows"),
-                    rowCount: 10,
-                    byteSize: 1000,
-                    score: 9000,
-                    metadataUri: String::new(),
-                }
-                .abi_encode(),
-            ),
-            (
-                DATANET,
-                U256::ZERO,
-                IDatanet::approveCall { contributionId: 1 }.abi_encode(),
-            ),
-            (
-                MODEL,
-                U256::ZERO,
-                IModel::registerBaseModelCall {
-                    modelHash: keccak256(b"base"),
-                    name: "base".into(),
-                }
-                .abi_encode(),
-            ),
-            (
-                MODEL,
-                U256::ZERO,
-                IModel::registerAdapterCall {
-                    baseModelId: 1,
-                    name: "bench".into(),
-                    datanetIds: vec![1],
-                    datanetVersions: vec![1],
-                    trainingConfigHash: B256::repeat_byte(1),
-                    adapterHash: B256::repeat_byte(2),
-                    attributionIndexRoot: B256::repeat_byte(3),
-                }
-                .abi_encode(),
-            ),
-            (
-                INFERENCE,
-                U256::from(500u64) * one_open(),
-                IInference::depositCall {}.abi_encode(),
-            ),
-        ];
-        for (to, value, data) in calls {
+        for (to, value, data) in state_fixture::inference_setup_calls() {
             self.call(owner, to, value, &data)
                 .expect("inference set-up");
         }
@@ -420,39 +334,15 @@ fn main() {
             }
         }
     }
-    println!("\nkey-value reads / writes per operation:");
-    println!(
-        "{:>12} {:>10}{}",
-        "stakers",
-        "kv entries",
-        OPS.map(|n| format!("{n:>20}")).join("")
-    );
-    for (c, case) in cases.iter().enumerate() {
-        let cells: String = io[c]
-            .iter()
-            .map(|(r, w)| format!("{:>20}", format!("{r:.1} / {w:.1}")))
-            .collect();
-        println!("{:>12} {:>10}{cells}", case.label(), case.chain.kv.0.len());
-    }
-    for (label, pick) in [("best round", 0.0), ("median round", 0.5)] {
-        println!("\nµs per operation, {label}:");
-        println!(
-            "{:>12} {:>10}{}",
-            "stakers",
-            "kv entries",
-            OPS.map(|n| format!("{n:>20}")).join("")
-        );
-        for (c, case) in cases.iter().enumerate() {
-            let cells: String = times[c]
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    r.sort_by(f64::total_cmp);
-                    let i = ((r.len() - 1) as f64 * pick) as usize;
-                    format!("{:>20.2}", r[i])
-                })
-                .collect();
-            println!("{:>12} {:>10}{cells}", case.label(), case.chain.kv.0.len());
-        }
-    }
+    let rows: Vec<state_fixture::Row> = cases
+        .iter()
+        .zip(io.into_iter().zip(times))
+        .map(|(case, (io, times))| state_fixture::Row {
+            label: case.label(),
+            kv_entries: case.chain.kv.0.len(),
+            io,
+            times,
+        })
+        .collect();
+    state_fixture::print_tables(&OPS, &rows, 12, 20);
 }
