@@ -22,6 +22,8 @@
 //! by default (CI is deterministic), printed, and `PROPTEST_RNG_SEED` picks another or replays one.
 
 mod common;
+#[path = "common/random_mix.rs"]
+mod random_mix;
 
 use alloy_primitives::{keccak256, Address, Bytes, Log, B256, U256};
 use alloy_signer::SignerSync;
@@ -41,11 +43,8 @@ use openledger_types::{
     units::one_open,
     Params,
 };
-use proptest::{
-    prelude::*,
-    test_runner::{RngSeed, TestCaseError, TestError, TestRunner},
-};
-use std::{cell::RefCell, collections::BTreeMap};
+use proptest::{prelude::*, test_runner::TestCaseError};
+use std::collections::BTreeMap;
 use IGovernor::ProposalState as S;
 
 const USERS: usize = 6;
@@ -913,66 +912,28 @@ impl Sim {
     }
 }
 
-fn target_txs() -> u64 {
-    std::env::var("OPENLEDGER_PROPTEST_GOV_TXS")
-        .ok()
-        .map(|v| v.parse().expect("OPENLEDGER_PROPTEST_GOV_TXS is a count"))
-        .unwrap_or(DEFAULT_TXS)
-}
-
-fn seed() -> u64 {
-    match std::env::var("PROPTEST_RNG_SEED") {
-        Ok(v) => v.parse().expect("PROPTEST_RNG_SEED is a u64"),
-        // A fixed default keeps CI deterministic: the coverage checks below (rare flows such as
-        // an executed burning slash) must not depend on luck. Other seeds: PROPTEST_RNG_SEED.
-        Err(_) => 0x6f70_656e_6c65_6467,
-    }
-}
-
 #[test]
 fn governance_mixed_with_every_module_conserves_supply_and_keeps_votes_history() {
-    let target = target_txs();
-    let cases = target.div_ceil(STEPS as u64).max(2);
-    let seed = seed();
-    eprintln!("{cases} random runs of {STEPS} transactions, seed {seed} (replay with PROPTEST_RNG_SEED={seed})");
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases: u32::try_from(cases).expect("fewer than 2^32 runs"),
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        max_shrink_iters: 300,
-        ..ProptestConfig::default()
-    });
+    // A fixed default seed keeps CI deterministic: the coverage checks below (rare flows such
+    // as an executed burning slash) must not depend on luck. Other seeds: PROPTEST_RNG_SEED.
     let step = (
         0..USERS,
         action(),
         prop_oneof![2 => Just(0u64), 1 => 1u64..8],
     );
-    let strategy = (
-        any::<bool>(),
-        proptest::collection::vec(step, STEPS..=STEPS),
+    let mix = random_mix::run(
+        random_mix::target_txs("OPENLEDGER_PROPTEST_GOV_TXS", DEFAULT_TXS),
+        random_mix::seed(0x6f70_656e_6c65_6467),
+        STEPS,
+        300,
+        step,
+        |burn, steps| {
+            let mut sim = Sim::new(burn);
+            let outcome = sim.run(steps);
+            (outcome, sim.sent, sim.accepted)
+        },
     );
-    let totals: RefCell<(u64, BTreeMap<&'static str, u64>)> = RefCell::default();
-    let result = runner.run(&strategy, |(burn, steps)| {
-        let mut sim = Sim::new(burn);
-        let outcome = sim.run(&steps);
-        let mut t = totals.borrow_mut();
-        t.0 += sim.sent;
-        for (k, n) in sim.accepted {
-            *t.1.entry(k).or_default() += n;
-        }
-        outcome
-    });
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, (burn, steps))) => {
-            panic!("{reason}\nseed {seed}; burn {burn}; shrunk failing sequence:\n{steps:#?}")
-        }
-        Err(e) => panic!("seed {seed}: {e}"),
-    }
-    let (sent, accepted) = totals.into_inner();
-    eprintln!("{sent} transactions sent; accepted by kind: {accepted:?}");
-    assert!(sent >= target, "only {sent} of {target} transactions sent");
-    for kind in [
+    mix.assert_reached_often(&[
         "propose",
         "castVote",
         "castVoteBySig",
@@ -980,25 +941,13 @@ fn governance_mixed_with_every_module_conserves_supply_and_keeps_votes_history()
         "execute",
         "delegate",
         "recordInferences",
-    ] {
-        let n = accepted.get(kind).copied().unwrap_or(0);
-        assert!(
-            n >= cases / 4,
-            "only {n} accepted {kind} in {cases} runs: the random mix no longer reaches that flow"
-        );
-    }
-    for kind in [
+    ]);
+    mix.assert_reached(&[
         "cancel",
         "withdraw",
         "executed a parameter change",
         "executed a grant",
         "executed a burning slash",
         "executed a slash to the treasury",
-    ] {
-        let n = accepted.get(kind).copied().unwrap_or(0);
-        assert!(
-            n > 0,
-            "no {kind} in {cases} runs: the random mix no longer reaches that flow"
-        );
-    }
+    ]);
 }

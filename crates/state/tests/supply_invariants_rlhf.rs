@@ -17,6 +17,8 @@
 
 mod common;
 mod loops;
+#[path = "common/random_mix.rs"]
+mod random_mix;
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
@@ -30,11 +32,8 @@ use openledger_types::{
     params::SlashDestination,
     units::one_open,
 };
-use proptest::{
-    prelude::*,
-    test_runner::{RngSeed, TestCaseError, TestError, TestRunner},
-};
-use std::{cell::RefCell, collections::BTreeMap};
+use proptest::{prelude::*, test_runner::TestCaseError};
+use std::collections::BTreeMap;
 
 const USERS: usize = 5;
 const STEPS: usize = 300;
@@ -688,66 +687,29 @@ impl Sim {
     }
 }
 
-fn target_txs() -> u64 {
-    std::env::var("OPENLEDGER_PROPTEST_RLHF_TXS")
-        .ok()
-        .map(|v| v.parse().expect("OPENLEDGER_PROPTEST_RLHF_TXS is a count"))
-        .unwrap_or(DEFAULT_TXS)
-}
-
-fn seed() -> u64 {
-    match std::env::var("PROPTEST_RNG_SEED") {
-        Ok(v) => v.parse().expect("PROPTEST_RNG_SEED is a u64"),
-        // Fixed by default so the flow-coverage checks below cannot fail by chance in CI.
-        Err(_) => 0x726c_6866_6167_656e,
-    }
-}
-
 #[test]
 fn validator_and_agent_loops_conserve_supply_and_cover_every_liability() {
-    let target = target_txs();
-    let cases = target.div_ceil(STEPS as u64).max(2);
-    let seed = seed();
-    eprintln!("{cases} random runs of {STEPS} transactions, seed {seed} (replay with PROPTEST_RNG_SEED={seed})");
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases: u32::try_from(cases).expect("fewer than 2^32 runs"),
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        max_shrink_iters: 500,
-        ..ProptestConfig::default()
-    });
+    // Fixed by default so the flow-coverage checks below cannot fail by chance in CI.
     let step = (
         0..USERS,
         action(),
         prop_oneof![2 => Just(0u64), 1 => 1u64..15],
     );
-    let strategy = (
-        any::<bool>(),
-        proptest::collection::vec(step, STEPS..=STEPS),
+    let mix = random_mix::run(
+        random_mix::target_txs("OPENLEDGER_PROPTEST_RLHF_TXS", DEFAULT_TXS),
+        random_mix::seed(0x726c_6866_6167_656e),
+        STEPS,
+        500,
+        step,
+        |burn, steps| {
+            let mut sim = Sim::new(burn);
+            let outcome = sim.run(steps);
+            let counts: Vec<_> = sim.accepted.into_iter().chain(sim.effects).collect();
+            (outcome, sim.sent, counts)
+        },
     );
-    let totals: RefCell<(u64, BTreeMap<&'static str, u64>)> = RefCell::default();
-    let result = runner.run(&strategy, |(burn, steps)| {
-        let mut sim = Sim::new(burn);
-        let outcome = sim.run(&steps);
-        let mut t = totals.borrow_mut();
-        t.0 += sim.sent;
-        for (k, n) in sim.accepted.into_iter().chain(sim.effects) {
-            *t.1.entry(k).or_default() += n;
-        }
-        outcome
-    });
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, (burn, steps))) => {
-            panic!("{reason}\nseed {seed}; burn {burn}; shrunk failing sequence:\n{steps:#?}")
-        }
-        Err(e) => panic!("seed {seed}: {e}"),
-    }
-    let (sent, accepted) = totals.into_inner();
-    eprintln!("{sent} transactions sent; accepted by kind: {accepted:?}");
-    assert!(sent >= target, "only {sent} of {target} transactions sent");
     // The random mix reaches every flow whose accounting is checked.
-    for kind in [
+    mix.assert_reached_often(&[
         "joinValidators",
         "openRound",
         "commitRating",
@@ -762,13 +724,7 @@ fn validator_and_agent_loops_conserve_supply_and_cover_every_liability() {
         "proposeModel",
         "approveModelProposal",
         "expireModelProposal",
-    ] {
-        let n = accepted.get(kind).copied().unwrap_or(0);
-        assert!(
-            n >= cases / 4,
-            "only {n} accepted {kind} in {cases} runs: the random mix no longer reaches that flow"
-        );
-    }
+    ]);
 }
 
 /// A fixed scenario through a paid bounty (the random mix rarely lines up an approval, a newer
