@@ -598,6 +598,14 @@ mod simd {
         }
     }
 
+    /// The AVX2 bodies of the safe functions above.
+    ///
+    /// # Safety
+    /// Every `unsafe fn` here needs AVX2, FMA and F16C ([`x86::available`]) and the slice lengths
+    /// its safe wrapper asserts or checks before calling it (`transpose8`: eight strided rows
+    /// inside both slices; `shrink`: `at.len() == x.len() · s.len()`, `s.len()` a multiple of 8;
+    /// `expand`/`expand_rows`: `b.len() == ⌈d.len()/8⌉·8 · s.len()` for every row). They are
+    /// called only from those wrappers.
     #[cfg(target_arch = "x86_64")]
     mod x86 {
         use super::Elem;
