@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod dashboard;
 pub mod datanets;
 pub mod guard;
 pub mod journal;

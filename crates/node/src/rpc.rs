@@ -189,6 +189,7 @@ pub fn router_with(node: Arc<Node>, local: SocketAddr, extra: Router) -> Router 
             .layer(DefaultBodyLimit::max(limit)),
         )
         .merge(crate::rest::router(node.clone()))
+        .merge(crate::dashboard::router(node.clone()))
         .with_state(node)
         .merge(extra)
         .layer(RequestBodyLimitLayer::new(total))
