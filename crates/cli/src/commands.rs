@@ -738,7 +738,8 @@ fn run_node(
             None => axum_router(),
         }
         .merge(openledger_node::openlora::router(openlora.clone()))
-        .merge(crate::factory_jobs::router(factory.clone()));
+        .merge(crate::factory_jobs::router(factory.clone()))
+        .merge(crate::sim_routes::router(home.0.join("data").join("sim")));
         let recorder = tokio::spawn(openlora.clone().run_recorder(stop(rx.clone())));
         if let Some(s) = &serve {
             let names = config.serve.preload.clone();

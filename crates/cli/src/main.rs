@@ -18,6 +18,7 @@ mod publish_adapter;
 mod rest;
 mod rlhf_cmd;
 mod sim_cmd;
+mod sim_routes;
 mod stake_cmd;
 mod wallet;
 
