@@ -2,7 +2,8 @@
 //! `GET /dashboard/<path>` (its scripts, styles, vendored libraries and the module interfaces
 //! `contracts/*.sol` under `/dashboard/contracts/`), all embedded in the binary by `build.rs`,
 //! so `openledger node` needs no files at run time; and `GET /dashboard/dev-accounts`, the
-//! development keys, answered only on a dev chain (`dev = true` in config.toml), 404 elsewhere.
+//! development keys, answered only on a dev chain (`dev = true` in config.toml), 404 elsewhere;
+//! and the explorer's bounded read-only route ([`explorer`]).
 //!
 //! A path is looked up as an exact key of the embedded table and nothing else: no file system
 //! access, so no path can reach a file outside it. Every answer carries a Content-Security-Policy
@@ -21,6 +22,8 @@ use axum::{
 };
 use serde_json::json;
 use std::sync::{Arc, OnceLock};
+
+pub mod explorer;
 
 mod files {
     include!(concat!(env!("OUT_DIR"), "/dashboard_files.rs"));
@@ -58,6 +61,7 @@ pub fn router(_node: Arc<Node>) -> Router<Arc<Node>> {
     Router::new()
         .route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
         .route("/dashboard/dev-accounts", get(dev_accounts))
+        .route("/v1/explorer/txs", get(explorer::txs))
         .route(
             "/dashboard/{*path}",
             get(|Path(path): Path<String>, headers: HeaderMap| async move { serve(&path, &headers) }),
