@@ -28,6 +28,10 @@
 //   ctx.chainId()                      the node's chain id (number, cached)
 //   ctx.isDev()                        whether the node serves dev accounts (a dev chain)
 //   ctx.onAccountChange(fn)            fn(address) when the account changes (until the page is left)
+//   ctx.getLogs({address, topics, fromBlock}, {max})   eth_getLogs in chunks the node accepts
+//   ctx.blockTime(n), ctx.fmtTime(s), ctx.fmtAge(s)    block timestamps and their display
+//   ctx.argsTable(params, values), ctx.fmtArg(param, value)   decoded ABI values as DOM
+//   ctx.busy(button, async fn)         disables the button while fn runs, toasts its error
 // Per page (a fresh ctx for each render):
 //   ctx.signal                         AbortSignal, aborted when the page is left
 //   ctx.onLeave(fn)                    runs fn when the page is left
@@ -359,6 +363,82 @@ export async function signRequest(method, pathAndQuery, body = null) {
   return `OpenLedger ${acc.address}:${time}:${nonce}:${bodyHash}:${sig}`;
 }
 
+
+// ------------------------------------------------------------------------------ chain reads
+
+/// eth_getLogs over [fromBlock, head] in chunks the node accepts (its max_log_range), newest
+/// chunk last; `filter` is {address, topics, fromBlock?}; stops after `max` logs.
+export async function getLogs(filter, { max = 5000, chunk = 10_000 } = {}) {
+  const head = Number(await rpc('eth_blockNumber'));
+  let from = Number(filter.fromBlock ?? 0);
+  let step = chunk;
+  const out = [];
+  while (from <= head && out.length < max) {
+    const to = Math.min(head, from + step - 1);
+    try {
+      const logs = await rpc('eth_getLogs', [{ address: filter.address, topics: filter.topics || [], fromBlock: ethers.toQuantity(from), toBlock: ethers.toQuantity(to) }]);
+      out.push(...logs);
+      from = to + 1;
+    } catch (e) {
+      if (step > 1 && /range|narrow|too many|limit/i.test(e.message)) step = Math.max(1, Math.floor(step / 2));
+      else throw e;
+    }
+  }
+  return out.slice(0, max);
+}
+
+/// The timestamp (seconds) of block `n`, cached.
+const blockTimes = new Map();
+export async function blockTime(n) {
+  const k = Number(n);
+  if (!blockTimes.has(k)) {
+    const b = await rpc('eth_getBlockByNumber', [ethers.toQuantity(k), false]);
+    blockTimes.set(k, b ? Number(b.timestamp) : null);
+  }
+  return blockTimes.get(k);
+}
+
+export function fmtTime(seconds) {
+  if (seconds === null || seconds === undefined) return '';
+  const d = new Date(Number(seconds) * 1000);
+  return d.toLocaleString(undefined, { hour12: false });
+}
+
+export function fmtAge(seconds) {
+  const s = Math.max(0, Math.floor(Date.now() / 1000 - Number(seconds)));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+/// One decoded ABI value as DOM: addresses link to the explorer, amounts show OPEN next to wei
+/// when their name says so, tuples and arrays nest.
+export function fmtArg(param, value) {
+  const type = param && param.baseType;
+  if (type === 'array') {
+    const items = [...value];
+    if (!items.length) return h('span', { class: 'muted' }, '[]');
+    return h('ol', { class: 'args-list', start: 0 }, items.map((v) => h('li', null, fmtArg(param.arrayChildren, v))));
+  }
+  if (type === 'tuple') return argsTable(param.components, value);
+  if (type === 'address') return h('span', null, link(value), moduleAt(value) ? ` (${moduleAt(value)})` : '');
+  if (typeof value === 'bigint') {
+    const amount = /amount|fee|value|balance|stake|reward|votes|weight|wei|platform|owner|contributors|stakers|price/i.test(param.name || '');
+    return amount && value > 10n ** 12n ? h('span', { title: `${value} wei` }, `${fmtOpen(value)}`) : h('span', { class: 'mono' }, value.toString());
+  }
+  if (typeof value === 'string' && value.startsWith('0x')) return h('span', { class: 'mono', title: value }, value.length > 74 ? short(value, 16) : value);
+  return h('span', null, String(value));
+}
+
+/// A table of named ABI values (a function's inputs, an event's args).
+export function argsTable(params, values) {
+  return h('table', { class: 'args' }, [...params].map((p, i) => h('tr', null,
+    h('td', { class: 'mono' }, `${p.name || `#${i}`}`),
+    h('td', { class: 'muted' }, p.type),
+    h('td', null, fmtArg(p, values[i])))));
+}
+
 // ---------------------------------------------------------------------------------- display
 
 export function fmtOpen(wei, digits = 4) {
@@ -444,7 +524,7 @@ export async function busy(button, fn) {
 const base = {
   ethers, rpc, rest, account, accountKind, accountName, sendTx, send, call, signRequest, iface,
   moduleAddress, moduleAt, decodeCall, decodeLog, fmtOpen, short, h, toast, link, chainId, isDev,
-  waitReceipt, busy, listDevAccounts,
+  waitReceipt, busy, listDevAccounts, getLogs, blockTime, fmtTime, fmtAge, fmtArg, argsTable,
 };
 
 /// A fresh ctx for one page render; `leave()` ends its timers, listeners and requests.

@@ -1,0 +1,199 @@
+//! The web dashboard in a real browser: `init --dev` (which picks up SmolLM2 from models/), ONE
+//! `openledger node` on a free port of 127.0.0.1, then `python -m pytest -x
+//! crates/cli/tests/browser/` — Playwright driving Debian's chromium headless — with the
+//! dashboard's URL in `OPENLEDGER_DASHBOARD_URL` (and `OPENLEDGER_BIN`, `OPENLEDGER_HOME` for
+//! tests that set things up with the CLI). One file per page (`test_<page>.py`); shared fixtures
+//! in `browser/conftest.py`. Every wait there is bounded; the whole run is capped here.
+//!
+//! Needs `./scripts/setup-browser` (playwright + pytest in .venv, chromium from apt) and
+//! `./scripts/fetch-model`. `OPENLEDGER_PYTEST_ARGS` adds pytest arguments (e.g. `-k governance`).
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_openledger");
+/// How long the node may take to answer (it loads the model first).
+const NODE_START: Duration = Duration::from_secs(120);
+/// How long the whole browser suite may run.
+const SUITE_LIMIT: Duration = Duration::from_secs(900);
+
+fn workspace_root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .canonicalize()
+        .expect("workspace root exists")
+}
+
+/// Kills (and reaps) a child process when dropped, so no node outlives the test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+fn chain_id_answer(addr: SocketAddr) -> std::io::Result<String> {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn read_or_empty(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Waits for `child` for at most `limit`; kills it past that (returns `None`).
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn dashboard_pages_work_in_a_browser() {
+    let root = workspace_root();
+    let python = root.join(".venv/bin/python");
+    let chromium =
+        std::env::var("OPENLEDGER_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import playwright, pytest"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        ready && Path::new(&chromium).exists(),
+        "the browser tests need Playwright and pytest in {} and chromium at {chromium}: run \
+         ./scripts/setup-browser (or ./scripts/test, which does it) from {}",
+        python.display(),
+        root.display()
+    );
+    let model = root.join(openledger_model::DEFAULT_MODEL_PATH);
+    assert!(
+        model.is_file(),
+        "{} is missing: run ./scripts/fetch-model",
+        model.display()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    // From the workspace root, so that init --dev configures the model in models/.
+    let init = Command::new(BIN)
+        .current_dir(&root)
+        .arg("--home")
+        .arg(&home)
+        .args(["init", "--dev"])
+        .output()
+        .expect("run openledger init");
+    assert!(
+        init.status.success(),
+        "openledger init --dev failed ({}):\n{}\n{}",
+        init.status,
+        String::from_utf8_lossy(&init.stdout),
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node_log = dir.path().join("node.log");
+    let log = File::create(&node_log).expect("create node log");
+    let mut node = KillOnDrop(
+        Command::new(BIN)
+            .arg("--home")
+            .arg(&home)
+            .args(["node", "--rpc-addr", &addr.to_string()])
+            .env_remove("OPENLEDGER_MODEL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start openledger node"),
+    );
+    let start = Instant::now();
+    loop {
+        if chain_id_answer(addr).is_ok_and(|r| r.contains(r#""result":"0x"#)) {
+            break;
+        }
+        if let Some(status) = node.0.try_wait().expect("try_wait") {
+            panic!("the node exited early ({status}):\n{}", read_or_empty(&node_log));
+        }
+        assert!(
+            start.elapsed() < NODE_START,
+            "the node did not answer on {addr} within {NODE_START:?}:\n{}",
+            read_or_empty(&node_log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let out_path = dir.path().join("pytest.log");
+    let out = File::create(&out_path).expect("create pytest log");
+    let mut cmd = Command::new(&python);
+    cmd.current_dir(&root)
+        .args(["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join("crates/cli/tests/browser"));
+    if let Ok(extra) = std::env::var("OPENLEDGER_PYTEST_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
+    let mut suite = cmd
+        .env("OPENLEDGER_DASHBOARD_URL", format!("http://{addr}/"))
+        .env("OPENLEDGER_BIN", BIN)
+        .env("OPENLEDGER_HOME", &home)
+        .env("OPENLEDGER_CHROMIUM", &chromium)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("OPENLEDGER_FROM")
+        .env_remove("OPENLEDGER_RPC")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone log handle"))
+        .stderr(out)
+        .spawn()
+        .expect("start pytest");
+    let status = wait_bounded(&mut suite, SUITE_LIMIT);
+    let report = read_or_empty(&out_path);
+    println!("{report}");
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => panic!(
+            "the browser tests failed ({s}):\n{report}\n--- node log (tail) ---\n{}",
+            tail(&read_or_empty(&node_log), 60)
+        ),
+        None => panic!(
+            "the browser tests ran past {SUITE_LIMIT:?} and were stopped:\n{report}\n--- node log (tail) ---\n{}",
+            tail(&read_or_empty(&node_log), 60)
+        ),
+    }
+}
