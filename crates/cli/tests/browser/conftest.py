@@ -8,6 +8,9 @@ Fixtures:
              uncaught page error or CSP violation (so the node's CSP and the pages stay honest)
   rpc        rpc(method, params) -> result, JSON-RPC from Python
   cli        cli(*args) -> stdout, the openledger binary against the node (OPENLEDGER_BIN, OPENLEDGER_HOME)
+Development: OPENLEDGER_DASHBOARD_SRC=/path/to/dashboard serves the dashboard's files from the
+working tree instead of the node's binary, so pages can be edited without rebuilding; run pytest
+by hand against a running dev node (see crates/cli/tests/dashboard_browser.rs for the variables).
 Helpers (import from conftest): goto(page, base_url, route), choose_account(page, name),
 wait_toast(page, text), dev_address(name).
 """
@@ -112,10 +115,35 @@ def page(browser, base_url):
             route.abort()
 
     pg.route("**/*", guard)
+    src = os.environ.get("OPENLEDGER_DASHBOARD_SRC")
+    if src:
+        # Development only: serve dashboard/ from the working tree (no rebuild per edit).
+        pg.route("**/dashboard/**", lambda route: _serve_local(route, src, host, problems))
     pg.problems = problems
     yield pg
     context.close()
     assert not problems, "the browser reported problems:\n" + "\n".join(problems)
+
+
+_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html", "sol": "text/plain",
+          "md": "text/plain", "json": "application/json", "svg": "image/svg+xml"}
+
+
+def _serve_local(route, src, host, problems):
+    url = route.request.url
+    if url.split("//", 1)[-1].split("/", 1)[0] != host:
+        problems.append(f"request to another origin: {url}")
+        return route.abort()
+    path = url.split("/dashboard/", 1)[1].split("?", 1)[0]
+    file = os.path.join(src, path)
+    if path.startswith(("contracts/", "dev-accounts")) or ".." in path or not os.path.isfile(file):
+        return route.continue_()
+    with open(file, "rb") as f:
+        body = f.read()
+    csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'"
+    route.fulfill(status=200, body=body, headers={
+        "content-type": _TYPES.get(path.rsplit(".", 1)[-1], "application/octet-stream"),
+        "content-security-policy": csp, "cache-control": "no-store"})
 
 
 def goto(page, route):

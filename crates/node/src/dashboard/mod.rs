@@ -164,7 +164,11 @@ async fn dev_accounts(State(node): State<Arc<Node>>) -> Response {
             let key = dev_key(i);
             let signer = alloy_signer_local::PrivateKeySigner::from_bytes(&key).ok()?;
             let address: Address = signer.address();
-            Some(json!({ "name": format!("dev{i}"), "address": address, "privateKey": key }))
+            Some(json!({
+                "name": format!("dev{i}"),
+                "address": address.to_checksum(None),
+                "privateKey": key,
+            }))
         })
         .collect();
     let mut response = Json(json!({
