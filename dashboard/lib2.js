@@ -18,6 +18,7 @@
 //   table(ctx, headers, rows)            a <table> (cells: nodes or text)
 //   kv(ctx, pairs)                       a <dl class="kv">
 //   colourClass(i)                       'src-c<i mod 8>' (background colours in lib2.css)
+//   signMessage(ctx, message)            personal_sign by the chosen account (wallet or dev key)
 
 let styled = false;
 
@@ -158,4 +159,17 @@ export function bps(b) {
 export function when(secs) {
   const n = Number(secs);
   return n ? new Date(n * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC') : '';
+}
+
+/// Signs `message` (EIP-191 personal_sign) with the chosen account: the injected wallet, or the
+/// dev key of the chosen dev account (kept in this browser).
+export async function signMessage(ctx, message) {
+  const address = ctx.account();
+  if (!address) throw new Error('choose an account first (top right)');
+  if (ctx.accountKind() === 'injected') {
+    return window.ethereum.request({ method: 'personal_sign', params: [ctx.ethers.hexlify(ctx.ethers.toUtf8Bytes(message)), address] });
+  }
+  const dev = ctx.listDevAccounts().find((a) => a.name === ctx.accountName());
+  if (!dev) throw new Error(`no key for ${address} in this browser`);
+  return new ctx.ethers.Wallet(dev.privateKey).signMessage(message);
 }
