@@ -120,7 +120,7 @@ async function renderOne(root, ctx, id) {
         String(s.rows_accepted), bps(s.acceptance_bps), bps(s.mean_score_bps ?? 0), bps(s.consistency_bps)]))
       : h('p', { class: 'muted' }, 'No contributors yet.'));
     await accessSection(ctx, d, sections.access, isOwner());
-    await rowsView.reload();
+    await rowsView.reload(versions.length);
   }
   await refresh();
   ctx.onAccountChange(() => refresh().catch((e) => ctx.toast(e.message, 'error')));
@@ -168,7 +168,13 @@ function rowsBrowser(ctx, d, box) {
   const head = h('div', { class: 'pager' });
   const body = h('div');
   box.replaceChildren(head, body);
+  let versions = d.version_count;
   async function load() {
+    if (!state.contribution && !versions) {
+      head.replaceChildren();
+      body.replaceChildren(h('p', { class: 'muted' }, 'No version yet: rows appear here once the owner approves a contribution (a pending contribution\'s rows: its "rows" button).'));
+      return;
+    }
     const path = state.contribution
       ? `/v1/contributions/${state.contribution}/rows?offset=${state.offset}&limit=${ROWS_PAGE}`
       : `/v1/datanets/${d.id}/rows?version=${state.version}&offset=${state.offset}&limit=${ROWS_PAGE}`;
@@ -198,7 +204,10 @@ function rowsBrowser(ctx, d, box) {
       state = { version: s.version ?? 0, contribution: s.contribution ?? null, offset: 0 };
       return load();
     },
-    reload: () => load(),
+    reload(versionCount) {
+      versions = versionCount;
+      return load();
+    },
   };
 }
 
