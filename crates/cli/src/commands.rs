@@ -608,7 +608,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Agent(c) => crate::agent_cmd::run(&s, c)?,
         Command::Stake(c) => crate::stake_cmd::run(&s, c)?,
         Command::Gov(c) => crate::gov_cmd::run(&s, c)?,
-        Command::Sim(c) => crate::sim_cmd::run(c)?,
+        Command::Sim(c) => crate::sim_cmd::run(&s, c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
         Command::Rewards(a) => crate::openlora_cmd::rewards(&s, a)?,
         Command::Params => {
