@@ -1,5 +1,6 @@
 //! `openledger sim run|sweep|threshold|verify`: the flywheel simulator (crate `openledger-sim`)
-//! from the terminal. Needs no node, keys or network: it drives the state machine in process.
+//! from the terminal. Needs no node, keys or network: it drives the state machine in process;
+//! only `run --from-chain` reads a running node's state to start from ([`sim_chain`], and [`run_from_chain`] for other commands).
 //! Every command writes `report.json` (the evidence: scenario, seeds, results and their hash),
 //! `report.html` and its plots into `--out`; `verify` re-runs a report and checks its hash.
 
@@ -10,6 +11,10 @@ use openledger_sim::{
     write_job, Computed, Job, Scenario,
 };
 use std::path::PathBuf;
+
+#[path = "sim_chain.rs"]
+mod sim_chain;
+pub(crate) use sim_chain::run_from_chain;
 
 #[derive(Subcommand)]
 pub enum SimCommand {
@@ -25,6 +30,12 @@ pub enum SimCommand {
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Start from the current state of the node at --rpc (default: the home's node): its
+        /// parameters (replacing the scenario's [chain]), datanets and contributions, models,
+        /// stakes, inference users and their balances. report.json records that state, so
+        /// `sim verify` re-runs it without the node.
+        #[arg(long)]
+        from_chain: bool,
     },
     /// Run a parameter (or two: the grid) at several values over N seeds in parallel: writes
     /// sweep.csv, sweep.json, the plots (phase.png/svg for two parameters), report.json and
@@ -117,21 +128,41 @@ fn job(job: Job, sc: &Scenario, out: &std::path::Path) -> Result<(Computed, Stri
     Ok((computed, ev.results_sha256))
 }
 
-/// Runs an `openledger sim` subcommand.
-pub fn run(command: SimCommand) -> Result<()> {
+/// Runs an `openledger sim` subcommand (`session` gives the node's RPC URL to `run --from-chain`).
+pub(crate) fn run(session: &crate::commands::Session, command: SimCommand) -> Result<()> {
     match command {
         SimCommand::Run {
             scenario,
             out,
             seed,
+            from_chain,
         } => {
             let mut sc = load(&scenario)?;
             if let Some(s) = seed {
                 sc.seed = s;
             }
-            let (computed, _) = job(Job::Run, &sc, &out)?;
-            let Computed::Run { summary: s, .. } = computed else {
-                bail!("internal: a run gave no summary");
+            let s = if from_chain {
+                let url = session.rpc()?.url;
+                let t = std::time::Instant::now();
+                let r = run_from_chain(&url, &sc, &out)?;
+                eprintln!(
+                    "{:.2} s wall; report.json and report.html in {} (results {})",
+                    t.elapsed().as_secs_f64(),
+                    out.display(),
+                    r.results_sha256
+                );
+                let c = &r.scenario.chain;
+                println!(
+                    "started from {} (fee split {}/{}/{}/{} platform/owner/stakers/contributors bps)",
+                    r.imported, c.platform_bps, c.model_owner_bps, c.stakers_bps, c.contributors_bps
+                );
+                r.summary
+            } else {
+                let (computed, _) = job(Job::Run, &sc, &out)?;
+                let Computed::Run { summary, .. } = computed else {
+                    bail!("internal: a run gave no summary");
+                };
+                *summary
             };
             println!(
                 "{}: {} after {} days ({} transactions, {} inferences; supply check {}); {}",

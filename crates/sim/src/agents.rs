@@ -190,14 +190,7 @@ impl Sim {
                 ..Default::default()
             });
         }
-        if self.sc.governance.enabled {
-            let council = agent_addr(kind::COUNCIL, 0);
-            let stake = wei(self.sc.governance.council_stake_open);
-            self.pay(ex, council, stake + wei(100.0))?;
-            if stake >= self.chain.params.min_stake {
-                self.must(council, STAKING, stake, encode(IStaking::stakeCall {}))?;
-            }
-        }
+        self.council()?;
         for _ in 0..self.sc.contributors.initial {
             self.add_contributor()?;
         }
@@ -207,15 +200,39 @@ impl Sim {
         Ok(())
     }
 
-    fn add_contributor(&mut self) -> Result<(), String> {
-        let idx = self.contributors.len() as u32;
-        let addr = agent_addr(kind::CONTRIBUTOR, idx);
+    /// The governance council's stake (when governance is on).
+    pub(crate) fn council(&mut self) -> Result<(), String> {
+        if self.sc.governance.enabled {
+            let council = agent_addr(kind::COUNCIL, 0);
+            let stake = wei(self.sc.governance.council_stake_open);
+            self.pay(agent_addr(kind::EXCHANGE, 0), council, stake + wei(100.0))?;
+            if stake >= self.chain.params.min_stake {
+                self.must(council, STAKING, stake, encode(IStaking::stakeCall {}))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add_contributor(&mut self) -> Result<(), String> {
         let k = self.sc.contributors.clone();
         let datanet = (self.uniform() * self.datanets.len() as f64) as usize % self.datanets.len();
         let copier = self.uniform() < k.copier_share;
+        self.add_contributor_as(datanet, copier, wei(k.wallet_open))
+    }
+
+    /// A contributor of `datanet` holding `wallet`; its effort cost is drawn.
+    pub(crate) fn add_contributor_as(
+        &mut self,
+        datanet: usize,
+        copier: bool,
+        wallet: U256,
+    ) -> Result<(), String> {
+        let idx = self.contributors.len() as u32;
+        let addr = agent_addr(kind::CONTRIBUTOR, idx);
+        let k = self.sc.contributors.clone();
         let cost = k.effort_cost_open
             * (k.effort_cost_sigma * self.normal() - k.effort_cost_sigma.powi(2) / 2.0).exp();
-        self.pay(agent_addr(kind::EXCHANGE, 0), addr, wei(k.wallet_open))?;
+        self.pay(agent_addr(kind::EXCHANGE, 0), addr, wallet)?;
         self.contributors.push(Contributor {
             addr,
             datanet,
@@ -228,12 +245,25 @@ impl Sim {
         Ok(())
     }
 
-    fn add_user(&mut self) -> Result<(), String> {
+    pub(crate) fn add_user(&mut self) -> Result<(), String> {
+        let datanet = (self.uniform() * self.datanets.len() as f64) as usize % self.datanets.len();
+        self.add_user_as(datanet, U256::ZERO, wei(self.sc.users.deposit_open))
+    }
+
+    /// A user of `datanet` holding `balance` besides `deposit` of inference credit.
+    pub(crate) fn add_user_as(
+        &mut self,
+        datanet: usize,
+        balance: U256,
+        deposit: U256,
+    ) -> Result<(), String> {
         let idx = self.users.len() as u32;
         let addr = agent_addr(kind::USER, idx);
-        let datanet = (self.uniform() * self.datanets.len() as f64) as usize % self.datanets.len();
-        let deposit = wei(self.sc.users.deposit_open);
-        self.pay(agent_addr(kind::EXCHANGE, 0), addr, deposit + wei(0.1))?;
+        self.pay(
+            agent_addr(kind::EXCHANGE, 0),
+            addr,
+            deposit + balance.max(wei(0.1)),
+        )?;
         let operator = self.builders[datanet].addr;
         self.must(
             addr,
@@ -374,7 +404,14 @@ impl Sim {
             }
             let rows = self.rng_range(k.rows_min, k.rows_max);
             let quality = (k.quality_mean + k.quality_sd * self.normal()).clamp(0.0, 1.0);
-            let rows_root = keccak256(format!("rows of contributor {i} on day {}", self.day));
+            let rows_root = match &self.sc.start {
+                None => keccak256(format!("rows of contributor {i} on day {}", self.day)),
+                // Apart from the imported rows (a simulated chain's too).
+                Some(s) => keccak256(format!(
+                    "rows of contributor {i} on day {} after block {}",
+                    self.day, s.block
+                )),
+            };
             let out = self.must(
                 c.addr,
                 DATANET,
@@ -384,7 +421,8 @@ impl Sim {
                     rowsRoot: rows_root,
                     rowCount: rows,
                     byteSize: rows * 300,
-                    score: (quality * 10_000.0).round() as u16,
+                    score: ((quality * 10_000.0).round() as u16)
+                        .max(self.chain.params.min_contribution_score),
                     metadataUri: String::new(),
                 }),
             )?;

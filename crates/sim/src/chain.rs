@@ -46,6 +46,8 @@ pub struct SimChain {
     pub refused: u64,
     /// Gas fees paid (wei), all of which go to the stakers pool (or the treasury).
     pub gas_fees: U256,
+    /// Days before day 0 spent importing a chain's state ([`crate::start`]); 0 otherwise.
+    pub day_offset: u64,
 }
 
 /// The transaction the simulator "signs" for `sender`.
@@ -92,11 +94,14 @@ impl SimChain {
             accepted: 0,
             refused: 0,
             gas_fees: U256::ZERO,
+            day_offset: 0,
         })
     }
 
-    /// Moves to the block of `day` (one block per day, one hour past midnight UTC).
+    /// Moves to the block of `day` (one block per day, one hour past midnight UTC), counted
+    /// after the import days, if any.
     pub fn start_day(&mut self, day: u64) {
+        let day = self.day_offset + day;
         self.env.block_number = day + 1;
         self.env.timestamp = DAY0 + day * 86_400 + 3_600;
     }

@@ -7,6 +7,7 @@
 //! - [`chain`]: the executor over in-memory state, one block per day, the transaction log and
 //!   its replay;
 //! - [`sim`], [`agents`], [`gov`]: the run and the populations' behaviour rules;
+//! - [`start`]: starting from a node's current state (`--from-chain`);
 //! - [`quality`]: model quality from accepted rows (a fitted loss curve);
 //! - [`report`]: time series, the take-off rule, the summary; [`invariants`]: supply checks;
 //! - [`sweep`]: parameter sweeps (one parameter or a grid of two) over seeds in parallel and the
@@ -30,6 +31,7 @@ pub mod quality;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod start;
 pub mod sweep;
 
 pub use evidence::{Computed, Evidence, Job};

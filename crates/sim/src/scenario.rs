@@ -27,6 +27,9 @@ pub struct Scenario {
     pub stakers: Stakers,
     pub governance: Governance,
     pub outcome: OutcomeRule,
+    /// The chain state the run starts from (`sim run --from-chain`), absent for a fresh chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<crate::start::ChainStart>,
 }
 
 /// The bootstrapping subsidy: a foundation account funded at genesis (carved out of the
@@ -235,6 +238,7 @@ impl Default for Scenario {
             stakers: Stakers::default(),
             governance: Governance::default(),
             outcome: OutcomeRule::default(),
+            start: None,
         }
     }
 }
@@ -655,6 +659,9 @@ impl Scenario {
             "outcome.min_contributions_per_day",
             self.outcome.min_contributions_per_day,
         )?;
+        if let Some(s) = &self.start {
+            s.validate()?;
+        }
         Ok(())
     }
 }

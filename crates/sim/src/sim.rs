@@ -67,8 +67,18 @@ const EXCHANGE_OPEN: u64 = 400_000_000;
 
 /// The genesis a scenario runs from: the exchange and the subsidy fund carved out of the
 /// treasury's allocation, and the chain's default parameters with the scenario's overrides.
+///
+/// A run from a chain's state ([`crate::start`]) starts from the node's parameter set instead
+/// of the defaults; its prices are kept exactly unless the scenario changed them.
 pub fn genesis(sc: &Scenario) -> Result<Genesis, String> {
-    let mut params = Params::default();
+    let mut params = match &sc.start {
+        Some(s) => s.params.clone(),
+        None => Params::default(),
+    };
+    let base = sc
+        .start
+        .as_ref()
+        .map(|s| crate::scenario::ChainParams::of(&s.params));
     let c = &sc.chain;
     params.fee_split = FeeSplit {
         platform_bps: c.platform_bps,
@@ -76,8 +86,20 @@ pub fn genesis(sc: &Scenario) -> Result<Genesis, String> {
         stakers_bps: c.stakers_bps,
         contributors_bps: c.contributors_bps,
     };
-    params.price_per_prompt_token = wei(c.price_per_prompt_token_open);
-    params.price_per_completion_token = wei(c.price_per_completion_token_open);
+    let changed =
+        |old: Option<f64>, new: f64| old.is_none_or(|o| crate::start::price_differs(o, new));
+    if changed(
+        base.as_ref().map(|b| b.price_per_prompt_token_open),
+        c.price_per_prompt_token_open,
+    ) {
+        params.price_per_prompt_token = wei(c.price_per_prompt_token_open);
+    }
+    if changed(
+        base.as_ref().map(|b| b.price_per_completion_token_open),
+        c.price_per_completion_token_open,
+    ) {
+        params.price_per_completion_token = wei(c.price_per_completion_token_open);
+    }
     params.governance.voting_delay_secs = c.voting_delay_days * 86_400;
     params.governance.voting_period_secs = c.voting_period_days * 86_400;
     params.governance.timelock_delay_secs = c.timelock_days * 86_400;
@@ -191,7 +213,11 @@ impl Sim {
             unexpected_refusals: Vec::new(),
         };
         s.chain.start_day(0);
-        s.setup()?;
+        match sc.start.clone() {
+            Some(start) => s.import(&start)?,
+            None => s.setup()?,
+        }
+        s.chain.start_day(0);
         Ok(s)
     }
 
