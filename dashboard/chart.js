@@ -23,8 +23,8 @@ function niceNumber(v) {
 }
 
 export function lineChart(opts = {}) {
-  const W = opts.width || 640;
-  const H = opts.height || 260;
+  const W = opts.width || 900;
+  const H = opts.height || 280;
   const pad = { l: 56, r: 12, t: opts.title ? 26 : 10, b: 34 };
   const series = new Map(); // name → points
   for (const name of opts.series || []) series.set(name, []);
@@ -56,7 +56,8 @@ export function lineChart(opts = {}) {
       const y = y0 + ((y1 - y0) * i) / 4;
       root.append(svg('text', { x: pad.l - 6, y: sy(y) + 4, 'text-anchor': 'end' }, niceNumber(y)));
       const x = x0 + ((x1 - x0) * i) / 4;
-      root.append(svg('text', { x: sx(x), y: H - pad.b + 14, 'text-anchor': 'middle' }, opts.xFormat ? opts.xFormat(x) : niceNumber(x)));
+      const anchor = i === 0 ? 'start' : i === 4 ? 'end' : 'middle';
+      root.append(svg('text', { x: sx(x), y: H - pad.b + 14, 'text-anchor': anchor }, opts.xFormat ? opts.xFormat(x) : niceNumber(x)));
     }
     if (opts.xLabel) root.append(svg('text', { x: (W + pad.l) / 2, y: H - 4, 'text-anchor': 'middle' }, opts.xLabel));
     if (opts.yLabel) root.append(svg('text', { x: 12, y: pad.t - 4 + (opts.title ? 0 : 10) }, opts.yLabel));
