@@ -4,6 +4,9 @@
 //!
 //! Usage: model-speed [model.gguf] [--threads N] [--prefill N] [--decode N] [--batches 1,8,32]
 //! [--device cpu|cuda] (default: cuda when built with `--features cuda` and a GPU is present)
+//! [--parity N] (first compare the device's logits with the CPU path's on an N-token prompt, see
+//! parity.rs; on the CPU it compares the CPU with itself) [--dump-logits DIR] (write both sides'
+//! prompt logits there)
 
 use openledger_model::device::{self, DeviceKind};
 use openledger_model::sampling::argmax;
@@ -11,6 +14,7 @@ use openledger_model::{load, Llama, Logits, SeqCache, SeqInput};
 use std::time::Instant;
 
 mod flags;
+mod parity;
 use flags::arg;
 
 /// Deterministic prompt tokens (ordinary vocabulary ids).
@@ -107,6 +111,30 @@ fn main() {
         std::process::exit(1)
     });
     let load_s = t.elapsed().as_secs_f64();
+    let n_parity: usize = arg(&args, "--parity", 0);
+    let dump: String = arg(&args, "--dump-logits", String::new());
+    let parity = (n_parity > 0).then(|| {
+        let cpu = load::load(std::path::Path::new(&path), &openledger_model::Device::Cpu)
+            .unwrap_or_else(|e| {
+                eprintln!("error: loading the model on the CPU for --parity: {e}");
+                std::process::exit(1)
+            });
+        let dump = (!dump.is_empty()).then(|| std::path::Path::new(&dump));
+        let p = parity::compare(
+            &cpu,
+            &m,
+            device::kind_name(&dev),
+            &prompt(n_parity, 7),
+            dump,
+        )
+        .unwrap_or_else(|e| {
+            eprintln!("error: --parity: {e}");
+            std::process::exit(1)
+        });
+        // Printed at once, so a later failure of the timed part still leaves it.
+        println!("{}", serde_json::json!({ "parity": p }));
+        p
+    });
     decode(&m, 1, 8); // warm-up
     let mut out = serde_json::json!({
         "system": "openledger", "model": path, "device": device::kind_name(&dev), "threads": threads, "kernels": openledger_model::quant::kernels::isa(),
@@ -115,6 +143,9 @@ fn main() {
     for b in batches.split(',').filter_map(|b| b.parse::<usize>().ok()) {
         out[format!("decode_b{b}_tok_s")] =
             decode(&m, b, if b == 1 { steps } else { steps / 2 }).into();
+    }
+    if let Some(p) = parity {
+        out["parity"] = p;
     }
     println!("{out}");
 }
