@@ -250,6 +250,24 @@ export function onAccountChange(fn) {
   return () => accountListeners.delete(fn);
 }
 
+/// Asks the injected wallet to use this node's chain (switching to it, or adding it with this
+/// node as its RPC), so that what it signs is valid here.
+async function matchWalletChain() {
+  const want = await chainId();
+  const have = Number(await window.ethereum.request({ method: 'eth_chainId' }));
+  if (have === want) return;
+  const hex = ethers.toQuantity(want);
+  try {
+    await window.ethereum.request({ method: 'wallet_switchEthereumChain', params: [{ chainId: hex }] });
+  } catch (e) {
+    if (e && e.code !== 4902) throw new Error(`the wallet is on chain ${have}, this node is chain ${want}: switch the wallet to it (${e.message || e})`);
+    await window.ethereum.request({
+      method: 'wallet_addEthereumChain',
+      params: [{ chainId: hex, chainName: `OpenLedger ${want}`, rpcUrls: [location.origin + '/'], nativeCurrency: { name: 'OPEN', symbol: 'OPEN', decimals: 18 } }],
+    });
+  }
+}
+
 /// Chooses the account: '' (none), 'injected' or a dev account's name ('dev0'…).
 export async function selectAccount(choice) {
   if (!choice) {
@@ -258,6 +276,7 @@ export async function selectAccount(choice) {
     if (!window.ethereum) throw new Error('no injected wallet (window.ethereum) in this browser');
     const accounts = await window.ethereum.request({ method: 'eth_requestAccounts' });
     if (!accounts || !accounts.length) throw new Error('the wallet shared no account');
+    await matchWalletChain();
     current = { kind: 'injected', address: ethers.getAddress(accounts[0]), name: 'wallet' };
     if (window.ethereum.on && !selectAccount.listening) {
       selectAccount.listening = true;

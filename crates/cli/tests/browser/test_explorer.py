@@ -3,7 +3,7 @@ decoded, a block, an address with its balance and transactions, and the search b
 
 import re
 
-from conftest import expect, goto
+from conftest import expect, goto, wait_toast
 
 BEEF = "0x000000000000000000000000000000000000bEEF"
 
@@ -68,3 +68,64 @@ def test_a_missing_block_and_a_bad_address_say_so(page):
     expect(page.locator("main")).to_contain_text("does not exist yet")
     goto(page, "explorer/address/nope")
     expect(page.locator("main .error")).to_contain_text("is not an address")
+
+
+# An EIP-1193 provider injected into the page, as a wallet extension does: it holds one key
+# (dev6's, given by the test) and signs what the dashboard asks it to; every request it gets is
+# recorded in window.__walletCalls.
+WALLET = """
+(() => {
+  const KEY = %r;
+  const calls = [];
+  window.__walletCalls = calls;
+  const rpc = async (method, params) => {
+    const r = await fetch('/', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) });
+    const j = await r.json();
+    if (j.error) throw Object.assign(new Error(j.error.message), { code: j.error.code });
+    return j.result;
+  };
+  window.ethereum = {
+    on() {},
+    async request({ method, params = [] }) {
+      calls.push(method);
+      const { ethers } = { ethers: await import('/dashboard/vendor/ethers-6.17.0.min.js') };
+      const wallet = new ethers.Wallet(KEY);
+      if (method === 'eth_requestAccounts' || method === 'eth_accounts') return [wallet.address];
+      if (method === 'eth_sendTransaction') {
+        const t = params[0];
+        const [chainId, nonce, gas, block] = await Promise.all([rpc('eth_chainId', []),
+          rpc('eth_getTransactionCount', [wallet.address, 'pending']), rpc('eth_estimateGas', [t]),
+          rpc('eth_getBlockByNumber', ['latest', false])]);
+        const raw = await wallet.signTransaction({ type: 2, chainId: BigInt(chainId), nonce: Number(nonce),
+          to: t.to, data: t.data, value: BigInt(t.value || 0), gasLimit: BigInt(gas),
+          maxPriorityFeePerGas: 0n, maxFeePerGas: BigInt(block.baseFeePerGas || 0) * 2n + 1n });
+        return rpc('eth_sendRawTransaction', [raw]);
+      }
+      return rpc(method, params);
+    },
+  };
+})();
+"""
+
+
+def test_an_injected_wallet_signs_what_the_dashboard_sends(page, base_url):
+    import json
+    import urllib.request
+    with urllib.request.urlopen(base_url + "dashboard/dev-accounts", timeout=30) as res:
+        dev6 = next(a for a in json.load(res)["accounts"] if a["name"] == "dev6")
+    page.add_init_script(WALLET % dev6["privateKey"])
+    goto(page, "governance")
+    page.select_option("#account-select", "injected")
+    expect(page.locator("#balance a")).to_have_attribute("href", re.compile(dev6["address"], re.I))
+    page.fill("#stake-amount", "2")
+    page.click("#stake-button")
+    toast = wait_toast(page, "Staked")
+    calls = page.evaluate("window.__walletCalls")
+    assert "eth_requestAccounts" in calls and "eth_sendTransaction" in calls, calls
+    tx = re.search(r"tx (0x[0-9a-f]{6})", toast.inner_text())
+    assert tx, toast.inner_text()
+    goto(page, f"explorer/address/{dev6['address']}")
+    row = page.locator("#address-txs tr[data-tx]", has_text="staking.stake").first
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("2 OPEN")
