@@ -155,6 +155,12 @@ pub enum Command {
     Factory(crate::factory_cmd::FactoryCmd),
     /// Show the governed parameters.
     Params,
+    /// The whole flywheel on a fresh dev chain in one command: an embedded node with SmolLM2,
+    /// a datanet from datanets/sample (with a rejected and a duplicate contribution), a LoRA
+    /// adapter fine-tuned by ModelFactory until it answers the planted-fact questions, served
+    /// through OpenLoRA, paid, attributed and settled; a governance vote that raises the
+    /// contributors' share and a second round; a flywheel simulation; report.html + report.json.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -287,6 +293,19 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A session on chain home `home` talking to the node at `rpc` (None: the home's config),
+    /// with no --from key.
+    pub(crate) fn new(home: PathBuf, rpc: Option<String>) -> Session {
+        Session {
+            cli_home: Home(home),
+            rpc,
+            from: None,
+            password: None,
+            password_file: None,
+            unlocked: Default::default(),
+        }
+    }
+
     pub(crate) fn rpc(&self) -> Result<Rpc> {
         let url = match &self.rpc {
             Some(u) => u.clone(),
@@ -541,7 +560,16 @@ pub fn run(cli: Cli) -> Result<()> {
             model,
             device,
             preload,
-        } => run_node(&s, dev, rpc_addr, block_time_ms, model, device, preload)?,
+        } => run_node(
+            &s,
+            dev,
+            rpc_addr,
+            block_time_ms,
+            model,
+            device,
+            preload,
+            shutdown_signal(),
+        )?,
         Command::Verify => {
             let genesis = home.load_genesis()?;
             let started = std::time::Instant::now();
@@ -611,6 +639,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sim(c) => crate::sim_cmd::run(&s, c)?,
         Command::ApiKey(c) => crate::openlora_cmd::api_key(&s, c)?,
         Command::Rewards(a) => crate::openlora_cmd::rewards(&s, a)?,
+        Command::Demo(a) => {
+            // The demo makes a fresh chain home unless --home names one.
+            let home = (cli.home != crate::default_home()).then(|| cli.home.clone());
+            crate::demo::run(home, a)?
+        }
         Command::Params => {
             let out = s
                 .rpc()?
@@ -623,7 +656,10 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn run_node(
+/// Runs the node until `stop` completes (`openledger node`: Ctrl-C or SIGTERM; the demo: its
+/// own signal), then seals what is pending and shuts down.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_node(
     s: &Session,
     dev: bool,
     rpc_addr: Option<std::net::SocketAddr>,
@@ -631,6 +667,7 @@ fn run_node(
     model: Option<std::path::PathBuf>,
     device: Option<crate::ai::DeviceArg>,
     preload: Vec<String>,
+    stop_when: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let home = &s.cli_home;
     let mut config = home.load_config()?;
@@ -760,7 +797,7 @@ fn run_node(
             extra,
             stop(rx),
         ));
-        shutdown_signal().await;
+        stop_when.await;
         factory.stop();
         tracing::info!("shutting down: sealing pending transactions");
         let _ = tx.send(true);

@@ -6,6 +6,7 @@ mod agent_cmd;
 mod ai;
 mod commands;
 mod datanet_cmd;
+mod demo;
 mod factory_cmd;
 mod factory_jobs;
 mod gov_cmd;
@@ -71,14 +72,19 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    let cli = Cli::parse();
+    // The demo prints its own progress; its embedded node logs only warnings unless asked.
+    let default_log = match cli.command {
+        commands::Command::Demo(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if let Err(e) = commands::run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -1,0 +1,126 @@
+//! `openledger demo` end to end, as a user runs it: a fresh dev chain with SmolLM2, the sample
+//! datanet, a LoRA fine-tune, paid and attributed answers over the OpenAI API, a governance
+//! vote and a second round. Its report.json must show positive rewards for every accepted
+//! contributor whose fact was asked about, none for the refused, duplicate and rejected ones,
+//! every generated answer attributed mostly to the contributor whose fact it states, and a
+//! larger contributors' share (and reward) in round two.
+//!
+//! Needs SmolLM2 (`./scripts/fetch-model`).
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn wei(v: &Value) -> u128 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a wei amount: {v}"))
+}
+
+#[test]
+fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_share() {
+    let root = workspace_root();
+    let model = root.join(openledger_model::DEFAULT_MODEL_PATH);
+    assert!(
+        model.is_file(),
+        "{} is missing: run ./scripts/fetch-model",
+        model.display()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_openledger"))
+        .current_dir(&root)
+        .args(["demo", "--out"])
+        .arg(out.path())
+        .env_remove("OPENLEDGER_HOME")
+        .env_remove("OPENLEDGER_RPC")
+        .env_remove("OPENLEDGER_FROM")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "the demo failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["ok"], true);
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(html.contains("<svg") && !html.contains("http://cdn") && !html.contains("<script src"));
+
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    let (r1, r2) = (&rounds[0], &rounds[1]);
+
+    // Every generated answer states its contributor's fact and is attributed mostly to them.
+    let mut asked = std::collections::BTreeSet::new();
+    for round in rounds {
+        let answers = round["answers"].as_array().unwrap();
+        assert!(answers.len() >= 3);
+        for a in answers {
+            let who = a["expected_contributor"].as_str().unwrap();
+            asked.insert(who.to_string());
+            let text = a["answer"].as_str().unwrap().to_lowercase();
+            assert!(
+                text.contains(&a["phrase"].as_str().unwrap().to_lowercase()),
+                "{a}"
+            );
+            let top = a["contributions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .max_by(|x, y| {
+                    x["weight"]
+                        .as_f64()
+                        .unwrap()
+                        .total_cmp(&y["weight"].as_f64().unwrap())
+                })
+                .unwrap_or_else(|| panic!("answer attributed to nobody: {a}"));
+            assert_eq!(top["contributor"], who, "{a}");
+            assert!(top["weight"].as_f64().unwrap() > 0.0);
+            assert!(a["receipt_id"].as_u64().unwrap() > 0);
+        }
+    }
+    assert!(asked.len() >= 2, "facts of at least two contributors");
+
+    // Who earned what.
+    for c in report["contributors"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let (e1, e2) = (wei(&r1["rewards_wei"][name]), wei(&r2["rewards_wei"][name]));
+        if c["outcome"] == "accepted" {
+            if asked.contains(name) {
+                assert!(e1 > 0 && e2 > 0, "{name} earned {e1} and {e2}");
+                // The same answers under a larger contributors' share pay more.
+                assert!(e2 > e1, "{name} earned {e1} then {e2}");
+            }
+        } else {
+            assert_eq!((e1, e2), (0, 0), "{name} ({}) earned", c["outcome"]);
+        }
+    }
+    let outcomes: Vec<&str> = report["contributors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes.iter().any(|o| o.starts_with("refused")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|o| o.starts_with("rejected")),
+        "{outcomes:?}"
+    );
+
+    // The vote raised the contributors' share.
+    let bps = |r: &Value| r["fee_split"]["contributors_bps"].as_u64().unwrap();
+    assert!(bps(r2) > bps(r1), "{} -> {}", bps(r1), bps(r2));
+
+    // The adapter was trained and its loss recorded; the simulation ran.
+    assert!(!report["loss"].as_array().unwrap().is_empty());
+    assert!(report["simulation"]["inferences"].as_u64().is_some());
+}
