@@ -6,7 +6,9 @@
 //! in `browser/conftest.py`. Every wait there is bounded; the whole run is capped here.
 //!
 //! Needs `./scripts/setup-browser` (playwright + pytest in .venv, chromium from apt) and
-//! `./scripts/fetch-model`. `OPENLEDGER_PYTEST_ARGS` adds pytest arguments (e.g. `-k governance`).
+//! `./scripts/fetch-model`. `OPENLEDGER_PYTEST_ARGS` replaces what pytest runs (default: the whole
+//! directory), e.g. `crates/cli/tests/browser/test_governance.py` or `-k governance
+//! crates/cli/tests/browser`.
 
 use std::{
     fs::File,
@@ -150,7 +152,10 @@ fn dashboard_pages_work_in_a_browser() {
             break;
         }
         if let Some(status) = node.0.try_wait().expect("try_wait") {
-            panic!("the node exited early ({status}):\n{}", read_or_empty(&node_log));
+            panic!(
+                "the node exited early ({status}):\n{}",
+                read_or_empty(&node_log)
+            );
         }
         assert!(
             start.elapsed() < NODE_START,
@@ -164,11 +169,11 @@ fn dashboard_pages_work_in_a_browser() {
     let out = File::create(&out_path).expect("create pytest log");
     let mut cmd = Command::new(&python);
     cmd.current_dir(&root)
-        .args(["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"])
-        .arg(root.join("crates/cli/tests/browser"));
-    if let Ok(extra) = std::env::var("OPENLEDGER_PYTEST_ARGS") {
-        cmd.args(extra.split_whitespace());
-    }
+        .args(["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]);
+    match std::env::var("OPENLEDGER_PYTEST_ARGS") {
+        Ok(args) if !args.trim().is_empty() => cmd.args(args.split_whitespace()),
+        _ => cmd.arg(root.join("crates/cli/tests/browser")),
+    };
     let mut suite = cmd
         .env("OPENLEDGER_DASHBOARD_URL", format!("http://{addr}/"))
         .env("OPENLEDGER_BIN", BIN)
