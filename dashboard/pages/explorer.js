@@ -180,7 +180,8 @@ async function txPage(root, ctx, hash) {
   if (call) {
     root.append(h('div', { class: 'card', id: 'tx-call' },
       h('p', null, h('strong', { class: 'mono', id: 'tx-method' }, `${call.module}.${call.name}`), ' ', h('span', { class: 'muted mono' }, call.signature)),
-      ctx.argsTable(call.fragment.inputs, call.args)));
+      ctx.argsTable(call.fragment.inputs, call.args),
+      innerCalls(ctx, call.args)));
   } else if (tx.input && tx.input !== '0x') {
     root.append(h('p', { class: 'muted' }, 'Not a call of a native module this dashboard knows:'), h('pre', null, tx.input));
   } else {
@@ -198,6 +199,27 @@ async function txPage(root, ctx, hash) {
   if (!events.childElementCount) events.append(h('p', { class: 'muted' }, 'No events.'));
   root.append(events);
   root.append(h('details', null, h('summary', null, 'Raw input'), h('pre', null, tx.input || '0x')));
+}
+
+/// The module calls a governor proposal carries (targets + calldatas), decoded too.
+function innerCalls(ctx, args) {
+  const { h } = ctx;
+  let targets;
+  let datas;
+  try {
+    targets = args.targets;
+    datas = args.calldatas;
+  } catch (e) {
+    return null;
+  }
+  if (!targets || !datas || !targets.length) return null;
+  return h('div', { id: 'tx-inner-calls' }, h('p', null, h('strong', null, 'Calls it proposes')),
+    [...targets].map((t, i) => {
+      const d = ctx.decodeCall(t, datas[i]);
+      return h('div', { class: 'card' },
+        h('p', { class: 'mono' }, d ? `${d.module}.${d.name}` : `call to ${t}`),
+        d ? ctx.argsTable(d.fragment.inputs, d.args) : h('pre', null, datas[i]));
+    }));
 }
 
 // ------------------------------------------------------------------------------ address

@@ -76,6 +76,8 @@ def test_a_parameter_proposal_passes_through_the_ui(page, cli):
         expect(page.locator(f"#tx-events .event[data-event='{logged}']")).to_be_visible()
     goto(page, f"explorer/tx/{txs['ProposalCreated']}")
     expect(page.locator("#tx-call")).to_contain_text("Raise the agents' free tokens")
+    expect(page.locator("#tx-inner-calls")).to_contain_text("IParams.setParam")
+    expect(page.locator("#tx-inner-calls")).to_contain_text(PARAM)
 
     # The list shows it as executed.
     goto(page, "governance")
