@@ -1,7 +1,7 @@
 //! The chain home: `config.toml`, `genesis.json`, `data/chain.redb` and `keystore/`.
 //! `openledger init` writes it; `--dev` also creates funded development keys.
 
-use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_signer_local::PrivateKeySigner;
 use anyhow::{bail, Context, Result};
 use openledger_node::NodeConfig;
@@ -67,10 +67,9 @@ impl Home {
     }
 }
 
-/// The deterministic development key `i` (like anvil's, these are public: never use on a real network).
-pub fn dev_key(i: usize) -> B256 {
-    keccak256(format!("openledger dev key {i}"))
-}
+/// The deterministic development key `i` (like anvil's, these are public: never use on a real
+/// network); the node's dashboard hands the same keys to the browser on a dev chain.
+pub use openledger_node::dashboard::dev_key;
 
 /// Options of `openledger init`.
 pub struct InitOptions {
