@@ -33,7 +33,9 @@ fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_openledger"))
         .current_dir(&root)
-        .args(["demo", "--out"])
+        .arg("demo")
+        // Ten simulated days keep the debug build's simulation within seconds.
+        .args(["--sim-days", "10", "--out"])
         .arg(out.path())
         .env_remove("OPENLEDGER_HOME")
         .env_remove("OPENLEDGER_RPC")

@@ -172,8 +172,18 @@ fn axis_y(s: &mut String, left: f64, ht: f64, bottom: f64, max: f64) {
             left - 4.0,
             left - 6.0,
             y + 4.0,
-            openledger_sim::plot::compact(v)
+            axis_label(v, max)
         );
+    }
+}
+
+/// A tick label with enough decimals for the axis' range.
+fn axis_label(v: f64, max: f64) -> String {
+    if max >= 100.0 {
+        openledger_sim::plot::compact(v)
+    } else {
+        let decimals = (2.0 - max.max(1e-12).log10().floor()).clamp(0.0, 12.0) as usize;
+        format!("{v:.decimals$}")
     }
 }
 
