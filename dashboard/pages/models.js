@@ -2,9 +2,10 @@
 // versions link to the datanet), ModelFactory's training jobs on this node, and the train form
 // (datanet@version, LoRA or QLoRA, rank, steps, learning rate, …) that submits a signed job;
 // `#/models?job=ID` follows one job: a loss chart fed live by the job's event stream (the log
-// replayed, then every step), its samples, cancel (the submitter), and once finished how to publish
-// it (the command line that publishes it). `#/models/NAME` (or an adapter id): one adapter's provenance — base model, the datanet
-// versions it was trained on with their roots checked against the chain, its hashes and parents.
+// replayed, then every step), its samples, cancel (the submitter), and once finished, publish
+// (the node prepares the bundle and index, the browser signs registerAdapter). `#/models/NAME`
+// (or an adapter id): one adapter's provenance — base model, the datanet versions it was trained
+// on with their roots checked against the chain, its hashes and parents.
 
 import { useStyles, signedRest, streamEvents, table, kv, when } from '../lib2.js';
 import { lineChart } from '../chart.js';
@@ -208,15 +209,28 @@ async function showPublish(ctx, id, box) {
   }
   const m = job.metrics || {};
   const name = h('input', { placeholder: 'adapter name', name: 'adapter-name', value: `job-${id}` });
+  const button = h('button', { id: 'job-publish-button' }, 'Publish on chain');
+  const out = h('div', { id: 'job-published' });
   const cmd = () => `openledger --from <submitter key> factory publish ${job.paths && job.paths.job} --name ${name.value || 'NAME'}`;
   const code = h('pre', { id: 'publish-command' }, cmd());
   name.addEventListener('input', () => { code.textContent = cmd(); });
+  button.addEventListener('click', () => ctx.busy(button, async () => {
+    // The node packs the adapter with the job's config and metrics and builds the attribution
+    // index of the trained-on datanet versions; the registration is a transaction signed here.
+    const p = await signedRest(ctx, 'POST', `/v1/factory/jobs/${id}/publish`, { name: name.value.trim() });
+    const r = await ctx.send('model', 'registerAdapter', [p.base_model_id, p.name, p.datanet_ids, p.datanet_versions, p.training_config_hash, p.adapter_hash, p.attribution_index_root]);
+    const ev = r.logs.map((l) => ctx.decodeLog(l)).find((x) => x && x.name === 'AdapterRegistered');
+    ctx.toast(`adapter ${p.name} published${ev ? ` as #${ev.args.adapterId}` : ''}`, 'ok');
+    out.replaceChildren(h('p', { class: 'ok' }, 'Published: ', h('a', { href: `#/models/${encodeURIComponent(p.name)}`, class: 'published-link' }, p.name), ' in ', ctx.link(r.transactionHash), '. ',
+      h('a', { href: `#/playground?model=${encodeURIComponent(p.name)}` }, 'Chat with it →')));
+  }));
   box.replaceChildren(h('h3', null, 'Finished'), kv(ctx, [
     ['final train loss', m.train_loss != null ? Number(m.train_loss).toFixed(4) : ''],
     ['validation loss', m.val_loss != null ? Number(m.val_loss).toFixed(4) : ''],
     ['adapter hash (BLAKE3)', m.adapter_hash || ''], ['job directory', (job.paths && job.paths.job) || ''],
-  ]), h('p', null, 'Publish it on chain from a terminal on the node (it packs the adapter, builds the attribution index of the trained-on datanet versions, uploads both and sends registerAdapter signed by the key):'),
-  h('div', { class: 'row' }, h('label', null, 'Adapter name', name)), code);
+  ]), h('p', null, 'Publish it: the node packs the adapter and builds the attribution index of the datanet versions it was trained on; you sign the registration (the job\'s submitter only).'),
+  h('div', { class: 'row' }, h('label', null, 'Adapter name', name), button), out,
+  h('p', { class: 'muted' }, 'or from a terminal on the node:'), code);
 }
 
 // ------------------------------------------------------------------------------ one adapter

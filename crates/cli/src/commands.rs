@@ -776,7 +776,12 @@ pub(crate) fn run_node(
         }
         .merge(openledger_node::openlora::router(openlora.clone()))
         .merge(crate::factory_jobs::router(factory.clone()))
-        .merge(crate::sim_routes::router(home.0.join("data").join("sim")));
+        .merge(crate::sim_routes::router(home.0.join("data").join("sim")))
+        .merge(crate::factory_publish_route::router(
+            node.clone(),
+            openlora.clone(),
+            home.0.join("data").join("factory").join("jobs"),
+        ));
         let recorder = tokio::spawn(openlora.clone().run_recorder(stop(rx.clone())));
         if let Some(s) = &serve {
             let names = config.serve.preload.clone();

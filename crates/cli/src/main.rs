@@ -9,6 +9,7 @@ mod datanet_cmd;
 mod demo;
 mod factory_cmd;
 mod factory_jobs;
+mod factory_publish_route;
 mod gov_cmd;
 mod home;
 mod index_cmd;

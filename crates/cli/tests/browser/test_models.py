@@ -1,12 +1,14 @@
 """Models: start a short ModelFactory training job from the train form and watch its loss chart
-get points live from the job's event stream until it is done; publish it (the command line the
-page shows) and follow the adapter's provenance back to the datanet version it was trained on.
+get points live from the job's event stream until it is done; publish it from the page (the node
+prepares the bundle and the attribution index, the browser signs registerAdapter) and follow the
+adapter's provenance back to the datanet version it was trained on.
 
 Also the set-up helpers the playground test shares: a datanet with an approved version, and the
 served base model registered on chain."""
 
 import json
 import os
+import urllib.error
 import urllib.request
 
 from conftest import TX_TIMEOUT_MS, choose_account, expect, goto, wait_toast
@@ -88,12 +90,23 @@ def test_train_watch_live_loss_then_provenance(page, cli, base_url):
     expect(page.locator("#job-progress")).to_contain_text("step 3 / 3")
     expect(page.locator("#publish-command")).to_contain_text("factory publish")
 
-    # Publish it as the page says; the adapter's provenance leads back to the datanet version.
+    # Nobody but the signed submitter may have the node prepare a publication.
     job = get_json(base_url, "v1/factory/jobs")[0]
     assert job["status"] == "done", job
-    job_dir = get_json(base_url, f"v1/factory/jobs/{job['id']}")["paths"]["job"]
+    unsigned = urllib.request.Request(f"{base_url}v1/factory/jobs/{job['id']}/publish", method="POST",
+                                      data=b'{"name": "x"}', headers={"content-type": "application/json"})
+    try:
+        urllib.request.urlopen(unsigned, timeout=30)
+        raise AssertionError("an unsigned publish was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401, e.code
+
+    # Publish it from the page; the adapter's provenance leads back to the datanet version.
     base_model_id(cli, base_url)
-    cli("--from", "dev3", "factory", "publish", job_dir, "--name", "browser-trained")
+    page.locator("#job-publish input[name=adapter-name]").fill("browser-trained")
+    page.locator("#job-publish-button").click()
+    wait_toast(page, "published")
+    expect(page.locator("#job-published")).to_contain_text("browser-trained")
     goto(page, "models/browser-trained")
     expect(page.locator("#provenance")).to_contain_text(f"datanet {ds}")
     expect(page.locator("#provenance")).to_contain_text("matches the chain")
