@@ -17,6 +17,7 @@
 //!   an adapter on the datanet's latest version when it holds `min_rows` quality-weighted rows,
 //!   and again each time it has grown by `retrain_growth`, paying `training_cost_open` to a
 //!   compute provider. Adapter quality comes from the fitted curve ([`crate::quality`]).
+//! - **RLHF validators**: see [`crate::rlhf`].
 //! - **App users** (at most `max` active at once) arrive at `arrival_per_day` × demand per day and leave with chance
 //!   `churn` × (1 − quality); each makes Poisson(`requests_per_day` × demand) requests a day,
 //!   where demand = quality^`quality_exponent` × (`reference_price_open` / price)^
@@ -197,7 +198,7 @@ impl Sim {
         for _ in 0..self.sc.users.initial {
             self.add_user()?;
         }
-        Ok(())
+        self.setup_validators()
     }
 
     /// The governance council's stake (when governance is on).
@@ -654,6 +655,8 @@ impl Sim {
                 )?;
                 self.today.inferences += n;
                 self.today.fees += fee * U256::from(n);
+                let q = self.builders[d].adapter.as_ref().map_or(0.0, |a| a.quality);
+                self.note_receipts(&out.output, q);
                 self.read_settlement(d, &out.logs);
             }
         }

@@ -101,9 +101,13 @@ impl SimChain {
     /// Moves to the block of `day` (one block per day, one hour past midnight UTC), counted
     /// after the import days, if any.
     pub fn start_day(&mut self, day: u64) {
-        let day = self.day_offset + day;
-        self.env.block_number = day + 1;
-        self.env.timestamp = DAY0 + day * 86_400 + 3_600;
+        self.env.block_number = self.day_offset + day + 1;
+        self.env.timestamp = self.day_timestamp(day);
+    }
+
+    /// The timestamp of `day`'s block.
+    pub fn day_timestamp(&self, day: u64) -> u64 {
+        DAY0 + (self.day_offset + day) * 86_400 + 3_600
     }
 
     /// The day's timestamp.

@@ -76,7 +76,17 @@ pub fn page(ev: &Evidence, computed: &Computed, plots: &[(String, String)]) -> S
             .unwrap_or(svg);
         let _ = write!(h, "<h2>{}</h2>\n<figure>{svg}</figure>\n", esc(caption));
     }
-    let toml = toml::to_string_pretty(sc).unwrap_or_else(|e| format!("(not printable: {e})"));
+    // A chain state can be large: the page names it; report.json holds it whole.
+    let mut shown = sc.clone();
+    let start = shown.start.take().map(|s| {
+        format!(
+            "# started from {} (read from {}; in full in report.json)\n",
+            s.describe(),
+            s.source
+        )
+    });
+    let toml = start.unwrap_or_default()
+        + &toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("(not printable: {e})"));
     let _ = write!(
         h,
         "<h2>Scenario</h2>\n<pre>{}</pre>\n<h2>Evidence</h2>\n<p>Results hash <code>{}</code>. \
@@ -153,6 +163,29 @@ fn run_result(h: &mut String, s: &Summary) {
         if s.supply_check.ok { "passed" } else { "FAILED" },
         esc(&s.state_digest)
     );
+    if let Some(r) = &s.rlhf {
+        let _ = writeln!(
+            h,
+            "<p>RLHF validators: {} ({} careless), {} still in the set; {} rounds opened, {} counted, \
+             {} void; {:.4} OPEN rewards, {:.4} OPEN slashed, {:.4} OPEN left in the pool. Mean net \
+             income per honest validator {:.4} OPEN, per careless one {:.4} OPEN; slashes for deviating: \
+             {} of honest and {} of careless validators, {} for never revealing.</p>",
+            r.validators,
+            r.careless,
+            r.active_at_end,
+            r.rounds_opened,
+            r.rounds_counted,
+            r.rounds_void,
+            r.rewards_open,
+            r.slashed_open,
+            r.pool_open,
+            r.honest_net_open,
+            r.careless_net_open,
+            r.honest_deviations,
+            r.careless_deviations,
+            r.silences
+        );
+    }
     if !s.governance.is_empty() {
         h.push_str("<p>Governance:</p><ul>");
         for g in &s.governance {

@@ -2,7 +2,8 @@
 //! state: the sum of all balances is the recorded supply, and the recorded supply plus what was
 //! burned is the genesis supply; every module holds what it owes (staking: stakes, unbonding
 //! OPEN and unpaid rewards, within rounding dust; inference: callers' credit plus the escrow of
-//! unsettled receipts; model: open proposals' escrow and bounties; the others nothing).
+//! unsettled receipts; model: open proposals' escrow and bounties; RLHF: its reward pool; the
+//! others nothing).
 
 use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
@@ -12,7 +13,7 @@ use openledger_state::{
     Env, MemKv,
 };
 use openledger_types::{
-    abi::{IInference, IStaking},
+    abi::{IInference, IRlhf, IStaking},
     genesis::total_supply,
     modules, Params,
 };
@@ -88,10 +89,9 @@ pub fn check(kv: &MemKv, params: &Params, env: &Env, accounts: &[Address]) -> Su
         modules::DATANET,
         modules::PARAMS,
         modules::GOVERNOR,
-        modules::RLHF,
         modules::AGENT,
     ] {
-        // The simulator uses no RLHF rounds and no agent stake, so those hold nothing either.
+        // The simulator uses no agent stake, so that module holds nothing either.
         if !bal(&m).is_zero() {
             failures.push(format!(
                 "module {} holds {} wei but owes nothing",
@@ -99,6 +99,15 @@ pub fn check(kv: &MemKv, params: &Params, env: &Env, accounts: &[Address]) -> Su
                 bal(&m)
             ));
         }
+    }
+    // RLHF: exactly its reward pool.
+    let pool: U256 =
+        view(kv, params, env, modules::RLHF, IRlhf::rewardPoolCall {}).unwrap_or_default();
+    if bal(&modules::RLHF) != pool {
+        failures.push(format!(
+            "the RLHF module holds {} wei but its reward pool is {pool} wei",
+            bal(&modules::RLHF)
+        ));
     }
     match proposals::owed(kv) {
         Ok(owed) if owed == bal(&modules::MODEL) => {}

@@ -1,12 +1,12 @@
 //! The flywheel simulator: agent populations (contributors and copiers, datanet owners, model
-//! builders, app users, stakers, governance voters) driving the real `openledger_state`
+//! builders, app users, stakers, RLHF validators, governance voters) driving the real `openledger_state`
 //! executor through simulated days, to see whether data → models → usage → rewards → more data
 //! takes off or stalls, and at what initial subsidy it starts to take off.
 //!
 //! - [`scenario`]: the TOML scenario (every parameter documented, bad fields named);
 //! - [`chain`]: the executor over in-memory state, one block per day, the transaction log and
 //!   its replay;
-//! - [`sim`], [`agents`], [`gov`]: the run and the populations' behaviour rules;
+//! - [`sim`], [`agents`], [`gov`], [`rlhf`]: the run and the populations' behaviour rules;
 //! - [`start`]: starting from a node's current state (`--from-chain`);
 //! - [`quality`]: model quality from accepted rows (a fitted loss curve);
 //! - [`report`]: time series, the take-off rule, the summary; [`invariants`]: supply checks;
@@ -17,7 +17,7 @@
 //!   hash) and its verification by re-running.
 //!
 //! Not yet here (later parts of the issue): `sim calibrate` (fitting the quality curve with
-//! ModelFactory), RLHF validators as a population.
+//! ModelFactory).
 
 pub mod agents;
 pub mod chain;
@@ -29,6 +29,7 @@ pub mod pixfont;
 pub mod plot;
 pub mod quality;
 pub mod report;
+pub mod rlhf;
 pub mod scenario;
 pub mod sim;
 pub mod start;

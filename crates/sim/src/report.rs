@@ -48,6 +48,15 @@ pub struct DayRow {
     pub contributors_bps: u16,
     pub txs_accepted: u64,
     pub txs_refused: u64,
+    /// RLHF validators in the set, rounds opened, counted (finalised with a consensus) and
+    /// void, rewards paid and stake slashed, and the reward pool.
+    pub validators_active: u32,
+    pub rlhf_rounds_opened: u64,
+    pub rlhf_rounds_counted: u64,
+    pub rlhf_rounds_void: u64,
+    pub rlhf_rewards_open: f64,
+    pub rlhf_slashed_open: f64,
+    pub rlhf_pool_open: f64,
 }
 
 /// How one series behaved over the last quarter.
@@ -87,6 +96,9 @@ pub struct Summary {
     pub state_digest: String,
     pub transactions_accepted: u64,
     pub transactions_refused: u64,
+    /// RLHF validators (absent without them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rlhf: Option<crate::rlhf::RlhfSummary>,
 }
 
 /// A governance event (serialisable copy).
@@ -161,6 +173,23 @@ impl Sim {
             contributors_bps: self.chain.params.fee_split.contributors_bps,
             txs_accepted: self.chain.accepted,
             txs_refused: self.chain.refused,
+            validators_active: self.validators.iter().filter(|v| v.active).count() as u32,
+            rlhf_rounds_opened: t.rlhf_opened,
+            rlhf_rounds_counted: t.rlhf_counted,
+            rlhf_rounds_void: t.rlhf_void,
+            rlhf_rewards_open: open(t.rlhf_rewards),
+            rlhf_slashed_open: open(t.rlhf_slashed),
+            rlhf_pool_open: if self.validators.is_empty() {
+                0.0
+            } else {
+                open(
+                    self.view(
+                        openledger_types::modules::RLHF,
+                        openledger_types::abi::IRlhf::rewardPoolCall {},
+                    )
+                    .unwrap_or_default(),
+                )
+            },
         };
         self.rows.push(row);
     }
@@ -194,6 +223,7 @@ impl Sim {
             state_digest: state_digest(&self.chain.kv).to_string(),
             transactions_accepted: self.chain.accepted,
             transactions_refused: self.chain.refused,
+            rlhf: self.rlhf_summary(),
         }
     }
 }
@@ -258,11 +288,11 @@ pub fn classify(sc: &Scenario, rows: &[DayRow]) -> Outcome {
 /// The time series as CSV (a header, then one line per day).
 pub fn csv(rows: &[DayRow]) -> String {
     let mut out = String::from(
-        "day,contributors_active,contributors_total,submitted,approved,rejected,duplicates_refused,rows_accepted,weighted_rows,best_quality,adapters_trained,users_active,inferences,fees_open,contributor_income_open,subsidy_paid_open,subsidy_left_open,treasury_open,owner_income_open,staker_rewards_open,total_staked_open,staking_apr,contributors_bps,txs_accepted,txs_refused\n",
+        "day,contributors_active,contributors_total,submitted,approved,rejected,duplicates_refused,rows_accepted,weighted_rows,best_quality,adapters_trained,users_active,inferences,fees_open,contributor_income_open,subsidy_paid_open,subsidy_left_open,treasury_open,owner_income_open,staker_rewards_open,total_staked_open,staking_apr,contributors_bps,txs_accepted,txs_refused,validators_active,rlhf_rounds_opened,rlhf_rounds_counted,rlhf_rounds_void,rlhf_rewards_open,rlhf_slashed_open,rlhf_pool_open\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.3},{:.6},{},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.6},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{:.3},{:.6},{},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.9},{:.6},{},{},{},{},{},{},{},{:.9},{:.9},{:.9}\n",
             r.day,
             r.contributors_active,
             r.contributors_total,
@@ -287,7 +317,14 @@ pub fn csv(rows: &[DayRow]) -> String {
             r.staking_apr,
             r.contributors_bps,
             r.txs_accepted,
-            r.txs_refused
+            r.txs_refused,
+            r.validators_active,
+            r.rlhf_rounds_opened,
+            r.rlhf_rounds_counted,
+            r.rlhf_rounds_void,
+            r.rlhf_rewards_open,
+            r.rlhf_slashed_open,
+            r.rlhf_pool_open
         ));
     }
     out

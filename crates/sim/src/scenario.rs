@@ -25,6 +25,7 @@ pub struct Scenario {
     pub builders: Builders,
     pub users: Users,
     pub stakers: Stakers,
+    pub validators: Validators,
     pub governance: Governance,
     pub outcome: OutcomeRule,
     /// The chain state the run starts from (`sim run --from-chain`), absent for a fresh chain.
@@ -192,6 +193,28 @@ pub struct Stakers {
     pub decide_every_days: u64,
 }
 
+/// RLHF validators (see `crate::rlhf`); none when `count` is 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Validators {
+    pub count: u32,
+    /// OPEN each stakes to join: at least the chain's `rlhf_min_stake`, plus a buffer, as a
+    /// slash that takes it below the minimum makes it leave.
+    pub stake_open: f64,
+    /// OPEN each holds for gas.
+    pub wallet_open: f64,
+    /// Mean rounds opened per day (on that day's receipts).
+    pub rounds_per_day: f64,
+    /// Chance a validator rates a given round.
+    pub participation: f64,
+    /// Sd of an honest validator's score around the adapter's quality, basis points.
+    pub noise_bps: f64,
+    /// Share of validators that score at random.
+    pub careless_share: f64,
+    /// Chance a committed rating is never revealed.
+    pub no_reveal: f64,
+}
+
 /// Governance voters: a council proposes "raise the contributors' share" through the real
 /// governor when contributions stall; stakers vote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,6 +259,7 @@ impl Default for Scenario {
             builders: Builders::default(),
             users: Users::default(),
             stakers: Stakers::default(),
+            validators: Validators::default(),
             governance: Governance::default(),
             outcome: OutcomeRule::default(),
             start: None,
@@ -354,6 +378,21 @@ impl Default for Stakers {
             outside_rate: 0.05,
             step: 0.25,
             decide_every_days: 7,
+        }
+    }
+}
+
+impl Default for Validators {
+    fn default() -> Self {
+        Validators {
+            count: 0,
+            stake_open: 1_500.0,
+            wallet_open: 5.0,
+            rounds_per_day: 3.0,
+            participation: 0.8,
+            noise_bps: 300.0,
+            careless_share: 0.15,
+            no_reveal: 0.01,
         }
     }
 }
@@ -638,6 +677,26 @@ impl Scenario {
                 "must be at least 1".into(),
             ));
         }
+        let v = &self.validators;
+        if v.count > 256 {
+            return Err(invalid(
+                "validators.count",
+                format!("must be at most 256, got {}", v.count),
+            ));
+        }
+        positive("validators.stake_open", v.stake_open)?;
+        positive("validators.wallet_open", v.wallet_open)?;
+        nonneg("validators.rounds_per_day", v.rounds_per_day)?;
+        if v.rounds_per_day > 1_000.0 {
+            return Err(invalid(
+                "validators.rounds_per_day",
+                "must be at most 1000".into(),
+            ));
+        }
+        unit("validators.participation", v.participation)?;
+        nonneg("validators.noise_bps", v.noise_bps)?;
+        unit("validators.careless_share", v.careless_share)?;
+        unit("validators.no_reveal", v.no_reveal)?;
         let g = &self.governance;
         nonneg("governance.council_stake_open", g.council_stake_open)?;
         if g.window_days == 0 {

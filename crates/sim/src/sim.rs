@@ -35,6 +35,7 @@ pub mod kind {
     pub const BUILDER: u8 = 12;
     pub const USER: u8 = 13;
     pub const STAKER: u8 = 14;
+    pub const VALIDATOR: u8 = 15;
 }
 
 /// The address of agent `idx` of `kind`: `0x5a`, the kind, zeros, the index.
@@ -162,6 +163,11 @@ pub struct Today {
     pub owner_income: U256,
     pub staker_rewards: U256,
     pub trainings: u64,
+    pub rlhf_opened: u64,
+    pub rlhf_counted: u64,
+    pub rlhf_void: u64,
+    pub rlhf_rewards: U256,
+    pub rlhf_slashed: U256,
 }
 
 /// The state of one run.
@@ -175,6 +181,11 @@ pub struct Sim {
     pub builders: Vec<Builder>,
     pub users: Vec<User>,
     pub stakers: Vec<Staker>,
+    pub validators: Vec<crate::rlhf::Validator>,
+    /// RLHF rounds under way.
+    pub rounds: Vec<crate::rlhf::Round>,
+    /// Receipts recorded today, with their adapter's quality (for RLHF rounds).
+    pub receipts_today: Vec<(u64, f64)>,
     pub base_model: u64,
     pub proposal: Option<Proposal>,
     pub gov_events: Vec<GovEvent>,
@@ -203,6 +214,9 @@ impl Sim {
             builders: Vec::new(),
             users: Vec::new(),
             stakers: Vec::new(),
+            validators: Vec::new(),
+            rounds: Vec::new(),
+            receipts_today: Vec::new(),
             base_model: 0,
             proposal: None,
             gov_events: Vec::new(),
@@ -241,6 +255,7 @@ impl Sim {
         self.approve_and_subsidise()?;
         self.train()?;
         self.serve()?;
+        self.rlhf()?;
         self.reinvest()?;
         self.stake()?;
         self.govern()?;
@@ -337,6 +352,7 @@ impl Sim {
         v.extend(self.users.iter().map(|u| u.addr));
         v.extend(self.stakers.iter().map(|s| s.addr));
         v.extend(self.builders.iter().map(|b| b.addr));
+        v.extend(self.validators.iter().map(|x| x.addr));
         v.extend(self.datanets.iter().map(|d| d.owner));
         v.push(agent_addr(kind::COUNCIL, 0));
         v

@@ -347,6 +347,7 @@ impl Sim {
         for _ in st.users.len() as u32..self.sc.users.initial {
             self.add_user()?;
         }
+        self.setup_validators()?;
         self.chain.day_offset = day + 1;
         Ok(())
     }
