@@ -10,9 +10,10 @@
 //! step) as soon as a step does not do what it should.
 //!
 //! Steps live in their own files: [`accounts`], [`datanet`], [`train`], [`serve`],
-//! [`governance`], [`sim`]; the report in [`report`] and [`html`]; the node in [`node`].
+//! [`governance`], [`checks`], [`sim`]; the report in [`report`] and [`html`]; the node in [`node`].
 
 mod accounts;
+mod checks;
 mod datanet;
 mod governance;
 mod html;
@@ -248,7 +249,7 @@ fn steps(ctx: &mut Ctx, model: &Path) -> Result<()> {
     ctx.step("round two: the same questions under the new split");
     serve::round(ctx, 2).context("step round two")?;
     ctx.step("checks: who earned what");
-    serve::check_rewards(ctx).context("step checks")?;
+    checks::check_rewards(ctx).context("step checks")?;
     ctx.step("flywheel simulation from the chain's state");
     sim::run(ctx).context("step simulation")?;
     Ok(())
