@@ -387,3 +387,68 @@ fn the_explorer_finds_an_address_s_transactions_sent_and_received() {
         bad.text()
     );
 }
+
+#[test]
+fn the_explorer_returns_exactly_limit_inside_a_full_block_and_continues_without_gaps() {
+    let s = serve(true);
+    let bob = Address::repeat_byte(0x66);
+    // One JSON-RPC batch of five transfers: one dev block holding all five.
+    let batch: Vec<Value> = (0..5)
+        .map(|nonce| {
+            json!({"jsonrpc": "2.0", "id": nonce, "method": "eth_sendRawTransaction",
+                   "params": [transfer(&s.key, nonce, bob)]})
+        })
+        .collect();
+    let body = Value::Array(batch).to_string();
+    let r = request(
+        s.addr,
+        "POST",
+        "/",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut sent: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["result"].as_str().expect("a tx hash").to_string())
+        .collect();
+    sent.reverse(); // newest first
+    let txs = |q: &str| {
+        let r = get(s.addr, &format!("/v1/explorer/txs?{q}"));
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        r.json()
+    };
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    for _ in 0..10 {
+        let mut q = format!("address={bob}&limit=2");
+        if let Some(b) = &before {
+            q.push_str(&format!("&before={b}"));
+        }
+        let v = txs(&q);
+        let page = v["txs"].as_array().unwrap();
+        assert!(
+            page.len() <= 2,
+            "limit=2 answered {} transactions",
+            page.len()
+        );
+        seen.extend(page.iter().map(|t| t["hash"].as_str().unwrap().to_string()));
+        match &v["next"] {
+            Value::Null => break,
+            Value::String(c) => before = Some(c.clone()),
+            n => before = Some(n.to_string()),
+        }
+    }
+    assert_eq!(seen, sent, "every transaction once, newest first");
+
+    for bad in ["x", "1.y", "-3", "1.2.3"] {
+        let r = get(
+            s.addr,
+            &format!("/v1/explorer/txs?address={bob}&before={bad}"),
+        );
+        assert_eq!(r.status, 400, "before={bad}: {}", r.text());
+    }
+}

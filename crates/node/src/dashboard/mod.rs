@@ -14,7 +14,7 @@
 use crate::sequencer::Node;
 use alloy_primitives::{keccak256, Address, B256};
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -57,11 +57,19 @@ pub fn paths() -> impl Iterator<Item = &'static str> {
 }
 
 /// The routes: `/`, `/dashboard/dev-accounts` and `/dashboard/{*path}`.
-pub fn router(_node: Arc<Node>) -> Router<Arc<Node>> {
+pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
+    let slots = explorer::scan_slots(&node);
     Router::new()
         .route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
         .route("/dashboard/dev-accounts", get(dev_accounts))
-        .route("/v1/explorer/txs", get(explorer::txs))
+        .route(
+            "/v1/explorer/txs",
+            get(
+                move |State(node): State<Arc<Node>>, Query(q): Query<explorer::TxsQuery>| {
+                    explorer::txs(node, slots.clone(), q)
+                },
+            ),
+        )
         .route(
             "/dashboard/{*path}",
             get(|Path(path): Path<String>, headers: HeaderMap| async move { serve(&path, &headers) }),
