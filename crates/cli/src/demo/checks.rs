@@ -1,14 +1,43 @@
-//! The loud checks on who earned what in the two paid rounds: every accepted contributor whose
+//! The loud checks: every generated answer states the fact it was asked for and is attributed
+//! mostly to the contributor whose fact it is ([`answer_failure`]); and on who earned what in
+//! the two paid rounds ([`failures`]): every accepted contributor whose
 //! fact was asked about earned in both rounds, no refused, duplicate or rejected contributor
 //! earned anything, and round two paid the contributors a larger share (and more OPEN) than
 //! round one. What each contributor earned is the change of their balance over the round
 //! (contributors send no transactions while the rounds run).
 
-use super::report::{Report, RoundReport};
+use super::report::{Attributed, Report, RoundReport};
+use super::train::{self, Question};
 use super::Ctx;
 use alloy_primitives::U256;
 use anyhow::{bail, Result};
 use openledger_types::units::format_open;
+
+/// Why a generated answer to `q`, attributed to `contributions`, fails (None when it passes).
+pub fn answer_failure(q: &Question, text: &str, contributions: &[Attributed]) -> Option<String> {
+    if !train::states_fact(q, text) {
+        return Some(format!(
+            "the generated answer does not state {}'s fact (no {:?} in it): {text:?}",
+            q.contributor, q.phrase
+        ));
+    }
+    let Some(top) = contributions
+        .iter()
+        .max_by(|a, b| a.weight.total_cmp(&b.weight))
+    else {
+        return Some(format!(
+            "the generated answer stating {}'s fact is attributed to nobody",
+            q.contributor
+        ));
+    };
+    if top.contributor != q.contributor || top.weight <= 0.0 {
+        return Some(format!(
+            "the generated answer stating {}'s fact is attributed mostly to {} (weight {:.3}), not to {}",
+            q.contributor, top.contributor, top.weight, q.contributor
+        ));
+    }
+    None
+}
 
 fn earned(r: &RoundReport, name: &str) -> U256 {
     r.balances
@@ -196,6 +225,36 @@ mod tests {
             ));
         }
         r
+    }
+
+    fn attributed(who: &str, weight: f64) -> Attributed {
+        Attributed {
+            contribution_id: 1,
+            contributor: who.into(),
+            address: Address::ZERO,
+            weight,
+            spans: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_answer_passes_only_when_it_states_the_fact_and_its_contributor_weighs_most() {
+        let q = &train::questions()[0];
+        let good = format!(
+            "Sure: {}",
+            q.prompt
+                .trim_start_matches("Repeat this sentence exactly: ")
+        );
+        let owner = q.contributor;
+        assert_eq!(
+            answer_failure(q, &good, &[attributed(owner, 0.9), attributed("bob", 0.05)]),
+            None
+        );
+        let wrong = answer_failure(q, &good, &[attributed(owner, 0.2), attributed("bob", 0.7)]);
+        assert!(wrong.unwrap().contains("mostly to bob"));
+        assert!(answer_failure(q, &good, &[]).unwrap().contains("nobody"));
+        let off = answer_failure(q, "Bees like flowers.", &[attributed(owner, 0.9)]);
+        assert!(off.unwrap().contains("does not state"));
     }
 
     #[test]
