@@ -10,10 +10,15 @@
 //! `report_html` (the self-contained HTML report) and `results_sha256`; the same files are left
 //! in `<home>/data/sim/last/` (as `openledger sim run --out` writes them).
 //!
-//! Bounded, since a run holds a core until it ends: the body is at most [`MAX_BODY`] bytes, a
-//! scenario at most [`Limits`] (days, contributors, users, stakers, datanets; 400 naming the
-//! field past one), and one run at a time (429 with `Retry-After` while one runs). Sweeps and
-//! threshold searches stay on the command line (`openledger sim sweep|threshold`).
+//! Bounded, since a run holds a core until it ends and cannot be stopped halfway: the body is at
+//! most [`MAX_BODY`] bytes; a scenario at most [`Limits`] (days, contributors, users, stakers,
+//! datanets, validators, and the work they make: the most inference requests and RLHF ratings
+//! the whole run could simulate; 400 naming the field past one); it starts from a fresh chain
+//! (a `start` read from a chain is for `openledger sim run --from-chain`); and one run at a time
+//! (429 with `Retry-After` while one runs), the slot held until the run's work ends even when
+//! the client hangs up or the request times out. Every run replaces the files of the one
+//! before, so `last/` holds one run's files. Sweeps and threshold searches stay on the command
+//! line (`openledger sim sweep|threshold`).
 
 use axum::{
     body::Bytes,
@@ -43,10 +48,16 @@ pub struct Limits {
     pub max_users: u32,
     pub max_stakers: u32,
     pub max_datanets: u32,
+    pub max_validators: u32,
+    /// Most inference requests the run could simulate: `days × users.max × requests_per_day`.
+    pub max_requests: f64,
+    /// Most RLHF ratings the run could simulate: `days × rounds_per_day × validators.count`.
+    pub max_ratings: f64,
 }
 
 impl Default for Limits {
-    /// The shipped `scenarios/year.toml` fits (365 days, 2,000 contributors, 8,000 users).
+    /// The shipped `scenarios/year.toml` fits (365 days, 2,000 contributors, 8,000 users
+    /// making up to 1.46 million requests, 10 validators).
     fn default() -> Self {
         Limits {
             max_days: 365,
@@ -54,6 +65,9 @@ impl Default for Limits {
             max_users: 10_000,
             max_stakers: 500,
             max_datanets: 20,
+            max_validators: 64,
+            max_requests: 3_000_000.0,
+            max_ratings: 250_000.0,
         }
     }
 }
@@ -78,11 +92,39 @@ impl Limits {
             ("users.max", sc.users.max, self.max_users),
             ("stakers.count", sc.stakers.count, self.max_stakers),
             ("datanets.count", sc.datanets.count, self.max_datanets),
+            ("validators.count", sc.validators.count, self.max_validators),
         ];
         for (field, got, max) in checks {
             if got > max {
                 return over(field, got.into(), max.into());
             }
+        }
+        let days = sc.days as f64;
+        let work = [
+            (
+                "users.requests_per_day",
+                "inference requests",
+                days * f64::from(sc.users.max) * sc.users.requests_per_day,
+                self.max_requests,
+            ),
+            (
+                "validators.rounds_per_day",
+                "RLHF ratings",
+                days * sc.validators.rounds_per_day * f64::from(sc.validators.count),
+                self.max_ratings,
+            ),
+        ];
+        for (field, what, got, max) in work {
+            if !(got <= max) {
+                return Err(ApiError::BadRequest(format!(
+                    "{field}: this scenario could simulate {got:.0} {what} (days × population × rate), over this node's limit of {max:.0} for a run from the dashboard; lower the rate, the population or the days, or run it with `openledger sim run`"
+                )));
+            }
+        }
+        if sc.start.is_some() {
+            return Err(ApiError::BadRequest(
+                "start: a run from the dashboard starts from a fresh chain; run from a chain's state with `openledger sim run --from-chain`".into(),
+            ));
         }
         Ok(())
     }
@@ -92,7 +134,7 @@ impl Limits {
 pub struct SimService {
     dir: PathBuf,
     limits: Limits,
-    slot: Semaphore,
+    slot: Arc<Semaphore>,
 }
 
 impl SimService {
@@ -101,7 +143,7 @@ impl SimService {
         Arc::new(SimService {
             dir,
             limits,
-            slot: Semaphore::new(1),
+            slot: Arc::new(Semaphore::new(1)),
         })
     }
 }
@@ -152,7 +194,7 @@ async fn run(State(svc): State<Arc<SimService>>, body: Bytes) -> Result<Json<Val
         sc.seed = seed;
     }
     svc.limits.check(&sc)?;
-    let permit = svc.slot.try_acquire().map_err(|_| {
+    let permit = svc.slot.clone().try_acquire_owned().map_err(|_| {
         ApiError::RateLimited(
             "a simulation is running on this node already (one at a time); retry when it ends"
                 .into(),
@@ -160,10 +202,14 @@ async fn run(State(svc): State<Arc<SimService>>, body: Bytes) -> Result<Json<Val
         )
     })?;
     let out = svc.dir.join("last");
-    let answer = tokio::task::spawn_blocking(move || simulate(&sc, &out))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the simulation task failed: {e}")))?;
-    drop(permit);
+    // The slot moves into the blocking task: a run cannot be stopped, so it is held until the
+    // run ends even if this request is dropped (client gone, request timeout).
+    let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        simulate(&sc, &out)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the simulation task failed: {e}")))?;
     answer.map(Json)
 }
 
@@ -292,5 +338,67 @@ mod tests {
         drop(held);
         let (status, _, _) = post(&url, &json!({ "scenario": SMALL }).to_string());
         assert_eq!(status, 200);
+    }
+
+    #[test]
+    fn the_work_a_run_could_do_is_bounded() {
+        let limits = Limits::default();
+        let year = Scenario::parse(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scenarios/year.toml"
+            ))
+            .unwrap(),
+            "year.toml",
+        )
+        .unwrap();
+        limits.check(&year).expect("the shipped year scenario runs");
+        // Within every population limit, yet 365 × 10,000 × 10,000 requests: days of CPU.
+        let flood = SMALL.replace("days = 10", "days = 365").replace(
+            "max = 20\ninitial = 4\n[stakers]",
+            "max = 10000\ninitial = 4\nrequests_per_day = 10000.0\n[stakers]",
+        );
+        let sc = Scenario::parse(&flood, "t").unwrap();
+        let e = limits.check(&sc).unwrap_err().to_string();
+        assert!(e.contains("users.requests_per_day"), "{e}");
+        let ratings = format!("{SMALL}[validators]\ncount = 256\nrounds_per_day = 1000.0\n");
+        let e = limits
+            .check(&Scenario::parse(&ratings, "t").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("validators."), "{e}");
+    }
+
+    #[test]
+    fn a_dropped_request_keeps_the_slot_until_its_run_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = SimService::new(dir.path().into(), Limits::default());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // A run long enough to be cut off while it works.
+        let long = SMALL
+            .replace("days = 10", "days = 60")
+            .replace("max = 20", "max = 100");
+        let body = Bytes::from(json!({ "scenario": long }).to_string());
+        rt.block_on(async {
+            let task = tokio::spawn(run(State(svc.clone()), body));
+            while svc.slot.available_permits() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            task.abort(); // the client hung up
+            let _ = task.await;
+            assert_eq!(
+                svc.slot.available_permits(),
+                0,
+                "the run still works, so a second one must wait for it"
+            );
+            while svc.slot.available_permits() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        });
+        assert!(dir.path().join("last/report.json").is_file());
     }
 }
