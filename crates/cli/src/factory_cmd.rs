@@ -8,7 +8,7 @@
 //! cancel` queue, watch and cancel training jobs on the node ([`jobs`]).
 
 mod jobs;
-mod publish;
+pub(crate) mod publish;
 
 use crate::commands::Session;
 use anyhow::{bail, Context, Result};

@@ -12,10 +12,17 @@
 //! `base_model_id, name, datanet_ids, datanet_versions, training_config_hash, adapter_hash,
 //! attribution_index_root`.
 //!
-//! Bounded: one publication at a time (429 while one runs), a body of at most [`MAX_BODY`] bytes,
+//! The checks, the staged files and the index are those of `openledger factory publish`
+//! ([`crate::factory_cmd::publish`], [`crate::index_cmd::create_for_versions`]); the bundle and
+//! the index go into OpenLoRA's store through [`openledger_node::openlora::artifacts`].
+//!
+//! Bounded: one publication at a time (429 while one runs; the slot is held until the work
+//! ends, even when the client hangs up), a body of at most [`MAX_BODY`] bytes,
 //! the adapter weights at most `MAX_WEIGHTS_BYTES`; the name must be free on chain.
 
+use crate::factory_cmd::publish::{finished_job, stage_adapter};
 use crate::factory_jobs::store::{JobRecord, JobStatus, STATUS_FILE, TRAIN_DIR};
+use crate::index_cmd::create_for_versions;
 use crate::publish_adapter::MAX_WEIGHTS_BYTES;
 use alloy_primitives::B256;
 use axum::{
@@ -23,8 +30,7 @@ use axum::{
     routing::post,
     Json, Router,
 };
-use openledger_attribution::{BuildOptions, Index, RowTokens};
-use openledger_factory::{Metrics, TrainConfig};
+use openledger_attribution::{BuildOptions, RowTokens};
 use openledger_node::{
     datanets::ApiError,
     openlora::{bundle, signed_request, OpenLora},
@@ -35,17 +41,12 @@ use openledger_types::request_auth;
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 /// Largest request body.
 pub const MAX_BODY: usize = 4096;
-
-/// The format tag of a factory job's training configuration (as `openledger factory publish`
-/// writes it).
-const TRAINING_CONFIG_FORMAT: &str = "openledger-factory/1";
 
 /// Where the publication is assembled inside the job's train directory.
 const PUBLISH_DIR: &str = "publish-web";
@@ -58,7 +59,7 @@ pub struct PublishService {
     node: Arc<Node>,
     openlora: Arc<OpenLora>,
     jobs: PathBuf,
-    slot: Semaphore,
+    slot: Arc<Semaphore>,
 }
 
 /// The route over the jobs in `jobs` (`<home>/data/factory/jobs`).
@@ -67,7 +68,7 @@ pub fn router(node: Arc<Node>, openlora: Arc<OpenLora>, jobs: PathBuf) -> Router
         node,
         openlora,
         jobs,
-        slot: Semaphore::new(1),
+        slot: Arc::new(Semaphore::new(1)),
     });
     Router::new()
         .route("/v1/factory/jobs/{id}/publish", post(publish))
@@ -104,7 +105,7 @@ async fn publish(
             "the body must be {{\"name\": \"<adapter name>\", \"best\": false}}: {e}"
         ))
     })?;
-    let _permit = svc.slot.try_acquire().map_err(|_| {
+    let permit = svc.slot.clone().try_acquire_owned().map_err(|_| {
         ApiError::RateLimited(
             "a publication is being prepared on this node already; retry shortly".into(),
             5,
@@ -112,39 +113,20 @@ async fn publish(
     })?;
     let who = signed.address;
     let s = svc.clone();
-    let answer = tokio::task::spawn_blocking(move || s.prepare(id, who, &req))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the publishing task failed: {e}")))??;
+    // The slot moves into the blocking task: it is held until the work ends, even if this
+    // request is dropped (client gone, request timeout), so publications never overlap.
+    let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        s.prepare(id, who, &req)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the publishing task failed: {e}")))??;
     tracing::info!(job = id, by = %who, adapter = %answer["name"], "factory: job prepared for publication");
     Ok(Json(answer))
 }
 
-fn read(path: &Path) -> Result<String, ApiError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| ApiError::Internal(format!("reading {}: {e}", path.display())))
-}
-
-fn blake3_of(path: &Path) -> Result<B256, ApiError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ApiError::Internal(format!("reading {}: {e}", path.display())))?;
-    Ok(bundle::blake3_hash(&bytes))
-}
-
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
-}
-
-/// Writes `bytes` to `path` unless a file is there (write to a side file, then rename).
-fn put_once(path: &Path, bytes: &[u8]) -> Result<(), ApiError> {
-    if path.is_file() {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(internal)?;
-    }
-    let tmp = path.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(internal)?;
-    std::fs::rename(&tmp, path).map_err(internal)
 }
 
 impl PublishService {
@@ -160,7 +142,9 @@ impl PublishService {
                 "no training job {id} on this node"
             )));
         }
-        let r: JobRecord = serde_json::from_str(&read(&path)?)
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| internal(format!("reading {}: {e}", path.display())))?;
+        let r: JobRecord = serde_json::from_str(&text)
             .map_err(|e| internal(format!("{}: {e}", path.display())))?;
         if r.submitter != who {
             return Err(ApiError::Forbidden(format!(
@@ -185,45 +169,10 @@ impl PublishService {
     ) -> Result<Value, ApiError> {
         let record = self.finished_record(id, who)?;
         let train = self.jobs.join(id.to_string()).join(TRAIN_DIR);
-        let metrics_text = read(&train.join(openledger_factory::METRICS_FILE))?;
-        let m: Metrics = serde_json::from_str(&metrics_text).map_err(internal)?;
-        if m.status != "finished" && m.status != "early_stopped" {
-            return Err(ApiError::BadRequest(format!(
-                "job {id} did not finish training ({} at step {} of {})",
-                m.status, m.steps, m.total_steps
-            )));
-        }
-        let config_path = train.join(openledger_factory::CONFIG_FILE);
-        let config_text = read(&config_path)?;
-        if alloy_primitives::hex::encode(blake3_of(&config_path)?) != m.config_hash {
-            return Err(ApiError::Unprocessable(format!(
-                "{} changed after job {id} finished: the adapter was not trained with it",
-                config_path.display()
-            )));
-        }
-        let adapter = train.join(if req.best {
-            openledger_factory::BEST_ADAPTER_DIR
-        } else {
-            openledger_factory::ADAPTER_DIR
-        });
-        let weights = adapter.join(bundle::WEIGHTS_FILE);
-        if !weights.is_file() {
-            return Err(ApiError::BadRequest(if req.best {
-                format!("job {id} kept no best adapter (it had no validation set): publish the final one")
-            } else {
-                format!("job {id} has no adapter weights")
-            }));
-        }
-        if !req.best
-            && m.adapter_hash.as_deref()
-                != Some(alloy_primitives::hex::encode(blake3_of(&weights)?).as_str())
-        {
-            return Err(ApiError::Unprocessable(format!(
-                "{} is not the adapter job {id} finished with",
-                weights.display()
-            )));
-        }
-        let config = TrainConfig::from_toml(&config_text).map_err(internal)?;
+        // The same checks and files as `openledger factory publish` on the job directory.
+        let job = finished_job(&train, req.best)
+            .map_err(|e| ApiError::BadRequest(format!("job {id}: {e:#}")))?;
+        let config = &job.config;
         let state = self.node.chain().store().clone();
         model::check_adapter_name(&req.name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         if let Some(taken) = model::adapter_by_name(&*state, &req.name).map_err(internal)? {
@@ -245,25 +194,13 @@ impl PublishService {
             std::fs::remove_dir_all(&staging).map_err(internal)?;
         }
         let adapter_out = staging.join("adapter");
-        std::fs::create_dir_all(&adapter_out).map_err(internal)?;
-        for f in [bundle::CONFIG_FILE, bundle::WEIGHTS_FILE] {
-            std::fs::copy(adapter.join(f), adapter_out.join(f)).map_err(internal)?;
-        }
-        let training = json!({
-            "format": TRAINING_CONFIG_FORMAT,
-            "adapter": adapter.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "config_toml": config_text,
-            "metrics": serde_json::from_str::<Value>(&metrics_text).map_err(internal)?,
-        });
-        std::fs::write(
-            adapter_out.join(bundle::TRAINING_CONFIG_FILE),
-            serde_json::to_string_pretty(&training).map_err(internal)?,
-        )
-        .map_err(internal)?;
+        stage_adapter(&job, &adapter_out).map_err(|e| internal(format!("{e:#}")))?;
         let packed =
             bundle::pack_dir(&adapter_out, MAX_WEIGHTS_BYTES).map_err(ApiError::BadRequest)?;
-        let arts = &self.openlora.artifacts;
-        put_once(&arts.path(&packed.hash), &packed.bytes)?;
+        self.openlora
+            .artifacts
+            .put(&packed.hash, &packed.bytes)
+            .map_err(|e| internal(format!("storing the adapter bundle: {e}")))?;
 
         // The attribution index of exactly the trained-on versions.
         let root = self.build_index(
@@ -338,44 +275,21 @@ impl PublishService {
             })
             .collect::<Result<_, openledger_model::ModelError>>()
             .map_err(internal)?;
-        let list = |f: &dyn Fn(u64, u64) -> String| {
-            record
-                .datanets
-                .iter()
-                .map(|d| f(d.id, d.version))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut source = BTreeMap::new();
-        source.insert("datanet".to_string(), list(&|d, _| d.to_string()));
-        source.insert("version".to_string(), list(&|_, v| v.to_string()));
-        source.insert("versions".to_string(), list(&|d, v| format!("{d}@{v}")));
-        source.insert("tokenizer".to_string(), model.display().to_string());
-        let root = Index::create(
-            out,
+        let targets: Vec<(u64, u64)> = record.datanets.iter().map(|d| (d.id, d.version)).collect();
+        let root = create_for_versions(
+            &targets,
             &tokens,
-            tok.vocab_size() as u32,
-            source,
+            &tok,
+            model,
+            out,
             &BuildOptions::default(),
         )
-        .map_err(internal)?
+        .map_err(|e| internal(format!("building the attribution index: {e:#}")))?
         .root();
-        let dest = self.openlora.artifacts.index_path(&root);
-        if !dest.join(openledger_attribution::index::MANIFEST).is_file() {
-            if dest.exists() {
-                std::fs::remove_dir_all(&dest).map_err(internal)?;
-            }
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(internal)?;
-            }
-            std::fs::rename(out, &dest).map_err(|e| {
-                internal(format!(
-                    "moving the index {} to {}: {e}",
-                    out.display(),
-                    dest.display()
-                ))
-            })?;
-        }
+        self.openlora
+            .artifacts
+            .store_index(out, &root)
+            .map_err(internal)?;
         Ok(root)
     }
 }

@@ -416,6 +416,30 @@ pub(crate) fn build_new(
         let rows = export_rows(&rest, datanet, version, 0)?;
         tokens.extend(tokenise(&rows, &tok, opts.threads.max(1))?);
     }
+    let ix = create_for_versions(targets, &tokens, &tok, model, out, &opts)?;
+    let list =
+        |f: &dyn Fn(&(u64, u64)) -> String| targets.iter().map(f).collect::<Vec<_>>().join(",");
+    eprintln!(
+        "indexed {} rows of datanet versions {} in {}: root {}",
+        tokens.len(),
+        list(&|t| format!("{}@{}", t.0, t.1)),
+        out.display(),
+        ix.root()
+    );
+    Ok(ix.root())
+}
+
+/// Creates in `out` the index over `tokens`, the rows of the datanet versions `targets`
+/// tokenised with `model`'s tokenizer `tok`, its source naming them (also for the node's
+/// `POST /v1/factory/jobs/{id}/publish`).
+pub(crate) fn create_for_versions(
+    targets: &[(u64, u64)],
+    tokens: &[RowTokens],
+    tok: &Tokenizer,
+    model: &Path,
+    out: &Path,
+    opts: &BuildOptions,
+) -> Result<Index> {
     let list =
         |f: &dyn Fn(&(u64, u64)) -> String| targets.iter().map(f).collect::<Vec<_>>().join(",");
     let mut source = BTreeMap::new();
@@ -426,15 +450,13 @@ pub(crate) fn build_new(
         list(&|t| format!("{}@{}", t.0, t.1)),
     );
     source.insert("tokenizer".to_string(), model.display().to_string());
-    let ix = Index::create(out, &tokens, tok.vocab_size() as u32, source, &opts)?;
-    eprintln!(
-        "indexed {} rows of datanet versions {} in {}: root {}",
-        tokens.len(),
-        list(&|t| format!("{}@{}", t.0, t.1)),
-        out.display(),
-        ix.root()
-    );
-    Ok(ix.root())
+    Ok(Index::create(
+        out,
+        tokens,
+        tok.vocab_size() as u32,
+        source,
+        opts,
+    )?)
 }
 
 /// `openledger attribute`.

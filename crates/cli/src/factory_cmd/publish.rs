@@ -38,11 +38,11 @@ const PUBLISH_DIR: &str = "publish";
 const TRAINING_CONFIG_FORMAT: &str = "openledger-factory/1";
 
 /// A finished job: its config, config text, metrics and the adapter directory to publish.
-struct FinishedJob {
-    config: TrainConfig,
-    config_text: String,
-    metrics: serde_json::Value,
-    adapter: PathBuf,
+pub(crate) struct FinishedJob {
+    pub(crate) config: TrainConfig,
+    pub(crate) config_text: String,
+    pub(crate) metrics: serde_json::Value,
+    pub(crate) adapter: PathBuf,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -54,8 +54,9 @@ fn blake3_hex(path: &Path) -> Result<String> {
     Ok(alloy_primitives::hex::encode(bundle::blake3_hash(&bytes)))
 }
 
-/// Opens the job, refusing one that did not finish or whose files changed since it did.
-fn finished_job(dir: &Path, best: bool) -> Result<FinishedJob> {
+/// Opens the job, refusing one that did not finish or whose files changed since it did (also
+/// for the node's `POST /v1/factory/jobs/{id}/publish`).
+pub(crate) fn finished_job(dir: &Path, best: bool) -> Result<FinishedJob> {
     let config_path = dir.join(openledger_factory::CONFIG_FILE);
     if !config_path.is_file() {
         bail!(
@@ -209,7 +210,7 @@ fn base_model(s: &Session, model: &Path, base: Option<u64>) -> Result<u64> {
 
 /// Writes `adapter_config.json`, the weights and `training_config.json` (the job's config and
 /// metrics) into `out`, ready to pack.
-fn stage_adapter(job: &FinishedJob, out: &Path) -> Result<()> {
+pub(crate) fn stage_adapter(job: &FinishedJob, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for f in [bundle::CONFIG_FILE, bundle::WEIGHTS_FILE] {
         std::fs::copy(job.adapter.join(f), out.join(f))

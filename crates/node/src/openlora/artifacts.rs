@@ -389,19 +389,43 @@ impl Artifacts {
                 )));
             }
         }
-        let dest = self.index_path(&root);
+        let new = self
+            .store_index(tmp.path(), &root)
+            .map_err(ApiError::Internal)?;
+        if new {
+            tmp.keep();
+        }
+        Ok((root, new))
+    }
+
+    /// Moves the index directory `from` (root `root`, checked by the caller) where OpenLoRA
+    /// finds it, unless a complete one is there already; true when it was moved.
+    pub fn store_index(&self, from: &Path, root: &B256) -> Result<bool, String> {
+        let dest = self.index_path(root);
         let _w = lock(&self.writing);
         if dest.join(openledger_attribution::index::MANIFEST).is_file() {
-            return Ok((root, false));
+            return Ok(false);
         }
         if dest.exists() {
-            fs::remove_dir_all(&dest)
-                .map_err(|e| ApiError::Internal(io_err("replacing", &dest, e)))?;
+            fs::remove_dir_all(&dest).map_err(|e| io_err("replacing", &dest, e))?;
         }
-        fs::rename(tmp.path(), &dest)
-            .map_err(|e| ApiError::Internal(io_err("storing the index in", &dest, e)))?;
-        tmp.keep();
-        Ok((root, true))
+        fs::rename(from, &dest).map_err(|e| io_err("storing the index in", &dest, e))?;
+        Ok(true)
+    }
+
+    /// Stores `bytes` as the artifact `hash` (their BLAKE3, checked) unless a sound copy is
+    /// stored already; true when it was written.
+    pub fn put(&self, hash: &B256, bytes: &[u8]) -> Result<bool, String> {
+        let got = bundle::blake3_hash(bytes);
+        if got != *hash {
+            return Err(format!("the bytes hash to {got}, not {hash}"));
+        }
+        if self.verified(hash, "the artifact").is_ok() {
+            return Ok(false);
+        }
+        let tmp = self.temp("put");
+        fs::write(tmp.path(), bytes).map_err(|e| io_err("writing", tmp.path(), e))?;
+        self.store(tmp, hash)
     }
 }
 
