@@ -115,7 +115,7 @@ impl Limits {
             ),
         ];
         for (field, what, got, max) in work {
-            if !(got <= max) {
+            if got.is_nan() || got > max {
                 return Err(ApiError::BadRequest(format!(
                     "{field}: this scenario could simulate {got:.0} {what} (days × population × rate), over this node's limit of {max:.0} for a run from the dashboard; lower the rate, the population or the days, or run it with `openledger sim run`"
                 )));
