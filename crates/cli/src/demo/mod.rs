@@ -53,7 +53,7 @@ pub struct DemoArgs {
     /// The sample datanet folder (alice.jsonl, bob.txt, carol.md, dave.csv, qa/erin.jsonl).
     #[arg(long, default_value = "datanets/sample")]
     sample: PathBuf,
-    /// The flywheel scenario simulated from the chain's parameters at the end.
+    /// The flywheel scenario simulated from the chain's state at the end.
     #[arg(long, default_value = "scenarios/quick.toml")]
     scenario: PathBuf,
     /// Days simulated (default: the scenario's).
