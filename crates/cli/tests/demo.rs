@@ -126,3 +126,65 @@ fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_
     assert!(!report["loss"].as_array().unwrap().is_empty());
     assert!(report["simulation"]["inferences"].as_u64().is_some());
 }
+
+/// Ctrl-C while the demo runs: it stops the embedded node, removes its temporary chain home and
+/// exits with status 130 (before the fix SIGINT killed it and left the home behind).
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_node_and_removes_the_temporary_home() {
+    use std::io::BufRead;
+    let root = workspace_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openledger"))
+        .current_dir(&root)
+        .arg("demo")
+        .arg("--out")
+        .arg(out.path())
+        .env("TMPDIR", tmp.path())
+        .env_remove("OPENLEDGER_HOME")
+        .env_remove("OPENLEDGER_RPC")
+        .env_remove("OPENLEDGER_FROM")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains("== [1/") {
+                let _ = tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    // The node is up and the first step running.
+    let started = rx.recv_timeout(std::time::Duration::from_secs(300));
+    let home: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("openledger-demo-"))
+        .collect();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let stdout = reader.join().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        started.is_ok() && kill.success(),
+        "the demo did not start\n{stdout}\n{stderr}"
+    );
+    assert_eq!(home.len(), 1, "one temporary home while it ran: {home:?}");
+    assert_eq!(status.code(), Some(130), "{status:?}\n{stdout}\n{stderr}");
+    assert!(stderr.contains("the embedded node stopped"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}\n{stderr}");
+}

@@ -268,7 +268,7 @@ fn loss_chart(r: &Report) -> String {
 }
 
 fn training(h: &mut String, r: &Report) {
-    h.push_str("<table><tr><th>round</th><th>steps</th><th>train loss</th><th>val loss</th><th>seconds</th><th>answered every question</th></tr>");
+    h.push_str("<table><tr><th>round</th><th>steps</th><th>train loss</th><th>val loss</th><th>seconds</th><th>learned every asked fact</th></tr>");
     for t in &r.training {
         let _ = write!(
             h,
@@ -279,6 +279,36 @@ fn training(h: &mut String, r: &Report) {
             t.val_loss.map(|v| format!("{v:.3}")).unwrap_or_default(),
             t.seconds,
             if t.passed { "yes" } else { "no" }
+        );
+    }
+    h.push_str("</table>");
+    learning(h, r);
+}
+
+/// The learning check of the published adapter: each asked fact's NLL, base vs adapter.
+fn learning(h: &mut String, r: &Report) {
+    let margin = super::learning::MARGIN_NATS;
+    let _ = write!(
+        h,
+        "<h2>What the adapter learned</h2><p>Mean negative log-likelihood per token (nats) of each \
+         asked fact's verbatim sentence, read as plain text, under the base model and under base + \
+         adapter. The adapter must beat the base by at least {margin} on every fact; this, not the \
+         repeated answers below, shows that training taught it the facts.</p>\
+         <table><tr><th>fact</th><th>contributor</th><th>base NLL</th><th>adapter NLL</th><th>Δ</th><th></th></tr>"
+    );
+    for f in &r.learning {
+        let ok = f.delta >= margin;
+        let _ = write!(
+            h,
+            "<tr><td title=\"{}\">{}</td><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:+.3}</td><td class=\"{}\">{}</td></tr>",
+            esc(&f.sentence),
+            esc(&f.phrase),
+            esc(&f.contributor),
+            f.base_nll,
+            f.adapter_nll,
+            f.delta,
+            if ok { "ok" } else { "fail" },
+            if ok { "learned" } else { "NOT learned" }
         );
     }
     h.push_str("</table>");

@@ -9,14 +9,17 @@
 //! writes `report.json` and a self-contained `report.html`, and fails (non-zero exit, naming the
 //! step) as soon as a step does not do what it should.
 //!
-//! Steps live in their own files: [`accounts`], [`datanet`], [`train`], [`serve`],
-//! [`governance`], [`checks`], [`sim`]; the report in [`report`] and [`html`]; the node in [`node`].
+//! Steps live in their own files: [`accounts`], [`datanet`], [`train`] (with the learning check
+//! in [`learning`]), [`serve`], [`governance`], [`checks`], [`sim`]; the report in [`report`] and
+//! [`html`]; the node in [`node`]; Ctrl-C in [`interrupt`].
 
 mod accounts;
 mod checks;
 mod datanet;
 mod governance;
 mod html;
+mod interrupt;
+mod learning;
 mod node;
 mod report;
 mod serve;
@@ -34,10 +37,11 @@ use std::time::Instant;
 /// `openledger demo` options.
 #[derive(clap::Args)]
 #[command(after_help = "\
-The demo runs in a fresh temporary chain home (pass the global --home to keep it; it must not \
-hold a chain yet). It needs SmolLM2 in models/ (./scripts/fetch-model) and the sample datanet \
+The demo runs in a fresh temporary chain home, removed at the end or on Ctrl-C (pass the global \
+--home, or set OPENLEDGER_HOME, to keep it; it must not hold a chain yet). It needs SmolLM2 in models/ (./scripts/fetch-model) and the sample datanet \
 in datanets/sample (run it from the repository root, or pass --sample and --model). \
-It exits non-zero, naming the step, when an answer is not attributed to the contributor whose \
+It exits non-zero, naming the step, when training did not teach the adapter a planted fact \
+(its sentence not at least 0.5 nats/token more likely than under the base model), when an answer is not attributed to the contributor whose \
 fact it states, when a refused or duplicate contributor earns anything, when an accepted \
 contributor whose data answered earns nothing, or when round two's contributor share did not rise.")]
 pub struct DemoArgs {
@@ -60,11 +64,11 @@ pub struct DemoArgs {
     #[arg(long)]
     sim_days: Option<u64>,
     /// Training steps in the first round (each further round trains twice as long, from the start).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     round_steps: u64,
-    /// Most training steps in all rounds together; the demo fails if the adapter still does not
-    /// answer the planted-fact questions by then.
-    #[arg(long, default_value_t = 24)]
+    /// Most training steps in all rounds together; the demo fails if the adapter still has not
+    /// learned every asked planted fact by then.
+    #[arg(long, default_value_t = 48)]
     max_train_steps: u64,
 }
 
@@ -84,18 +88,21 @@ const STEPS: usize = 9;
 
 impl Ctx {
     /// Prints a step's header line with the time since the start.
-    pub fn step(&mut self, name: &str) {
+    pub fn step(&mut self, name: &str) -> Result<()> {
+        interrupt::check()?;
         self.step += 1;
         println!(
             "\n\x1b[1m== [{}/{STEPS}] {name}\x1b[0m  (t = {:.1} s)",
             self.step,
             self.started.elapsed().as_secs_f64()
         );
+        Ok(())
     }
 
     /// Runs an `openledger` command line in this process against the demo's node, signed by
     /// `from` when given (what the user would type; its output is part of the demo's).
     pub fn ol(&self, from: Option<&str>, args: &[&str]) -> Result<()> {
+        interrupt::check()?;
         let mut argv: Vec<String> = vec![
             "openledger".into(),
             "--home".into(),
@@ -135,6 +142,7 @@ impl Ctx {
 
     /// Signs and sends a module call (or a plain transfer) from a named account.
     pub fn send(&self, from: &str, to: Address, value: U256, data: Vec<u8>) -> Result<()> {
+        interrupt::check()?;
         self.rpc().send(&self.signer(from)?, to, value, data)?;
         Ok(())
     }
@@ -159,18 +167,63 @@ impl Ctx {
     }
 }
 
-/// Runs `openledger demo`: `home` is the --home given, if any.
+/// The chain home given on the command line (`--home`, even when it equals the default) or
+/// in OPENLEDGER_HOME, read from `argv` with clap's value source; None when it is the default.
+fn given_home<I, T>(argv: I) -> Option<PathBuf>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let m = <crate::Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(argv)
+        .ok()?;
+    match m.value_source("home")? {
+        clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable => {
+            m.get_one::<PathBuf>("home").cloned()
+        }
+        _ => None,
+    }
+}
+
+/// Runs `openledger demo`: `home` is the --home given, if any (the caller cannot tell one equal
+/// to the default from none: this process's command line says).
 pub fn run(home: Option<PathBuf>, args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     check_inputs(&args)?;
-    let (home, _temp) = match home {
+    let home = home.or_else(|| given_home(std::env::args_os()));
+    let (home, temp) = match home {
         Some(h) => (h, None),
         None => {
             let t = TempHome::new()?;
             (t.0.clone(), Some(t))
         }
     };
-    println!("openledger demo: chain home {}", home.display());
+    interrupt::install(temp.as_ref().map(|t| t.0.clone()))?;
+    println!(
+        "openledger demo: chain home {}{}",
+        home.display(),
+        if temp.is_some() {
+            " (temporary, removed at the end)"
+        } else {
+            ""
+        }
+    );
+    let outcome = run_in(home, args, started);
+    if interrupt::interrupted() {
+        interrupt::remove_temp_home();
+        drop(temp);
+        match &outcome {
+            Err(e) => eprintln!("openledger demo: stopped: {e:#}"),
+            Ok(()) => eprintln!("openledger demo: interrupted after its last step"),
+        }
+        std::process::exit(interrupt::EXIT_STATUS);
+    }
+    drop(temp);
+    outcome
+}
+
+/// The demo in chain home `home`: the node, every step, the report.
+fn run_in(home: PathBuf, args: DemoArgs, started: Instant) -> Result<()> {
     let model = args
         .model
         .canonicalize()
@@ -188,6 +241,12 @@ pub fn run(home: Option<PathBuf>, args: DemoArgs) -> Result<()> {
     let outcome = steps(&mut ctx, &model);
     // The node stops (sealing what is pending) whatever happened.
     let stopped = node.stop();
+    if interrupt::interrupted() {
+        match &stopped {
+            Ok(()) => eprintln!("openledger demo: the embedded node stopped"),
+            Err(e) => eprintln!("openledger demo: stopping the embedded node: {e:#}"),
+        }
+    }
     let wall = started.elapsed().as_secs_f64();
     ctx.report.wall_seconds = wall;
     ctx.report.ok = outcome.is_ok();
@@ -234,23 +293,29 @@ fn check_inputs(args: &DemoArgs) -> Result<()> {
 
 /// Every step in order; the first failure ends the demo with the step's name.
 fn steps(ctx: &mut Ctx, model: &Path) -> Result<()> {
-    ctx.step("accounts: a datanet owner, contributors, a model builder, an app, stakers, RLHF validators");
+    ctx.step("accounts: a datanet owner, contributors, a model builder, an app, stakers, RLHF validators")?;
     accounts::create(ctx).context("step accounts")?;
-    ctx.step("datanet: contributions from the sample, a refused file, a duplicate, a rejection");
+    ctx.step("datanet: contributions from the sample, a refused file, a duplicate, a rejection")?;
     datanet::build(ctx).context("step datanet")?;
-    ctx.step("ModelFactory: LoRA fine-tune in rounds until the adapter answers the planted facts");
+    ctx.step("ModelFactory: LoRA fine-tune in rounds until the adapter learned the planted facts")?;
     let job = train::train(ctx, model).context("step train")?;
-    ctx.step("publish the adapter with its provenance; stake; an app gets an API key");
+    ctx.step("publish the adapter with its provenance; stake; an app gets an API key")?;
     serve::publish_and_prepare(ctx, &job, model).context("step publish")?;
-    ctx.step("round one: the app asks over the OpenAI API; answers attributed, receipted, settled");
+    ctx.step(
+        "round one: the app asks over the OpenAI API; answers attributed, receipted, settled",
+    )?;
+    println!(
+        "  (the learning check above proved the adapter learned the facts; these \"Repeat this \
+         sentence\" answers prove that generated text quoting a row is attributed and paid)"
+    );
     serve::round(ctx, 1).context("step round one")?;
-    ctx.step("governance: raise the contributors' share (and an RLHF round on an answer)");
+    ctx.step("governance: raise the contributors' share (and an RLHF round on an answer)")?;
     governance::run(ctx).context("step governance")?;
-    ctx.step("round two: the same questions under the new split");
+    ctx.step("round two: the same questions under the new split")?;
     serve::round(ctx, 2).context("step round two")?;
-    ctx.step("checks: who earned what");
+    ctx.step("checks: who earned what")?;
     checks::check_rewards(ctx).context("step checks")?;
-    ctx.step("flywheel simulation from the chain's state");
+    ctx.step("flywheel simulation from the chain's state")?;
     sim::run(ctx).context("step simulation")?;
     Ok(())
 }
@@ -277,5 +342,32 @@ impl TempHome {
 impl Drop for TempHome {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_home_given_on_the_command_line_is_used_even_when_it_is_the_default() {
+        let default = crate::default_home();
+        let argv = [
+            "openledger".into(),
+            "--home".into(),
+            default.clone().into_os_string(),
+            "demo".into(),
+        ];
+        assert_eq!(given_home(argv.iter().cloned()), Some(default));
+        let argv: [std::ffi::OsString; 3] =
+            ["openledger".into(), "demo".into(), "--home=/tmp/x".into()];
+        assert_eq!(given_home(argv), Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn no_home_flag_means_a_temporary_home() {
+        // Unless OPENLEDGER_HOME names one (then that is given).
+        let env = std::env::var_os("OPENLEDGER_HOME").map(PathBuf::from);
+        assert_eq!(given_home(["openledger", "demo"]), env);
     }
 }

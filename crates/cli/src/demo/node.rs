@@ -83,6 +83,7 @@ impl EmbeddedNode {
             if rpc.call("eth_chainId", serde_json::json!([])).is_ok() {
                 return Ok(());
             }
+            super::interrupt::check()?;
             if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
                 let t = self.thread.take().expect("checked above");
                 return match t.join() {

@@ -27,6 +27,8 @@ pub struct Report {
     pub api_key: Option<String>,
     pub contributors: Vec<ContributorReport>,
     pub training: Vec<TrainRound>,
+    /// The learning check of the adapter that was published (its last round).
+    pub learning: Vec<super::learning::FactScore>,
     pub loss: Vec<LossPoint>,
     pub rounds: Vec<RoundReport>,
     pub governance: Option<GovernanceReport>,
@@ -79,9 +81,10 @@ pub struct TrainRound {
     pub train_loss: Option<f64>,
     pub val_loss: Option<f64>,
     pub seconds: f64,
-    /// The adapter's local answers to the questions, in order.
-    pub answers: Vec<String>,
-    /// Whether every answer stated its fact.
+    /// The learning check: each asked fact's NLL under the base model and under this
+    /// round's adapter.
+    pub facts: Vec<super::learning::FactScore>,
+    /// Whether the adapter learned every asked fact by the margin.
     pub passed: bool,
 }
 

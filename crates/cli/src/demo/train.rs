@@ -1,20 +1,29 @@
 //! The training step: the model builder exports the datanet's latest version from the node and
 //! fine-tunes a LoRA adapter on it with ModelFactory (its progress bar on a terminal), in rounds
-//! (each from the start, twice as long as the last, within --max-train-steps) until the adapter,
-//! run locally, answers every planted-fact question with the fact's distinctive phrase.
+//! (each from the start, twice as long as the last, within --max-train-steps) until the
+//! learning check ([`super::learning`]) shows that the adapter learned every planted fact the
+//! app will ask about: each fact's verbatim sentence is at least
+//! [`super::learning::MARGIN_NATS`] nats per token more likely under base + adapter than under
+//! the base model.
 //!
-//! The questions ask the model to repeat a planted sentence ("Repeat this sentence exactly: …"):
-//! on two CPU cores a few minutes of LoRA training does not teach SmolLM2-135M to recall a fact
-//! from a bare question (the loss is still ≈ 4.5 after ten steps), while a repeated sentence is
-//! a generated answer that quotes one contributor's row, which is what attribution pays for.
+//! The training set is the whole datanet version plus the rows holding the asked facts again,
+//! [`FOCUS_REPEATS`] times (both from the same export, so the provenance is that one version):
+//! a few dozen steps on two CPU cores read only a fraction of the datanet once, and the builder
+//! wants the adapter to know the facts it will be paid for.
+//!
+//! The paid questions ask the model to repeat a planted sentence ("Repeat this sentence
+//! exactly: …"): a few minutes of LoRA training on two cores do not teach SmolLM2-135M to
+//! recall a fact from a bare question (the loss is still ≈ 4.5 after ten steps), and the base
+//! model cannot state an invented fact it was not shown, so a repeated sentence is the
+//! generated answer quoting one contributor's row that attribution pays for. Those answers
+//! prove attribution and payment; the likelihood check proves learning.
 
-use super::Ctx;
+use super::{learning, Ctx};
 use anyhow::{bail, Context, Result};
 use openledger_factory::config::{DatasetSpec, Format, TrainConfig};
 use openledger_factory::progress::{Event, Progress};
 use openledger_factory::{Job, TerminalProgress};
-use openledger_model::chat::Message;
-use openledger_model::{generate, GenerateParams, SamplingParams};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -27,15 +36,28 @@ pub struct Question {
     pub phrase: &'static str,
     /// The prompt sent.
     pub prompt: String,
+    /// The fact's verbatim sentence in its contributor's row (the learning check scores it).
+    pub sentence: &'static str,
 }
 
-/// One planted fact of each sample contributor (datanets/sample/README.md, "Planted facts").
-const FACTS: &[(&str, &str, &str)] = &[
-    ("alice", "Thursby lid-tap", "Under the Thursby lid-tap, a queenright colony answers two knocks on the roof with a short rise in sound that settles within about four seconds."),
-    ("bob", "Ashcombe candy board", "The Ashcombe candy board uses five parts white sugar to one part water, boiled to the soft-ball stage and poured about three centimetres deep."),
-    ("carol", "Orlin nine-square count", "The Orlin nine-square count takes only the centre square and the four corner squares of a three-by-three grid drawn on the board."),
-    ("dave", "Tillingham verge mix", "The Tillingham verge mix is sown in early autumn at two grams per square metre onto scraped, weed-free ground and is cut only once, in late September."),
+/// One planted fact of each sample contributor (datanets/sample/README.md, "Planted facts"):
+/// contributor, phrase, the sentence the app asks to repeat, the verbatim sentence of the row.
+const FACTS: &[(&str, &str, &str, &str)] = &[
+    ("alice", "Thursby lid-tap", "Under the Thursby lid-tap, a queenright colony answers two knocks on the roof with a short rise in sound that settles within about four seconds.",
+     "Under the Thursby lid-tap, a queenright colony answers two knocks on the roof with a short rise in sound that settles within about four seconds, while a queenless one keeps roaring for far longer."),
+    ("bob", "Ashcombe candy board", "The Ashcombe candy board uses five parts white sugar to one part water, boiled to the soft-ball stage and poured about three centimetres deep.",
+     "The Ashcombe candy board uses five parts white sugar to one part water, boiled to the soft-ball stage and poured about three centimetres deep, which gives a colony roughly two kilos of emergency food."),
+    ("carol", "Orlin nine-square count", "The Orlin nine-square count takes only the centre square and the four corner squares of a three-by-three grid drawn on the board.",
+     "The Orlin nine-square count takes only the centre square and the four corner squares of a three-by-three grid drawn on the board and multiplies their total by 1.8 to estimate the whole board."),
+    ("dave", "Tillingham verge mix", "The Tillingham verge mix is sown in early autumn at two grams per square metre onto scraped, weed-free ground and is cut only once, in late September.",
+     "The Tillingham verge mix is sown in early autumn at two grams per square metre onto scraped, weed-free ground and is cut only once, in late September, with the cuttings raked off."),
 ];
+
+/// How many more times the rows holding the asked facts are in the training set.
+pub const FOCUS_REPEATS: usize = 48;
+
+/// The LoRA learning rate (a tiny run on two cores).
+const LEARNING_RATE: f64 = 1e-3;
 
 /// Most tokens an answer may have.
 pub const MAX_ANSWER_TOKENS: usize = 64;
@@ -44,10 +66,11 @@ pub const MAX_ANSWER_TOKENS: usize = 64;
 pub fn questions() -> Vec<Question> {
     FACTS
         .iter()
-        .map(|&(contributor, phrase, sentence)| Question {
+        .map(|&(contributor, phrase, asked, sentence)| Question {
             contributor,
             phrase,
-            prompt: format!("Repeat this sentence exactly: {sentence}"),
+            prompt: format!("Repeat this sentence exactly: {asked}"),
+            sentence,
         })
         .collect()
 }
@@ -116,13 +139,13 @@ fn export(ctx: &Ctx, id: u64, version: u64, dir: &Path) -> Result<DatasetSpec> {
 }
 
 /// The job's settings for a round of `steps` steps.
-fn config(model: &Path, data: DatasetSpec, steps: u64) -> TrainConfig {
+fn config(model: &Path, datasets: Vec<DatasetSpec>, steps: u64) -> TrainConfig {
     TrainConfig {
         base_model: model.to_path_buf(),
-        datasets: vec![data],
+        datasets,
         lora_rank: 8,
         lora_alpha: 16.0,
-        learning_rate: 2e-4,
+        learning_rate: LEARNING_RATE,
         max_steps: steps,
         per_device_train_batch_size: 4,
         cutoff_len: 128,
@@ -135,44 +158,58 @@ fn config(model: &Path, data: DatasetSpec, steps: u64) -> TrainConfig {
     }
 }
 
-/// Answers every question with `adapter_dir` applied to the base model, greedily.
-fn answer_locally(model: &Path, adapter_dir: &Path, qs: &[Question]) -> Result<Vec<String>> {
-    let loaded = crate::ai::load_model(&crate::ai::ModelArgs {
-        model: model.to_path_buf(),
-        adapter: Some(adapter_dir.to_path_buf()),
-        threads: None,
-        device: None,
-    })?;
-    let mut out = Vec::new();
-    for q in qs {
-        let ids = crate::ai::chat_ids(&loaded.tokenizer, &[Message::new("user", &q.prompt)])?;
-        let params = GenerateParams {
-            sampling: SamplingParams {
-                temperature: 0.0,
-                ..Default::default()
-            },
-            max_tokens: MAX_ANSWER_TOKENS,
-            stop: Vec::new(),
-            stop_at_eos: true,
+/// Writes the export's rows that hold an asked fact's sentence, `repeats` times each, to `out`
+/// (a dataset of the same datanet version); fails naming a fact no row holds.
+fn focus(export: &DatasetSpec, qs: &[Question], repeats: usize, out: &Path) -> Result<DatasetSpec> {
+    let file = std::fs::File::open(&export.path)
+        .with_context(|| format!("reading {}", export.path.display()))?;
+    let mut rows = Vec::new();
+    let mut found = vec![false; qs.len()];
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("reading {}", export.path.display()))?;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
         };
-        let g = generate(
-            &loaded.model,
-            &loaded.tokenizer,
-            ids,
-            params,
-            loaded.adapter.clone(),
-            &mut |_| true,
-        )?;
-        out.push(g.text);
+        let text = v["text"].as_str().unwrap_or_default();
+        let mut holds = false;
+        for (q, f) in qs.iter().zip(found.iter_mut()) {
+            if text.contains(q.sentence) {
+                *f = true;
+                holds = true;
+            }
+        }
+        if holds {
+            rows.push(line);
+        }
     }
-    Ok(out)
+    if let Some((q, _)) = qs.iter().zip(&found).find(|(_, f)| !**f) {
+        bail!(
+            "no row of the exported datanet holds {}'s fact {:?}; was their contribution approved?",
+            q.contributor,
+            q.phrase
+        );
+    }
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("writing {}", out.display()))?,
+    );
+    for _ in 0..repeats {
+        for r in &rows {
+            writeln!(w, "{r}")?;
+        }
+    }
+    w.flush()?;
+    Ok(DatasetSpec {
+        path: out.to_path_buf(),
+        format: Format::Datanet,
+        datanet: export.datanet.clone(),
+    })
 }
 
 fn fmt_loss(l: Option<f64>) -> String {
     l.map(|l| format!("{l:.3}")).unwrap_or_else(|| "-".into())
 }
 
-/// Trains in rounds; returns the job directory of the adapter that answered every question.
+/// Trains in rounds; returns the job directory of the adapter that learned every asked fact.
 pub fn train(ctx: &mut Ctx, model: &Path) -> Result<PathBuf> {
     let id = ctx.report.datanet_id;
     let version = ctx.report.datanet_version;
@@ -183,6 +220,27 @@ pub fn train(ctx: &mut Ctx, model: &Path) -> Result<PathBuf> {
         data.path.display()
     );
     let qs = questions();
+    let focused = focus(
+        &data,
+        &qs,
+        FOCUS_REPEATS,
+        &work
+            .join("datanets")
+            .join(format!("{id}@{version}-facts.jsonl")),
+    )?;
+    println!(
+        "  training set: the whole version, plus the {} rows holding the asked facts {FOCUS_REPEATS} \
+         more times ({})",
+        qs.len(),
+        focused.path.display()
+    );
+    let margin = learning::MARGIN_NATS;
+    println!(
+        "  learning check after each round: each fact's verbatim sentence must be ≥ {margin} \
+         nats/token more likely (mean NLL, plain text) under base + adapter than under the base"
+    );
+    let scorer =
+        learning::Scorer::new(model, &qs).context("scoring the facts under the base model")?;
     let loss = Mutex::new(Vec::new());
     let mut steps = ctx.args.round_steps;
     let mut spent = 0;
@@ -191,18 +249,22 @@ pub fn train(ctx: &mut Ctx, model: &Path) -> Result<PathBuf> {
         round += 1;
         let dir = work.join(format!("round-{round}"));
         println!(
-            "  round {round}: {steps} steps (LoRA rank 8, batch 4, cutoff 128, lr 2e-4) in {}",
+            "  round {round}: {steps} steps (LoRA rank 8, batch 4, cutoff 128, lr {LEARNING_RATE:e}) in {}",
             dir.display()
         );
-        let mut job = Job::prepare(config(model, data.clone(), steps), &dir)?;
+        let mut job = Job::prepare(
+            config(model, vec![data.clone(), focused.clone()], steps),
+            &dir,
+        )?;
         let outcome = job.run(
             &Recorder {
                 terminal: TerminalProgress::new(),
                 round,
                 loss: &loss,
             },
-            &std::sync::atomic::AtomicBool::new(false),
+            super::interrupt::flag(),
         )?;
+        super::interrupt::check()?;
         spent += steps;
         let adapter = outcome
             .adapter_dir
@@ -216,36 +278,29 @@ pub fn train(ctx: &mut Ctx, model: &Path) -> Result<PathBuf> {
             m.train_seconds,
             m.tokens_per_s
         );
-        let answers = answer_locally(model, &adapter, &qs)?;
-        let mut ok = true;
-        for (q, a) in qs.iter().zip(&answers) {
-            let pass = states_fact(q, a);
-            ok &= pass;
-            println!(
-                "    {} {:<24} {:?}",
-                if pass { "ok  " } else { "MISS" },
-                q.phrase,
-                a
-            );
-        }
+        let facts = scorer.score(&adapter, &qs)?;
+        learning::print_table(&facts, margin);
+        let failed = learning::failures(&facts, margin);
         ctx.report.training.push(super::report::TrainRound {
             round,
             steps,
             train_loss: m.train_loss,
             val_loss: m.val_loss,
             seconds: m.train_seconds,
-            answers: answers.clone(),
-            passed: ok,
+            facts: facts.clone(),
+            passed: failed.is_empty(),
         });
-        if ok {
+        ctx.report.learning = facts;
+        if failed.is_empty() {
+            println!("  the adapter learned every asked fact (Δ ≥ {margin} nats/token each)");
             ctx.report.loss = loss.into_inner().unwrap_or_default();
             return Ok(dir);
         }
         if spent + steps * 2 > ctx.args.max_train_steps {
             ctx.report.loss = loss.into_inner().unwrap_or_default();
             bail!(
-                "after {spent} training steps in {round} rounds the adapter still does not answer \
-                 every planted-fact question (raise --max-train-steps)"
+                "after {spent} training steps in {round} rounds {} (raise --max-train-steps)",
+                failed.join("; ")
             );
         }
         steps *= 2;
