@@ -2,8 +2,10 @@
 //! SwiGLU MLP), final norm and LM head, run over a batch of sequences of different lengths.
 //!
 //! All sequences' new tokens are stacked into one `[tokens, hidden]` matrix so every projection is
-//! one product for the whole batch (rows may carry different LoRA adapters); attention then runs per
-//! sequence against that sequence's own KV cache.
+//! one product for the whole batch (rows may carry different LoRA adapters); attention then reads each
+//! sequence's own KV cache: per sequence for prompts, and for a decode step (one new token per
+//! sequence) in one batched product over the caches padded to the longest, the padding masked.
+//! The candle path keeps its caches on the model's device ([`crate::kv_cache`]).
 //!
 //! Two paths compute the layers: on the CPU, inference runs [`crate::cpu_forward`] on plain buffers;
 //! training (differentiable mode) and other devices run the candle ops here.
@@ -317,17 +319,30 @@ impl Llama {
         }
         let adapters = RowAdapters::from_rows(&per_row, &self.device)?;
         // A pass that failed part-way may have appended to some layers: drop anything past `pos`.
-        let kv_width = cfg.num_kv_heads * cfg.head_dim;
+        let (kvh, hd) = (cfg.num_kv_heads, cfg.head_dim);
         for s in seqs.iter_mut() {
             for l in &mut s.cache.layers {
-                l.k.truncate(s.cache.pos * kv_width);
-                l.v.truncate(s.cache.pos * kv_width);
+                l.truncate(s.cache.pos, kvh * hd);
+            }
+        }
+        let cpu_path = self.device.is_cpu() && !self.differentiable;
+        // The path about to run reads its own copy of the cache: bring it up to date (a cache the
+        // other path filled), and give the device mirror room for this pass's rows.
+        let reserve = seqs.iter().map(|s| s.cache.pos).max().unwrap_or(0) + 1;
+        for s in seqs.iter_mut() {
+            let (pos, n) = (s.cache.pos, s.tokens.len());
+            for l in &mut s.cache.layers {
+                if cpu_path {
+                    l.sync_host(pos, kvh, hd)?;
+                } else {
+                    l.sync_device(pos, reserve.max(pos + n), kvh, hd, &self.device)?;
+                }
             }
         }
         // Kernel loops follow one another until the logits: the pool's workers wait for the next
         // one spinning, not asleep, until this pass ends.
         let _hot = crate::quant::pool::busy();
-        let x = if self.device.is_cpu() && !self.differentiable {
+        let x = if cpu_path {
             self.hidden_cpu(&ids, &positions, seqs, &adapters)?
         } else {
             self.hidden_candle(&ids, &positions, seqs, &adapters)?
@@ -386,6 +401,12 @@ impl Llama {
             Ok(Tensor::from_vec(rows, (n, cfg.head_dim / 2), &self.device)?)
         };
         let (cos, sin) = (table(false)?, table(true)?);
+        // One new token per sequence (a decode step): attention runs for the whole batch at once.
+        let decode = if seqs.iter().all(|s| s.tokens.len() == 1) {
+            Some(DecodeBatch::new(seqs, &self.device)?)
+        } else {
+            None
+        };
         let mut x = self.embed.rows(ids, &self.device)?;
         for (li, block) in self.blocks.iter().enumerate() {
             let h = self.rms_norm(&x, &block.attn_norm)?;
@@ -400,24 +421,29 @@ impl Llama {
             )?;
             let v = v.reshape((n, cfg.num_kv_heads, cfg.head_dim))?;
             let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
-            let mut outs = Vec::with_capacity(seqs.len());
-            let mut off = 0;
-            for s in seqs.iter_mut() {
-                let len = s.tokens.len();
-                let start = s.cache.pos;
-                outs.push(self.attend(
-                    &q.narrow(0, off, len)?,
-                    &k.narrow(0, off, len)?,
-                    &v.narrow(0, off, len)?,
-                    &mut s.cache.layers[li],
-                    start,
-                )?);
-                off += len;
-            }
-            let attn = if outs.len() == 1 {
-                outs.pop().expect("one output")
-            } else {
-                Tensor::cat(&outs, 0)?
+            let attn = match &decode {
+                Some(batch) => self.attend_decode(&q, &k, &v, seqs, li, batch)?,
+                None => {
+                    let mut outs = Vec::with_capacity(seqs.len());
+                    let mut off = 0;
+                    for s in seqs.iter_mut() {
+                        let len = s.tokens.len();
+                        let start = s.cache.pos;
+                        outs.push(self.attend(
+                            &q.narrow(0, off, len)?,
+                            &k.narrow(0, off, len)?,
+                            &v.narrow(0, off, len)?,
+                            &mut s.cache.layers[li],
+                            start,
+                        )?);
+                        off += len;
+                    }
+                    if outs.len() == 1 {
+                        outs.pop().expect("one output")
+                    } else {
+                        Tensor::cat(&outs, 0)?
+                    }
+                }
             };
             x = (x + block.o.forward(&attn, adapters, li, Target::O)?)?;
             let h = self.rms_norm(&x, &block.ffn_norm)?;
@@ -445,25 +471,20 @@ impl Llama {
             cfg.head_dim,
             cfg.num_heads / cfg.num_kv_heads,
         );
-        // The cache holds f16-precision values, as llama.cpp's does. New rows `[n, kvh, hd]` go after
-        // the cached ones; attention reads `[kvh, total, hd]`.
-        let k = self.attn_round(k)?;
-        let v = self.attn_round(v)?;
-        let with_cached = |buf: &[f32], new: &Tensor| -> Result<Tensor> {
-            let all = if start == 0 {
+        // The cache holds f16-precision values, as llama.cpp's does. New rows `[kvh, n, hd]` go after
+        // the cached ones in the device mirror; attention reads `[kvh, total, hd]`.
+        let k = self.attn_round(&k.transpose(0, 1)?)?;
+        let v = self.attn_round(&v.transpose(0, 1)?)?;
+        let d = cache.dev.as_ref().ok_or_else(|| no_mirror(start))?;
+        let with_cached = |buf: &Tensor, new: &Tensor| -> Result<Tensor> {
+            Ok(if start == 0 {
                 new.clone()
             } else {
-                let prev =
-                    Tensor::from_slice(&buf[..start * kvh * hd], (start, kvh, hd), &self.device)?;
-                Tensor::cat(&[&prev, new], 0)?
-            };
-            Ok(all.transpose(0, 1)?.contiguous()?)
+                Tensor::cat(&[&buf.narrow(1, 0, start)?, new], 1)?.contiguous()?
+            })
         };
-        let (k_all, v_all) = (with_cached(&cache.k, &k)?, with_cached(&cache.v, &v)?);
-        cache.append(
-            &k.flatten_all()?.to_vec1::<f32>()?,
-            &v.flatten_all()?.to_vec1::<f32>()?,
-        );
+        let (k_all, v_all) = (with_cached(&d.k, &k)?, with_cached(&d.v, &v)?);
+        cache.write_device(&k.detach(), &v.detach(), start)?;
         let total = start + n;
         // [heads, n, hd] → [kv_heads, group·n, hd]: the heads sharing a kv head become rows.
         let q = self
@@ -490,16 +511,78 @@ impl Llama {
         } else {
             scores
         };
-        let probs = if self.differentiable {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
-        let out = self.attn_round(&probs)?.matmul(&v_all)?; // [kvh, group·n, hd]
+        let out = self.attn_probs(&scores)?.matmul(&v_all)?; // [kvh, group·n, hd]
         Ok(out
             .reshape((cfg.num_heads, n, hd))?
             .transpose(0, 1)?
             .reshape((n, cfg.num_heads * hd))?)
+    }
+
+    /// A decode step's attention for the whole batch at once: `q [b, heads, hd]`, `k`/`v`
+    /// `[b, kv_heads, hd]`, one new row per sequence. Each sequence's cached rows are read from its
+    /// device mirror padded to the batch's longest cache (the padding masked), its new row last;
+    /// the new rows are then written into the mirrors.
+    fn attend_decode(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        seqs: &mut [SeqInput],
+        li: usize,
+        batch: &DecodeBatch,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, kvh, hd, group) = (
+            seqs.len(),
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            cfg.num_heads / cfg.num_kv_heads,
+        );
+        let k = self.attn_round(k)?;
+        let v = self.attn_round(v)?;
+        let (k_all, v_all) = if batch.longest == 0 {
+            (k.unsqueeze(2)?, v.unsqueeze(2)?)
+        } else {
+            let mut ks = Vec::with_capacity(b);
+            let mut vs = Vec::with_capacity(b);
+            for s in seqs.iter() {
+                let d = s.cache.layers[li]
+                    .dev
+                    .as_ref()
+                    .ok_or_else(|| no_mirror(s.cache.pos))?;
+                ks.push(d.k.narrow(1, 0, batch.longest)?);
+                vs.push(d.v.narrow(1, 0, batch.longest)?);
+            }
+            (
+                Tensor::cat(&[&Tensor::stack(&ks, 0)?, &k.unsqueeze(2)?], 2)?,
+                Tensor::cat(&[&Tensor::stack(&vs, 0)?, &v.unsqueeze(2)?], 2)?,
+            )
+        }; // [b, kvh, longest + 1, hd]
+        let q = self.attn_round(q)?.reshape((b, kvh, group, hd))?;
+        let scores = (q.matmul(&k_all.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = match &batch.mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
+        let out = self.attn_probs(&scores)?.matmul(&v_all)?; // [b, kvh, group, hd]
+        let (k, v) = (k.detach(), v.detach());
+        for (i, s) in seqs.iter_mut().enumerate() {
+            let row =
+                |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(0, i, 1)?.reshape((kvh, 1, hd))?) };
+            let at = s.cache.pos;
+            s.cache.layers[li].write_device(&row(&k)?, &row(&v)?, at)?;
+        }
+        Ok(out.reshape((b, cfg.num_heads * hd))?)
+    }
+
+    /// Softmax over the last dimension, rounded to f16 precision when `f16_attention` is on.
+    fn attn_probs(&self, scores: &Tensor) -> Result<Tensor> {
+        let probs = if self.differentiable {
+            candle_nn::ops::softmax(scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(scores)?
+        };
+        self.attn_round(&probs)
     }
 
     /// Contiguous copy, rounded to f16 precision when `f16_attention` is on.
@@ -540,6 +623,48 @@ impl Llama {
         }];
         Ok(self.forward(&mut seq, Logits::All)?.remove(0))
     }
+}
+
+/// What a decode step's batched attention needs for every layer: the longest cache in the batch and,
+/// where the caches differ in length, the mask hiding each shorter one's padding.
+struct DecodeBatch {
+    longest: usize,
+    /// `[b, 1, 1, longest + 1]`: 0 for a sequence's cached rows and its new row, −∞ for padding.
+    mask: Option<Tensor>,
+}
+
+impl DecodeBatch {
+    fn new(seqs: &[SeqInput], device: &Device) -> Result<Self> {
+        let longest = seqs.iter().map(|s| s.cache.pos).max().unwrap_or(0);
+        let mask = if seqs.iter().all(|s| s.cache.pos == longest) {
+            None
+        } else {
+            let rows: Vec<f32> = seqs
+                .iter()
+                .flat_map(|s| {
+                    (0..=longest).map(move |j| {
+                        if j < s.cache.pos || j == longest {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            Some(Tensor::from_vec(
+                rows,
+                (seqs.len(), 1, 1, longest + 1),
+                device,
+            )?)
+        };
+        Ok(Self { longest, mask })
+    }
+}
+
+fn no_mirror(pos: usize) -> ModelError {
+    ModelError::Generation(format!(
+        "KV cache of a sequence at position {pos} has no device copy (internal error)"
+    ))
 }
 
 /// Is this architecture's attention biased on q/k/v?
