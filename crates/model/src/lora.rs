@@ -116,9 +116,16 @@ pub struct LoraPair {
 }
 
 impl LoraPair {
-    /// `scale·B·A`, the dense update `[out, in]`.
+    /// `scale·B·A`, the dense update `[out, in]`, computed in f32 (an adapter read for serving
+    /// holds f16 views of its packed copy; f32 pairs are used as they are).
     pub fn delta(&self, scale: f64) -> Result<Tensor> {
-        Ok((self.b.matmul(&self.a)? * scale)?)
+        let f32 = |t: &Tensor| -> Result<Tensor> {
+            Ok(match t.dtype() {
+                DType::F32 | DType::F64 => t.clone(),
+                _ => t.to_dtype(DType::F32)?,
+            })
+        };
+        Ok((f32(&self.b)?.matmul(&f32(&self.a)?)? * scale)?)
     }
 }
 
@@ -156,11 +163,17 @@ pub fn default_kernel_precision() -> KernelPrecision {
 /// once is bound by reading them). It is made once, by [`LoraAdapter::prepare`] (which
 /// [`crate::peft::load`] calls) or on first use; the tensors stay the adapter's exact values for
 /// everything else (saving, merging, training, the candle path).
+///
+/// An adapter read for serving ([`crate::peft::load_packed`]) keeps only the packed copy: its
+/// tensors are strided views of it ([`LoraAdapter::tensors_are_packed`]), so they hold the values
+/// the kernels serve (f16-rounded by default), and a load writes a third of the bytes.
 #[derive(Debug, Clone)]
 pub struct LoraAdapter {
     pub config: LoraConfig,
     pairs: BTreeMap<(usize, Target), LoraPair>,
     packed: OnceLock<Option<Arc<Packed>>>,
+    /// Whether the tensors are views of `packed` (no memory of their own).
+    views: bool,
 }
 
 impl LoraAdapter {
@@ -170,7 +183,43 @@ impl LoraAdapter {
             config,
             pairs: BTreeMap::new(),
             packed: OnceLock::new(),
+            views: false,
         }
+    }
+
+    /// An adapter whose only copy of the weights is `packed`: every pair is a view of it. The
+    /// pairs' ranks are checked against `config`.
+    pub(crate) fn from_packed(config: LoraConfig, packed: Packed) -> Result<Self> {
+        let mut adapter = Self::empty(config);
+        for (layer, t, a, b) in packed.views()? {
+            adapter.insert(layer, t, LoraPair { a, b })?;
+        }
+        adapter.packed = OnceLock::from(Some(Arc::new(packed)));
+        adapter.views = true;
+        Ok(adapter)
+    }
+
+    /// Whether the tensors are views of the packed copy (an adapter read for serving) rather than
+    /// weights of their own.
+    pub fn tensors_are_packed(&self) -> bool {
+        self.views
+    }
+
+    /// Bytes the adapter's weights take in memory: the tensors' own storage (none when they are
+    /// views of the packed copy) plus the packed copy.
+    pub fn resident_bytes(&self) -> usize {
+        let tensors = if self.views {
+            0
+        } else {
+            self.pairs
+                .values()
+                .map(|p| {
+                    p.a.elem_count() * p.a.dtype().size_in_bytes()
+                        + p.b.elem_count() * p.b.dtype().size_in_bytes()
+                })
+                .sum()
+        };
+        tensors + self.packed_bytes()
     }
 
     /// Adds the pair for `(layer, target)`, checking its rank.
@@ -186,6 +235,7 @@ impl LoraAdapter {
         }
         self.pairs.insert((layer, target), pair);
         self.packed = OnceLock::new();
+        self.views = false;
         Ok(())
     }
 
@@ -429,6 +479,17 @@ impl<'a> RowAdapters<'a> {
                 continue;
             };
             let scale = g.adapter.config.scale();
+            let cast = |t: &Tensor| -> Result<Tensor> {
+                Ok(if t.dtype() == x.dtype() {
+                    t.clone()
+                } else {
+                    t.to_dtype(x.dtype())?
+                })
+            };
+            let pair = &LoraPair {
+                a: cast(&pair.a)?,
+                b: cast(&pair.b)?,
+            };
             match &g.rows {
                 None => {
                     let d = (x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * scale)?;

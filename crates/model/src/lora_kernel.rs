@@ -5,8 +5,10 @@
 //! with its own adapter reads that adapter's whole `A` and `B` once per token, as many bytes as the
 //! quantized base model itself when eight rank-8 adapters share a batch. So each adapter is packed
 //! once ([`Packed`]) in the order the kernels stream it: `Aᵀ` as `[in][r₈]` (`r₈`: the rank rounded
-//! up to 8, zero-padded) and `B` in tiles of eight outputs, `[out/8][r][8]`; in f16 by default (half
-//! the bytes; see [`KernelPrecision`]) or f32.
+//! up to 8, zero-padded) and `Bᵀ` as `[r][out₈]` (`out₈`: the outputs rounded up to 8); in f16 by
+//! default (half the bytes; see [`KernelPrecision`]) or f32. Both layouts are strided views of `A`
+//! and `B`, so an adapter read for serving keeps no other copy: its tensors are views of the packed
+//! data ([`Packed::views`]).
 //!
 //! For one projection and one batch the rows are grouped by adapter ([`RowAdapters`]) into segments.
 //! A [`Plan`] turns each chunk of a segment's rows into one task of the base product's parallel loop
@@ -17,8 +19,10 @@
 use crate::error::{ModelError, Result};
 use crate::lora::{KernelPrecision, LoraAdapter, LoraPair, RowAdapters, Target};
 use crate::quant::matmul::Outputs;
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, StorageRef, Tensor};
 use half::f16;
+
+pub(crate) use simd::Elem;
 
 /// f16's largest finite value: an adapter with a larger weight is packed in f32.
 const F16_MAX: f32 = 65504.0;
@@ -36,7 +40,7 @@ fn padded_rank(r: usize) -> Option<usize> {
 
 /// Where one pair sits in the packed data.
 #[derive(Debug, Clone, Copy)]
-struct Slot {
+pub(crate) struct Slot {
     at: usize,
     bt: usize,
     r: usize,
@@ -44,35 +48,102 @@ struct Slot {
     out: usize,
 }
 
-#[derive(Debug)]
-enum Data {
-    F16(Vec<f16>),
-    F32(Vec<f32>),
+impl Slot {
+    /// `Aᵀ`'s elements (`cols × r₈`).
+    fn a_len(&self) -> usize {
+        self.cols * self.r.next_multiple_of(8)
+    }
+    /// `Bᵀ`'s elements (`r × out₈`).
+    fn b_len(&self) -> usize {
+        self.r * self.out.next_multiple_of(8)
+    }
 }
 
-/// An adapter's weights packed for the kernels (see the module doc).
-#[derive(Debug)]
-pub(crate) struct Packed {
-    data: Data,
+/// Where every pair of an adapter goes in its packed data, and how many elements that takes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layout {
     /// Indexed by `layer · 7 + target`.
     slots: Vec<Option<Slot>>,
+    total: usize,
+}
+
+impl Layout {
+    /// Adds the pair `(layer, t)` with `A: [r, cols]`, `B: [out, r]` after the ones added before;
+    /// `None` on overflow or rank 0.
+    pub(crate) fn push(
+        &mut self,
+        layer: usize,
+        t: Target,
+        r: usize,
+        cols: usize,
+        out: usize,
+    ) -> Option<Slot> {
+        if r == 0 {
+            return None;
+        }
+        let at = self.total;
+        let bt = at.checked_add(cols.checked_mul(padded_rank(r)?)?)?;
+        self.total = bt.checked_add(out.checked_next_multiple_of(8)?.checked_mul(r)?)?;
+        let i = layer.checked_mul(Target::ALL.len())? + target_index(t);
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, None);
+        }
+        let slot = Slot {
+            at,
+            bt,
+            r,
+            cols,
+            out,
+        };
+        self.slots[i] = Some(slot);
+        Some(slot)
+    }
+
+    /// Elements of the packed data.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// An adapter's weights packed for the kernels (see the module doc): one 1-D CPU tensor, f16 or
+/// f32, that the adapter's pair tensors may be views of.
+#[derive(Debug)]
+pub(crate) struct Packed {
+    data: Tensor,
+    layout: Layout,
     scale: f32,
 }
 
-/// One packed pair's weights: `Aᵀ` (`cols × r₈`) and `B` in tiles (`⌈out/8⌉ × r × 8`).
+/// One packed pair's weights: `Aᵀ` (`cols × r₈`) and `Bᵀ` (`r × out₈`), as raw parts of the packed
+/// data; valid while the [`Plan`] that made them holds the data's read guard.
 #[derive(Clone, Copy)]
-enum Weights<'a> {
-    F16 { at: &'a [f16], b: &'a [f16] },
-    F32 { at: &'a [f32], b: &'a [f32] },
+enum Weights {
+    F16 { at: *const f16, b: *const f16 },
+    F32 { at: *const f32, b: *const f32 },
 }
 
 /// One packed pair.
 #[derive(Clone, Copy)]
-pub(crate) struct PairRef<'a> {
-    w: Weights<'a>,
+pub(crate) struct PairRef {
+    w: Weights,
     pub r: usize,
     pub cols: usize,
     pub out: usize,
+}
+
+impl PairRef {
+    /// `Aᵀ` and `Bᵀ` as slices.
+    ///
+    /// # Safety
+    /// The packed data the pair points into must still be alive and unwritten: the caller holds
+    /// its read guard (as a [`Plan`] does for its lifetime).
+    unsafe fn slices<E: simd::Elem>(&self, at: *const E, b: *const E) -> (&[E], &[E]) {
+        let rp = self.r.next_multiple_of(8);
+        (
+            std::slice::from_raw_parts(at, self.cols * rp),
+            std::slice::from_raw_parts(b, self.r * self.out.next_multiple_of(8)),
+        )
+    }
 }
 
 /// Calls `f` with a tensor's values as a row-major f32 slice: in place when the tensor is a
@@ -94,58 +165,64 @@ fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     Some(f(&v))
 }
 
-/// Writes one pair into `data` at its slot; false when a value does not fit the element type.
-fn pack_pair<E: simd::Elem>(data: &mut [E], s: &Slot, a: &Tensor, b: &Tensor) -> Option<bool> {
-    let (r, cols, out) = (s.r, s.cols, s.out);
-    let rp = padded_rank(r)?;
+/// Writes `A` (`r × cols`, row-major) into `data` as `Aᵀ` at its slot; false when a value does not
+/// fit the element type.
+pub(crate) fn pack_a<E: simd::Elem>(data: &mut [E], s: &Slot, a: &[f32]) -> bool {
+    let (r, cols) = (s.r, s.cols);
+    let rp = r.next_multiple_of(8);
+    if a.len() != r * cols || !E::fits(a) {
+        return false;
+    }
     // Aᵀ: element (j, c) of A at `c·r₈ + j`.
-    let fits_a = with_values(a, |a| {
-        if !E::fits(a) {
-            return false;
+    let dst = &mut data[s.at..s.at + s.a_len()];
+    let (r8, c8) = (r - r % 8, cols - cols % 8);
+    for j0 in (0..r8).step_by(8) {
+        for c0 in (0..c8).step_by(8) {
+            simd::transpose8(&a[j0 * cols + c0..], cols, &mut dst[c0 * rp + j0..], rp);
         }
-        let dst = &mut data[s.at..s.at + cols * rp];
-        let (r8, c8) = (r - r % 8, cols - cols % 8);
+    }
+    for j in 0..r {
+        let from = if j < r8 { c8 } else { 0 };
+        for c in from..cols {
+            dst[c * rp + j] = E::from_f32(a[j * cols + c]);
+        }
+    }
+    true
+}
+
+/// Writes `B` (`out × r`, row-major) into `data` as `Bᵀ` at its slot; false when a value does not
+/// fit the element type.
+pub(crate) fn pack_b<E: simd::Elem>(data: &mut [E], s: &Slot, b: &[f32]) -> bool {
+    let (r, out) = (s.r, s.out);
+    let o_p = out.next_multiple_of(8);
+    if b.len() != out * r || !E::fits(b) {
+        return false;
+    }
+    // Bᵀ: element (o, j) of B at `j·out₈ + o`.
+    let dst = &mut data[s.bt..s.bt + s.b_len()];
+    let (r8, o8) = (r - r % 8, out - out % 8);
+    for o0 in (0..o8).step_by(8) {
         for j0 in (0..r8).step_by(8) {
-            for c0 in (0..c8).step_by(8) {
-                simd::transpose8(&a[j0 * cols + c0..], cols, &mut dst[c0 * rp + j0..], rp);
-            }
+            simd::transpose8(&b[o0 * r + j0..], r, &mut dst[j0 * o_p + o0..], o_p);
         }
-        for j in 0..r {
-            let from = if j < r8 { c8 } else { 0 };
-            for c in from..cols {
-                dst[c * rp + j] = E::from_f32(a[j * cols + c]);
-            }
+    }
+    for o in 0..out {
+        let from = if o < o8 { r8 } else { 0 };
+        for j in from..r {
+            dst[j * o_p + o] = E::from_f32(b[o * r + j]);
         }
-        true
-    })?;
-    // B: element (o, j) at tile o/8, row j, lane o%8.
-    let fits_b = with_values(b, |b| {
-        if !E::fits(b) {
-            return false;
-        }
-        let dst = &mut data[s.bt..s.bt + out.next_multiple_of(8) * r];
-        let (r8, o8) = (r - r % 8, out - out % 8);
-        for o0 in (0..o8).step_by(8) {
-            for j0 in (0..r8).step_by(8) {
-                simd::transpose8(&b[o0 * r + j0..], r, &mut dst[o0 * r + j0 * 8..], 8);
-            }
-        }
-        for o in 0..out {
-            let from = if o < o8 { r8 } else { 0 };
-            for j in from..r {
-                dst[(o / 8) * r * 8 + j * 8 + o % 8] = E::from_f32(b[o * r + j]);
-            }
-        }
-        true
-    })?;
-    Some(fits_a && fits_b)
+    }
+    true
 }
 
 /// Packs `pairs` (each with its slot) into `data`; false when a value does not fit the element
 /// type.
 fn fill<E: simd::Elem>(pairs: &[(&LoraPair, Slot)], data: &mut [E]) -> Option<bool> {
     pairs.iter().try_fold(true, |fits, (p, s)| {
-        Some(fits && pack_pair(data, s, &p.a, &p.b)?)
+        Some(
+            fits && with_values(&p.a, |a| pack_a(data, s, a))?
+                && with_values(&p.b, |b| pack_b(data, s, b))?,
+        )
     })
 }
 
@@ -153,88 +230,131 @@ impl Packed {
     /// Packs every pair in `precision` (f32 where a weight is beyond f16's range); `None` when the
     /// adapter cannot be packed (see [`LoraAdapter::prepare`]).
     pub(crate) fn build(adapter: &LoraAdapter, precision: KernelPrecision) -> Option<Self> {
-        let mut slots: Vec<Option<Slot>> = Vec::new();
+        let mut layout = Layout::default();
         let mut pairs = Vec::new();
-        let mut total = 0usize;
         for (layer, t, pair) in adapter.pairs() {
             if pair.a.is_variable() || pair.b.is_variable() || !pair.a.device().is_cpu() {
                 return None;
             }
             let (r, cols) = pair.a.dims2().ok()?;
             let (out, r_b) = pair.b.dims2().ok()?;
-            if r_b != r || r == 0 {
+            if r_b != r {
                 return None;
             }
-            let at = total;
-            let bt = at.checked_add(cols.checked_mul(padded_rank(r)?)?)?;
-            total = bt.checked_add(out.checked_next_multiple_of(8)?.checked_mul(r)?)?;
-            let i = layer.checked_mul(Target::ALL.len())? + target_index(t);
-            if slots.len() <= i {
-                slots.resize(i + 1, None);
-            }
-            let slot = Slot {
-                at,
-                bt,
-                r,
-                cols,
-                out,
-            };
-            slots[i] = Some(slot);
-            pairs.push((pair, slot));
+            pairs.push((pair, layout.push(layer, t, r, cols, out)?));
         }
-        let mut data = None;
+        let total = layout.total();
+        let scale = adapter.config.scale() as f32;
         if precision == KernelPrecision::F16 {
             let mut d = crate::big_buffer::filled(total, f16::ZERO);
-            data = fill(&pairs, &mut d)?.then_some(Data::F16(d));
-        }
-        let data = match data {
-            Some(d) => d,
-            None => {
-                let mut d = crate::big_buffer::filled(total, 0f32);
-                fill(&pairs, &mut d)?;
-                Data::F32(d)
+            if fill(&pairs, &mut d)? {
+                return Self::new(d, layout, scale).ok();
             }
-        };
-        Some(Self {
-            data,
-            slots,
-            scale: adapter.config.scale() as f32,
+        }
+        let mut d = crate::big_buffer::filled(total, 0f32);
+        fill(&pairs, &mut d)?.then_some(())?;
+        Self::new(d, layout, scale).ok()
+    }
+
+    /// The packed data `data` (f16 or f32, laid out by `layout`) of an adapter with that scale.
+    pub(crate) fn new<E: simd::Elem + candle_core::WithDType>(
+        data: Vec<E>,
+        layout: Layout,
+        scale: f32,
+    ) -> Result<Self> {
+        if data.len() != layout.total {
+            return Err(ModelError::Adapter(format!(
+                "packed data holds {} values, its layout {}",
+                data.len(),
+                layout.total
+            )));
+        }
+        let n = data.len();
+        Ok(Self {
+            data: Tensor::from_vec(data, n, &Device::Cpu)?,
+            layout,
+            scale,
         })
     }
 
     /// Bytes of the packed weights.
     pub(crate) fn bytes(&self) -> usize {
-        let data = match &self.data {
-            Data::F16(d) => d.len() * 2,
-            Data::F32(d) => d.len() * 4,
-        };
-        data + self.slots.len() * std::mem::size_of::<Option<Slot>>()
+        self.data.elem_count() * self.data.dtype().size_in_bytes()
+            + self.layout.slots.len() * std::mem::size_of::<Option<Slot>>()
     }
 
     /// The element type the weights are packed in.
     pub(crate) fn precision(&self) -> KernelPrecision {
-        match self.data {
-            Data::F16(_) => KernelPrecision::F16,
-            Data::F32(_) => KernelPrecision::F32,
+        match self.data.dtype() {
+            DType::F16 => KernelPrecision::F16,
+            _ => KernelPrecision::F32,
         }
     }
 
-    /// The pair for `(layer, target)`, if the adapter has one.
-    pub(crate) fn pair(&self, layer: usize, t: Target) -> Option<PairRef<'_>> {
-        let s = (*self
+    /// The slot of `(layer, target)`, if the adapter has that pair.
+    fn slot(&self, layer: usize, t: Target) -> Option<Slot> {
+        *self
+            .layout
             .slots
-            .get(layer.checked_mul(Target::ALL.len())? + target_index(t))?)?;
-        let at = s.at..s.at + s.cols * padded_rank(s.r)?;
-        let b = s.bt..s.bt + s.out.next_multiple_of(8) * s.r;
-        let w = match &self.data {
-            Data::F16(d) => Weights::F16 {
-                at: &d[at],
-                b: &d[b],
-            },
-            Data::F32(d) => Weights::F32 {
-                at: &d[at],
-                b: &d[b],
-            },
+            .get(layer.checked_mul(Target::ALL.len())? + target_index(t))?
+    }
+
+    /// Every pair's `A` (`[r, cols]`) and `B` (`[out, r]`) as strided views of the packed data (no
+    /// copy), in the packed element type: `(layer, target, A, B)`.
+    pub(crate) fn views(&self) -> Result<Vec<(usize, Target, Tensor, Tensor)>> {
+        let mut out = Vec::new();
+        for (i, slot) in self.layout.slots.iter().enumerate() {
+            let Some(s) = slot else { continue };
+            let (layer, t) = (i / Target::ALL.len(), Target::ALL[i % Target::ALL.len()]);
+            let rp = s.r.next_multiple_of(8);
+            let a = self
+                .data
+                .narrow(0, s.at, s.a_len())?
+                .reshape((s.cols, rp))?
+                .narrow(1, 0, s.r)?
+                .t()?;
+            let b = self
+                .data
+                .narrow(0, s.bt, s.b_len())?
+                .reshape((s.r, s.out.next_multiple_of(8)))?
+                .narrow(1, 0, s.out)?
+                .t()?;
+            out.push((layer, t, a, b));
+        }
+        Ok(out)
+    }
+
+    /// Read access to the packed data for a [`Plan`].
+    fn read(&self) -> Option<Guard<'_>> {
+        let (storage, layout) = self.data.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        let base = match &*storage {
+            Storage::Cpu(CpuStorage::F16(v)) if end <= v.len() => Base::F16(v[start..].as_ptr()),
+            Storage::Cpu(CpuStorage::F32(v)) if end <= v.len() => Base::F32(v[start..].as_ptr()),
+            _ => return None,
+        };
+        Some(Guard {
+            _storage: storage,
+            base,
+        })
+    }
+
+    /// The pair for `(layer, target)` in data read through `g`, if the adapter has one.
+    fn pair(&self, g: &Guard<'_>, layer: usize, t: Target) -> Option<PairRef> {
+        let s = self.slot(layer, t)?;
+        // SAFETY: `at + a_len` and `bt + b_len` lie inside the data (the layout made them, and
+        // `Packed::new` checked the data holds `layout.total` values), which `g` keeps alive.
+        let w = unsafe {
+            match g.base {
+                Base::F16(p) => Weights::F16 {
+                    at: p.add(s.at),
+                    b: p.add(s.bt),
+                },
+                Base::F32(p) => Weights::F32 {
+                    at: p.add(s.at),
+                    b: p.add(s.bt),
+                },
+            }
         };
         Some(PairRef {
             w,
@@ -243,6 +363,19 @@ impl Packed {
             out: s.out,
         })
     }
+}
+
+/// The start of a packed tensor's values.
+#[derive(Clone, Copy)]
+enum Base {
+    F16(*const f16),
+    F32(*const f32),
+}
+
+/// A read guard on packed data: while it lives nothing writes or frees the values `base` points at.
+struct Guard<'a> {
+    _storage: StorageRef<'a>,
+    base: Base,
 }
 
 /// The rows of one segment: every row of the batch, or the listed ones.
@@ -269,7 +402,7 @@ impl Rows<'_> {
 
 /// One adapter's rows for one projection.
 struct Segment<'g> {
-    pair: PairRef<'g>,
+    pair: PairRef,
     rows: Rows<'g>,
     scale: f32,
 }
@@ -283,7 +416,13 @@ pub(crate) struct Plan<'g> {
     targets: Vec<Vec<Segment<'g>>>,
     /// (projection, segment, first row, end row).
     tasks: Vec<(usize, usize, usize, usize)>,
+    /// Read guards on every group's packed data, which the segments' pairs point into.
+    _guards: Vec<Guard<'g>>,
 }
+
+// SAFETY: the raw pointers in the segments point into packed data behind the read guards this
+// plan holds: shared, unwritten, alive as long as the plan; tasks on other threads only read it.
+unsafe impl Sync for Plan<'_> {}
 
 /// Rows per task: enough to reuse a pair's weights from cache, few enough to spread one adapter's
 /// rows over the threads.
@@ -305,11 +444,18 @@ impl<'g> Plan<'g> {
             .groups()
             .map(|(a, rows)| Some((rows.map_or(Rows::All(n), Rows::Some), a.packed()?)))
             .collect::<Option<_>>()?;
-        Some(Self::with_groups(&groups, layer, targets, n, cols, outs))
+        let guards: Vec<Guard<'g>> = groups
+            .iter()
+            .map(|(_, p)| p.read())
+            .collect::<Option<_>>()?;
+        Some(Self::with_groups(
+            &groups, guards, layer, targets, n, cols, outs,
+        ))
     }
 
     fn with_groups(
         groups: &[(Rows<'g>, &'g Packed)],
+        guards: Vec<Guard<'g>>,
         layer: usize,
         targets: &[Target],
         n: usize,
@@ -320,8 +466,8 @@ impl<'g> Plan<'g> {
         let mut tasks = Vec::new();
         for (k, (&t, &out)) in targets.iter().zip(outs).enumerate() {
             let mut segments = Vec::new();
-            for &(rows, packed) in groups {
-                let Some(pair) = packed.pair(layer, t) else {
+            for (&(rows, packed), g) in groups.iter().zip(&guards) {
+                let Some(pair) = packed.pair(g, layer, t) else {
                     continue;
                 };
                 if (pair.cols, pair.out) != (cols, out) {
@@ -357,6 +503,7 @@ impl<'g> Plan<'g> {
         Ok(Self {
             targets: plan_targets,
             tasks,
+            _guards: guards,
         })
     }
 
@@ -394,9 +541,14 @@ impl<'g> Plan<'g> {
             large.resize(m * rp, 0f32);
             &mut large
         };
+        // SAFETY (both matches): the plan holds the read guard of the data the pair points into.
         match seg.pair.w {
-            Weights::F16 { at, .. } => simd::shrink_rows(at, &xs[..m], s),
-            Weights::F32 { at, .. } => simd::shrink_rows(at, &xs[..m], s),
+            Weights::F16 { at, b } => {
+                simd::shrink_rows(unsafe { seg.pair.slices(at, b) }.0, &xs[..m], s)
+            }
+            Weights::F32 { at, b } => {
+                simd::shrink_rows(unsafe { seg.pair.slices(at, b) }.0, &xs[..m], s)
+            }
         }
         for v in s.iter_mut() {
             *v *= seg.scale;
@@ -413,8 +565,12 @@ impl<'g> Plan<'g> {
             *sj = &chunk[..r];
         }
         match seg.pair.w {
-            Weights::F16 { b, .. } => simd::expand_rows(b, &ss[..m], &mut ys[..m]),
-            Weights::F32 { b, .. } => simd::expand_rows(b, &ss[..m], &mut ys[..m]),
+            Weights::F16 { at, b } => {
+                simd::expand_rows(unsafe { seg.pair.slices(at, b) }.1, &ss[..m], &mut ys[..m])
+            }
+            Weights::F32 { at, b } => {
+                simd::expand_rows(unsafe { seg.pair.slices(at, b) }.1, &ss[..m], &mut ys[..m])
+            }
         }
     }
 }
@@ -498,7 +654,7 @@ mod simd {
     }
 
     /// `dst[i·dst_stride + k] = src[k·src_stride + i]` for `i, k < 8`, converted: an 8×8 block
-    /// transposed (packing `Aᵀ` and the tiles of `B`).
+    /// transposed (packing `Aᵀ` and `Bᵀ`).
     pub fn transpose8<E: Elem>(src: &[f32], src_stride: usize, dst: &mut [E], dst_stride: usize) {
         assert!(src.len() > 7 * src_stride + 7 && dst.len() > 7 * dst_stride + 7);
         #[cfg(target_arch = "x86_64")]
@@ -554,18 +710,19 @@ mod simd {
         }
     }
 
-    /// `d[o] = Σ_j s[j] · B[o][j]` with `B` packed in tiles `[⌈d.len()/8⌉][s.len()][8]`: the expand.
+    /// `d[o] = Σ_j s[j] · B[o][j]` with `B` packed as `Bᵀ`, `[s.len()][out₈]` (`out₈`: `d.len()`
+    /// rounded up to 8): the expand.
     pub fn expand<E: Elem>(b: &[E], s: &[f32], d: &mut [f32]) {
         let r = s.len();
-        assert!(b.len() == d.len().next_multiple_of(8) * r);
+        let o_p = d.len().next_multiple_of(8);
+        assert!(b.len() == o_p * r);
         #[cfg(target_arch = "x86_64")]
         if x86::available() {
             // SAFETY: the features were checked; the lengths were asserted above.
             return unsafe { x86::expand(b, s, d) };
         }
         for (o, v) in d.iter_mut().enumerate() {
-            let tile = (o / 8) * r * 8 + o % 8;
-            *v = (0..r).map(|j| s[j] * b[tile + j * 8].to_f32()).sum();
+            *v = (0..r).map(|j| s[j] * b[j * o_p + o].to_f32()).sum();
         }
     }
 
@@ -604,7 +761,7 @@ mod simd {
     /// Every `unsafe fn` here needs AVX2, FMA and F16C ([`x86::available`]) and the slice lengths
     /// its safe wrapper asserts or checks before calling it (`transpose8`: eight strided rows
     /// inside both slices; `shrink`: `at.len() == x.len() · s.len()`, `s.len()` a multiple of 8;
-    /// `expand`/`expand_rows`: `b.len() == ⌈d.len()/8⌉·8 · s.len()` for every row). They are
+    /// `expand`/`expand_rows`: `b.len() == ⌈d.len()/8⌉·8 · s.len()` for every row, `B` as `Bᵀ`). They are
     /// called only from those wrappers.
     #[cfg(target_arch = "x86_64")]
     mod x86 {
@@ -752,8 +909,8 @@ mod simd {
         /// Four tiles (32 outputs) at a time, each an independent sum over the rank.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn expand<E: Elem>(b: &[E], s: &[f32], d: &mut [f32]) {
-            let r = s.len();
             let tiles = d.len().div_ceil(8);
+            let o_p = tiles * 8;
             let pb = b.as_ptr();
             let mut t = 0;
             while t < tiles {
@@ -761,8 +918,9 @@ mod simd {
                 let mut acc = [_mm256_setzero_ps(); 4];
                 for (j, &sj) in s.iter().enumerate() {
                     let sv = _mm256_set1_ps(sj);
+                    let row = pb.add(j * o_p);
                     for (k, acc) in acc.iter_mut().enumerate().take(group) {
-                        *acc = _mm256_fmadd_ps(sv, E::load8(pb.add(((t + k) * r + j) * 8)), *acc);
+                        *acc = _mm256_fmadd_ps(sv, E::load8(row.add((t + k) * 8)), *acc);
                     }
                 }
                 for (k, acc) in acc.iter().enumerate().take(group) {
@@ -783,14 +941,16 @@ mod simd {
         ) {
             let r = ss[0].len();
             let tiles = ds[0].len().div_ceil(8);
+            let o_p = tiles * 8;
             let pb = b.as_ptr();
             let mut t = 0;
             while t < tiles {
                 let group = (tiles - t).min(2);
                 let mut acc = [[_mm256_setzero_ps(); 2]; M];
                 for j in 0..r {
-                    let w0 = E::load8(pb.add((t * r + j) * 8));
-                    let w1 = E::load8(pb.add(((t + group - 1) * r + j) * 8));
+                    let row = pb.add(j * o_p);
+                    let w0 = E::load8(row.add(t * 8));
+                    let w1 = E::load8(row.add((t + group - 1) * 8));
                     for (m, acc) in acc.iter_mut().enumerate() {
                         let sv = _mm256_set1_ps(ss[m][j]);
                         acc[0] = _mm256_fmadd_ps(sv, w0, acc[0]);
@@ -862,8 +1022,8 @@ mod simd {
                 let mut d = vec![f32::NAN; out];
                 expand(&b, &s, &mut d);
                 for (o, v) in d.iter().enumerate() {
-                    let tile = (o / 8) * r * 8 + o % 8;
-                    let want: f32 = (0..r).map(|j| s[j] * b[tile + j * 8].to_f32()).sum();
+                    let o_p = out.next_multiple_of(8);
+                    let want: f32 = (0..r).map(|j| s[j] * b[j * o_p + o].to_f32()).sum();
                     let tol = 1e-4 * want.abs().max(1.0);
                     assert!((v - want).abs() < tol, "r {r} out {out} o {o}");
                 }
@@ -1057,6 +1217,146 @@ mod tests {
                     assert_eq!(moved > 1e-3, has, "row {row} {t:?}: moved by {moved}");
                 }
             }
+        }
+    }
+
+    /// The kernel path's outputs for `adapter` on every row of `x` (`n` rows), layer 1, Q/K/V.
+    fn kernel_outputs(adapter: &LoraAdapter, x: &[f32], n: usize) -> Vec<Vec<f32>> {
+        let (cols, outs) = (96, [72usize, 44, 132]);
+        let weights: Vec<QWeight> = outs
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| QWeight::quantize(QFormat::Q4_1, o, cols, &values(o * cols, i)).unwrap())
+            .collect();
+        let qs: Vec<&QWeight> = weights.iter().collect();
+        let per_row = vec![Some(adapter); n];
+        let rows = RowAdapters::from_rows(&per_row, &Device::Cpu).unwrap();
+        let targets = [Target::Q, Target::K, Target::V];
+        let plan = Plan::new(&rows, 1, &targets, n, cols, &outs)
+            .expect("packed")
+            .unwrap();
+        matmul_many_after(&qs, x, n, plan.tasks(), &|i, outs| plan.run(i, x, outs)).unwrap()
+    }
+
+    fn saved(rank: usize, seed: u64, scale_b: f64) -> (tempfile::TempDir, LoraAdapter) {
+        let dims = |t: Target| ([72usize, 44, 132][t as usize], 96);
+        let targets = [Target::Q, Target::K, Target::V];
+        let mut a = LoraAdapter::init(
+            LoraConfig::new(rank, 2.0 * rank as f64, &targets),
+            &dims,
+            2,
+            seed,
+            true,
+            &Device::Cpu,
+        )
+        .unwrap();
+        if scale_b != 1.0 {
+            let pairs: Vec<_> = a.pairs().map(|(l, t, p)| (l, t, p.clone())).collect();
+            for (l, t, p) in pairs {
+                let b = (&p.b * scale_b).unwrap();
+                a.insert(l, t, LoraPair { a: p.a, b }).unwrap();
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        crate::peft::save(&a, dir.path()).unwrap();
+        (dir, a)
+    }
+
+    /// An adapter read for serving keeps only its packed copy, its tensors are views of it holding
+    /// the values the kernels read, and the kernels compute the same bits as from an adapter read
+    /// with its f32 tensors and packed after: ranks 3 and 8, outputs not a multiple of 8, f16 and
+    /// f32, and a weight beyond f16's range (packed in f32 either way).
+    #[test]
+    fn served_adapters_keep_only_the_packed_copy_and_compute_the_same_bits() {
+        let n = 5;
+        let x = values(n * 96, 21);
+        for (rank, scale_b) in [(3, 1.0), (8, 1.0), (8, 1e7)] {
+            let (dir, _) = saved(rank, rank as u64, scale_b);
+            for precision in [KernelPrecision::F16, KernelPrecision::F32] {
+                // `load` packs in the process default: a copy of its tensors, packed as asked.
+                let loaded = crate::peft::load(dir.path(), &Device::Cpu).unwrap();
+                let exact = loaded.to_f32(&Device::Cpu).unwrap();
+                exact.prepare_as(precision);
+                let served = crate::peft::load_packed_as(dir.path(), precision).unwrap();
+                let want = if scale_b > 1.0 {
+                    KernelPrecision::F32
+                } else {
+                    precision
+                };
+                assert_eq!(served.kernel_precision(), Some(want));
+                assert_eq!(exact.kernel_precision(), Some(want));
+                assert!(served.tensors_are_packed() && !exact.tensors_are_packed());
+                assert_eq!(served.resident_bytes(), served.packed_bytes());
+                assert_eq!(
+                    exact.resident_bytes(),
+                    exact.packed_bytes() + exact.num_params() * 4
+                );
+                assert_eq!(served.config, exact.config);
+                let (pe, ps): (Vec<_>, Vec<_>) =
+                    (exact.pairs().collect(), served.pairs().collect());
+                assert_eq!(pe.len(), 6);
+                assert_eq!(pe.len(), ps.len());
+                for ((l1, t1, p1), (l2, t2, p2)) in pe.iter().zip(&ps) {
+                    assert_eq!((l1, t1), (l2, t2));
+                    for (x, y) in [(&p1.a, &p2.a), (&p1.b, &p2.b)] {
+                        assert_eq!(x.dims(), y.dims());
+                        let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+                        let y: Vec<f32> = y
+                            .to_dtype(DType::F32)
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .to_vec1()
+                            .unwrap();
+                        let round = |v: f32| match want {
+                            KernelPrecision::F16 => half::f16::from_f32(v).to_f32(),
+                            KernelPrecision::F32 => v,
+                        };
+                        assert!(x
+                            .iter()
+                            .zip(&y)
+                            .all(|(p, q)| round(*p).to_bits() == q.to_bits()));
+                    }
+                }
+                let (a, b) = (
+                    kernel_outputs(&exact, &x, n),
+                    kernel_outputs(&served, &x, n),
+                );
+                assert_eq!(
+                    a, b,
+                    "rank {rank} {precision:?}: the served adapter computes other bits"
+                );
+                // The update is there (the adapter moved the outputs).
+                let (ty, _) = saved(1, 99, 0.0);
+                let zero = crate::peft::load_packed_as(ty.path(), precision).unwrap();
+                assert_ne!(a, kernel_outputs(&zero, &x, n));
+            }
+        }
+    }
+
+    /// Loads into memory other adapters were dropped from (the allocator hands it back) read
+    /// nothing of them: a rank-3 adapter, whose packed rows have zero padding, loaded after large
+    /// rank-8 ones were dropped computes the bits of its first load, as does a rank-8 one after it.
+    #[test]
+    fn a_load_after_others_were_dropped_reads_nothing_stale() {
+        let n = 3;
+        let x = values(n * 96, 22);
+        let (big, _) = saved(8, 5, 100.0);
+        let (small, _) = saved(3, 6, 1.0);
+        let p = KernelPrecision::F16;
+        let fresh_small = kernel_outputs(
+            &crate::peft::load_packed_as(small.path(), p).unwrap(),
+            &x,
+            n,
+        );
+        let fresh_big = kernel_outputs(&crate::peft::load_packed_as(big.path(), p).unwrap(), &x, n);
+        assert_ne!(fresh_small, fresh_big);
+        for _ in 0..3 {
+            let b = crate::peft::load_packed_as(big.path(), p).unwrap();
+            assert_eq!(kernel_outputs(&b, &x, n), fresh_big);
+            drop(b);
+            let s = crate::peft::load_packed_as(small.path(), p).unwrap();
+            assert_eq!(kernel_outputs(&s, &x, n), fresh_small);
         }
     }
 

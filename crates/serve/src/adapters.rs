@@ -58,14 +58,10 @@ pub struct AdapterRegistry {
     load_seconds: Histogram,
 }
 
-/// Bytes an adapter's weights take in memory.
+/// Bytes an adapter's weights take in memory: its tensors, plus the copy packed for the CPU
+/// kernels (an adapter read by the registry keeps only that copy).
 pub fn adapter_bytes(a: &LoraAdapter) -> usize {
-    a.pairs()
-        .map(|(_, _, p)| {
-            p.a.elem_count() * p.a.dtype().size_in_bytes()
-                + p.b.elem_count() * p.b.dtype().size_in_bytes()
-        })
-        .sum()
+    a.resident_bytes()
 }
 
 /// Whether `name` has the form `adapter-<digits>` (the key of an on-chain adapter).
@@ -272,8 +268,13 @@ impl AdapterRegistry {
             name: name.into(),
             message,
         };
-        let adapter = peft::load(dir, &self.device)
-            .map_err(|e| err(format!("reading {}: {e}", dir.display())))?;
+        // On the CPU only the kernels' packed copy is kept (a third of the bytes to write).
+        let adapter = if self.device.is_cpu() {
+            peft::load_packed(dir)
+        } else {
+            peft::load(dir, &self.device)
+        }
+        .map_err(|e| err(format!("reading {}: {e}", dir.display())))?;
         self.model.check_adapter(&adapter).map_err(|e| {
             err(format!(
                 "{} does not fit the base model: {e}",

@@ -745,7 +745,10 @@ async fn metrics_count_exactly_what_the_requests_did() {
     assert_eq!(delta("openlora:adapter_cache_evictions_total", &[]), 0.0);
     assert_eq!(
         get(&after, "openlora:adapter_cache_bytes", &[]),
-        openledger_serve::adapters::adapter_bytes(&adapter) as f64
+        // As the registry holds it: the packed copy only.
+        openledger_serve::adapters::adapter_bytes(
+            &openledger_model::peft::load_packed(dir.path()).unwrap()
+        ) as f64
     );
     assert_eq!(get(&after, "openlora:adapters_registered", &[]), 1.0);
 }

@@ -77,7 +77,12 @@ async fn the_adapter_cache_evicts_least_recently_used_by_bytes() {
         pushable_token(serve().engine.model(), 1000),
         1,
     );
-    let one = adapter_bytes(&probe);
+    // As the registry holds an adapter: the packed copy only.
+    let one = {
+        let d = tempfile::tempdir().unwrap();
+        peft::save(&probe, d.path()).unwrap();
+        adapter_bytes(&peft::load_packed(d.path()).unwrap())
+    };
     // Room for two rank-8 adapters, not three.
     let s = small_serve(8, one * 5 / 2);
     let mut dirs = Vec::new();
@@ -126,7 +131,12 @@ async fn a_pinned_adapter_is_never_evicted() {
         pushable_token(serve().engine.model(), 1000),
         1,
     );
-    let one = adapter_bytes(&probe);
+    // As the registry holds an adapter: the packed copy only.
+    let one = {
+        let d = tempfile::tempdir().unwrap();
+        peft::save(&probe, d.path()).unwrap();
+        adapter_bytes(&peft::load_packed(d.path()).unwrap())
+    };
     // Room for two adapters; "pinned" (its owner stakes enough) is used first, so it is the
     // least recently used when the third arrives, and still stays.
     let s = small_serve(8, one * 5 / 2);
