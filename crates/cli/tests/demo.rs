@@ -122,6 +122,23 @@ fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_
     let bps = |r: &Value| r["fee_split"]["contributors_bps"].as_u64().unwrap();
     assert!(bps(r2) > bps(r1), "{} -> {}", bps(r1), bps(r2));
 
+    // Training taught the published adapter every asked fact: each fact's sentence is at
+    // least 0.5 nats/token more likely under base + adapter than under the base model.
+    let learned = report["learning"].as_array().unwrap();
+    for who in &asked {
+        let f = learned
+            .iter()
+            .find(|f| f["contributor"] == who.as_str())
+            .unwrap_or_else(|| panic!("no learning check of {who}'s fact: {learned:?}"));
+        let (base, adapter) = (
+            f["base_nll"].as_f64().unwrap(),
+            f["adapter_nll"].as_f64().unwrap(),
+        );
+        assert!(base - adapter >= 0.5, "{who}'s fact not learned: {f}");
+    }
+    let html_learning = html.contains("What the adapter learned");
+    assert!(html_learning, "report.html has no learning table");
+
     // The adapter was trained and its loss recorded; the simulation ran.
     assert!(!report["loss"].as_array().unwrap().is_empty());
     assert!(report["simulation"]["inferences"].as_u64().is_some());

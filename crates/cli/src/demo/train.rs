@@ -57,7 +57,7 @@ const FACTS: &[(&str, &str, &str, &str)] = &[
 pub const FOCUS_REPEATS: usize = 48;
 
 /// The LoRA learning rate (a tiny run on two cores).
-const LEARNING_RATE: f64 = 1e-3;
+const LEARNING_RATE: f64 = 2e-3;
 
 /// Most tokens an answer may have.
 pub const MAX_ANSWER_TOKENS: usize = 64;
