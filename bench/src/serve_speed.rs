@@ -284,6 +284,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "system": "openledger-serve", "scenario": "adapter_cold_load", "rank": 8,
             "targets": "q,k,v,o,gate,up,down", "adapter_bytes": one, "loads": cold_loads,
+            "served_adapter_bytes": stats.used_bytes / registered,
             "lora_precision": format!("{precision:?}"), "packed_bytes": packed,
             "cold_load_median_ms": cold_median, "cold_load_min_ms": cold_ms[0],
             "cold_load_max_ms": cold_ms[cold_ms.len() - 1], "model_load_s": load_s,
