@@ -1,4 +1,4 @@
-//! `openledger sim run|sweep|threshold|verify`: the flywheel simulator (crate `openledger-sim`)
+//! `openledger sim run|sweep|threshold|calibrate|verify`: the flywheel simulator (crate `openledger-sim`)
 //! from the terminal. Needs no node, keys or network: it drives the state machine in process;
 //! only `run --from-chain` reads a running node's state to start from ([`sim_chain`], and [`run_from_chain`] for other commands).
 //! Every command writes `report.json` (the evidence: scenario, seeds, results and their hash),
@@ -12,6 +12,8 @@ use openledger_sim::{
 };
 use std::path::PathBuf;
 
+#[path = "sim_calibrate.rs"]
+mod sim_calibrate;
 #[path = "sim_chain.rs"]
 mod sim_chain;
 pub(crate) use sim_chain::run_from_chain;
@@ -70,6 +72,11 @@ pub enum SimCommand {
         #[arg(long, default_value = "sim-out")]
         out: PathBuf,
     },
+    /// Fit the quality curve: fine-tune the base model with ModelFactory on growing subsets of
+    /// a datanet's rows, evaluate each adapter on one held-out set, fit validation loss
+    /// L(n) = a + b·n^(-c); writes quality.toml (a scenario [quality] section) and
+    /// calibration.json into --out.
+    Calibrate(sim_calibrate::CalibrateArgs),
     /// Re-run the job recorded in a report.json (its scenario and seeds) and check that it gives
     /// the recorded results (their SHA-256).
     Verify {
@@ -251,6 +258,21 @@ pub(crate) fn run(session: &crate::commands::Session, command: SimCommand) -> Re
                     lo, hi, t.threshold, t.take_offs, t.runs, t.ci_low, t.ci_high
                 ),
             }
+        }
+        SimCommand::Calibrate(a) => {
+            let command = std::env::args()
+                .map(|x| if x.contains(' ') { format!("{x:?}") } else { x })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let q = sim_calibrate::run(&a, &command)?;
+            println!(
+                "L(n) = {:.4} + {:.4}·n^(-{:.2}); base model {:.4}; quality.toml and calibration.json in {}",
+                q.a,
+                q.b,
+                q.c,
+                q.base_loss,
+                a.out.display()
+            );
         }
         SimCommand::Verify { report } => {
             let bytes =

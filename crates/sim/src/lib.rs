@@ -16,8 +16,8 @@
 //!   self-contained HTML report; [`evidence`]: `report.json` (scenario, seeds, results and their
 //!   hash) and its verification by re-running.
 //!
-//! Not yet here (later parts of the issue): `sim calibrate` (fitting the quality curve with
-//! ModelFactory).
+//! `openledger sim calibrate` (in the CLI, as it drives ModelFactory) measures the quality curve
+//! that [`quality::fit`] fits.
 
 pub mod agents;
 pub mod chain;

@@ -72,8 +72,8 @@ pub struct ChainParams {
 
 /// The fitted data-to-quality curve: validation loss = `a + b · rows^(-c)` over accepted,
 /// quality-weighted rows; model quality = `(base_loss - loss) / (base_loss - a)` clamped to
-/// 0..1. The defaults are a shipped fit; `openledger sim calibrate` (a later part) will refit
-/// them with ModelFactory on growing subsets of a Datanet.
+/// 0..1. The defaults are hand-set; `openledger sim calibrate` measures a fit with ModelFactory
+/// on growing subsets of a Datanet (`scenarios/quality-smollm2.toml`, see `crate::quality`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Quality {

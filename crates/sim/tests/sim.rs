@@ -202,7 +202,22 @@ fn bad_scenarios_are_refused_naming_the_field() {
 #[test]
 fn shipped_scenarios_parse() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
-    for name in ["quick.toml", "year.toml"] {
+    for name in [
+        "quick.toml",
+        "year.toml",
+        "takeoff.toml",
+        "quality-smollm2.toml",
+    ] {
         Scenario::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+#[test]
+fn the_shipped_takeoff_scenario_takes_off_and_stalls_without_its_subsidy() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let sc = Scenario::load(&root.join("takeoff.toml")).unwrap();
+    let up = run(&sc, false).summary();
+    assert!(up.outcome.take_off, "{:#?}", up.outcome);
+    let down = run(&sc.with_value("subsidy.initial_open", 0.0).unwrap(), false).summary();
+    assert!(!down.outcome.take_off, "{:#?}", down.outcome);
 }
