@@ -30,7 +30,11 @@ pub fn fit(points: &[(f64, f64)], base_loss: f64) -> Result<Quality, String> {
     let mut sizes: Vec<f64> = points.iter().map(|p| p.0).collect();
     sizes.sort_by(f64::total_cmp);
     sizes.dedup();
-    if sizes.len() < 2 || points.iter().any(|p| p.0.is_nan() || p.0 < 1.0 || !p.1.is_finite()) {
+    if sizes.len() < 2
+        || points
+            .iter()
+            .any(|p| p.0.is_nan() || p.0 < 1.0 || !p.1.is_finite())
+    {
         return Err(format!(
             "need losses at two or more sizes of at least one row, got {points:?}"
         ));
