@@ -2,10 +2,11 @@
 //! (`openledger_sim::chain::SimChain`, one thread), in transactions per second; (2) a whole
 //! scenario run (default scenarios/quick.toml): executor transactions per second and inference
 //! records per second (inferences are recorded in `recordInferences` batches, so one
-//! transaction carries up to 256 of them); (3) optionally `--sweep POINTS SEEDS` on the quick
-//! scenario over the initial subsidy, in parallel on all cores.
+//! transaction carries up to 256 of them); (3) optionally `--sweep POINTS SEEDS [SCENARIO]`
+//! (default scenarios/quick.toml) over the initial subsidy 0..10,000 OPEN, in parallel on all
+//! cores (RAYON_NUM_THREADS sets how many).
 //!
-//! Usage: sim-speed [SCENARIO.toml ...] [--sweep POINTS SEEDS]
+//! Usage: sim-speed [SCENARIO.toml ...] [--sweep POINTS SEEDS [SCENARIO.toml]]
 
 use alloy_primitives::U256;
 use alloy_sol_types::SolCall;
@@ -87,7 +88,14 @@ fn main() {
         if args[i] == "--sweep" {
             let points: usize = args[i + 1].parse().unwrap();
             let seeds: u32 = args[i + 2].parse().unwrap();
-            let sc = Scenario::load(std::path::Path::new("scenarios/quick.toml")).unwrap();
+            let path = match args.get(i + 3) {
+                Some(p) if p.ends_with(".toml") => {
+                    i += 1;
+                    p.clone()
+                }
+                _ => "scenarios/quick.toml".to_string(),
+            };
+            let sc = Scenario::load(std::path::Path::new(&path)).unwrap();
             let values: Vec<f64> = (0..points)
                 .map(|p| p as f64 * 10_000.0 / points as f64)
                 .collect();
@@ -95,7 +103,11 @@ fn main() {
             let r = sweep::sweep(&sc, "subsidy.initial_open", &values, seeds).unwrap();
             let s = t.elapsed().as_secs_f64();
             let up: u32 = r.iter().map(|p| p.take_offs).sum();
-            println!("sweep quick.toml: {points} points x {seeds} seeds = {} runs in {s:.1} s ({up} take-offs)", points * seeds as usize);
+            println!(
+                "sweep {path}: {points} points x {seeds} seeds = {} runs in {s:.1} s ({:.2} s per run per core, {up} take-offs)",
+                points * seeds as usize,
+                s * rayon::current_num_threads() as f64 / (points * seeds as usize) as f64
+            );
             i += 3;
         } else {
             scenario_speed(&args[i]);
