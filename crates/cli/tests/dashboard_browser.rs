@@ -10,12 +10,15 @@
 //! directory), e.g. `crates/cli/tests/browser/test_governance.py` or `-k governance
 //! crates/cli/tests/browser`.
 
+mod common;
+
+use common::process::{free_port, read_or_empty, tail, wait_bounded, workspace_root, KillOnDrop};
 use std::{
     fs::File,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -24,30 +27,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_openledger");
 const NODE_START: Duration = Duration::from_secs(120);
 /// How long the whole browser suite may run.
 const SUITE_LIMIT: Duration = Duration::from_secs(900);
-
-fn workspace_root() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .canonicalize()
-        .expect("workspace root exists")
-}
-
-/// Kills (and reaps) a child process when dropped, so no node outlives the test.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
 
 fn chain_id_answer(addr: SocketAddr) -> std::io::Result<String> {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
@@ -61,31 +40,6 @@ fn chain_id_answer(addr: SocketAddr) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-fn read_or_empty(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Waits for `child` for at most `limit`; kills it past that (returns `None`).
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -6,12 +6,14 @@
 //!
 //! Needs the virtualenv at `<workspace>/.venv` with web3 installed: `./scripts/setup-python`.
 
+mod common;
+
+use common::process::{free_port, read_or_empty, wait_bounded, workspace_root, KillOnDrop};
 use std::{
     fs::File,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    net::{SocketAddr, TcpStream},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -20,30 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_openledger");
 const NODE_START: Duration = Duration::from_secs(30);
 /// How long the Python client may run in all.
 const CLIENT_LIMIT: Duration = Duration::from_secs(180);
-
-fn workspace_root() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .canonicalize()
-        .expect("workspace root exists")
-}
-
-/// Kills (and reaps) a child process when dropped, so no node outlives the test.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
 
 /// One JSON-RPC call as a raw HTTP/1.1 POST; the whole response (headers and body) as text.
 fn raw_rpc(addr: SocketAddr, body: &str) -> std::io::Result<String> {
@@ -63,26 +41,6 @@ fn raw_post(addr: SocketAddr, headers: &str, body: &str) -> std::io::Result<Stri
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-fn read_or_empty(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Waits for `child` for at most `limit`; kills it past that (returns `None`).
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

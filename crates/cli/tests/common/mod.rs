@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod openlora;
+pub mod process;
 
 use serde_json::Value;
 use std::{
