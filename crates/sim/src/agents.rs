@@ -128,6 +128,45 @@ fn encode<C: SolCall>(c: C) -> Vec<u8> {
 }
 
 impl Sim {
+    /// `owner` creates a (text, public) datanet named `name` through the datanet module, and the
+    /// simulator starts tracking it with contributors' reward expectation `yield_ema`.
+    pub(crate) fn create_datanet(
+        &mut self,
+        owner: Address,
+        name: String,
+        yield_ema: f64,
+    ) -> Result<(), String> {
+        let out = self.must(
+            owner,
+            DATANET,
+            U256::ZERO,
+            encode(IDatanet::createDatanetCall {
+                name,
+                summary: String::new(),
+                description: String::new(),
+                tags: vec!["sim".into()],
+                dataType: 0,
+                licence: "CC-BY-4.0".into(),
+                permissioned: false,
+            }),
+        )?;
+        let id = IDatanet::createDatanetCall::abi_decode_returns(&out.output)
+            .map_err(|e| e.to_string())?;
+        self.datanets.push(Datanet {
+            id,
+            owner,
+            approved: Vec::new(),
+            pending: Vec::new(),
+            rows: 0,
+            weighted_rows: 0.0,
+            version: 0,
+            yield_ema,
+            paid_today: U256::ZERO,
+            active_contributors: 0,
+        });
+        Ok(())
+    }
+
     /// Day 0: datanets with their owners, builders and the base model, the staker population,
     /// the council's stake, the initial contributors and users.
     pub(crate) fn setup(&mut self) -> Result<(), String> {
@@ -135,35 +174,9 @@ impl Sim {
         for d in 0..self.sc.datanets.count {
             let owner = agent_addr(kind::OWNER, d);
             self.pay(ex, owner, wei(self.sc.datanets.owner_wallet_open))?;
-            let out = self.must(
-                owner,
-                DATANET,
-                U256::ZERO,
-                encode(IDatanet::createDatanetCall {
-                    name: format!("sim datanet {d}"),
-                    summary: String::new(),
-                    description: String::new(),
-                    tags: vec!["sim".into()],
-                    dataType: 0,
-                    licence: "CC-BY-4.0".into(),
-                    permissioned: false,
-                }),
-            )?;
-            let id = IDatanet::createDatanetCall::abi_decode_returns(&out.output)
-                .map_err(|e| e.to_string())?;
-            self.datanets.push(Datanet {
-                id,
-                owner,
-                approved: Vec::new(),
-                pending: Vec::new(),
-                rows: 0,
-                weighted_rows: 0.0,
-                version: 0,
-                yield_ema: self.sc.contributors.prior_reward_open
-                    / self.sc.contributors.payback_days,
-                paid_today: U256::ZERO,
-                active_contributors: 0,
-            });
+            let yield_ema =
+                self.sc.contributors.prior_reward_open / self.sc.contributors.payback_days;
+            self.create_datanet(owner, format!("sim datanet {d}"), yield_ema)?;
             let b = agent_addr(kind::BUILDER, d);
             self.pay(ex, b, wei(self.sc.builders.wallet_open))?;
             self.builders.push(Builder {

@@ -69,34 +69,7 @@ impl Sim {
                 None => format!("sim datanet {d}"),
             };
             self.pay(ex, owner, wallet)?;
-            let out = self.must(
-                owner,
-                DATANET,
-                U256::ZERO,
-                encode(IDatanet::createDatanetCall {
-                    name,
-                    summary: String::new(),
-                    description: String::new(),
-                    tags: vec!["sim".into()],
-                    dataType: 0,
-                    licence: "CC-BY-4.0".into(),
-                    permissioned: false,
-                }),
-            )?;
-            let id = IDatanet::createDatanetCall::abi_decode_returns(&out.output)
-                .map_err(|e| e.to_string())?;
-            self.datanets.push(crate::agents::Datanet {
-                id,
-                owner,
-                approved: Vec::new(),
-                pending: Vec::new(),
-                rows: 0,
-                weighted_rows: 0.0,
-                version: 0,
-                yield_ema: k.prior_reward_open / k.payback_days,
-                paid_today: U256::ZERO,
-                active_contributors: 0,
-            });
+            self.create_datanet(owner, name, k.prior_reward_open / k.payback_days)?;
             let b = agent_addr(kind::BUILDER, d);
             let bw = wei(self.sc.builders.wallet_open).max(
                 st.adapters
