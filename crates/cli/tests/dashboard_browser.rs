@@ -12,11 +12,12 @@
 
 mod common;
 
-use common::process::{free_port, read_or_empty, tail, wait_bounded, workspace_root, KillOnDrop};
+use common::process::{
+    free_port, raw_rpc, read_or_empty, tail, wait_bounded, workspace_root, KillOnDrop,
+};
 use std::{
     fs::File,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -27,20 +28,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_openledger");
 const NODE_START: Duration = Duration::from_secs(120);
 /// How long the whole browser suite may run.
 const SUITE_LIMIT: Duration = Duration::from_secs(900);
-
-fn chain_id_answer(addr: SocketAddr) -> std::io::Result<String> {
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
 
 #[test]
 fn dashboard_pages_work_in_a_browser() {
@@ -102,7 +89,12 @@ fn dashboard_pages_work_in_a_browser() {
     );
     let start = Instant::now();
     loop {
-        if chain_id_answer(addr).is_ok_and(|r| r.contains(r#""result":"0x"#)) {
+        if raw_rpc(
+            addr,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
+        )
+        .is_ok_and(|r| r.contains(r#""result":"0x"#))
+        {
             break;
         }
         if let Some(status) = node.0.try_wait().expect("try_wait") {

@@ -8,11 +8,12 @@
 
 mod common;
 
-use common::process::{free_port, read_or_empty, wait_bounded, workspace_root, KillOnDrop};
+use common::process::{
+    free_port, raw_post, raw_rpc, read_or_empty, wait_bounded, workspace_root, KillOnDrop,
+};
 use std::{
     fs::File,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -22,26 +23,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_openledger");
 const NODE_START: Duration = Duration::from_secs(30);
 /// How long the Python client may run in all.
 const CLIENT_LIMIT: Duration = Duration::from_secs(180);
-
-/// One JSON-RPC call as a raw HTTP/1.1 POST; the whole response (headers and body) as text.
-fn raw_rpc(addr: SocketAddr, body: &str) -> std::io::Result<String> {
-    raw_post(addr, &format!("Host: {addr}\r\n"), body)
-}
-
-/// A raw HTTP/1.1 POST of `body` to `/` with the header lines `headers` (each ending in CRLF).
-fn raw_post(addr: SocketAddr, headers: &str, body: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "POST / HTTP/1.1\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
 
 #[test]
 fn web3_py_transfers_and_calls_a_module() {

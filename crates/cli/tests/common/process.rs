@@ -1,9 +1,10 @@
 //! Child processes in end-to-end tests that run outside [`super::Env`] (a node on a free port, a
 //! Python client): the workspace root, a free 127.0.0.1 port, a child killed when dropped and a
-//! bounded wait, and log files read for failure messages.
+//! bounded wait, raw HTTP requests to the node, and log files read for failure messages.
 
 use std::{
-    net::TcpListener,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ExitStatus},
     time::{Duration, Instant},
@@ -60,4 +61,24 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// One JSON-RPC call as a raw HTTP/1.1 POST; the whole response (headers and body) as text.
+pub fn raw_rpc(addr: SocketAddr, body: &str) -> std::io::Result<String> {
+    raw_post(addr, &format!("Host: {addr}\r\n"), body)
+}
+
+/// A raw HTTP/1.1 POST of `body` to `/` with the header lines `headers` (each ending in CRLF).
+pub fn raw_post(addr: SocketAddr, headers: &str, body: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "POST / HTTP/1.1\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
