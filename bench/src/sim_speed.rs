@@ -6,7 +6,9 @@
 //! (default scenarios/quick.toml) over the initial subsidy 0..10,000 OPEN, in parallel on all
 //! cores (RAYON_NUM_THREADS sets how many).
 //!
-//! Usage: sim-speed [SCENARIO.toml ...] [--sweep POINTS SEEDS [SCENARIO.toml]]
+//! `--no-executor` skips (1), to profile scenario runs alone.
+//!
+//! Usage: sim-speed [--no-executor] [SCENARIO.toml ...] [--sweep POINTS SEEDS [SCENARIO.toml]]
 
 use alloy_primitives::U256;
 use alloy_sol_types::SolCall;
@@ -80,9 +82,13 @@ fn scenario_speed(path: &str) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     println!("threads: {}", rayon::current_num_threads());
-    executor_speed();
+    let before = args.len();
+    args.retain(|a| a != "--no-executor");
+    if args.len() == before {
+        executor_speed();
+    }
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--sweep" {

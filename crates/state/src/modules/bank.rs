@@ -104,6 +104,83 @@ pub fn transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) -> Exec
     Ok(())
 }
 
+/// Accounts read once and written back once, for a module that pays many transfers in one call
+/// (inference settlement): the same checks, the same `Transfer` logs in the same order and, after
+/// [`Accounts::flush`], the same state as calling [`transfer`] / [`move_balance`] for each, with
+/// one read and one write per account instead of two of each per transfer. Until the flush,
+/// nothing else may read or write the accounts it has touched.
+#[derive(Default)]
+pub struct Accounts {
+    touched: std::collections::HashMap<Address, Account>,
+}
+
+impl Accounts {
+    fn get(&mut self, state: &dyn StateRead, a: &Address) -> Result<&mut Account, StorageError> {
+        Ok(match self.touched.entry(*a) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(account(state, a)?),
+        })
+    }
+
+    /// [`move_balance`] on the held accounts.
+    pub fn move_balance(
+        &mut self,
+        state: &dyn StateRead,
+        from: &Address,
+        to: &Address,
+        amount: U256,
+    ) -> ExecResult<()> {
+        if amount.is_zero() {
+            return Ok(());
+        }
+        let src = self.get(state, from)?;
+        src.balance = src
+            .balance
+            .checked_sub(amount)
+            .ok_or(ExecError::InsufficientFunds {
+                account: *from,
+                have: src.balance,
+                need: amount,
+            })?;
+        let dst = self.get(state, to)?;
+        dst.balance = dst
+            .balance
+            .checked_add(amount)
+            .ok_or_else(|| StorageError("balance overflow: supply invariant broken".into()))?;
+        Ok(())
+    }
+
+    /// [`transfer`] on the held accounts: moves `amount` and emits `Transfer`.
+    pub fn transfer(
+        &mut self,
+        ctx: &mut Ctx,
+        from: Address,
+        to: Address,
+        amount: U256,
+    ) -> ExecResult<()> {
+        if amount.is_zero() {
+            return Ok(());
+        }
+        self.move_balance(&ctx.state, &from, &to, amount)?;
+        ctx.emit(
+            BANK,
+            &IBank::Transfer {
+                from,
+                to,
+                value: amount,
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes every touched account back (an emptied one is deleted, as [`put_account`] does).
+    pub fn flush(self, state: &mut Overlay) {
+        for (a, acct) in self.touched {
+            put_account(state, &a, acct);
+        }
+    }
+}
+
 /// Executes a bank call.
 pub fn call(ctx: &mut Ctx, call: IBank::IBankCalls) -> ExecResult<Vec<u8>> {
     use IBank::IBankCalls as C;

@@ -11,16 +11,23 @@
 //!
 //! Fees are computed with checked arithmetic (governed prices times caller-chosen token
 //! counts): one that would overflow is refused, never wrapped.
+//!
+//! A call reads each adapter and attributed contribution once and pays through accounts it
+//! holds until the end of the call ([`batch`]); its state and logs are those of reading and
+//! paying one by one.
+
+mod batch;
 
 use crate::{
     codec,
     error::{ExecResult, StorageError},
     kv::StateRead,
-    modules::{agent, datanet, model, rlhf, staking},
+    modules::{agent, rlhf, staking},
     Ctx, ExecError,
 };
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolCall, SolValue};
+use batch::Batch;
 use openledger_types::{
     abi::IInference::{self, Receipt},
     modules::{INFERENCE, TREASURY},
@@ -120,6 +127,9 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
         )));
     }
     let (mut first, mut recorded) = (0u64, 0u32);
+    let mut batch = Batch::default();
+    // Receipts settled at once are written once, settled, by `settle_one`.
+    let mut to_settle = Vec::new();
     for r in c.records {
         if r.requestId.is_zero() {
             return Err(ExecError::Invalid(
@@ -137,8 +147,9 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
             continue;
         }
         let request = r.requestId;
-        let id = record(
+        let receipt = record(
             ctx,
+            &mut batch,
             IInference::recordInferenceCall {
                 caller: r.caller,
                 adapterId: r.adapterId,
@@ -147,7 +158,12 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
                 top: r.top,
                 attributionRoot: r.attributionRoot,
             },
+            !c.settleNow,
         )?;
+        let id = receipt.id;
+        if c.settleNow {
+            to_settle.push(receipt);
+        }
         ctx.state.put(
             request_key(&ctx.sender, &request),
             id.to_be_bytes().to_vec(),
@@ -164,17 +180,22 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
         }
         recorded += 1;
     }
-    if c.settleNow {
-        for id in first..first + recorded as u64 {
-            let r = receipt(&ctx.state, id)?;
-            settle_one(ctx, r)?;
-        }
+    for r in to_settle {
+        settle_one(ctx, &mut batch, r)?;
     }
+    batch.finish(ctx);
     Ok((first, recorded))
 }
 
-fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> {
-    let adapter = model::adapter(&ctx.state, c.adapterId)?;
+/// Records one inference; writes its receipt when `store` (a receipt about to be settled is
+/// written by `settle_one`).
+fn record(
+    ctx: &mut Ctx,
+    batch: &mut Batch,
+    c: IInference::recordInferenceCall,
+    store: bool,
+) -> ExecResult<Receipt> {
+    let adapter = batch.adapter(&ctx.state, c.adapterId)?;
     if c.promptTokens == 0 && c.completionTokens == 0 {
         return Err(ExecError::Invalid(
             "an inference needs at least one token".into(),
@@ -198,17 +219,8 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
                 a.contributionId
             )));
         }
-        let contrib = datanet::contribution(&ctx.state, a.contributionId)?;
-        let trained = adapter
-            .datanetIds
-            .iter()
-            .zip(&adapter.datanetVersions)
-            .any(|(&d, &v)| {
-                d == contrib.datanetId
-                    && contrib.status == datanet::APPROVED
-                    && contrib.version <= v
-            });
-        if !trained {
+        let contrib = batch.contribution(&ctx.state, a.contributionId)?;
+        if !adapter.trained_on(&contrib) {
             return Err(ExecError::Invalid(format!(
                 "contribution {} is not in the datanet versions adapter {} was trained on",
                 a.contributionId, adapter.id
@@ -261,7 +273,9 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
         settled: false,
         recordedAt: ctx.env.timestamp,
     };
-    codec::put_sol(&mut ctx.state, receipt_key(id), &r);
+    if store {
+        codec::put_sol(&mut ctx.state, receipt_key(id), &r);
+    }
     ctx.emit(
         INFERENCE,
         &IInference::InferenceRecorded {
@@ -274,11 +288,12 @@ fn record(ctx: &mut Ctx, c: IInference::recordInferenceCall) -> ExecResult<u64> 
             attributionRoot: r.attributionRoot,
         },
     );
-    Ok(id)
+    Ok(r)
 }
 
-fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
-    let owner = model::adapter(&ctx.state, r.adapterId)?.owner;
+/// Settles receipt `r` and writes it, settled; pays through `batch.accounts`.
+fn settle_one(ctx: &mut Ctx, batch: &mut Batch, mut r: Receipt) -> ExecResult<U256> {
+    let owner = batch.adapter(&ctx.state, r.adapterId)?.owner;
     let (platform, to_owner, stakers, pool) = split(ctx.params, r.fee)?;
     let mut paid = U256::ZERO;
     let overpaid = || {
@@ -288,7 +303,9 @@ fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
         ))
     };
     for a in &r.top {
-        let contributor = datanet::contribution(&ctx.state, a.contributionId)?.contributor;
+        let contributor = batch
+            .contribution(&ctx.state, a.contributionId)?
+            .contributor;
         let amount = pool
             .checked_mul(U256::from(a.weightPpm))
             .ok_or_else(overpaid)?
@@ -297,7 +314,9 @@ fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
         if paid > pool {
             return Err(overpaid());
         }
-        ctx.transfer(INFERENCE, contributor, amount)?;
+        batch
+            .accounts
+            .transfer(ctx, INFERENCE, contributor, amount)?;
         ctx.emit(
             INFERENCE,
             &IInference::ContributorPaid {
@@ -310,11 +329,17 @@ fn settle_one(ctx: &mut Ctx, mut r: Receipt) -> ExecResult<U256> {
     }
     // The unattributed rest; `paid <= pool` was checked above, and the parts sum to the fee.
     let to_owner = to_owner + (pool - paid);
-    ctx.transfer(INFERENCE, TREASURY, platform)?;
-    ctx.transfer(INFERENCE, owner, to_owner)?;
+    let accounts = &mut batch.accounts;
+    accounts.transfer(ctx, INFERENCE, TREASURY, platform)?;
+    accounts.transfer(ctx, INFERENCE, owner, to_owner)?;
     // The RLHF validators' slice of the stakers' share, while any validator has joined.
-    let stakers = stakers - rlhf::fee_share(ctx, r.id, stakers)?;
-    staking::add_rewards(&mut ctx.state, &INFERENCE, stakers)?;
+    let stakers = stakers
+        - rlhf::fee_share(ctx, r.id, stakers, |ctx, from, to, cut| {
+            accounts.transfer(ctx, from, to, cut)
+        })?;
+    staking::add_rewards_with(&mut ctx.state, stakers, |state, to| {
+        accounts.move_balance(state, &INFERENCE, &to, stakers)
+    })?;
     ctx.emit(
         INFERENCE,
         &IInference::FeeSettled {
@@ -389,7 +414,8 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
             Vec::new()
         }
         C::recordInference(c) => {
-            IInference::recordInferenceCall::abi_encode_returns(&record(ctx, c)?)
+            let r = record(ctx, &mut Batch::default(), c, true)?;
+            IInference::recordInferenceCall::abi_encode_returns(&r.id)
         }
         C::recordInferences(c) => {
             let (first, n) = record_batch(ctx, c)?;
@@ -413,15 +439,17 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
                 )));
             }
             let mut total = U256::ZERO;
+            let mut batch = Batch::default();
             for id in c.receiptIds {
                 let r = receipt(&ctx.state, id)?;
                 if !r.settled {
-                    let fee = settle_one(ctx, r)?;
+                    let fee = settle_one(ctx, &mut batch, r)?;
                     total = total.checked_add(fee).ok_or_else(|| {
                         StorageError("settled fees overflow: supply invariant broken".into())
                     })?;
                 }
             }
+            batch.finish(ctx);
             IInference::settleCall::abi_encode_returns(&total)
         }
         C::creditOf(c) => credit(&ctx.state, &c.account)?.abi_encode(),

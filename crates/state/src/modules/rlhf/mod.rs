@@ -168,8 +168,15 @@ pub fn adapter_score(state: &dyn StateRead, adapter: u64) -> Result<(u64, u16), 
 
 /// Moves the RLHF slice (`rlhf_fee_bps`) of `stakers`, the stakers' share of receipt
 /// `receipt`'s fee, from the inference module into the reward pool, while at least one
-/// validator has joined; returns the slice (what the stakers pool does not get).
-pub fn fee_share(ctx: &mut Ctx, receipt: u64, stakers: U256) -> ExecResult<U256> {
+/// validator has joined; returns the slice (what the stakers pool does not get). `pay` moves
+/// the slice from the inference module to this one, with its `Transfer` log (settlement holds
+/// the inference module's account in a [`crate::modules::bank::Accounts`]).
+pub fn fee_share(
+    ctx: &mut Ctx,
+    receipt: u64,
+    stakers: U256,
+    pay: impl FnOnce(&mut Ctx, Address, Address, U256) -> ExecResult<()>,
+) -> ExecResult<U256> {
     let bps = ctx.params.rlhf.rlhf_fee_bps;
     if bps == 0 || stakers.is_zero() || codec::get_u64(&ctx.state, VALIDATORS)? == 0 {
         return Ok(U256::ZERO);
@@ -186,7 +193,7 @@ pub fn fee_share(ctx: &mut Ctx, receipt: u64, stakers: U256) -> ExecResult<U256>
     if cut.is_zero() {
         return Ok(U256::ZERO);
     }
-    ctx.transfer(INFERENCE, RLHF, cut)?;
+    pay(ctx, INFERENCE, RLHF, cut)?;
     add_to_pool(ctx, INFERENCE, receipt, cut)?;
     Ok(cut)
 }

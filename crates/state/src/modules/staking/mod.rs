@@ -115,15 +115,27 @@ pub fn stake_of(state: &dyn StateRead, a: &Address) -> ExecResult<U256> {
 /// Moves `amount` from `from` into the stakers pool (silently), or to the treasury when nothing
 /// is staked. Used for gas fees and the stakers' share of inference fees.
 pub fn add_rewards(state: &mut Overlay, from: &Address, amount: U256) -> ExecResult<bool> {
+    add_rewards_with(state, amount, |state, to| {
+        bank::move_balance(state, from, &to, amount)
+    })
+}
+
+/// [`add_rewards`] with the OPEN moved by `pay` (to the staking module, or to the treasury when
+/// nothing is staked): for a caller that holds the paying account itself ([`bank::Accounts`]).
+pub fn add_rewards_with(
+    state: &mut Overlay,
+    amount: U256,
+    pay: impl FnOnce(&mut Overlay, Address) -> ExecResult<()>,
+) -> ExecResult<bool> {
     if amount.is_zero() {
         return Ok(false);
     }
     let total = codec::get_u256(state, TOTAL)?;
     if total.is_zero() {
-        bank::move_balance(state, from, &TREASURY, amount)?;
+        pay(state, TREASURY)?;
         return Ok(false);
     }
-    bank::move_balance(state, from, &STAKING, amount)?;
+    pay(state, STAKING)?;
     let acc = codec::get_u256(state, ACC)?;
     let carried = codec::get_u256(state, REMAINDER)?;
     let scaled = amount
