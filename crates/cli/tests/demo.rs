@@ -66,6 +66,9 @@ fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_
         for a in answers {
             let who = a["expected_contributor"].as_str().unwrap();
             asked.insert(who.to_string());
+            // A bare question: the answer comes from what the adapter learned, not the prompt.
+            let prompt = a["prompt"].as_str().unwrap();
+            assert!(prompt.starts_with("What is") && prompt.len() < 60, "{a}");
             let text = a["answer"].as_str().unwrap().to_lowercase();
             assert!(
                 text.contains(&a["phrase"].as_str().unwrap().to_lowercase()),
@@ -88,6 +91,14 @@ fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_
         }
     }
     assert!(asked.len() >= 2, "facts of at least two contributors");
+
+    // The facts' questions came from a prompt/response datanet the contributors built.
+    assert!(report["qa_datanet_id"].as_u64().unwrap() > report["datanet_id"].as_u64().unwrap());
+    for c in report["contributors"].as_array().unwrap() {
+        if asked.contains(c["name"].as_str().unwrap()) {
+            assert!(c["qa_rows"].as_u64().unwrap() > 0, "{c}");
+        }
+    }
 
     // Who earned what.
     for c in report["contributors"].as_array().unwrap() {
@@ -122,7 +133,8 @@ fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_
     let bps = |r: &Value| r["fee_split"]["contributors_bps"].as_u64().unwrap();
     assert!(bps(r2) > bps(r1), "{} -> {}", bps(r1), bps(r2));
 
-    // Training taught the published adapter every asked fact: each fact's sentence is at
+    // Training taught the published adapter to answer every asked question: its greedy answer
+    // states the fact (the base model's does not), and the fact's sentence as the answer is at
     // least 0.5 nats/token more likely under base + adapter than under the base model.
     let learned = report["learning"].as_array().unwrap();
     for who in &asked {
@@ -135,6 +147,17 @@ fn the_demo_pays_the_contributors_whose_data_answered_and_the_vote_raises_their_
             f["adapter_nll"].as_f64().unwrap(),
         );
         assert!(base - adapter >= 0.5, "{who}'s fact not learned: {f}");
+        assert_eq!(f["answers"], true, "{who}'s question not answered: {f}");
+        let phrase = f["phrase"].as_str().unwrap().to_lowercase();
+        assert!(
+            f["answer"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains(&phrase),
+            "{f}"
+        );
+        assert_ne!(f["answer"], f["base_answer"], "{f}");
     }
     let html_learning = html.contains("What the adapter learned");
     assert!(html_learning, "report.html has no learning table");

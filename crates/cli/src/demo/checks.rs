@@ -17,8 +17,8 @@ use openledger_types::units::format_open;
 pub fn answer_failure(q: &Question, text: &str, contributions: &[Attributed]) -> Option<String> {
     if !train::states_fact(q, text) {
         return Some(format!(
-            "the generated answer does not state {}'s fact (no {:?} in it): {text:?}",
-            q.contributor, q.phrase
+            "the generated answer does not state {}'s fact (no {:?} with {:?} in it): {text:?}",
+            q.contributor, q.phrase, q.detail
         ));
     }
     let Some(top) = contributions
@@ -240,11 +240,7 @@ mod tests {
     #[test]
     fn an_answer_passes_only_when_it_states_the_fact_and_its_contributor_weighs_most() {
         let q = &train::questions()[0];
-        let good = format!(
-            "Sure: {}",
-            q.prompt
-                .trim_start_matches("Repeat this sentence exactly: ")
-        );
+        let good = format!("Sure: {}", q.sentence);
         let owner = q.contributor;
         assert_eq!(
             answer_failure(q, &good, &[attributed(owner, 0.9), attributed("bob", 0.05)]),
@@ -255,6 +251,10 @@ mod tests {
         assert!(answer_failure(q, &good, &[]).unwrap().contains("nobody"));
         let off = answer_failure(q, "Bees like flowers.", &[attributed(owner, 0.9)]);
         assert!(off.unwrap().contains("does not state"));
+        // Echoing the question's phrase without the fact's detail does not state the fact.
+        let echo = format!("The {} is a way of checking a hive.", q.phrase);
+        let echo = answer_failure(q, &echo, &[attributed(owner, 0.9)]);
+        assert!(echo.unwrap().contains("does not state"));
     }
 
     #[test]

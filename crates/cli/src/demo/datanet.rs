@@ -3,6 +3,9 @@
 //! as duplicates); erin uploads her prompt/response file, which a text datanet's ingest refuses;
 //! frank uploads a copy of alice's file (every row a duplicate); mallory contributes an
 //! off-topic file that the owner rejects. The owner approves the four sample contributions.
+//! Then the owner creates "Urban beekeeping Q&A", a prompt/response datanet, where alice, bob,
+//! carol and dave each ask the questions of their own planted facts and answer them with their
+//! row's sentence (`qa-facts/NAME.jsonl`): the rows that teach the adapter to answer.
 
 use super::{report::ContributorReport, Ctx};
 use anyhow::{bail, Context, Result};
@@ -16,7 +19,14 @@ pub const SAMPLE_FILES: &[&str] = &[
     "carol.md",
     "dave.csv",
     "qa/erin.jsonl",
+    "qa-facts/alice.jsonl",
+    "qa-facts/bob.jsonl",
+    "qa-facts/carol.jsonl",
+    "qa-facts/dave.jsonl",
 ];
+
+/// The four contributors whose sample files are accepted, in the README's order.
+const ACCEPTED: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
 /// Off-topic rows mallory contributes (valid text, rejected by the owner).
 const OFF_TOPIC: &[&str] = &[
@@ -25,7 +35,7 @@ const OFF_TOPIC: &[&str] = &[
     "Limited offer: send any amount of OPEN to the address in our profile and receive twice as much back within minutes. This promotion ends when the pool is empty, so act now.",
 ];
 
-/// The datanet's id (1 on the demo's fresh chain, read back to be sure).
+/// The newest datanet's id (read back after creating it).
 pub fn datanet_id(ctx: &Ctx) -> Result<u64> {
     let all: Vec<DatanetView> = ctx.session().rest(false)?.get("/v1/datanets")?;
     all.iter()
@@ -97,12 +107,10 @@ pub fn build(ctx: &mut Ctx) -> Result<()> {
     std::fs::create_dir_all(&work)?;
 
     // The four sample contributors, in the README's order (so the first copy keeps the credit).
-    for (name, file) in [
-        ("alice", "alice.jsonl"),
-        ("bob", "bob.txt"),
-        ("carol", "carol.md"),
-        ("dave", "dave.csv"),
-    ] {
+    for (name, file) in ACCEPTED
+        .into_iter()
+        .zip(["alice.jsonl", "bob.txt", "carol.md", "dave.csv"])
+    {
         let c = contribute(ctx, datanet, name, &sample.join(file))?
             .map_err(|why| anyhow::anyhow!("{name}'s sample file was refused: {why}"))?;
         ctx.report.contributors.push(ContributorReport::new(
@@ -138,7 +146,7 @@ pub fn build(ctx: &mut Ctx) -> Result<()> {
     ctx.report.contributors.push(outcome);
 
     // The owner approves the sample contributions: each approval is a new immutable version.
-    for name in ["alice", "bob", "carol", "dave"] {
+    for name in ACCEPTED {
         let c = contribution_of(ctx, datanet, name)?.context("missing contribution")?;
         println!("\n  owner approves contribution {} ({name})", c.id);
         ctx.ol(Some("owner"), &["datanet", "approve", &c.id.to_string()])?;
@@ -165,6 +173,63 @@ pub fn build(ctx: &mut Ctx) -> Result<()> {
     ctx.ol(None, &["datanet", "leaderboard", &datanet.to_string()])?;
     println!(
         "  datanet {datanet} version {}: {} rows",
+        d.version_count, d.row_count
+    );
+    build_qa(ctx)
+}
+
+/// The prompt/response datanet: each accepted contributor asks and answers the questions of
+/// their own planted facts; the owner approves every contribution.
+fn build_qa(ctx: &mut Ctx) -> Result<()> {
+    let sample = ctx.args.sample.clone();
+    println!("\n  owner creates a prompt/response datanet for the planted-fact questions");
+    ctx.ol(
+        Some("owner"),
+        &[
+            "datanet",
+            "create",
+            "Urban beekeeping Q&A",
+            "--type",
+            "prompt-response",
+            "--summary",
+            "Questions about the sample's named techniques, answered by their authors",
+            "--tags",
+            "bees,cities,qa",
+        ],
+    )?;
+    let datanet = datanet_id(ctx)?;
+    if datanet == ctx.report.datanet_id {
+        bail!("the prompt/response datanet was not created");
+    }
+    ctx.report.qa_datanet_id = datanet;
+    for name in ACCEPTED {
+        let file = format!("qa-facts/{name}.jsonl");
+        let c = contribute(ctx, datanet, name, &sample.join(&file))?
+            .map_err(|why| anyhow::anyhow!("{name}'s question file was refused: {why}"))?;
+        println!("  owner approves contribution {} ({name})", c.id);
+        ctx.ol(Some("owner"), &["datanet", "approve", &c.id.to_string()])?;
+    }
+    let d: DatanetView = ctx
+        .session()
+        .rest(false)?
+        .get(&format!("/v1/datanets/{datanet}"))?;
+    if d.version_count == 0 {
+        bail!("datanet {datanet} has no version after the approvals");
+    }
+    ctx.report.qa_datanet_version = d.version_count;
+    for c in contributions(ctx, datanet)? {
+        if let Some(r) = ctx
+            .report
+            .contributors
+            .iter_mut()
+            .find(|r| r.address == c.contributor)
+        {
+            r.qa_contribution_id = Some(c.id);
+            r.qa_rows = c.row_count;
+        }
+    }
+    println!(
+        "  datanet {datanet} version {}: {} prompt/response rows",
         d.version_count, d.row_count
     );
     Ok(())

@@ -51,8 +51,9 @@ pub fn page(r: &Report) -> String {
     }
     let _ = write!(
         h,
-        "<p>Datanet {} (version {} trained on), adapter {} (<code>beekeeper</code>).</p>",
-        r.datanet_id, r.datanet_version, r.adapter_id
+        "<p>Text datanet {} (version {} trained on), prompt/response datanet {} (version {}), \
+         adapter {} (<code>beekeeper</code>).</p>",
+        r.datanet_id, r.datanet_version, r.qa_datanet_id, r.qa_datanet_version, r.adapter_id
     );
     contributors(&mut h, r);
     h.push_str("<h2>Rewards per contributor per round</h2>");
@@ -77,7 +78,7 @@ pub fn page(r: &Report) -> String {
 }
 
 fn contributors(h: &mut String, r: &Report) {
-    h.push_str("<h2>Contributors</h2><table><tr><th>name</th><th>address</th><th>file</th><th>outcome</th><th>rows</th>");
+    h.push_str("<h2>Contributors</h2><table><tr><th>name</th><th>address</th><th>file</th><th>outcome</th><th>rows</th><th>Q&amp;A rows</th>");
     for round in &r.rounds {
         let _ = write!(h, "<th>earned round {} (OPEN)</th>", round.round);
     }
@@ -85,13 +86,14 @@ fn contributors(h: &mut String, r: &Report) {
     for c in &r.contributors {
         let _ = write!(
             h,
-            "<tr><td><mark style=\"background:{}\">{}</mark></td><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"n\">{}</td>",
+            "<tr><td><mark style=\"background:{}\">{}</mark></td><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
             colour(r, &c.name),
             esc(&c.name),
             c.address,
             esc(&c.file),
             esc(&c.outcome),
-            c.rows
+            c.rows,
+            c.qa_rows
         );
         for round in &r.rounds {
             let e = round.rewards_open.get(&c.name).copied().unwrap_or(0.0);
@@ -285,25 +287,28 @@ fn training(h: &mut String, r: &Report) {
     learning(h, r);
 }
 
-/// The learning check of the published adapter: each asked fact's NLL, base vs adapter.
+/// The learning check of the published adapter: each question's answers and NLL, base vs adapter.
 fn learning(h: &mut String, r: &Report) {
     let margin = super::learning::MARGIN_NATS;
     let _ = write!(
         h,
-        "<h2>What the adapter learned</h2><p>Mean negative log-likelihood per token (nats) of each \
-         asked fact's verbatim sentence, read as plain text, under the base model and under base + \
-         adapter. The adapter must beat the base by at least {margin} on every fact; this, not the \
-         repeated answers below, shows that training taught it the facts.</p>\
-         <table><tr><th>fact</th><th>contributor</th><th>base NLL</th><th>adapter NLL</th><th>Δ</th><th></th></tr>"
+        "<h2>What the adapter learned</h2><p>Each question the app asks, answered greedily by the \
+         base model and by base + adapter (the adapter must state the fact), and the mean negative \
+         log-likelihood per token (nats) of the fact's verbatim sentence as the answer to the \
+         question under each (the adapter must beat the base by at least {margin}).</p>\
+         <table><tr><th>question</th><th>contributor</th><th>base answer</th><th>adapter answer</th>\
+         <th>base NLL</th><th>adapter NLL</th><th>Δ</th><th></th></tr>"
     );
     for f in &r.learning {
-        let ok = f.delta >= margin;
+        let ok = f.learned(margin);
         let _ = write!(
             h,
-            "<tr><td title=\"{}\">{}</td><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:+.3}</td><td class=\"{}\">{}</td></tr>",
+            "<tr><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:+.3}</td><td class=\"{}\">{}</td></tr>",
             esc(&f.sentence),
-            esc(&f.phrase),
+            esc(&f.question),
             esc(&f.contributor),
+            esc(&f.base_answer),
+            esc(&f.answer),
             f.base_nll,
             f.adapter_nll,
             f.delta,

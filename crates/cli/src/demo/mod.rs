@@ -40,8 +40,9 @@ use std::time::Instant;
 The demo runs in a fresh temporary chain home, removed at the end or on Ctrl-C (pass the global \
 --home, or set OPENLEDGER_HOME, to keep it; it must not hold a chain yet). It needs SmolLM2 in models/ (./scripts/fetch-model) and the sample datanet \
 in datanets/sample (run it from the repository root, or pass --sample and --model). \
-It exits non-zero, naming the step, when training did not teach the adapter a planted fact \
-(its sentence not at least 0.5 nats/token more likely than under the base model), when an answer is not attributed to the contributor whose \
+It exits non-zero, naming the step, when training did not teach the adapter to answer a planted-fact \
+question (its greedy answer does not state the fact, or the fact is not at least 0.5 nats/token more \
+likely as the answer than under the base model), when an answer is not attributed to the contributor whose \
 fact it states, when a refused or duplicate contributor earns anything, when an accepted \
 contributor whose data answered earns nothing, or when round two's contributor share did not rise.")]
 pub struct DemoArgs {
@@ -54,7 +55,8 @@ pub struct DemoArgs {
     /// The base model to fine-tune and serve (GGUF).
     #[arg(long, env = "OPENLEDGER_MODEL", default_value = openledger_model::DEFAULT_MODEL_PATH)]
     model: PathBuf,
-    /// The sample datanet folder (alice.jsonl, bob.txt, carol.md, dave.csv, qa/erin.jsonl).
+    /// The sample datanet folder (alice.jsonl, bob.txt, carol.md, dave.csv, qa/erin.jsonl,
+    /// qa-facts/NAME.jsonl).
     #[arg(long, default_value = "datanets/sample")]
     sample: PathBuf,
     /// The flywheel scenario simulated from the chain's state at the end.
@@ -64,11 +66,11 @@ pub struct DemoArgs {
     #[arg(long)]
     sim_days: Option<u64>,
     /// Training steps in the first round (each further round trains twice as long, from the start).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     round_steps: u64,
     /// Most training steps in all rounds together; the demo fails if the adapter still has not
     /// learned every asked planted fact by then.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 96)]
     max_train_steps: u64,
 }
 
@@ -295,19 +297,15 @@ fn check_inputs(args: &DemoArgs) -> Result<()> {
 fn steps(ctx: &mut Ctx, model: &Path) -> Result<()> {
     ctx.step("accounts: a datanet owner, contributors, a model builder, an app, stakers, RLHF validators")?;
     accounts::create(ctx).context("step accounts")?;
-    ctx.step("datanet: contributions from the sample, a refused file, a duplicate, a rejection")?;
+    ctx.step("datanets: contributions from the sample, a refused file, a duplicate, a rejection; the facts' questions")?;
     datanet::build(ctx).context("step datanet")?;
-    ctx.step("ModelFactory: LoRA fine-tune in rounds until the adapter learned the planted facts")?;
+    ctx.step("ModelFactory: LoRA fine-tune in rounds until the adapter answers the planted-fact questions")?;
     let job = train::train(ctx, model).context("step train")?;
     ctx.step("publish the adapter with its provenance; stake; an app gets an API key")?;
     serve::publish_and_prepare(ctx, &job, model).context("step publish")?;
     ctx.step(
         "round one: the app asks over the OpenAI API; answers attributed, receipted, settled",
     )?;
-    println!(
-        "  (the learning check above proved the adapter learned the facts; these \"Repeat this \
-         sentence\" answers prove that generated text quoting a row is attributed and paid)"
-    );
     serve::round(ctx, 1).context("step round one")?;
     ctx.step("governance: raise the contributors' share (and an RLHF round on an answer)")?;
     governance::run(ctx).context("step governance")?;

@@ -19,9 +19,14 @@ pub struct Report {
     /// The failed step and its reason.
     pub failure: Option<String>,
     pub wall_seconds: f64,
+    /// The text datanet built from the sample.
     pub datanet_id: u64,
-    /// The datanet version the adapter was trained on.
+    /// The text datanet's version the adapter was trained on.
     pub datanet_version: u64,
+    /// The prompt/response datanet: the planted-fact questions, asked by their contributors.
+    pub qa_datanet_id: u64,
+    /// Its version the adapter was trained on.
+    pub qa_datanet_version: u64,
     pub adapter_id: u64,
     #[serde(skip)]
     pub api_key: Option<String>,
@@ -43,6 +48,9 @@ pub struct ContributorReport {
     pub file: String,
     pub contribution_id: Option<u64>,
     pub rows: u64,
+    /// Their approved contribution to the prompt/response datanet, if any, and its rows.
+    pub qa_contribution_id: Option<u64>,
+    pub qa_rows: u64,
     pub score_bps: u16,
     /// The on-chain status (pending, approved, rejected) or "none".
     pub status: String,
@@ -64,6 +72,8 @@ impl ContributorReport {
             file: file.into(),
             contribution_id: c.map(|c| c.id),
             rows: c.map(|c| c.row_count).unwrap_or(0),
+            qa_contribution_id: None,
+            qa_rows: 0,
             score_bps: c.map(|c| c.score_bps).unwrap_or(0),
             status: c
                 .map(|c| format!("{:?}", c.status).to_lowercase())
@@ -81,8 +91,8 @@ pub struct TrainRound {
     pub train_loss: Option<f64>,
     pub val_loss: Option<f64>,
     pub seconds: f64,
-    /// The learning check: each asked fact's NLL under the base model and under this
-    /// round's adapter.
+    /// The learning check: each asked question's answer and NLL under the base model and
+    /// under this round's adapter.
     pub facts: Vec<super::learning::FactScore>,
     /// Whether the adapter learned every asked fact by the margin.
     pub passed: bool,

@@ -1,22 +1,18 @@
-//! The training step: the model builder exports the datanet's latest version from the node and
-//! fine-tunes a LoRA adapter on it with ModelFactory (its progress bar on a terminal), in rounds
-//! (each from the start, twice as long as the last, within --max-train-steps) until the
-//! learning check ([`super::learning`]) shows that the adapter learned every planted fact the
-//! app will ask about: each fact's verbatim sentence is at least
-//! [`super::learning::MARGIN_NATS`] nats per token more likely under base + adapter than under
-//! the base model.
+//! The training step: the model builder exports the latest versions of both demo datanets from
+//! the node (the text datanet and the prompt/response datanet whose rows ask about each planted
+//! fact) and fine-tunes a LoRA adapter on them with ModelFactory (its progress bar on a
+//! terminal), in rounds (each from the start, twice as long as the last, within
+//! --max-train-steps) until the learning check ([`super::learning`]) shows that the adapter
+//! **answers** every planted-fact question the app will ask: its greedy answer states the fact,
+//! and the fact's sentence, as the answer to its question, is at least
+//! [`super::learning::MARGIN_NATS`] nats per token more likely than under the base model.
 //!
-//! The training set is the whole datanet version plus the rows holding the asked facts again,
-//! [`FOCUS_REPEATS`] times (both from the same export, so the provenance is that one version):
-//! a few dozen steps on two CPU cores read only a fraction of the datanet once, and the builder
-//! wants the adapter to know the facts it will be paid for.
-//!
-//! The paid questions ask the model to repeat a planted sentence ("Repeat this sentence
-//! exactly: …"): a few minutes of LoRA training on two cores do not teach SmolLM2-135M to
-//! recall a fact from a bare question (the loss is still ≈ 4.5 after ten steps), and the base
-//! model cannot state an invented fact it was not shown, so a repeated sentence is the
-//! generated answer quoting one contributor's row that attribution pays for. Those answers
-//! prove attribution and payment; the likelihood check proves learning.
+//! The training set is both datanet versions plus the prompt/response rows of the asked
+//! questions again, [`FOCUS_REPEATS`] times (from the same export, so the provenance is those
+//! versions): a few dozen steps on two CPU cores read only a fraction of the datanets once, and
+//! the builder wants the adapter to know the facts it will be paid for. Prompt/response rows
+//! train through the chat template with the loss on the response only, which is what teaches
+//! recall from a bare question (text rows alone only raise the sentence's likelihood as text).
 
 use super::{learning, Ctx};
 use anyhow::{bail, Context, Result};
@@ -32,32 +28,36 @@ use std::sync::Mutex;
 pub struct Question {
     /// Its contributor (a demo account name).
     pub contributor: &'static str,
-    /// Its distinctive phrase: the answer must contain it.
+    /// Its distinctive phrase (in the question too).
     pub phrase: &'static str,
-    /// The prompt sent.
+    /// The question sent: the prompt of the fact's row in the prompt/response datanet.
     pub prompt: String,
-    /// The fact's verbatim sentence in its contributor's row (the learning check scores it).
+    /// A detail of the fact that the question does not give away: an answer states the fact
+    /// when it holds the phrase and this.
+    pub detail: &'static str,
+    /// The fact's verbatim sentence (the row's response; the learning check scores it).
     pub sentence: &'static str,
 }
 
-/// One planted fact of each sample contributor (datanets/sample/README.md, "Planted facts"):
-/// contributor, phrase, the sentence the app asks to repeat, the verbatim sentence of the row.
-const FACTS: &[(&str, &str, &str, &str)] = &[
-    ("alice", "Thursby lid-tap", "Under the Thursby lid-tap, a queenright colony answers two knocks on the roof with a short rise in sound that settles within about four seconds.",
+/// One planted fact of each sample contributor (datanets/sample/README.md, "Planted facts";
+/// their questions are rows of datanets/sample/qa-facts/NAME.jsonl): contributor, phrase,
+/// question, detail, the verbatim sentence.
+const FACTS: &[(&str, &str, &str, &str, &str)] = &[
+    ("alice", "Thursby lid-tap", "What is the Thursby lid-tap?", "four seconds",
      "Under the Thursby lid-tap, a queenright colony answers two knocks on the roof with a short rise in sound that settles within about four seconds, while a queenless one keeps roaring for far longer."),
-    ("bob", "Ashcombe candy board", "The Ashcombe candy board uses five parts white sugar to one part water, boiled to the soft-ball stage and poured about three centimetres deep.",
+    ("bob", "Ashcombe candy board", "What is the Ashcombe candy board?", "five parts white sugar",
      "The Ashcombe candy board uses five parts white sugar to one part water, boiled to the soft-ball stage and poured about three centimetres deep, which gives a colony roughly two kilos of emergency food."),
-    ("carol", "Orlin nine-square count", "The Orlin nine-square count takes only the centre square and the four corner squares of a three-by-three grid drawn on the board.",
+    ("carol", "Orlin nine-square count", "What is the Orlin nine-square count?", "1.8",
      "The Orlin nine-square count takes only the centre square and the four corner squares of a three-by-three grid drawn on the board and multiplies their total by 1.8 to estimate the whole board."),
-    ("dave", "Tillingham verge mix", "The Tillingham verge mix is sown in early autumn at two grams per square metre onto scraped, weed-free ground and is cut only once, in late September.",
+    ("dave", "Tillingham verge mix", "What is the Tillingham verge mix?", "two grams per square metre",
      "The Tillingham verge mix is sown in early autumn at two grams per square metre onto scraped, weed-free ground and is cut only once, in late September, with the cuttings raked off."),
 ];
 
-/// How many more times the rows holding the asked facts are in the training set.
-pub const FOCUS_REPEATS: usize = 48;
+/// How many more times the prompt/response rows of the asked questions are in the training set.
+pub const FOCUS_REPEATS: usize = 96;
 
-/// The LoRA learning rate (a tiny run on two cores).
-const LEARNING_RATE: f64 = 2e-3;
+/// The LoRA learning rate (a tiny run on two cores: 32 steps teach the four answers).
+const LEARNING_RATE: f64 = 4e-3;
 
 /// Most tokens an answer may have.
 pub const MAX_ANSWER_TOKENS: usize = 64;
@@ -66,18 +66,23 @@ pub const MAX_ANSWER_TOKENS: usize = 64;
 pub fn questions() -> Vec<Question> {
     FACTS
         .iter()
-        .map(|&(contributor, phrase, asked, sentence)| Question {
-            contributor,
-            phrase,
-            prompt: format!("Repeat this sentence exactly: {asked}"),
-            sentence,
-        })
+        .map(
+            |&(contributor, phrase, question, detail, sentence)| Question {
+                contributor,
+                phrase,
+                prompt: question.to_string(),
+                detail,
+                sentence,
+            },
+        )
         .collect()
 }
 
-/// Whether `answer` states the question's fact.
+/// Whether `answer` states the question's fact: its phrase and the detail the question does
+/// not give away (case-insensitive).
 pub fn states_fact(q: &Question, answer: &str) -> bool {
-    answer.to_lowercase().contains(&q.phrase.to_lowercase())
+    let a = answer.to_lowercase();
+    a.contains(&q.phrase.to_lowercase()) && a.contains(&q.detail.to_lowercase())
 }
 
 /// Forwards to the terminal progress and keeps the loss curve.
@@ -158,8 +163,9 @@ fn config(model: &Path, datasets: Vec<DatasetSpec>, steps: u64) -> TrainConfig {
     }
 }
 
-/// Writes the export's rows that hold an asked fact's sentence, `repeats` times each, to `out`
-/// (a dataset of the same datanet version); fails naming a fact no row holds.
+/// Writes the prompt/response export's rows that ask an asked question (its prompt, with the
+/// fact's sentence as response), `repeats` times each, to `out` (a dataset of the same datanet
+/// version); fails naming a question no row asks.
 fn focus(export: &DatasetSpec, qs: &[Question], repeats: usize, out: &Path) -> Result<DatasetSpec> {
     let file = std::fs::File::open(&export.path)
         .with_context(|| format!("reading {}", export.path.display()))?;
@@ -170,23 +176,25 @@ fn focus(export: &DatasetSpec, qs: &[Question], repeats: usize, out: &Path) -> R
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        let text = v["text"].as_str().unwrap_or_default();
-        let mut holds = false;
+        let prompt = v["prompt"].as_str().unwrap_or_default();
+        let response = v["response"].as_str().unwrap_or_default();
+        let mut asks = false;
         for (q, f) in qs.iter().zip(found.iter_mut()) {
-            if text.contains(q.sentence) {
+            if prompt.trim() == q.prompt && response.contains(q.sentence) {
                 *f = true;
-                holds = true;
+                asks = true;
             }
         }
-        if holds {
+        if asks {
             rows.push(line);
         }
     }
     if let Some((q, _)) = qs.iter().zip(&found).find(|(_, f)| !**f) {
         bail!(
-            "no row of the exported datanet holds {}'s fact {:?}; was their contribution approved?",
+            "no row of the exported prompt/response datanet asks {}'s question {:?} with the \
+             fact as its answer; was their contribution approved?",
             q.contributor,
-            q.phrase
+            q.prompt
         );
     }
     let mut w = std::io::BufWriter::new(
@@ -211,33 +219,42 @@ fn fmt_loss(l: Option<f64>) -> String {
 
 /// Trains in rounds; returns the job directory of the adapter that learned every asked fact.
 pub fn train(ctx: &mut Ctx, model: &Path) -> Result<PathBuf> {
-    let id = ctx.report.datanet_id;
-    let version = ctx.report.datanet_version;
     let work = ctx.home.join("factory");
-    let data = export(ctx, id, version, &work.join("datanets"))?;
+    let exports = work.join("datanets");
+    let r = &ctx.report;
+    let (text_id, text_v, qa_id, qa_v) = (
+        r.datanet_id,
+        r.datanet_version,
+        r.qa_datanet_id,
+        r.qa_datanet_version,
+    );
+    let text = export(ctx, text_id, text_v, &exports)?;
+    let qa = export(ctx, qa_id, qa_v, &exports)?;
     println!(
-        "  builder exported datanet {id} version {version} ({})",
-        data.path.display()
+        "  builder exported datanet {text_id} version {text_v} ({}) and datanet {qa_id} version \
+         {qa_v} ({})",
+        text.path.display(),
+        qa.path.display()
     );
     let qs = questions();
     let focused = focus(
-        &data,
+        &qa,
         &qs,
         FOCUS_REPEATS,
-        &work
-            .join("datanets")
-            .join(format!("{id}@{version}-facts.jsonl")),
+        &exports.join(format!("{qa_id}@{qa_v}-asked.jsonl")),
     )?;
     println!(
-        "  training set: the whole version, plus the {} rows holding the asked facts {FOCUS_REPEATS} \
-         more times ({})",
+        "  training set: both versions, plus the {} prompt/response rows of the asked questions \
+         {FOCUS_REPEATS} more times ({}); prompt/response rows train through the chat template \
+         with the loss on the response",
         qs.len(),
         focused.path.display()
     );
     let margin = learning::MARGIN_NATS;
     println!(
-        "  learning check after each round: each fact's verbatim sentence must be ≥ {margin} \
-         nats/token more likely (mean NLL, plain text) under base + adapter than under the base"
+        "  learning check after each round: the adapter's greedy answer to each question must \
+         state the fact, and the fact as the answer must be ≥ {margin} nats/token more likely \
+         than under the base"
     );
     let scorer =
         learning::Scorer::new(model, &qs).context("scoring the facts under the base model")?;
@@ -253,7 +270,11 @@ pub fn train(ctx: &mut Ctx, model: &Path) -> Result<PathBuf> {
             dir.display()
         );
         let mut job = Job::prepare(
-            config(model, vec![data.clone(), focused.clone()], steps),
+            config(
+                model,
+                vec![text.clone(), qa.clone(), focused.clone()],
+                steps,
+            ),
             &dir,
         )?;
         let outcome = job.run(
@@ -292,7 +313,7 @@ pub fn train(ctx: &mut Ctx, model: &Path) -> Result<PathBuf> {
         });
         ctx.report.learning = facts;
         if failed.is_empty() {
-            println!("  the adapter learned every asked fact (Δ ≥ {margin} nats/token each)");
+            println!("  the adapter answers every asked question with its fact");
             ctx.report.loss = loss.into_inner().unwrap_or_default();
             return Ok(dir);
         }
