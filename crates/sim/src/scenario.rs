@@ -72,8 +72,8 @@ pub struct ChainParams {
 
 /// The fitted data-to-quality curve: validation loss = `a + b · rows^(-c)` over accepted,
 /// quality-weighted rows; model quality = `(base_loss - loss) / (base_loss - a)` clamped to
-/// 0..1. The defaults are hand-set; `openledger sim calibrate` measures a fit with ModelFactory
-/// on growing subsets of a Datanet (`scenarios/quality-smollm2.toml`, see `crate::quality`).
+/// 0..1. The default is the fit `openledger sim calibrate` measured with ModelFactory on growing
+/// subsets of a Datanet (`crate::quality::MEASURED`, also `scenarios/quality-smollm2.toml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Quality {
@@ -295,13 +295,9 @@ impl Default for ChainParams {
 }
 
 impl Default for Quality {
+    /// The measured fit ([`crate::quality::MEASURED`]).
     fn default() -> Self {
-        Quality {
-            a: 1.2,
-            b: 2.0,
-            c: 0.3,
-            base_loss: 2.2,
-        }
+        crate::quality::MEASURED
     }
 }
 
