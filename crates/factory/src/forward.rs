@@ -9,9 +9,11 @@
 //! predict a target, fused with the loss ([`crate::ops::linear_cross_entropy`]). The math is the
 //! runtime's `Llama::forward` (same rotary tables, GQA, SwiGLU, RMSNorm), in f32 throughout, except
 //! that quantized weights (QLoRA) multiply through the runtime's quantized kernels
-//! ([`crate::quantized`]).
+//! ([`crate::quantized`]) and, on CPUs with AVX512_BF16, float frozen weights multiply in bf16
+//! with f32 sums ([`crate::bf16`]; `OPENLEDGER_TRAIN_PRECISION=f32` keeps them f32).
 
 use crate::adapter::TrainableAdapter;
+use crate::bf16::{Bf16Weight, Precision};
 use crate::data::Encoded;
 use crate::error::{Error, Result};
 use crate::fused;
@@ -30,6 +32,8 @@ pub struct TrainModel {
     /// Per layer, the frozen weight of each projection in [`Target::ALL`] order.
     frozen: Vec<Vec<Arc<dyn FrozenWeight>>>,
     lm_head: Arc<dyn FrozenWeight>,
+    /// The precision of the products with float frozen weights.
+    precision: Precision,
     /// Rotary tables `[max_position, head_dim / 2]` row-major, computed as the runtime computes them.
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -87,13 +91,36 @@ pub struct PassLoss {
 impl TrainModel {
     /// Takes a model with float projections (LoRA: call `Llama::dequantize` first for GGUF) or
     /// quantized ones (QLoRA: see [`crate::quantized::quantize_base`]). The LM head stays quantized
-    /// when the projections are (it is dequantized to f32 otherwise, as LoRA always did).
+    /// when the projections are (it is dequantized to f32 otherwise, as LoRA always did). Float
+    /// frozen weights multiply in the precision [`Precision::from_env`] chooses.
     pub fn new(model: Llama) -> Result<Self> {
+        Self::with_precision(model, Precision::from_env()?)
+    }
+
+    /// As [`TrainModel::new`], with float frozen weights multiplied in `precision` (bf16 only on
+    /// the CPU: other devices keep f32).
+    pub fn with_precision(model: Llama, precision: Precision) -> Result<Self> {
         let dev = model.device().clone();
-        let frozen_of = |w: &Weight| -> Arc<dyn FrozenWeight> {
+        let precision = if dev.is_cpu() {
+            precision
+        } else {
+            Precision::F32
+        };
+        if precision == Precision::Bf16 && !crate::bf16::available() {
+            return Err(Error::Invalid(
+                "bf16 training needs a CPU with AVX512_BF16; use f32".into(),
+            ));
+        }
+        let float = |t: &Tensor| -> Result<Arc<dyn FrozenWeight>> {
+            Ok(match precision {
+                Precision::Bf16 => Arc::new(Bf16Weight::new(t)?),
+                Precision::F32 => Arc::new(t.clone()),
+            })
+        };
+        let frozen_of = |w: &Weight| -> Result<Arc<dyn FrozenWeight>> {
             match w {
-                Weight::Float(t) => Arc::new(t.clone()),
-                Weight::Quant(q) => Arc::new(QuantizedWeight::new(q.clone())),
+                Weight::Float(t) => float(t),
+                Weight::Quant(q) => Ok(Arc::new(QuantizedWeight::new(q.clone()))),
             }
         };
         let frozen: Vec<Vec<Arc<dyn FrozenWeight>>> = model
@@ -105,7 +132,7 @@ impl TrainModel {
                     .map(|&t| frozen_of(&b.linear(t).weight))
                     .collect()
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let quantized = model.blocks.iter().any(|b| {
             Target::ALL
                 .iter()
@@ -113,7 +140,7 @@ impl TrainModel {
         });
         let lm_head: Arc<dyn FrozenWeight> = match &model.lm_head {
             Weight::Quant(q) if quantized => Arc::new(QuantizedWeight::new(q.clone())),
-            w => Arc::new(w.to_float(&dev)?.contiguous()?),
+            w => float(&w.to_float(&dev)?.contiguous()?)?,
         };
         let cfg = &model.config;
         let half = cfg.head_dim / 2;
@@ -136,8 +163,14 @@ impl TrainModel {
             sin,
             frozen,
             lm_head,
+            precision,
             model,
         })
+    }
+
+    /// The precision of the products with float frozen weights.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn device(&self) -> &Device {

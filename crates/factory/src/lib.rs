@@ -52,6 +52,7 @@
 //! is bit-identical to an uninterrupted one on the same number of threads (`RAYON_NUM_THREADS`).
 
 pub mod adapter;
+pub mod bf16;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -1,0 +1,124 @@
+//! Training precision of the frozen products, and the bf16 frozen weight.
+//!
+//! On a CPU with AVX512_BF16 (Zen 4, Sapphire Rapids and later) LoRA training multiplies by the
+//! frozen base weights in bf16: each float projection and the LM head are rounded to bf16 and
+//! packed once ([`PackedBf16`], half the f32 size), activations and gradients are rounded to bf16
+//! per product, and every sum accumulates in f32. That is the precision of mixed-precision bf16
+//! training (PyTorch autocast, LLaMA-Factory's `bf16: true`): products lose the low 16 bits of
+//! each operand's mantissa (relative error ≤ 2⁻⁸ per operand), sums do not. The LoRA matrices,
+//! their products and gradients, the norms, attention, the loss and the optimizer stay f32.
+//!
+//! `OPENLEDGER_TRAIN_PRECISION` chooses: `auto` (the default: bf16 where the CPU has it, f32
+//! elsewhere), `bf16` (refused on a CPU without it), `f32` (the f32 products everywhere). QLoRA's
+//! quantized weights are not affected.
+
+pub mod pack;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod gemm;
+
+use crate::error::{Error, Result};
+use crate::ops::FrozenWeight;
+use candle_core::{Storage, Tensor};
+pub use pack::{available, PackedBf16};
+
+/// The environment variable that chooses the precision.
+pub const PRECISION_ENV: &str = "OPENLEDGER_TRAIN_PRECISION";
+
+/// The precision of the products with frozen float weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bf16 operands, f32 sums (needs AVX512_BF16).
+    Bf16,
+}
+
+impl Precision {
+    /// From [`PRECISION_ENV`]: unset or `auto` → bf16 when [`available`], else f32.
+    pub fn from_env() -> Result<Self> {
+        Self::parse(std::env::var(PRECISION_ENV).ok().as_deref())
+    }
+
+    /// `None` / `auto`, `bf16` or `f32` (case-insensitive).
+    pub fn parse(v: Option<&str>) -> Result<Self> {
+        match v.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") | Some("auto") => Ok(if available() { Self::Bf16 } else { Self::F32 }),
+            Some("f32") | Some("fp32") => Ok(Self::F32),
+            Some("bf16") if available() => Ok(Self::Bf16),
+            Some("bf16") => Err(Error::Invalid(format!(
+                "{PRECISION_ENV}=bf16 needs a CPU with AVX512_BF16, which this one lacks; \
+                 unset it or use f32"
+            ))),
+            Some(other) => Err(Error::Invalid(format!(
+                "{PRECISION_ENV} is {other:?}; use auto, bf16 or f32"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// A frozen float weight multiplied in bf16 (see the module doc).
+#[derive(Debug)]
+pub struct Bf16Weight {
+    w: PackedBf16,
+}
+
+impl Bf16Weight {
+    /// Rounds and packs a `[out, in]` float tensor (any float dtype, on the CPU).
+    pub fn new(t: &Tensor) -> Result<Self> {
+        let (rows, cols) = t.dims2()?;
+        let v: Vec<f32> = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        Ok(Self {
+            w: PackedBf16::pack(&v, rows, cols)?,
+        })
+    }
+
+    pub fn packed(&self) -> &PackedBf16 {
+        &self.w
+    }
+}
+
+/// Runs `f` on the f32 values of a CPU tensor (made contiguous first if needed).
+fn with_values<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("a bf16 frozen weight computes on the CPU only");
+    };
+    let (a, b) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("input is not contiguous".into()))?;
+    f(&cpu.as_slice::<f32>()?[a..b])
+}
+
+impl FrozenWeight for Bf16Weight {
+    fn dims(&self) -> (usize, usize) {
+        self.w.dims()
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, _) = x.dims2()?;
+        let y = with_values(x, |v| self.w.forward(v, n))?;
+        Tensor::from_vec(y, (n, self.w.dims().0), x.device())
+    }
+
+    fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, _) = g.dims2()?;
+        let dx = with_values(g, |v| self.w.backward(v, n))?;
+        Tensor::from_vec(dx, (n, self.w.dims().1), g.device())
+    }
+}

@@ -1,0 +1,163 @@
+//! A frozen `[out, in]` weight rounded to bf16 and packed once for both training products
+//! (`x·Wᵀ` and `g·W`, see [`super::gemm`]), and the bf16 rounding.
+//!
+//! # The layout
+//!
+//! `W` is cut into 2×2 blocks `(W[2a][2b], W[2a][2b+1], W[2a+1][2b], W[2a+1][2b+1])` (zeros past
+//! the edges), and eight blocks along `in` (16 columns) make one 64-byte line; line `(c, a)` holds
+//! out-pair `a`, columns `16c..16c+16`, and lines are stored `c`-major. One copy serves both
+//! products:
+//!
+//! - `g·W` (contraction over `out`) streams the lines of 16 columns at a time and reads each block
+//!   along `out` (`vpshufb` swaps its middle values), with pairs of `g` broadcast;
+//! - `x·Wᵀ` (contraction over `in`) broadcasts each row's pair `(W[o][2b], W[o][2b+1])`, which is
+//!   contiguous in its block, against `x` packed per call as 16 tokens × one pair of columns per
+//!   line.
+//!
+//! The weight costs half its f32 size, once.
+
+use candle_core::{bail, Result};
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// 16-lane vectors across a tile of the kernels; the line count of a weight along `in` is a
+/// multiple of it.
+pub const NV: usize = 3;
+
+/// Whether this CPU runs the bf16 kernels (x86-64 with AVX512F, AVX512BW and AVX512_BF16).
+pub fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            has!("avx512f") && has!("avx512bw") && has!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// `x` rounded to bf16, to nearest with ties to even (NaN stays NaN), as `vcvtne2ps2bf16` does
+/// for normal values.
+pub fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) as u16) | 0x0040;
+    }
+    let round = 0x7FFF + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
+}
+
+/// The f32 value of a bf16.
+pub fn f32_of(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// One 64-byte line: eight 2×2 blocks of the weight, or 16 tokens × one pair of columns of `x`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(super) struct Line(pub(super) [u16; 32]);
+
+pub(super) const ZERO: Line = Line([0; 32]);
+
+/// A frozen `[out, in]` weight in bf16, packed for both products (see the module doc).
+pub struct PackedBf16 {
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    /// `ceil(rows / 2)`.
+    pub(super) pairs: usize,
+    /// Lines of 16 columns, rounded up to a multiple of `NV`.
+    pub(super) blocks: usize,
+    pub(super) lines: Vec<Line>,
+}
+
+impl std::fmt::Debug for PackedBf16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedBf16({}x{})", self.rows, self.cols)
+    }
+}
+
+impl PackedBf16 {
+    /// Rounds a row-major `[rows, cols]` f32 weight to bf16 and packs it.
+    pub fn pack(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        if w.len() != rows * cols || rows == 0 || cols == 0 {
+            bail!("bf16 weight: {} values for a {rows}x{cols} matrix", w.len());
+        }
+        let pairs = rows.div_ceil(2);
+        let blocks = cols.div_ceil(16).div_ceil(NV) * NV;
+        let mut lines = vec![ZERO; blocks * pairs];
+        let at = |o: usize, i: usize| {
+            if o < rows && i < cols {
+                bf16(w[o * cols + i])
+            } else {
+                0
+            }
+        };
+        lines
+            .par_chunks_mut(pairs)
+            .enumerate()
+            .for_each(|(c, lines)| {
+                for (a, line) in lines.iter_mut().enumerate() {
+                    for u in 0..8 {
+                        let i = 16 * c + 2 * u;
+                        line.0[4 * u] = at(2 * a, i);
+                        line.0[4 * u + 1] = at(2 * a, i + 1);
+                        line.0[4 * u + 2] = at(2 * a + 1, i);
+                        line.0[4 * u + 3] = at(2 * a + 1, i + 1);
+                    }
+                }
+            });
+        Ok(Self {
+            rows,
+            cols,
+            pairs,
+            blocks,
+            lines,
+        })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The stored (bf16-rounded) value of `W[o][i]`.
+    pub fn get(&self, o: usize, i: usize) -> f32 {
+        let line = &self.lines[(i / 16) * self.pairs + o / 2];
+        f32_of(line.0[4 * ((i % 16) / 2) + 2 * (o % 2) + i % 2])
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.lines.len() * std::mem::size_of::<Line>()
+    }
+
+    fn check(&self, what: &str, len: usize, n: usize, width: usize) -> Result<()> {
+        if len != n * width {
+            bail!("bf16 {what}: {len} values are not {n} rows of {width}");
+        }
+        if !available() {
+            bail!("bf16 {what}: this CPU lacks AVX512_BF16; train with OPENLEDGER_TRAIN_PRECISION=f32");
+        }
+        Ok(())
+    }
+
+    /// `x·Wᵀ` for row-major `x: [n, in]`; returns `[n, out]`.
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.check("forward", x.len(), n, self.cols)?;
+        #[cfg(target_arch = "x86_64")]
+        return super::gemm::forward(self, x, n);
+        #[cfg(not(target_arch = "x86_64"))]
+        bail!("bf16 forward: x86-64 only")
+    }
+
+    /// `g·W` for row-major `g: [n, out]`; returns `[n, in]`.
+    pub fn backward(&self, g: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.check("backward", g.len(), n, self.rows)?;
+        #[cfg(target_arch = "x86_64")]
+        return super::gemm::backward(self, g, n);
+        #[cfg(not(target_arch = "x86_64"))]
+        bail!("bf16 backward: x86-64 only")
+    }
+}
