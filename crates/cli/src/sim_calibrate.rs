@@ -22,7 +22,9 @@ use std::sync::atomic::AtomicBool;
 #[derive(clap::Args, Clone, Debug)]
 pub struct CalibrateArgs {
     /// Rows to train on: JSONL files in the datanet export, alpaca or sharegpt formats, or
-    /// directories of them (searched recursively, in name order). Default: datanets/sample.
+    /// directories of them (searched recursively, in name order). Default: the sample's 120
+    /// rows the shipped fit was measured on, datanets/sample/alice.jsonl and datanets/sample/qa
+    /// (not qa-facts/, the demo's planted-fact questions).
     #[arg(long = "data")]
     pub data: Vec<PathBuf>,
     /// Subset sizes, rows (each subset holds the smaller ones).
@@ -118,7 +120,10 @@ struct Point {
 /// Runs the calibration; `command` is the command line recorded with the fit.
 pub fn run(a: &CalibrateArgs, command: &str) -> Result<Quality> {
     let data = if a.data.is_empty() {
-        vec![PathBuf::from("datanets/sample")]
+        vec![
+            PathBuf::from("datanets/sample/alice.jsonl"),
+            PathBuf::from("datanets/sample/qa"),
+        ]
     } else {
         a.data.clone()
     };

@@ -269,7 +269,8 @@ fn stream_packed<E: crate::lora_kernel::Elem>(
     slots: &HashMap<(usize, Target), crate::lora_kernel::Slot>,
     layout: &crate::lora_kernel::Layout,
 ) -> std::io::Result<Option<Vec<E>>> {
-    let mut data = crate::big_buffer::filled(layout.total(), E::default());
+    // The next cold load's buffer is faulted in off its path (after this one is read).
+    let mut data = crate::big_buffer::take_filled(layout.total(), E::default());
     let largest = entries.iter().map(|e| e.rows * e.cols).max().unwrap_or(0);
     let mut bytes = vec![0u8; largest * 4];
     let mut values = vec![0f32; largest];
@@ -289,6 +290,7 @@ fn stream_packed<E: crate::lora_kernel::Elem>(
             return Ok(None);
         }
     }
+    crate::big_buffer::refill_later(layout.total(), E::default());
     Ok(Some(data))
 }
 
