@@ -13,7 +13,7 @@ use alloy_signer_local::PrivateKeySigner;
 use serde_json::{json, Value};
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -21,24 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+use common::process::{free_port, KillOnDrop as NodeProc};
+
 const BIN: &str = env!("CARGO_BIN_EXE_openledger");
-
-struct NodeProc(Child);
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill(); // SIGKILL on unix
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(home: &Path, port: u16, extra: &[&str]) -> NodeProc {
     let child = Command::new(BIN)

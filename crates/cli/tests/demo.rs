@@ -8,12 +8,10 @@
 //! Needs SmolLM2 (`./scripts/fetch-model`).
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::process::workspace_root;
 
 fn wei(v: &Value) -> u128 {
     v.as_str()
