@@ -13,8 +13,8 @@ use common::{World, CHAIN_ID};
 use loops::{deposit, open, stake_and_join};
 use openledger_state::{
     apply_tx,
-    modules::{datanet, inference},
-    verify_raw, Outcome,
+    modules::{datanet, inference, staking::SCALE},
+    verify_raw, MemKv, Outcome,
 };
 use openledger_types::{
     abi::{IBank, IDatanet, IInference, IModel, IRlhf},
@@ -108,7 +108,8 @@ fn world() -> World {
             attributionIndexRoot: B256::ZERO,
         },
     );
-    stake_and_join(&mut w, VALIDATOR, open(2_000));
+    // A total stake that does not divide the accumulator's scale: deposits leave remainders.
+    stake_and_join(&mut w, VALIDATOR, open(2_000) + U256::from(7u8));
     let operator = w.addr(OPERATOR);
     for c in CALLERS {
         deposit(&mut w, c, open(100));
@@ -163,12 +164,33 @@ fn log<E: SolEvent>(address: Address, e: E) -> Log {
     }
 }
 
+/// A staking record (`s/t` total stake, `s/r` reward-per-share accumulator, `s/d` carried
+/// remainder; see the staking module's keys).
+fn staking_value(kv: &MemKv, key: &[u8]) -> U256 {
+    kv.0.get(key)
+        .map(|v| U256::from_be_slice(v))
+        .unwrap_or_default()
+}
+
+/// The accumulator and remainder after one reward deposit per amount, each carrying its
+/// remainder into the next (what the staking module does for one deposit).
+fn deposits(total: U256, mut acc: U256, mut rest: U256, amounts: &[U256]) -> (U256, U256) {
+    for a in amounts.iter().filter(|a| !a.is_zero()) {
+        let scaled = *a * SCALE + rest;
+        acc += scaled / total;
+        rest = scaled % total;
+    }
+    (acc, rest)
+}
+
 /// What settling `records` (receipts `first`, `first + 1`, …) must pay and log, from the split.
 struct Expected {
     logs: Vec<Log>,
     /// Balance changes of the payees (contributors, owner, treasury, RLHF, stakers pool).
     paid: std::collections::BTreeMap<Address, U256>,
     fees: Vec<U256>,
+    /// Each receipt's deposit into the stakers pool.
+    stakers: Vec<U256>,
 }
 
 /// A payment from the inference module: its `Transfer` log (none for 0) and the payee's gain.
@@ -194,6 +216,7 @@ fn expected(w: &World, records: &[IInference::InferenceRecord], first: u64) -> E
         logs: Vec::new(),
         paid: Default::default(),
         fees: Vec::new(),
+        stakers: Vec::new(),
     };
     let part = |fee: U256, bps: u16| fee * U256::from(bps) / U256::from(BPS);
     for (i, r) in records.iter().enumerate() {
@@ -238,6 +261,7 @@ fn expected(w: &World, records: &[IInference::InferenceRecord], first: u64) -> E
             },
         ));
         *e.paid.entry(STAKING).or_default() += stakers - cut;
+        e.stakers.push(stakers - cut);
         e.logs.push(log(
             INFERENCE,
             IInference::FeeSettled {
@@ -268,6 +292,11 @@ fn a_batch_with_repeated_contributions_pays_and_logs_each_record_by_the_split() 
     let rs = records(&w);
     let first = w.view(INFERENCE, IInference::receiptCountCall {}) + 1;
     let exp = expected(&w, &rs, first);
+    let [total, acc, rest] = [b"s/t", b"s/r", b"s/d"].map(|k| staking_value(&w.kv, k));
+    assert!(
+        !acc.is_zero() && !rest.is_zero(),
+        "rewards were deposited before, leaving a remainder"
+    );
     let out = call(
         &mut w,
         OPERATOR,
@@ -276,6 +305,14 @@ fn a_batch_with_repeated_contributions_pays_and_logs_each_record_by_the_split() 
             records: rs.clone(),
             settleNow: true,
         },
+    );
+    // The stakers pool: the gas deposit (made before the call), then one per receipt.
+    let gas = U256::from(out.gas_used) * U256::from(out.gas_price);
+    let (acc, rest) = deposits(total, acc, rest, &[&[gas], &exp.stakers[..]].concat());
+    assert_eq!(
+        [b"s/r", b"s/d"].map(|k| staking_value(&w.kv, k)),
+        [acc, rest],
+        "reward accumulator and carried remainder"
     );
 
     // Logs: each record's InferenceRecorded and InferenceRequest, then each settlement's.
@@ -300,7 +337,6 @@ fn a_batch_with_repeated_contributions_pays_and_logs_each_record_by_the_split() 
 
     // Balances: every payee got exactly its sum; the inference module paid out every fee; the
     // stakers pool also got this transaction's gas.
-    let gas = U256::from(out.gas_used) * U256::from(out.gas_price);
     let fees: U256 = exp.fees.iter().sum();
     for ((a, b0), (_, b1)) in before.iter().zip(snapshot(&w)) {
         let want = match *a {

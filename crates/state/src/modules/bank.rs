@@ -111,14 +111,14 @@ pub fn transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) -> Exec
 /// nothing else may read or write the accounts it has touched.
 #[derive(Default)]
 pub struct Accounts {
-    touched: std::collections::HashMap<Address, Account>,
+    touched: alloy_primitives::map::AddressHashMap<Account>,
 }
 
 impl Accounts {
     fn get(&mut self, state: &dyn StateRead, a: &Address) -> Result<&mut Account, StorageError> {
         Ok(match self.touched.entry(*a) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(account(state, a)?),
+            alloy_primitives::map::Entry::Occupied(e) => e.into_mut(),
+            alloy_primitives::map::Entry::Vacant(e) => e.insert(account(state, a)?),
         })
     }
 

@@ -22,7 +22,7 @@ use crate::{
     codec,
     error::{ExecResult, StorageError},
     kv::StateRead,
-    modules::{agent, rlhf, staking},
+    modules::{agent, rlhf},
     Ctx, ExecError,
 };
 use alloy_primitives::{Address, B256, U256};
@@ -41,6 +41,9 @@ fn credit_key(a: &Address) -> Vec<u8> {
 fn allowance_key(caller: &Address, operator: &Address) -> Vec<u8> {
     codec::key(&[b"i/o", caller.as_slice(), operator.as_slice()])
 }
+
+/// Key of the receipt counter (the last receipt id).
+const RECEIPT_COUNT: &[u8] = b"i/n";
 
 fn receipt_key(id: u64) -> Vec<u8> {
     codec::key(&[b"i/r", &id.to_be_bytes()])
@@ -130,6 +133,11 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
     let mut batch = Batch::default();
     // Receipts settled at once are written once, settled, by `settle_one`.
     let mut to_settle = Vec::new();
+    // Two logs per record, and per settlement two per attribution and up to six more: one
+    // allocation for the call's logs instead of a growing vector's copies.
+    let per_record =
+        |r: &IInference::InferenceRecord| 2 + if c.settleNow { 2 * r.top.len() + 6 } else { 0 };
+    ctx.logs.reserve(c.records.iter().map(per_record).sum());
     for r in c.records {
         if r.requestId.is_zero() {
             return Err(ExecError::Invalid(
@@ -183,7 +191,7 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
     for r in to_settle {
         settle_one(ctx, &mut batch, r)?;
     }
-    batch.finish(ctx);
+    batch.finish(ctx)?;
     Ok((first, recorded))
 }
 
@@ -241,25 +249,24 @@ fn record(
         c.promptTokens as u64 + c.completionTokens as u64,
     )?;
     if ctx.sender != c.caller {
-        let key = allowance_key(&c.caller, &ctx.sender);
-        let allowed = codec::get_u256(&ctx.state, &key)?;
-        if allowed < fee {
+        let allowed = batch.allowance(&ctx.state, &c.caller, &ctx.sender)?;
+        if *allowed < fee {
             return Err(ExecError::Unauthorized(format!(
                 "operator {} may spend {allowed} wei of {}'s credit, the fee is {fee} wei",
                 ctx.sender, c.caller
             )));
         }
-        codec::put_u256(&mut ctx.state, key, allowed - fee);
+        *allowed -= fee;
     }
-    let have = credit(&ctx.state, &c.caller)?;
-    if have < fee {
+    let have = batch.credit(&ctx.state, &c.caller)?;
+    if *have < fee {
         return Err(ExecError::Invalid(format!(
             "{} has {have} wei of inference credit, the fee is {fee} wei; deposit first",
             c.caller
         )));
     }
-    codec::put_u256(&mut ctx.state, credit_key(&c.caller), have - fee);
-    let id = codec::next_id(&mut ctx.state, b"i/n")?;
+    *have -= fee;
+    let id = batch.next_receipt_id(&ctx.state)?;
     let r = Receipt {
         id,
         adapterId: c.adapterId,
@@ -337,9 +344,7 @@ fn settle_one(ctx: &mut Ctx, batch: &mut Batch, mut r: Receipt) -> ExecResult<U2
         - rlhf::fee_share(ctx, r.id, stakers, |ctx, from, to, cut| {
             accounts.transfer(ctx, from, to, cut)
         })?;
-    staking::add_rewards_with(&mut ctx.state, stakers, |state, to| {
-        accounts.move_balance(state, &INFERENCE, &to, stakers)
-    })?;
+    batch.reward_stakers(stakers)?;
     ctx.emit(
         INFERENCE,
         &IInference::FeeSettled {
@@ -414,7 +419,9 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
             Vec::new()
         }
         C::recordInference(c) => {
-            let r = record(ctx, &mut Batch::default(), c, true)?;
+            let mut batch = Batch::default();
+            let r = record(ctx, &mut batch, c, true)?;
+            batch.finish(ctx)?;
             IInference::recordInferenceCall::abi_encode_returns(&r.id)
         }
         C::recordInferences(c) => {
@@ -449,7 +456,7 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
                     })?;
                 }
             }
-            batch.finish(ctx);
+            batch.finish(ctx)?;
             IInference::settleCall::abi_encode_returns(&total)
         }
         C::creditOf(c) => credit(&ctx.state, &c.account)?.abi_encode(),
@@ -457,7 +464,7 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
             codec::get_u256(&ctx.state, &allowance_key(&c.account, &c.operator))?.abi_encode()
         }
         C::getReceipt(c) => receipt(&ctx.state, c.receiptId)?.abi_encode(),
-        C::receiptCount(_) => codec::get_u64(&ctx.state, b"i/n")?.abi_encode(),
+        C::receiptCount(_) => codec::get_u64(&ctx.state, RECEIPT_COUNT)?.abi_encode(),
         C::quote(c) => quote(ctx.params, c.promptTokens, c.completionTokens)?.abi_encode(),
     })
 }

@@ -1,20 +1,31 @@
 //! What one inference call reads again and again, read once: the adapters and attributed
-//! contributions its records name, decoded once per call, and the accounts its settlements pay,
-//! held in a [`bank::Accounts`] and written back once at the end.
+//! contributions its records name, decoded once per call; and what it updates again and again,
+//! written once by [`Batch::finish`]: the callers' credit, the operators' allowances, the
+//! receipt counter, the accounts its settlements pay (a [`bank::Accounts`]) and the stakers'
+//! shares, paid into the stakers pool as one deposit.
 //!
 //! Recording and settling change no adapter and no contribution, so a cached one is the
-//! state's for the whole call; and nothing else reads or writes a bank account between the
-//! first payment and [`Batch::finish`]. The call's state and logs are therefore the same as
-//! with a fresh read per use (`tests/inference_batch_cache.rs` pins them).
+//! state's for the whole call; nothing else in the call reads or writes the held values. The
+//! stakers pool's accumulator ends where one deposit per receipt would leave it: the total
+//! stake does not change during the call and each deposit carries its remainder into the next,
+//! so the sum of the increments is the floor of the summed deposits (plus the carried
+//! remainder) over the total stake, and the new remainder is what that division leaves. The
+//! call's state and logs are therefore the same as with a fresh read and write per use
+//! (`tests/inference_batch_cache.rs` pins them).
 
+use super::{allowance_key, credit_key, RECEIPT_COUNT};
 use crate::{
-    error::ExecResult,
+    codec,
+    error::{ExecResult, StorageError},
     kv::StateRead,
-    modules::{bank, datanet, model},
-    Ctx,
+    modules::{bank, datanet, model, staking},
+    Ctx, ExecError,
 };
-use alloy_primitives::Address;
-use std::collections::HashMap;
+use alloy_primitives::{
+    map::{AddressHashMap, Entry, HashMap},
+    Address, U256,
+};
+use openledger_types::modules::INFERENCE;
 
 /// The parts of an adapter that recording and settling use.
 pub(super) struct AdapterView {
@@ -50,6 +61,13 @@ pub(super) struct Batch {
     adapters: HashMap<u64, std::rc::Rc<AdapterView>>,
     contributions: HashMap<u64, ContributionView>,
     pub accounts: bank::Accounts,
+    credits: AddressHashMap<U256>,
+    /// (caller, operator) → allowance.
+    allowances: HashMap<(Address, Address), U256>,
+    /// The last receipt id, once read.
+    last_receipt: Option<u64>,
+    /// The stakers' shares settled so far.
+    stakers: U256,
 }
 
 impl Batch {
@@ -93,8 +111,67 @@ impl Batch {
         Ok(view)
     }
 
-    /// Writes the held accounts back into the call's state.
-    pub fn finish(self, ctx: &mut Ctx) {
-        self.accounts.flush(&mut ctx.state);
+    /// `caller`'s inference credit.
+    pub fn credit(&mut self, state: &dyn StateRead, caller: &Address) -> ExecResult<&mut U256> {
+        Ok(match self.credits.entry(*caller) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(codec::get_u256(state, &credit_key(caller))?),
+        })
+    }
+
+    /// What `operator` may still spend of `caller`'s credit.
+    pub fn allowance(
+        &mut self,
+        state: &dyn StateRead,
+        caller: &Address,
+        operator: &Address,
+    ) -> ExecResult<&mut U256> {
+        Ok(match self.allowances.entry((*caller, *operator)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(codec::get_u256(state, &allowance_key(caller, operator))?),
+        })
+    }
+
+    /// The next receipt id (ids start at 1; refused once every 64-bit id is taken).
+    pub fn next_receipt_id(&mut self, state: &dyn StateRead) -> ExecResult<u64> {
+        let last = match self.last_receipt {
+            Some(n) => n,
+            None => codec::get_u64(state, RECEIPT_COUNT)?,
+        };
+        let id = last.checked_add(1).ok_or_else(|| {
+            ExecError::Invalid(
+                "the id counter i/n is exhausted: every 64-bit id is taken".to_string(),
+            )
+        })?;
+        self.last_receipt = Some(id);
+        Ok(id)
+    }
+
+    /// Adds a receipt's stakers' share to the deposit `finish` makes.
+    pub fn reward_stakers(&mut self, amount: U256) -> ExecResult<()> {
+        self.stakers = self.stakers.checked_add(amount).ok_or_else(|| {
+            StorageError("settled stakers' shares overflow: supply invariant broken".into())
+        })?;
+        Ok(())
+    }
+
+    /// Writes everything held back into the call's state and pays the stakers' shares.
+    pub fn finish(mut self, ctx: &mut Ctx) -> ExecResult<()> {
+        let state = &mut ctx.state;
+        for (caller, credit) in self.credits {
+            codec::put_u256(state, credit_key(&caller), credit);
+        }
+        for ((caller, operator), allowed) in self.allowances {
+            codec::put_u256(state, allowance_key(&caller, &operator), allowed);
+        }
+        if let Some(n) = self.last_receipt {
+            codec::put_u64(state, RECEIPT_COUNT.to_vec(), n);
+        }
+        let (stakers, accounts) = (self.stakers, &mut self.accounts);
+        staking::add_rewards_with(state, stakers, |state, to| {
+            accounts.move_balance(state, &INFERENCE, &to, stakers)
+        })?;
+        self.accounts.flush(state);
+        Ok(())
     }
 }
