@@ -112,13 +112,21 @@ impl FrozenWeight for Bf16Weight {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, _) = x.dims2()?;
-        let y = with_values(x, |v| self.w.forward(v, n))?;
-        Tensor::from_vec(y, (n, self.w.dims().0), x.device())
+        Tensor::from_vec(self.forward_vec(x)?, (n, self.w.dims().0), x.device())
     }
 
     fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
         let (n, _) = g.dims2()?;
-        let dx = with_values(g, |v| self.w.backward(v, n))?;
-        Tensor::from_vec(dx, (n, self.w.dims().1), g.device())
+        Tensor::from_vec(self.backward_vec(g)?, (n, self.w.dims().1), g.device())
+    }
+
+    fn forward_vec(&self, x: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let (n, _) = x.dims2()?;
+        with_values(x, |v| self.w.forward(v, n))
+    }
+
+    fn backward_vec(&self, g: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let (n, _) = g.dims2()?;
+        with_values(g, |v| self.w.backward(v, n))
     }
 }

@@ -37,6 +37,14 @@ pub trait FrozenWeight: Send + Sync {
     fn float(&self) -> Option<&Tensor> {
         None
     }
+    /// `x·Wᵀ` as a row-major vector (a weight that computes into a vector returns it uncopied).
+    fn forward_vec(&self, x: &Tensor) -> Result<Vec<f32>> {
+        self.forward(x)?.flatten_all()?.to_vec1()
+    }
+    /// `g·W` as a row-major vector (as [`FrozenWeight::forward_vec`]).
+    fn backward_vec(&self, g: &Tensor) -> Result<Vec<f32>> {
+        self.backward(g)?.flatten_all()?.to_vec1()
+    }
 }
 
 impl FrozenWeight for Tensor {
@@ -71,9 +79,8 @@ impl CustomOp1 for FrozenLinear {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = input(s, l, self.name())?;
-        let y = self.w.forward(&x)?;
-        let shape = y.shape().clone();
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
+        let shape = Shape::from((x.dim(0)?, self.w.dims().0));
+        Ok((CpuStorage::F32(self.w.forward_vec(&x)?), shape))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -100,8 +107,8 @@ struct LinearCe {
     /// `[vocab, hidden]`.
     w: Arc<dyn FrozenWeight>,
     targets: Vec<u32>,
-    /// `softmax − onehot` per row, from the forward (when kept).
-    grad: Mutex<Option<Vec<f32>>>,
+    /// `softmax − onehot` of each chunk of rows, from the forward (when kept).
+    grad: Mutex<Option<Vec<Vec<f32>>>>,
     keep: bool,
 }
 
@@ -110,7 +117,7 @@ impl LinearCe {
     /// the logits when `want_grad`.
     fn chunk(&self, h: &Tensor, targets: &[u32], want_grad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         let vocab = self.w.dims().0;
-        let mut logits: Vec<f32> = self.w.forward(h)?.flatten_all()?.to_vec1()?;
+        let mut logits: Vec<f32> = self.w.forward_vec(h)?;
         let mut nll = vec![0f32; targets.len()];
         logits
             .par_chunks_mut(vocab)
@@ -151,7 +158,7 @@ impl CustomOp1 for LinearCe {
                 self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], self.keep)?;
             nll.extend(loss);
             if self.keep {
-                kept.extend(grad);
+                kept.push(grad);
             }
         }
         if self.keep {
@@ -163,13 +170,21 @@ impl CustomOp1 for LinearCe {
     fn bwd(&self, h: &Tensor, _nll: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let (rows, vocab) = (h.dim(0)?, self.w.dims().0);
         let g: Vec<f32> = g.to_dtype(DType::F32)?.to_vec1()?;
-        let kept = self.grad.lock().expect("not poisoned").take();
+        let mut kept = self
+            .grad
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .map(Vec::into_iter);
         let h = h.detach();
         let mut parts = Vec::new();
         for r0 in (0..rows).step_by(CHUNK) {
             let c = CHUNK.min(rows - r0);
-            let mut grad = match &kept {
-                Some(all) => all[r0 * vocab..(r0 + c) * vocab].to_vec(),
+            let mut grad = match kept.as_mut().and_then(Iterator::next) {
+                Some(chunk) if chunk.len() == c * vocab => chunk,
+                Some(_) => {
+                    candle_core::bail!("linear-cross-entropy: kept gradient of the wrong size")
+                }
                 None => {
                     self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], true)?
                         .1
@@ -346,7 +361,7 @@ impl CustomOp3 for LoraLinear {
         let a = input(s2, l2, self.name())?;
         let b = input(s3, l3, self.name())?;
         let xa = self.masked(&x)?.matmul(&a.t()?)?;
-        let mut y: Vec<f32> = self.w.forward(&x)?.flatten_all()?.to_vec1()?;
+        let mut y: Vec<f32> = self.w.forward_vec(&x)?;
         let d: Vec<f32> = xa.matmul(&b.t()?)?.flatten_all()?.to_vec1()?;
         let out = b.dim(0)?;
         let s = self.scale;
@@ -380,7 +395,7 @@ impl CustomOp3 for LoraLinear {
         let db = (g.t()?.matmul(&xa)? * s)?;
         let gb = (g.matmul(&b)? * s)?;
         let da = gb.t()?.matmul(&self.masked(&x)?)?;
-        let mut dx: Vec<f32> = self.w.backward(&g)?.flatten_all()?.to_vec1()?;
+        let mut dx: Vec<f32> = self.w.backward_vec(&g)?;
         let mut dl: Vec<f32> = gb.matmul(&a)?.flatten_all()?.to_vec1()?;
         if let Some(m) = &self.mask {
             dl.iter_mut().zip(m).for_each(|(d, m)| *d *= m);

@@ -123,6 +123,11 @@ impl FrozenWeight for QuantizedWeight {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let n = x.dim(0)?;
+        Tensor::from_vec(self.forward_vec(x)?, (n, self.w.rows()), x.device())
+    }
+
+    fn forward_vec(&self, x: &Tensor) -> candle_core::Result<Vec<f32>> {
         let (n, cols) = x.dims2()?;
         if cols != self.w.cols() {
             candle_core::bail!(
@@ -130,8 +135,7 @@ impl FrozenWeight for QuantizedWeight {
                 self.w.cols()
             );
         }
-        let y = with_values(x, |v| self.w.matmul_rows(v, n))?;
-        Tensor::from_vec(y, (n, self.w.rows()), x.device())
+        with_values(x, |v| self.w.matmul_rows(v, n))
     }
 
     fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
