@@ -111,9 +111,13 @@ impl TrainModel {
                 "bf16 training needs a CPU with AVX512_BF16; use f32".into(),
             ));
         }
+        let made_bf16 = std::cell::Cell::new(false);
         let float = |t: &Tensor| -> Result<Arc<dyn FrozenWeight>> {
             Ok(match precision {
-                Precision::Bf16 => Arc::new(Bf16Weight::new(t)?),
+                Precision::Bf16 => {
+                    made_bf16.set(true);
+                    Arc::new(Bf16Weight::new(t)?)
+                }
                 Precision::F32 => Arc::new(t.clone()),
             })
         };
@@ -163,12 +167,17 @@ impl TrainModel {
             sin,
             frozen,
             lm_head,
-            precision,
+            // QLoRA (every projection and the LM head quantized) multiplies nothing in bf16.
+            precision: if made_bf16.get() {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            },
             model,
         })
     }
 
-    /// The precision of the products with float frozen weights.
+    /// The precision of the products with float frozen weights (`F32` when none is float).
     pub fn precision(&self) -> Precision {
         self.precision
     }

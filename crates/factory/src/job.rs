@@ -809,6 +809,7 @@ impl Job {
             seconds_per_step: st.train_seconds / st.step.max(1) as f64,
             peak_rss_bytes: peak_rss_bytes(),
             threads: rayon::current_num_threads(),
+            precision: self.model.precision().name().into(),
             config_hash: hash_file(&self.dir.join(CONFIG_FILE))?,
             data_hash: hash_file(&self.dir.join(DATA_FILE))?,
             adapter_hash: adapter

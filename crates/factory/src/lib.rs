@@ -43,7 +43,8 @@
 //! - [`data`]: file formats, tokenization with the chat template and response-only loss, split,
 //!   shuffling, packing and batching.
 //! - [`forward`] and [`ops`]: the differentiable forward pass and its CPU custom ops;
-//!   [`quantized`]: QLoRA's quantized frozen weights.
+//!   [`quantized`]: QLoRA's quantized frozen weights; [`bf16`]: the frozen float weights'
+//!   products in bf16 on CPUs with AVX512_BF16 (`OPENLEDGER_TRAIN_PRECISION=f32` keeps f32).
 //! - [`adapter`], [`optim`]: trainable LoRA variables, AdamW, clipping, schedules.
 //! - [`job`], [`checkpoint`]: the training loop, evaluation, checkpoints and resume.
 //! - [`progress`], [`plot`], [`metrics`]: reporting.

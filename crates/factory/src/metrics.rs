@@ -27,6 +27,11 @@ pub struct Metrics {
     /// Peak resident memory of the process (VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
     pub threads: usize,
+    /// The precision of the products with the frozen float base weights: `bf16` (bf16 operands,
+    /// f32 sums; CPUs with AVX512_BF16) or `f32` (also QLoRA, whose quantized weights keep their
+    /// own kernels). Empty in metrics written before it was recorded.
+    #[serde(default)]
+    pub precision: String,
     /// BLAKE3 of `config.toml`, `data.jsonl` and the final `adapter_model.safetensors`.
     pub config_hash: String,
     pub data_hash: String,

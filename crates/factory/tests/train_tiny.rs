@@ -57,6 +57,10 @@ fn the_tiny_model_learns_a_planted_fact() {
     }
     assert!(m.peak_rss_bytes.unwrap() > 0);
     assert_eq!(m.steps, 40);
+    // The frozen products' precision is recorded: bf16 where the CPU has AVX512_BF16 (unless
+    // OPENLEDGER_TRAIN_PRECISION says otherwise), f32 elsewhere.
+    let want = openledger_factory::bf16::Precision::from_env().unwrap();
+    assert_eq!(m.precision, want.name());
     // The written config reproduces the job.
     let again =
         openledger_factory::TrainConfig::from_toml_file(&job_dir.join("config.toml")).unwrap();
