@@ -11,6 +11,9 @@
 //! `OPENLEDGER_TRAIN_PRECISION` chooses: `auto` (the default: bf16 where the CPU has it, f32
 //! elsewhere), `bf16` (refused on a CPU without it), `f32` (the f32 products everywhere). QLoRA's
 //! quantized weights are not affected.
+//!
+//! `OPENLEDGER_NO_BF16=1` makes this CPU count as one without AVX512_BF16 (the tests use it to run
+//! the fallback everywhere: `OPENLEDGER_NO_BF16=1 cargo test -p openledger-factory`).
 
 pub mod pack;
 

@@ -24,14 +24,18 @@ use std::sync::OnceLock;
 /// multiple of it.
 pub const NV: usize = 3;
 
-/// Whether this CPU runs the bf16 kernels (x86-64 with AVX512F, AVX512BW and AVX512_BF16).
+/// Whether this CPU runs the bf16 kernels (x86-64 with AVX512F, AVX512BW and AVX512_BF16), unless
+/// `OPENLEDGER_NO_BF16` is set (to run, e.g. in tests, as on a CPU without them).
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            has!("avx512f") && has!("avx512bw") && has!("avx512bf16")
+            has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512bf16")
+                && std::env::var_os("OPENLEDGER_NO_BF16").is_none()
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
