@@ -24,7 +24,8 @@ mod gemm;
 
 use crate::error::{Error, Result};
 use crate::ops::FrozenWeight;
-use candle_core::{Storage, Tensor};
+use crate::quantized::with_values;
+use candle_core::Tensor;
 pub use pack::{available, PackedBf16};
 
 /// The environment variable that chooses the precision.
@@ -90,22 +91,6 @@ impl Bf16Weight {
     pub fn packed(&self) -> &PackedBf16 {
         &self.w
     }
-}
-
-/// Runs `f` on the f32 values of a CPU tensor (made contiguous first if needed).
-fn with_values<R>(
-    t: &Tensor,
-    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
-) -> candle_core::Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("a bf16 frozen weight computes on the CPU only");
-    };
-    let (a, b) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("input is not contiguous".into()))?;
-    f(&cpu.as_slice::<f32>()?[a..b])
 }
 
 impl FrozenWeight for Bf16Weight {

@@ -101,15 +101,17 @@ impl QuantizedWeight {
     }
 }
 
-/// Runs `f` on the f32 values of a CPU tensor (made contiguous first if needed).
-fn with_values<R>(
+/// Runs `f` on the f32 values of a CPU tensor (made contiguous first if needed); the
+/// products of the frozen CPU weights (quantized here, bf16 in [`crate::bf16`]) read their
+/// inputs through it.
+pub(crate) fn with_values<R>(
     t: &Tensor,
     f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("a quantized weight computes on the CPU only");
+        candle_core::bail!("a quantized or bf16 frozen weight computes on the CPU only");
     };
     let (a, b) = layout
         .contiguous_offsets()

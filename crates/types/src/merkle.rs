@@ -15,13 +15,17 @@ fn hash_pair(a: &B256, b: &B256) -> B256 {
     keccak256(buf)
 }
 
-/// The roots of all-empty subtrees: `zero[0]` is the empty leaf, `zero[i+1] = H(zero[i], zero[i])`.
+/// The roots of all-empty subtrees: `zero[0]` is the empty leaf, `zero[i+1] = H(zero[i], zero[i])`
+/// (computed once per process: every root of a tree not yet full reads them).
 pub fn zero_hashes() -> [B256; DEPTH + 1] {
-    let mut z = [B256::ZERO; DEPTH + 1];
-    for i in 0..DEPTH {
-        z[i + 1] = hash_pair(&z[i], &z[i]);
-    }
-    z
+    static ZERO: std::sync::LazyLock<[B256; DEPTH + 1]> = std::sync::LazyLock::new(|| {
+        let mut z = [B256::ZERO; DEPTH + 1];
+        for i in 0..DEPTH {
+            z[i + 1] = hash_pair(&z[i], &z[i]);
+        }
+        z
+    });
+    *ZERO
 }
 
 /// The frontier of an incremental Merkle tree: the left siblings still needed for future roots.
@@ -134,6 +138,18 @@ mod tests {
             f.root(),
             "a wrong leaf must not verify"
         );
+    }
+
+    #[test]
+    fn zero_hashes_are_the_deposit_contract_ones_on_every_call() {
+        // keccak256 of 64 zero bytes, the deposit contract's first zero hash.
+        let h1: B256 = "0xad3228b676f7d3cd4284a5443f17f1962b36e491b30a40b2405849e597ba5fb5"
+            .parse()
+            .unwrap();
+        let (a, b) = (zero_hashes(), zero_hashes());
+        assert_eq!((a[0], a[1]), (B256::ZERO, h1));
+        assert_eq!(a, b);
+        assert_eq!(a[DEPTH], hash_pair(&a[DEPTH - 1], &a[DEPTH - 1]));
     }
 
     #[test]

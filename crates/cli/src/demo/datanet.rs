@@ -148,16 +148,10 @@ pub fn build(ctx: &mut Ctx) -> Result<()> {
     // The owner approves the sample contributions: each approval is a new immutable version.
     for name in ACCEPTED {
         let c = contribution_of(ctx, datanet, name)?.context("missing contribution")?;
-        println!("\n  owner approves contribution {} ({name})", c.id);
-        ctx.ol(Some("owner"), &["datanet", "approve", &c.id.to_string()])?;
+        println!();
+        approve(ctx, name, &c)?;
     }
-    let d: DatanetView = ctx
-        .session()
-        .rest(false)?
-        .get(&format!("/v1/datanets/{datanet}"))?;
-    if d.version_count == 0 {
-        bail!("datanet {datanet} has no version after the approvals");
-    }
+    let d = approved(ctx, datanet)?;
     ctx.report.datanet_version = d.version_count;
     // Refresh the accepted contributions (their status and version after approval).
     let now = contributions(ctx, datanet)?;
@@ -206,16 +200,9 @@ fn build_qa(ctx: &mut Ctx) -> Result<()> {
         let file = format!("qa-facts/{name}.jsonl");
         let c = contribute(ctx, datanet, name, &sample.join(&file))?
             .map_err(|why| anyhow::anyhow!("{name}'s question file was refused: {why}"))?;
-        println!("  owner approves contribution {} ({name})", c.id);
-        ctx.ol(Some("owner"), &["datanet", "approve", &c.id.to_string()])?;
+        approve(ctx, name, &c)?;
     }
-    let d: DatanetView = ctx
-        .session()
-        .rest(false)?
-        .get(&format!("/v1/datanets/{datanet}"))?;
-    if d.version_count == 0 {
-        bail!("datanet {datanet} has no version after the approvals");
-    }
+    let d = approved(ctx, datanet)?;
     ctx.report.qa_datanet_version = d.version_count;
     for c in contributions(ctx, datanet)? {
         if let Some(r) = ctx
@@ -233,6 +220,24 @@ fn build_qa(ctx: &mut Ctx) -> Result<()> {
         d.version_count, d.row_count
     );
     Ok(())
+}
+
+/// The owner approves `name`'s contribution `c` (a new immutable version of its datanet).
+fn approve(ctx: &Ctx, name: &str, c: &ContributionView) -> Result<()> {
+    println!("  owner approves contribution {} ({name})", c.id);
+    ctx.ol(Some("owner"), &["datanet", "approve", &c.id.to_string()])
+}
+
+/// The datanet after its approvals; fails when it still has no version.
+fn approved(ctx: &Ctx, datanet: u64) -> Result<DatanetView> {
+    let d: DatanetView = ctx
+        .session()
+        .rest(false)?
+        .get(&format!("/v1/datanets/{datanet}"))?;
+    if d.version_count == 0 {
+        bail!("datanet {datanet} has no version after the approvals");
+    }
+    Ok(d)
 }
 
 /// The outcome for a contributor who must not get in: refused by the ingest, or (when the
