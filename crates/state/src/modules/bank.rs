@@ -93,6 +93,12 @@ pub fn transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) -> Exec
         return Ok(());
     }
     move_balance(&mut ctx.state, &from, &to, amount)?;
+    emit_transfer(ctx, from, to, amount);
+    Ok(())
+}
+
+/// Emits the bank's `Transfer` log of a move already made.
+fn emit_transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) {
     ctx.emit(
         BANK,
         &IBank::Transfer {
@@ -101,7 +107,6 @@ pub fn transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) -> Exec
             value: amount,
         },
     );
-    Ok(())
 }
 
 /// Accounts read once and written back once, for a module that pays many transfers in one call
@@ -162,14 +167,7 @@ impl Accounts {
             return Ok(());
         }
         self.move_balance(&ctx.state, &from, &to, amount)?;
-        ctx.emit(
-            BANK,
-            &IBank::Transfer {
-                from,
-                to,
-                value: amount,
-            },
-        );
+        emit_transfer(ctx, from, to, amount);
         Ok(())
     }
 
