@@ -58,6 +58,24 @@ pub fn put_account(state: &mut Overlay, a: &Address, acct: Account) {
     }
 }
 
+/// `balance` of `account` less `amount`; insufficient funds name the account and both sums.
+fn debited(balance: U256, account: &Address, amount: U256) -> ExecResult<U256> {
+    balance
+        .checked_sub(amount)
+        .ok_or(ExecError::InsufficientFunds {
+            account: *account,
+            have: balance,
+            need: amount,
+        })
+}
+
+/// `balance` plus `amount`; an overflow means the supply invariant is broken.
+fn credited(balance: U256, amount: U256) -> ExecResult<U256> {
+    Ok(balance
+        .checked_add(amount)
+        .ok_or_else(|| StorageError("balance overflow: supply invariant broken".into()))?)
+}
+
 /// Moves `amount` without a log (gas fees). Fails, changing nothing, on insufficient funds.
 pub fn move_balance(
     state: &mut Overlay,
@@ -69,20 +87,10 @@ pub fn move_balance(
         return Ok(());
     }
     let mut src = account(state, from)?;
-    src.balance = src
-        .balance
-        .checked_sub(amount)
-        .ok_or(ExecError::InsufficientFunds {
-            account: *from,
-            have: src.balance,
-            need: amount,
-        })?;
+    src.balance = debited(src.balance, from, amount)?;
     put_account(state, from, src);
     let mut dst = account(state, to)?;
-    dst.balance = dst
-        .balance
-        .checked_add(amount)
-        .ok_or_else(|| StorageError("balance overflow: supply invariant broken".into()))?;
+    dst.balance = credited(dst.balance, amount)?;
     put_account(state, to, dst);
     Ok(())
 }
@@ -139,19 +147,9 @@ impl Accounts {
             return Ok(());
         }
         let src = self.get(state, from)?;
-        src.balance = src
-            .balance
-            .checked_sub(amount)
-            .ok_or(ExecError::InsufficientFunds {
-                account: *from,
-                have: src.balance,
-                need: amount,
-            })?;
+        src.balance = debited(src.balance, from, amount)?;
         let dst = self.get(state, to)?;
-        dst.balance = dst
-            .balance
-            .checked_add(amount)
-            .ok_or_else(|| StorageError("balance overflow: supply invariant broken".into()))?;
+        dst.balance = credited(dst.balance, amount)?;
         Ok(())
     }
 
