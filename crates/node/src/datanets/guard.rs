@@ -26,11 +26,11 @@ pub struct Guards {
 }
 
 impl Guards {
-    /// Guards with `cfg`'s limits.
-    pub fn new(cfg: &StagingConfig) -> Guards {
+    /// Guards with `cfg`'s limits, for a node started at `started` (unix seconds).
+    pub fn new(cfg: &StagingConfig, started: u64) -> Guards {
         Guards {
             replay: ReplayGuard::new(cfg.max_remembered_requests, cfg.max_signed_per_account)
-                .started_at(crate::sequencer::now()),
+                .started_at(started),
             rate: RateLimiter::new(cfg),
             ingest: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
         }

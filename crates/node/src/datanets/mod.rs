@@ -73,6 +73,9 @@ pub struct Datanets {
     indexes: Mutex<HashMap<u64, Arc<Mutex<RowIndex>>>>,
     staged: StagedRecords,
     guards: OnceLock<Guards>,
+    /// Unix seconds when the service opened (the node's start): signed requests from before it
+    /// are refused, since the replay table did not survive the restart.
+    started: u64,
 }
 
 /// The schema of a datanet's `dataType`.
@@ -135,12 +138,15 @@ impl Datanets {
             indexes: Mutex::new(HashMap::new()),
             staged: StagedRecords::open(&staging_dir)?,
             guards: OnceLock::new(),
+            started: crate::sequencer::now(),
         })
     }
 
     /// The request guards, built from `cfg` on first use (a node's config does not change).
+    /// They refuse requests signed before the service opened, not before this first use: a
+    /// request signed a moment before the first upload reached the node is not a replay.
     pub fn guards(&self, cfg: &StagingConfig) -> &Guards {
-        self.guards.get_or_init(|| Guards::new(cfg))
+        self.guards.get_or_init(|| Guards::new(cfg, self.started))
     }
 
     /// What staging recorded for a blob.
@@ -466,5 +472,29 @@ fn resolve_version(d: &DatanetInfo, version: u64) -> Result<u64, ApiError> {
             "datanet {} has {} versions; there is no version {v}",
             d.id, d.versionCount
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_signed_after_the_node_opened_is_accepted_however_late_the_first_upload_comes() {
+        // The guards are built on the first upload; "before the node started" must still mean
+        // before the service opened, or a request signed a second before the first upload
+        // arrives is refused as a possible replay (a slow machine did exactly that).
+        let dir = tempfile::tempdir().unwrap();
+        let d = Datanets::open(&dir.path().join("blobs"), Limits::default()).unwrap();
+        let signed = crate::sequencer::now();
+        while crate::sequencer::now() == signed {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let guards = d.guards(&StagingConfig::default());
+        let now = crate::sequencer::now();
+        guards
+            .replay
+            .remember(B256::repeat_byte(7), Address::repeat_byte(1), signed, now)
+            .unwrap();
     }
 }
