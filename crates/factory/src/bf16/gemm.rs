@@ -1,7 +1,7 @@
 //! The x86-64 drivers of the bf16 products with a packed weight ([`super::pack::PackedBf16`]):
 //! `x·Wᵀ` and `g·W`, the activations or gradients rounded to bf16 per call, every sum accumulated
-//! in f32 in k order (results do not depend on thread scheduling), tiles spread over the kernel
-//! pool ([`openledger_model::quant::pool`]).
+//! in f32 in k order (results do not depend on thread scheduling), tiles spread over rayon's pool
+//! (the pool every other op of a training step runs on: no hand-over between pools).
 //!
 //! `x·Wᵀ` broadcasts the weight's rows against `x` packed as 16 tokens per line and writes each
 //! tile of `Yᵀ` transposed; `g·W` broadcasts pairs of `g` (rounded row by row) against the
@@ -10,7 +10,6 @@
 use super::avx512::{self, ARows, BCols, MR};
 use super::pack::{Line, PackedBf16, NV, ZERO};
 use candle_core::{bail, Result};
-use openledger_model::quant::pool;
 use rayon::prelude::*;
 
 /// Pairs of the contraction handled per pass over a tile in `g·W` (keeps a panel of the weight,
@@ -52,7 +51,9 @@ pub(super) fn forward(w: &PackedBf16, x: &[f32], n: usize) -> Result<Vec<f32>> {
     let (rows, pairs) = (w.rows, w.pairs);
     let (lines, xp) = (&w.lines, &xp);
     let ogroups = rows.div_ceil(MR * GROUP);
-    let want = (4 * pool::threads()).div_ceil(ogroups).clamp(1, panels);
+    let want = (4 * rayon::current_num_threads())
+        .div_ceil(ogroups)
+        .clamp(1, panels);
     let per = panels.div_ceil(want);
     let pgroups = panels.div_ceil(per);
     let task = |t: usize| {
@@ -111,8 +112,7 @@ pub(super) fn forward(w: &PackedBf16, x: &[f32], n: usize) -> Result<Vec<f32>> {
             }
         }
     };
-    pool::parallel_for(ogroups * pgroups, &task)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    parallel_for(ogroups * pgroups, &task)?;
     Ok(y)
 }
 
@@ -173,7 +173,9 @@ pub(super) fn backward(w: &PackedBf16, g: &[f32], n: usize) -> Result<Vec<f32>> 
         .try_for_each(|(d, s)| to_bf16(s, d))?;
     let panels = w.blocks / NV;
     let mblocks = n.div_ceil(MR);
-    let want = (4 * pool::threads()).div_ceil(panels).clamp(1, mblocks);
+    let want = (4 * rayon::current_num_threads())
+        .div_ceil(panels)
+        .clamp(1, mblocks);
     let per = mblocks.div_ceil(want);
     let groups = mblocks.div_ceil(per);
     let out = Out(dx.as_mut_ptr());
@@ -232,9 +234,17 @@ pub(super) fn backward(w: &PackedBf16, g: &[f32], n: usize) -> Result<Vec<f32>> 
             }
         }
     };
-    pool::parallel_for(panels * groups, &task)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    parallel_for(panels * groups, &task)?;
     Ok(dx)
+}
+
+/// Runs `task(0..n)` on rayon's pool, one task per index (tasks are few and even: a tile group
+/// each); a panicking task becomes an error once every task has ended.
+fn parallel_for(n: usize, task: &(dyn Fn(usize) + Sync)) -> Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (0..n).into_par_iter().with_max_len(1).for_each(task)
+    }))
+    .map_err(|_| candle_core::Error::Msg("a bf16 product task panicked".into()))
 }
 
 /// `src` rounded to bf16 into `dst[..src.len()]`; the rest of `dst` is zeroed.
