@@ -117,4 +117,16 @@ impl FrozenWeight for Bf16Weight {
         let (n, _) = g.dims2()?;
         with_values(g, |v| self.w.backward(v, n))
     }
+
+    fn forward_slice(&self, x: &[f32], n: usize) -> candle_core::Result<Vec<f32>> {
+        self.w.forward(x, n)
+    }
+
+    fn forward_into(&self, x: &[f32], n: usize, y: &mut [f32]) -> candle_core::Result<()> {
+        self.w.forward_into(x, n, y)
+    }
+
+    fn backward_into(&self, g: &[f32], n: usize, dx: &mut [f32]) -> candle_core::Result<()> {
+        self.w.backward_into(g, n, dx)
+    }
 }

@@ -11,15 +11,31 @@
 //!
 //! Both run per row with a fixed order of operations, so results do not depend on scheduling.
 
+use crate::quantized::with_values;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
-fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
+/// An op's contiguous f32 input, read in place.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let (start, end) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input is not contiguous")))?;
-    Tensor::from_slice(&s.as_slice::<f32>()?[start..end], l.shape(), &Device::Cpu)
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+/// An op's input copied into a tensor (for the small ones candle multiplies).
+fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
+    Tensor::from_slice(slice(s, l, op)?, l.shape(), &Device::Cpu)
+}
+
+/// `src` into `dst`, which must be as long.
+fn copy_into(dst: &mut [f32], src: &[f32], what: &str) -> Result<()> {
+    if dst.len() != src.len() {
+        candle_core::bail!("{what}: {} values for {}", src.len(), dst.len());
+    }
+    dst.copy_from_slice(src);
+    Ok(())
 }
 
 /// A frozen `[out, in]` weight as the training ops use it: the product `x·Wᵀ` and the input
@@ -44,6 +60,20 @@ pub trait FrozenWeight: Send + Sync {
     /// `g·W` as a row-major vector (as [`FrozenWeight::forward_vec`]).
     fn backward_vec(&self, g: &Tensor) -> Result<Vec<f32>> {
         self.backward(g)?.flatten_all()?.to_vec1()
+    }
+    /// `x·Wᵀ` for row-major `x: [n, in]` given as values (a weight that multiplies slices reads
+    /// them in place; the default copies them into a tensor).
+    fn forward_slice(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.forward_vec(&Tensor::from_slice(x, (n, self.dims().1), &Device::Cpu)?)
+    }
+    /// `x·Wᵀ` into `y: [n, out]` (a weight that writes slices writes there directly).
+    fn forward_into(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        copy_into(y, &self.forward_slice(x, n)?, "frozen forward")
+    }
+    /// `g·W` for `g: [n, out]` into `dx: [n, in]` (as [`FrozenWeight::forward_into`]).
+    fn backward_into(&self, g: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
+        let g = Tensor::from_slice(g, (n, self.dims().0), &Device::Cpu)?;
+        copy_into(dx, &self.backward_vec(&g)?, "frozen backward")
     }
 }
 
@@ -98,47 +128,70 @@ pub fn frozen_linear(x: &Tensor, w: Arc<dyn FrozenWeight>) -> Result<Tensor> {
     }
 }
 
-/// Rows of logits handled at once.
-const CHUNK: usize = 256;
-/// Above this many `rows × vocab` values the gradient is recomputed in the backward, not kept.
-const KEEP_LIMIT: usize = 64 << 20;
+/// Rows of logits computed at once, into one buffer reused for every chunk (96 × SmolLM2's
+/// 49,152-token vocabulary: 19 MB, written in place instead of fresh pages per chunk; 96 rows are
+/// six full tiles of the bf16 kernel's 16-token vectors).
+const CHUNK: usize = 96;
 
 struct LinearCe {
     /// `[vocab, hidden]`.
     w: Arc<dyn FrozenWeight>,
     targets: Vec<u32>,
-    /// `softmax − onehot` of each chunk of rows, from the forward (when kept).
-    grad: Mutex<Option<Vec<Vec<f32>>>>,
+    /// `(softmax − onehot)·W` of every row (`[rows, hidden]`), from the forward (when kept).
+    dh: Mutex<Option<Vec<f32>>>,
     keep: bool,
 }
 
 impl LinearCe {
-    /// Per-row loss of rows `h: [c, hidden]` against `targets`, and `softmax − onehot` in place of
-    /// the logits when `want_grad`.
-    fn chunk(&self, h: &Tensor, targets: &[u32], want_grad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
-        let vocab = self.w.dims().0;
-        let mut logits: Vec<f32> = self.w.forward_vec(h)?;
-        let mut nll = vec![0f32; targets.len()];
-        logits
-            .par_chunks_mut(vocab)
-            .zip(nll.par_iter_mut())
-            .zip(targets.par_iter())
-            .for_each(|((row, loss), &t)| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let target = row[t as usize];
-                let mut sum = 0f64;
-                for x in row.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x as f64;
-                }
-                *loss = max + sum.ln() as f32 - target;
-                if want_grad {
-                    let inv = (1.0 / sum) as f32;
-                    row.iter_mut().for_each(|x| *x *= inv);
-                    row[t as usize] -= 1.0;
-                }
-            });
-        Ok((nll, logits))
+    /// Per-row losses of `h: [rows, hidden]` and, when `want_grad`, each row's `(softmax −
+    /// onehot)·W` (`[rows, hidden]`): the logits of [`CHUNK`] rows at a time go through one
+    /// buffer, turned into `softmax − onehot` in place and multiplied back at once, so no
+    /// `[rows, vocab]` matrix is kept for the backward.
+    fn run(&self, h: &[f32], want_grad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (vocab, hidden) = self.w.dims();
+        let rows = self.targets.len();
+        if h.len() != rows * hidden {
+            candle_core::bail!(
+                "linear-cross-entropy: {} values are not {rows} rows of {hidden}",
+                h.len()
+            );
+        }
+        let mut logits = vec![0f32; CHUNK.min(rows) * vocab];
+        let mut nll = vec![0f32; rows];
+        let mut dh = if want_grad {
+            vec![0f32; rows * hidden]
+        } else {
+            Vec::new()
+        };
+        for r0 in (0..rows).step_by(CHUNK) {
+            let c = CHUNK.min(rows - r0);
+            let buf = &mut logits[..c * vocab];
+            self.w
+                .forward_into(&h[r0 * hidden..(r0 + c) * hidden], c, buf)?;
+            buf.par_chunks_mut(vocab)
+                .zip(nll[r0..r0 + c].par_iter_mut())
+                .zip(self.targets[r0..r0 + c].par_iter())
+                .for_each(|((row, loss), &t)| {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let target = row[t as usize];
+                    let mut sum = 0f64;
+                    for x in row.iter_mut() {
+                        *x = (*x - max).exp();
+                        sum += *x as f64;
+                    }
+                    *loss = max + sum.ln() as f32 - target;
+                    if want_grad {
+                        let inv = (1.0 / sum) as f32;
+                        row.iter_mut().for_each(|x| *x *= inv);
+                        row[t as usize] -= 1.0;
+                    }
+                });
+            if want_grad {
+                self.w
+                    .backward_into(buf, c, &mut dh[r0 * hidden..(r0 + c) * hidden])?;
+            }
+        }
+        Ok((nll, dh))
     }
 }
 
@@ -148,55 +201,30 @@ impl CustomOp1 for LinearCe {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let h = input(s, l, self.name())?;
-        let rows = h.dim(0)?;
-        let mut nll = Vec::with_capacity(rows);
-        let mut kept = Vec::new();
-        for r0 in (0..rows).step_by(CHUNK) {
-            let c = CHUNK.min(rows - r0);
-            let (loss, grad) =
-                self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], self.keep)?;
-            nll.extend(loss);
-            if self.keep {
-                kept.push(grad);
-            }
-        }
+        let h = slice(s, l, self.name())?;
+        let (nll, dh) = self.run(h, self.keep)?;
         if self.keep {
-            *self.grad.lock().expect("not poisoned") = Some(kept);
+            *self.dh.lock().expect("not poisoned") = Some(dh);
         }
+        let rows = nll.len();
         Ok((CpuStorage::F32(nll), Shape::from(rows)))
     }
 
     fn bwd(&self, h: &Tensor, _nll: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let (rows, vocab) = (h.dim(0)?, self.w.dims().0);
+        let (rows, hidden) = h.dims2()?;
         let g: Vec<f32> = g.to_dtype(DType::F32)?.to_vec1()?;
-        let mut kept = self
-            .grad
-            .lock()
-            .expect("not poisoned")
-            .take()
-            .map(Vec::into_iter);
-        let h = h.detach();
-        let mut parts = Vec::new();
-        for r0 in (0..rows).step_by(CHUNK) {
-            let c = CHUNK.min(rows - r0);
-            let mut grad = match kept.as_mut().and_then(Iterator::next) {
-                Some(chunk) if chunk.len() == c * vocab => chunk,
-                Some(_) => {
-                    candle_core::bail!("linear-cross-entropy: kept gradient of the wrong size")
-                }
-                None => {
-                    self.chunk(&h.narrow(0, r0, c)?, &self.targets[r0..r0 + c], true)?
-                        .1
-                }
-            };
-            grad.par_chunks_mut(vocab)
-                .zip(g[r0..r0 + c].par_iter())
-                .for_each(|(row, &s)| row.iter_mut().for_each(|x| *x *= s));
-            let grad = Tensor::from_vec(grad, (c, vocab), h.device())?;
-            parts.push(self.w.backward(&grad)?);
+        let kept = self.dh.lock().expect("not poisoned").take();
+        let mut dh = match kept {
+            Some(dh) => dh,
+            None => with_values(h, |h| Ok(self.run(h, true)?.1))?,
+        };
+        if dh.len() != rows * hidden || g.len() != rows {
+            candle_core::bail!("linear-cross-entropy: kept gradient of the wrong size");
         }
-        Ok(Some(Tensor::cat(&parts, 0)?))
+        dh.par_chunks_mut(hidden)
+            .zip(g.par_iter())
+            .for_each(|(row, &s)| row.iter_mut().for_each(|x| *x *= s));
+        Ok(Some(Tensor::from_vec(dh, (rows, hidden), h.device())?))
     }
 }
 
@@ -207,14 +235,16 @@ pub fn linear_cross_entropy(
     w: Arc<dyn FrozenWeight>,
     targets: &[u32],
 ) -> Result<Tensor> {
-    linear_cross_entropy_kept_below(h, w, targets, KEEP_LIMIT)
+    linear_cross_entropy_keeping(h, w, targets, true)
 }
 
-fn linear_cross_entropy_kept_below(
+/// As [`linear_cross_entropy`]; `keep`: compute the gradient in the forward (when `h` is tracked),
+/// else recompute the logits in the backward.
+fn linear_cross_entropy_keeping(
     h: &Tensor,
     w: Arc<dyn FrozenWeight>,
     targets: &[u32],
-    keep_limit: usize,
+    keep: bool,
 ) -> Result<Tensor> {
     let (rows, vocab) = (h.dim(0)?, w.dims().0);
     if rows != targets.len() {
@@ -233,8 +263,8 @@ fn linear_cross_entropy_kept_below(
     h.contiguous()?.apply_op1(LinearCe {
         w,
         targets: targets.to_vec(),
-        grad: Mutex::new(None),
-        keep: h.track_op() && rows * vocab <= keep_limit,
+        dh: Mutex::new(None),
+        keep: keep && h.track_op(),
     })
 }
 
@@ -279,13 +309,25 @@ mod tests {
         let w = rand((11, 6), 3);
         let x = Var::from_tensor(&rand((4, 6), 4)).unwrap();
         let t = [0u32, 10, 3, 3];
-        for limit in [KEEP_LIMIT, 0] {
+        for keep in [true, false] {
             let ours =
-                linear_cross_entropy_kept_below(x.as_tensor(), Arc::new(w.clone()), &t, limit)
-                    .unwrap();
+                linear_cross_entropy_keeping(x.as_tensor(), Arc::new(w.clone()), &t, keep).unwrap();
             check(&x, &w, &t, ours);
         }
         assert!(linear_cross_entropy(x.as_tensor(), Arc::new(w), &[11, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn linear_cross_entropy_is_the_same_across_chunks_of_rows() {
+        let rows = 2 * CHUNK + 5;
+        let w = rand((11, 6), 5);
+        let x = Var::from_tensor(&rand((rows, 6), 6)).unwrap();
+        let t: Vec<u32> = (0..rows as u32).map(|i| (i * 7) % 11).collect();
+        for keep in [true, false] {
+            let ours =
+                linear_cross_entropy_keeping(x.as_tensor(), Arc::new(w.clone()), &t, keep).unwrap();
+            check(&x, &w, &t, ours);
+        }
     }
 
     fn check(x: &Var, w: &Tensor, t: &[u32], ours: Tensor) {
@@ -300,7 +342,8 @@ mod tests {
             .neg()
             .unwrap();
         assert!(close(&ours, &want) < 1e-5);
-        let scale = Tensor::new(&[1f32, 2.0, 0.5, 0.0], &Device::Cpu).unwrap();
+        let scale: Vec<f32> = (0..t.len()).map(|i| [1f32, 2.0, 0.5, 0.0][i % 4]).collect();
+        let scale = Tensor::new(scale.as_slice(), &Device::Cpu).unwrap();
         let g1 = (ours * &scale)
             .unwrap()
             .sum_all()

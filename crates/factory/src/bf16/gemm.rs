@@ -40,8 +40,14 @@ impl Out {
 /// panels; each panel's `16·NV × MR·GROUP` sums are staged and written as whole row segments.
 pub(super) fn forward(w: &PackedBf16, x: &[f32], n: usize) -> Result<Vec<f32>> {
     let mut y = vec![0f32; n * w.rows];
+    forward_into(w, x, n, &mut y)?;
+    Ok(y)
+}
+
+/// `x·Wᵀ` into `y: [n, out]` (lengths checked by the caller); every element of `y` is written.
+pub(super) fn forward_into(w: &PackedBf16, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
     if n == 0 {
-        return Ok(y);
+        return Ok(());
     }
     let kp = w.blocks * 8;
     let tblocks = n.div_ceil(16);
@@ -112,8 +118,7 @@ pub(super) fn forward(w: &PackedBf16, x: &[f32], n: usize) -> Result<Vec<f32>> {
             }
         }
     };
-    parallel_for(ogroups * pgroups, &task)?;
-    Ok(y)
+    parallel_for(ogroups * pgroups, &task)
 }
 
 /// One forward tile of `N` token vectors into `tmp`.
@@ -161,10 +166,16 @@ fn pack_x(w: &PackedBf16, x: &[f32], n: usize, tblocks: usize, kp: usize) -> Res
 
 /// `g·W` for row-major `g: [n, out]` (checked by the caller); returns `[n, in]`.
 pub(super) fn backward(w: &PackedBf16, g: &[f32], n: usize) -> Result<Vec<f32>> {
+    let mut dx = vec![0f32; n * w.cols];
+    backward_into(w, g, n, &mut dx)?;
+    Ok(dx)
+}
+
+/// `g·W` into `dx: [n, in]` (lengths checked by the caller); every element of `dx` is written.
+pub(super) fn backward_into(w: &PackedBf16, g: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
     let (rows, cols, kp) = (w.rows, w.cols, w.pairs);
-    let mut dx = vec![0f32; n * cols];
     if n == 0 {
-        return Ok(dx);
+        return Ok(());
     }
     // `g` in bf16, each row padded to `2·kp` values.
     let mut gb = vec![0u16; n * 2 * kp];
@@ -234,8 +245,7 @@ pub(super) fn backward(w: &PackedBf16, g: &[f32], n: usize) -> Result<Vec<f32>> 
             }
         }
     };
-    parallel_for(panels * groups, &task)?;
-    Ok(dx)
+    parallel_for(panels * groups, &task)
 }
 
 /// Runs `task(0..n)` on rayon's pool, one task per index (tasks are few and even: a tile group

@@ -156,6 +156,26 @@ impl PackedBf16 {
         bail!("bf16 forward: x86-64 only")
     }
 
+    /// `x·Wᵀ` for row-major `x: [n, in]` into `y: [n, out]`.
+    pub fn forward_into(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        self.check("forward", x.len(), n, self.cols)?;
+        self.check("forward output", y.len(), n, self.rows)?;
+        #[cfg(target_arch = "x86_64")]
+        return super::gemm::forward_into(self, x, n, y);
+        #[cfg(not(target_arch = "x86_64"))]
+        bail!("bf16 forward: x86-64 only")
+    }
+
+    /// `g·W` for row-major `g: [n, out]` into `dx: [n, in]`.
+    pub fn backward_into(&self, g: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
+        self.check("backward", g.len(), n, self.rows)?;
+        self.check("backward output", dx.len(), n, self.cols)?;
+        #[cfg(target_arch = "x86_64")]
+        return super::gemm::backward_into(self, g, n, dx);
+        #[cfg(not(target_arch = "x86_64"))]
+        bail!("bf16 backward: x86-64 only")
+    }
+
     /// `g·W` for row-major `g: [n, out]`; returns `[n, in]`.
     pub fn backward(&self, g: &[f32], n: usize) -> Result<Vec<f32>> {
         self.check("backward", g.len(), n, self.rows)?;
