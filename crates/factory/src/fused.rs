@@ -18,8 +18,38 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     Ok(&s.as_slice::<f32>()?[a..b])
 }
 
-fn data(t: &Tensor) -> Result<Vec<f32>> {
-    t.contiguous()?.flatten_all()?.to_vec1()
+/// A contiguous f32 CPU tensor's values, read in place: its storage stays read-locked while this
+/// lives (nothing writes a tensor the backward reads).
+struct Values<'a> {
+    storage: candle_core::StorageRef<'a>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Values<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &*self.storage {
+            // Checked in `data`.
+            candle_core::Storage::Cpu(CpuStorage::F32(v)) => &v[self.range.clone()],
+            _ => &[],
+        }
+    }
+}
+
+/// The values of `t` (contiguous, f32, on the CPU: pass `t.contiguous()?` when unsure).
+fn data(t: &Tensor) -> Result<Values<'_>> {
+    let (storage, layout) = t.storage_and_layout();
+    let (a, b) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused backward: input is not contiguous".into()))?;
+    match &*storage {
+        candle_core::Storage::Cpu(CpuStorage::F32(v)) if b <= v.len() => {}
+        _ => candle_core::bail!("fused backward: expected f32 values on the CPU"),
+    }
+    Ok(Values {
+        storage,
+        range: a..b,
+    })
 }
 
 fn cpu_f32(ts: &[&Tensor]) -> bool {
@@ -60,7 +90,8 @@ impl CustomOp1 for RmsNorm {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let (xv, gv) = (data(x)?, data(g)?);
+        let g = g.contiguous()?;
+        let (xv, gv) = (data(x)?, data(&g)?);
         let h = self.w.len();
         let mut dx = vec![0f32; xv.len()];
         dx.par_chunks_mut(h)
@@ -137,7 +168,7 @@ impl CustomOp1 for Rope {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let dx = self.apply(&data(g)?, -1.0);
+        let dx = self.apply(&data(&g.contiguous()?)?, -1.0);
         Ok(Some(Tensor::from_vec(dx, x.dims(), x.device())?))
     }
 }
@@ -200,7 +231,8 @@ impl CustomOp2 for SwiGlu {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gv, uv, dyv) = (data(g)?, data(u)?, data(dy)?);
+        let dy = dy.contiguous()?;
+        let (gv, uv, dyv) = (data(g)?, data(u)?, data(&dy)?);
         let mut dg = vec![0f32; gv.len()];
         let mut du = vec![0f32; gv.len()];
         dg.par_chunks_mut(4096)
@@ -379,7 +411,8 @@ impl CustomOp3 for Attention {
         dout: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (hd, kvh, g, heads) = (self.hd, self.kv_heads, self.group(), self.heads);
-        let (qv, kv, vv, ov, dov) = (data(q)?, data(k)?, data(v)?, data(out)?, data(dout)?);
+        let (out, dout) = (out.contiguous()?, dout.contiguous()?);
+        let (qv, kv, vv, ov, dov) = (data(q)?, data(k)?, data(v)?, data(&out)?, data(&dout)?);
         let scale = self.scale();
         let lses = self.lse.lock().expect("not poisoned").clone();
         let (mut dq, mut dk, mut dv) = (

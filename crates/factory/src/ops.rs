@@ -108,9 +108,10 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = input(s, l, self.name())?;
-        let shape = Shape::from((x.dim(0)?, self.w.dims().0));
-        Ok((CpuStorage::F32(self.w.forward_vec(&x)?), shape))
+        let x = slice(s, l, self.name())?;
+        let n = l.dims()[0];
+        let shape = Shape::from((n, self.w.dims().0));
+        Ok((CpuStorage::F32(self.w.forward_slice(x, n)?), shape))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -400,23 +401,39 @@ impl CustomOp3 for LoraLinear {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = input(s1, l1, self.name())?;
-        let a = input(s2, l2, self.name())?;
+        let x = slice(s1, l1, self.name())?;
+        let n = l1.dims()[0];
         let b = input(s3, l3, self.name())?;
-        let xa = self.masked(&x)?.matmul(&a.t()?)?;
-        let mut y: Vec<f32> = self.w.forward_vec(&x)?;
-        let d: Vec<f32> = xa.matmul(&b.t()?)?.flatten_all()?.to_vec1()?;
-        let out = b.dim(0)?;
+        // `(x⊙mask)·Aᵀ` was computed by `lora_linear` on `x`'s own storage (no copy here).
+        let xa = match self.xa.lock().expect("not poisoned").clone() {
+            Some(xa) => xa,
+            None => {
+                let a = input(s2, l2, self.name())?;
+                let x = Tensor::from_slice(x, l1.shape(), &Device::Cpu)?;
+                self.masked(&x)?.matmul(&a.t()?)?
+            }
+        };
+        let mut y: Vec<f32> = self.w.forward_slice(x, n)?;
+        let (out, r) = b.dims2()?;
+        // `Bᵀ` (`[r, out]`): row `j` is what column `j` of `x·Aᵀ` adds to a row of `y`.
+        let bt: Vec<f32> = b.t()?.contiguous()?.flatten_all()?.to_vec1()?;
         let s = self.scale;
-        y.par_chunks_mut(out)
-            .zip(d.par_chunks(out))
-            .for_each(|(y, d)| {
-                for (i, (y, d)) in y.iter_mut().zip(d).enumerate() {
-                    *y += s * d + self.bias.as_ref().map_or(0.0, |b| b[i]);
-                }
-            });
+        with_values(&xa, |xa| {
+            y.par_chunks_mut(out)
+                .zip(xa.par_chunks(r))
+                .for_each(|(y, xa)| {
+                    if let Some(bias) = &self.bias {
+                        y.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+                    }
+                    for (&v, bt) in xa.iter().zip(bt.chunks_exact(out)) {
+                        let v = s * v;
+                        y.iter_mut().zip(bt).for_each(|(y, b)| *y += v * b);
+                    }
+                });
+            Ok(())
+        })?;
         *self.xa.lock().expect("not poisoned") = Some(xa);
-        Ok((CpuStorage::F32(y), Shape::from((x.dim(0)?, out))))
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
     fn bwd(
@@ -439,11 +456,30 @@ impl CustomOp3 for LoraLinear {
         let gb = (g.matmul(&b)? * s)?;
         let da = gb.t()?.matmul(&self.masked(&x)?)?;
         let mut dx: Vec<f32> = self.w.backward_vec(&g)?;
-        let mut dl: Vec<f32> = gb.matmul(&a)?.flatten_all()?.to_vec1()?;
-        if let Some(m) = &self.mask {
-            dl.iter_mut().zip(m).for_each(|(d, m)| *d *= m);
-        }
-        dx.iter_mut().zip(&dl).for_each(|(d, l)| *d += l);
+        // `dx += (gb·A)⊙mask`, row by row: `gb`'s `r` values scale `A`'s rows.
+        let (r, cols) = a.dims2()?;
+        with_values(&gb, |gb| {
+            with_values(&a, |a| {
+                dx.par_chunks_mut(cols)
+                    .zip(gb.par_chunks(r))
+                    .enumerate()
+                    .for_each_init(Vec::new, |l, (i, (dx, gb))| {
+                        l.clear();
+                        l.resize(cols, 0f32);
+                        for (&v, a) in gb.iter().zip(a.chunks_exact(cols)) {
+                            l.iter_mut().zip(a).for_each(|(l, a)| *l += v * a);
+                        }
+                        match &self.mask {
+                            Some(m) => dx
+                                .iter_mut()
+                                .zip(l.iter().zip(&m[i * cols..(i + 1) * cols]))
+                                .for_each(|(d, (l, m))| *d += l * m),
+                            None => dx.iter_mut().zip(l.iter()).for_each(|(d, l)| *d += l),
+                        }
+                    });
+                Ok(())
+            })
+        })?;
         Ok((
             Some(Tensor::from_vec(dx, x.dims(), x.device())?),
             Some(da),
@@ -475,17 +511,18 @@ pub fn lora_linear(
         };
         return y + (xm.matmul(&a.t()?)?.matmul(&b.t()?)? * scale)?;
     }
-    x.contiguous()?.apply_op3(
-        &a.contiguous()?,
-        &b.contiguous()?,
-        LoraLinear {
-            w,
-            bias: bias.map(|b| b.to_vec1()).transpose()?,
-            scale: scale as f32,
-            mask,
-            xa: Mutex::new(None),
-        },
-    )
+    let x = x.contiguous()?;
+    let op = LoraLinear {
+        w,
+        bias: bias.map(|b| b.to_vec1()).transpose()?,
+        scale: scale as f32,
+        mask,
+        xa: Mutex::new(None),
+    };
+    // `(x⊙mask)·Aᵀ` (`[n, r]`) on `x`'s storage, outside the op, which would have to copy `x`.
+    let xa = op.masked(&x.detach())?.matmul(&a.detach().t()?)?;
+    *op.xa.lock().expect("not poisoned") = Some(xa);
+    x.apply_op3(&a.contiguous()?, &b.contiguous()?, op)
 }
 
 #[cfg(test)]

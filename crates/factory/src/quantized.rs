@@ -140,6 +140,17 @@ impl FrozenWeight for QuantizedWeight {
         with_values(x, |v| self.w.matmul_rows(v, n))
     }
 
+    fn forward_slice(&self, x: &[f32], n: usize) -> candle_core::Result<Vec<f32>> {
+        if x.len() != n * self.w.cols() {
+            candle_core::bail!(
+                "quantized forward: {} values are not {n} rows of {}",
+                x.len(),
+                self.w.cols()
+            );
+        }
+        self.w.matmul_rows(x, n)
+    }
+
     fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
         self.backward_in_tiles(g, self.tile_rows())
     }
