@@ -368,33 +368,42 @@ impl CustomOp3 for Attention {
         let n = l1.dims()[0];
         let scale = self.scale();
         let mut out = vec![0f32; n * self.heads * hd];
+        // The examples in parallel (each one's products are too small to fill the cores alone),
+        // written back in order.
+        let per: Vec<(Vec<f32>, Vec<f32>)> = self
+            .segments
+            .par_iter()
+            .map(|&(off, t)| -> Result<(Vec<f32>, Vec<f32>)> {
+                let qg = self.gather(q, off, t, self.heads);
+                let kg = self.gather(k, off, t, kvh);
+                let vg = self.gather(v, off, t, kvh);
+                let mut p = self.bmm(qg, g * t, hd, kg, t, true)?;
+                let mut lse = vec![0f32; kvh * g * t];
+                p.par_chunks_mut(t)
+                    .zip(lse.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(r, (row, lse))| {
+                        let i = r % t;
+                        let max = row[..=i]
+                            .iter()
+                            .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+                        let mut sum = 0f32;
+                        for s in row[..=i].iter_mut() {
+                            *s = (*s * scale - max).exp();
+                            sum += *s;
+                        }
+                        for s in row[..=i].iter_mut() {
+                            *s /= sum;
+                        }
+                        row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
+                        *lse = max + sum.ln();
+                    });
+                let o = self.bmm(p, g * t, t, vg, hd, false)?;
+                Ok((o, lse))
+            })
+            .collect::<Result<_>>()?;
         let mut all_lse = Vec::with_capacity(self.segments.len());
-        for &(off, t) in &self.segments {
-            let qg = self.gather(q, off, t, self.heads);
-            let kg = self.gather(k, off, t, kvh);
-            let vg = self.gather(v, off, t, kvh);
-            let mut p = self.bmm(qg, g * t, hd, kg, t, true)?;
-            let mut lse = vec![0f32; kvh * g * t];
-            p.par_chunks_mut(t)
-                .zip(lse.par_iter_mut())
-                .enumerate()
-                .for_each(|(r, (row, lse))| {
-                    let i = r % t;
-                    let max = row[..=i]
-                        .iter()
-                        .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-                    let mut sum = 0f32;
-                    for s in row[..=i].iter_mut() {
-                        *s = (*s * scale - max).exp();
-                        sum += *s;
-                    }
-                    for s in row[..=i].iter_mut() {
-                        *s /= sum;
-                    }
-                    row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
-                    *lse = max + sum.ln();
-                });
-            let o = self.bmm(p, g * t, t, vg, hd, false)?;
+        for (&(off, t), (o, lse)) in self.segments.iter().zip(per) {
             self.scatter(&o, &mut out, off, t, self.heads);
             all_lse.push(lse);
         }
@@ -420,41 +429,51 @@ impl CustomOp3 for Attention {
             vec![0f32; kv.len()],
             vec![0f32; vv.len()],
         );
-        for (&(off, t), lse) in self.segments.iter().zip(&lses) {
-            let qg = self.gather(&qv, off, t, heads);
-            let kg = self.gather(&kv, off, t, kvh);
-            let vg = self.gather(&vv, off, t, kvh);
-            let dog = self.gather(&dov, off, t, heads);
-            let og = self.gather(&ov, off, t, heads);
-            // P recomputed from the scores and the saved log-sum-exp.
-            let mut p = self.bmm(qg.clone(), g * t, hd, kg.clone(), t, true)?;
-            p.par_chunks_mut(t)
-                .zip(lse.par_iter())
-                .enumerate()
-                .for_each(|(r, (row, &lse))| {
-                    let i = r % t;
-                    for s in row[..=i].iter_mut() {
-                        *s = (*s * scale - lse).exp();
-                    }
-                    row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
-                });
-            let dvg = self.bmm_ta(p.clone(), g * t, t, dog.clone(), hd)?;
-            let mut ds = self.bmm(dog.clone(), g * t, hd, vg, t, true)?;
-            let delta: Vec<f32> = dog
-                .par_chunks(hd)
-                .zip(og.par_chunks(hd))
-                .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
-                .collect();
-            ds.par_chunks_mut(t)
-                .zip(p.par_chunks(t))
-                .zip(delta.par_iter())
-                .for_each(|((ds, p), &d)| {
-                    for (ds, p) in ds.iter_mut().zip(p) {
-                        *ds = p * (*ds - d) * scale;
-                    }
-                });
-            let dqg = self.bmm(ds.clone(), g * t, t, kg, hd, false)?;
-            let dkg = self.bmm_ta(ds, g * t, t, qg, hd)?;
+        // The examples in parallel, written back in order (as in the forward).
+        type Grads = (Vec<f32>, Vec<f32>, Vec<f32>);
+        let per: Vec<Grads> = self
+            .segments
+            .par_iter()
+            .zip(lses.par_iter())
+            .map(|(&(off, t), lse)| -> Result<Grads> {
+                let qg = self.gather(&qv, off, t, heads);
+                let kg = self.gather(&kv, off, t, kvh);
+                let vg = self.gather(&vv, off, t, kvh);
+                let dog = self.gather(&dov, off, t, heads);
+                let og = self.gather(&ov, off, t, heads);
+                // P recomputed from the scores and the saved log-sum-exp.
+                let mut p = self.bmm(qg.clone(), g * t, hd, kg.clone(), t, true)?;
+                p.par_chunks_mut(t)
+                    .zip(lse.par_iter())
+                    .enumerate()
+                    .for_each(|(r, (row, &lse))| {
+                        let i = r % t;
+                        for s in row[..=i].iter_mut() {
+                            *s = (*s * scale - lse).exp();
+                        }
+                        row[i + 1..].iter_mut().for_each(|s| *s = 0.0);
+                    });
+                let dvg = self.bmm_ta(p.clone(), g * t, t, dog.clone(), hd)?;
+                let mut ds = self.bmm(dog.clone(), g * t, hd, vg, t, true)?;
+                let delta: Vec<f32> = dog
+                    .par_chunks(hd)
+                    .zip(og.par_chunks(hd))
+                    .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
+                    .collect();
+                ds.par_chunks_mut(t)
+                    .zip(p.par_chunks(t))
+                    .zip(delta.par_iter())
+                    .for_each(|((ds, p), &d)| {
+                        for (ds, p) in ds.iter_mut().zip(p) {
+                            *ds = p * (*ds - d) * scale;
+                        }
+                    });
+                let dqg = self.bmm(ds.clone(), g * t, t, kg, hd, false)?;
+                let dkg = self.bmm_ta(ds, g * t, t, qg, hd)?;
+                Ok((dqg, dkg, dvg))
+            })
+            .collect::<Result<_>>()?;
+        for (&(off, t), (dqg, dkg, dvg)) in self.segments.iter().zip(per) {
             self.scatter(&dqg, &mut dq, off, t, heads);
             self.scatter(&dkg, &mut dk, off, t, kvh);
             self.scatter(&dvg, &mut dv, off, t, kvh);
