@@ -34,17 +34,11 @@ impl Out {
     }
 }
 
-/// `x·Wᵀ` for row-major `x: [n, in]` (checked by the caller); returns `[n, out]`.
+/// `x·Wᵀ` for row-major `x: [n, in]` into `y: [n, out]` (lengths checked by the caller); every
+/// element of `y` is written.
 ///
 /// A task covers up to [`GROUP`] blocks of `MR` weight rows (kept in L2) and a range of token
 /// panels; each panel's `16·NV × MR·GROUP` sums are staged and written as whole row segments.
-pub(super) fn forward(w: &PackedBf16, x: &[f32], n: usize) -> Result<Vec<f32>> {
-    let mut y = vec![0f32; n * w.rows];
-    forward_into(w, x, n, &mut y)?;
-    Ok(y)
-}
-
-/// `x·Wᵀ` into `y: [n, out]` (lengths checked by the caller); every element of `y` is written.
 pub(super) fn forward_into(w: &PackedBf16, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
     if n == 0 {
         return Ok(());
@@ -162,13 +156,6 @@ fn pack_x(w: &PackedBf16, x: &[f32], n: usize, tblocks: usize, kp: usize) -> Res
             Ok(())
         })?;
     Ok(xp)
-}
-
-/// `g·W` for row-major `g: [n, out]` (checked by the caller); returns `[n, in]`.
-pub(super) fn backward(w: &PackedBf16, g: &[f32], n: usize) -> Result<Vec<f32>> {
-    let mut dx = vec![0f32; n * w.cols];
-    backward_into(w, g, n, &mut dx)?;
-    Ok(dx)
 }
 
 /// `g·W` into `dx: [n, in]` (lengths checked by the caller); every element of `dx` is written.

@@ -150,10 +150,9 @@ impl PackedBf16 {
     /// `x·Wᵀ` for row-major `x: [n, in]`; returns `[n, out]`.
     pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         self.check("forward", x.len(), n, self.cols)?;
-        #[cfg(target_arch = "x86_64")]
-        return super::gemm::forward(self, x, n);
-        #[cfg(not(target_arch = "x86_64"))]
-        bail!("bf16 forward: x86-64 only")
+        let mut y = vec![0f32; n * self.rows];
+        self.forward_into(x, n, &mut y)?;
+        Ok(y)
     }
 
     /// `x·Wᵀ` for row-major `x: [n, in]` into `y: [n, out]`.
@@ -179,9 +178,8 @@ impl PackedBf16 {
     /// `g·W` for row-major `g: [n, out]`; returns `[n, in]`.
     pub fn backward(&self, g: &[f32], n: usize) -> Result<Vec<f32>> {
         self.check("backward", g.len(), n, self.rows)?;
-        #[cfg(target_arch = "x86_64")]
-        return super::gemm::backward(self, g, n);
-        #[cfg(not(target_arch = "x86_64"))]
-        bail!("bf16 backward: x86-64 only")
+        let mut dx = vec![0f32; n * self.cols];
+        self.backward_into(g, n, &mut dx)?;
+        Ok(dx)
     }
 }
