@@ -9,8 +9,9 @@
 //! their products and gradients, the norms, attention, the loss and the optimizer stay f32.
 //!
 //! `OPENLEDGER_TRAIN_PRECISION` chooses: `auto` (the default: bf16 where the CPU has it, f32
-//! elsewhere), `bf16` (refused on a CPU without it), `f32` (the f32 products everywhere). QLoRA's
-//! quantized weights are not affected.
+//! elsewhere), `bf16` (refused on a CPU without it), `f32` (the f32 products everywhere). In bf16,
+//! QLoRA's quantized projections stay quantized and are dequantized into a reused bf16 scratch per
+//! product (see [`crate::quantized`]).
 //!
 //! `OPENLEDGER_NO_BF16=1` makes this CPU count as one without AVX512_BF16 (the tests use it to run
 //! the fallback everywhere: `OPENLEDGER_NO_BF16=1 cargo test -p openledger-factory`).

@@ -32,7 +32,7 @@ pub struct TrainModel {
     /// Per layer, the frozen weight of each projection in [`Target::ALL`] order.
     frozen: Vec<Vec<Arc<dyn FrozenWeight>>>,
     lm_head: Arc<dyn FrozenWeight>,
-    /// The precision of the products with float frozen weights.
+    /// The precision of the frozen products (bf16 when any runs in bf16).
     precision: Precision,
     /// Rotary tables `[max_position, head_dim / 2]` row-major, computed as the runtime computes them.
     cos: Vec<f32>,
@@ -121,10 +121,17 @@ impl TrainModel {
                 Precision::F32 => Arc::new(t.clone()),
             })
         };
+        let quant = |q: &openledger_model::quant::QWeight| -> Arc<dyn FrozenWeight> {
+            let w = QuantizedWeight::with_precision(q.clone(), precision);
+            if w.is_bf16() {
+                made_bf16.set(true);
+            }
+            Arc::new(w)
+        };
         let frozen_of = |w: &Weight| -> Result<Arc<dyn FrozenWeight>> {
             match w {
                 Weight::Float(t) => float(t),
-                Weight::Quant(q) => Ok(Arc::new(QuantizedWeight::new(q.clone()))),
+                Weight::Quant(q) => Ok(quant(q)),
             }
         };
         let frozen: Vec<Vec<Arc<dyn FrozenWeight>>> = model
@@ -143,7 +150,7 @@ impl TrainModel {
                 .any(|&t| matches!(b.linear(t).weight, Weight::Quant(_)))
         });
         let lm_head: Arc<dyn FrozenWeight> = match &model.lm_head {
-            Weight::Quant(q) if quantized => Arc::new(QuantizedWeight::new(q.clone())),
+            Weight::Quant(q) if quantized => quant(q),
             w => float(&w.to_float(&dev)?.contiguous()?)?,
         };
         let cfg = &model.config;
@@ -167,7 +174,8 @@ impl TrainModel {
             sin,
             frozen,
             lm_head,
-            // QLoRA (every projection and the LM head quantized) multiplies nothing in bf16.
+            // bf16 when any frozen product runs in bf16 (QLoRA's projections dequantize into bf16
+            // per product; its LM head, too large for the scratch, stays f32).
             precision: if made_bf16.get() {
                 Precision::Bf16
             } else {
@@ -177,7 +185,8 @@ impl TrainModel {
         })
     }
 
-    /// The precision of the products with float frozen weights (`F32` when none is float).
+    /// The precision of the frozen products: bf16 when any runs in bf16 (float weights, and
+    /// QLoRA's quantized projections dequantized per product), else f32.
     pub fn precision(&self) -> Precision {
         self.precision
     }

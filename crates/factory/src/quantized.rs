@@ -12,9 +12,20 @@
 //! dequantized in parallel, multiplied by candle's GEMM and added in row order. At most one tile
 //! exists at a time (the f32 copy of a weight above [`TILE_BYTES`] never exists whole), and the
 //! tiles, their products and the order of the sums do not depend on thread scheduling, so results
-//! are reproducible. The gradient treats the activation quantization as the identity (the usual
+//! are reproducible.
+//!
+//! **bf16** (when training precision is bf16, see [`crate::bf16`]): a projection whose f32 copy
+//! fits [`TILE_BYTES`] is instead dequantized per product (forward and backward) into one reused
+//! scratch, rounded to bf16 and packed as [`PackedBf16`], and multiplied by the bf16 kernels, as
+//! bitsandbytes dequantizes per matmul: the weight stays quantized in memory, the scratch (about
+//! the largest projection's f32 and bf16 size) is shared by all of them, and the products are
+//! those of the bf16 LoRA path with the dequantized weight (the forward's activations are rounded
+//! to bf16, not quantized to 8 bits). Larger weights (the LM head) keep the f32 path above.
+//!
+//! The gradient treats the activation quantization as the identity (the usual
 //! straight-through estimate): it is the gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
 
+use crate::bf16::{PackedBf16, Precision};
 use crate::error::{Error, Result};
 use crate::ops::FrozenWeight;
 use candle_core::{Device, Storage, Tensor};
@@ -23,6 +34,7 @@ use openledger_model::quant::formats::QK;
 use openledger_model::quant::{QFormat, QWeight};
 use openledger_model::{Llama, Target};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Largest f32 tile of a weight the backward dequantizes at once. A weight this small or smaller
 /// is one tile (splitting its product costs more than the tile's memory: SmolLM2's largest
@@ -38,11 +50,75 @@ const ROWS_PER_TASK: usize = 64;
 #[derive(Debug, Clone)]
 pub struct QuantizedWeight {
     w: QWeight,
+    /// Whether the products dequantize into bf16 per call (see the module doc).
+    bf16: bool,
 }
 
+/// The scratch the bf16 products dequantize into: the f32 rows, then their packed bf16.
+struct Scratch {
+    values: Vec<f32>,
+    packed: PackedBf16,
+}
+
+/// One scratch shared by every quantized weight (products run one at a time; a product that
+/// finds it busy uses a fresh one).
+static SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
+
 impl QuantizedWeight {
+    /// Products in f32 (the runtime's quantized kernels forward, f32 tiles backward).
     pub fn new(w: QWeight) -> Self {
-        Self { w }
+        Self { w, bf16: false }
+    }
+
+    /// Products in `precision`: bf16 dequantizes the weight per product into a bf16 scratch
+    /// (only a weight whose f32 copy fits [`TILE_BYTES`]; a larger one keeps the f32 path).
+    pub fn with_precision(w: QWeight, precision: Precision) -> Self {
+        let small = w.rows() * w.cols() * std::mem::size_of::<f32>() <= TILE_BYTES;
+        let bf16 = precision == Precision::Bf16 && crate::bf16::available() && small;
+        Self { w, bf16 }
+    }
+
+    /// Whether the products run in bf16.
+    pub fn is_bf16(&self) -> bool {
+        self.bf16
+    }
+
+    /// Runs `f` on the weight dequantized, rounded to bf16 and packed into the shared scratch.
+    fn with_packed<R>(
+        &self,
+        f: impl FnOnce(&PackedBf16) -> candle_core::Result<R>,
+    ) -> candle_core::Result<R> {
+        let mut fresh = None;
+        let mut guard = SCRATCH.try_lock().ok();
+        let slot = match guard.as_deref_mut() {
+            Some(slot) => slot,
+            None => &mut fresh,
+        };
+        let s = slot.get_or_insert_with(|| Scratch {
+            values: Vec::new(),
+            packed: PackedBf16::empty(),
+        });
+        let (rows, cols) = (self.w.rows(), self.w.cols());
+        s.values.resize(rows * cols, 0.0);
+        self.dequantize_into(0..rows, &mut s.values)?;
+        s.packed.repack(&s.values, rows, cols)?;
+        f(&s.packed)
+    }
+
+    /// Rows `rows` of `W` into `dst` (`rows.len()·in` values), dequantized in parallel.
+    fn dequantize_into(
+        &self,
+        rows: std::ops::Range<usize>,
+        dst: &mut [f32],
+    ) -> candle_core::Result<()> {
+        let (cols, blocks) = (self.w.cols(), self.w.cols() / QK);
+        dst.par_chunks_mut(ROWS_PER_TASK * cols)
+            .enumerate()
+            .try_for_each(|(i, dst)| {
+                let first = rows.start + i * ROWS_PER_TASK;
+                self.w
+                    .dequantize_tile(first..first + dst.len() / cols, 0..blocks, dst)
+            })
     }
 
     pub fn weight(&self) -> &QWeight {
@@ -88,16 +164,11 @@ impl QuantizedWeight {
 
     /// Rows `rows` of `W` as an f32 `[rows.len(), in]` tensor, dequantized in parallel.
     fn tile(&self, rows: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
-        let (cols, blocks) = (self.w.cols(), self.w.cols() / QK);
+        let cols = self.w.cols();
         let mut tile = vec![0f32; rows.len() * cols];
-        tile.par_chunks_mut(ROWS_PER_TASK * cols)
-            .enumerate()
-            .try_for_each(|(i, dst)| {
-                let first = rows.start + i * ROWS_PER_TASK;
-                self.w
-                    .dequantize_tile(first..first + dst.len() / cols, 0..blocks, dst)
-            })?;
-        Tensor::from_vec(tile, (rows.len(), cols), &Device::Cpu)
+        let len = rows.len();
+        self.dequantize_into(rows, &mut tile)?;
+        Tensor::from_vec(tile, (len, cols), &Device::Cpu)
     }
 }
 
@@ -137,7 +208,7 @@ impl FrozenWeight for QuantizedWeight {
                 self.w.cols()
             );
         }
-        with_values(x, |v| self.w.matmul_rows(v, n))
+        with_values(x, |v| self.forward_slice(v, n))
     }
 
     fn forward_slice(&self, x: &[f32], n: usize) -> candle_core::Result<Vec<f32>> {
@@ -148,11 +219,52 @@ impl FrozenWeight for QuantizedWeight {
                 self.w.cols()
             );
         }
+        if self.bf16 {
+            return self.with_packed(|p| p.forward(x, n));
+        }
         self.w.matmul_rows(x, n)
     }
 
+    fn forward_into(&self, x: &[f32], n: usize, y: &mut [f32]) -> candle_core::Result<()> {
+        if self.bf16 {
+            return self.with_packed(|p| p.forward_into(x, n, y));
+        }
+        let v = self.forward_slice(x, n)?;
+        if y.len() != v.len() {
+            candle_core::bail!("quantized forward: {} values for {}", v.len(), y.len());
+        }
+        y.copy_from_slice(&v);
+        Ok(())
+    }
+
     fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        if self.bf16 {
+            let (n, _) = g.dims2()?;
+            let dx = with_values(g, |v| self.with_packed(|p| p.backward(v, n)))?;
+            return Tensor::from_vec(dx, (n, self.w.cols()), g.device());
+        }
         self.backward_in_tiles(g, self.tile_rows())
+    }
+
+    fn backward_vec(&self, g: &Tensor) -> candle_core::Result<Vec<f32>> {
+        if self.bf16 {
+            let (n, _) = g.dims2()?;
+            return with_values(g, |v| self.with_packed(|p| p.backward(v, n)));
+        }
+        self.backward(g)?.flatten_all()?.to_vec1()
+    }
+
+    fn backward_into(&self, g: &[f32], n: usize, dx: &mut [f32]) -> candle_core::Result<()> {
+        if self.bf16 {
+            return self.with_packed(|p| p.backward_into(g, n, dx));
+        }
+        let g = Tensor::from_slice(g, (n, self.w.rows()), &Device::Cpu)?;
+        let v = self.backward_vec(&g)?;
+        if dx.len() != v.len() {
+            candle_core::bail!("quantized backward: {} values for {}", v.len(), dx.len());
+        }
+        dx.copy_from_slice(&v);
+        Ok(())
     }
 }
 
@@ -336,6 +448,72 @@ mod tests {
                 "{:?} {rows}x{cols}: {err}",
                 w.w.format()
             );
+        }
+    }
+
+    /// In bf16 the products are those of the dequantized weight within bf16 rounding (each
+    /// operand's relative error ≤ 2⁻⁸, sums in f32) on ragged shapes (odd rows, token counts
+    /// that are not multiples of the kernels' tiles), through every entry point, bit-identical
+    /// from call to call and whichever weight used the shared scratch before. The LM-head-sized
+    /// weight keeps the f32 path.
+    #[test]
+    fn bf16_products_match_the_dequantized_float_products() {
+        let dev = Device::Cpu;
+        let big = QWeight::quantize(QFormat::Q4_1, 9000, 320, &values(9000 * 320, 7)).unwrap();
+        assert!(!QuantizedWeight::with_precision(big, Precision::Bf16).is_bf16());
+        if !crate::bf16::available() {
+            eprintln!("skipped: this CPU runs no bf16 products");
+            return;
+        }
+        let mut ws = Vec::new();
+        for format in [QFormat::Q4_1, QFormat::Q4_0, QFormat::Q8_0] {
+            for (rows, cols) in [(72, 96), (37, 64), (70, 160), (1, 32)] {
+                let w = QWeight::quantize(format, rows, cols, &values(rows * cols, 9)).unwrap();
+                ws.push(QuantizedWeight::with_precision(w, Precision::Bf16));
+            }
+        }
+        // Twice over, so each weight follows a different one in the scratch the second time.
+        for (round, w) in ws.iter().chain(ws.iter().rev()).enumerate() {
+            assert!(w.is_bf16());
+            let (rows, cols) = w.dims();
+            let deq = w.w.dequantize(&dev).unwrap();
+            for n in [1, 5, 37] {
+                let x = Tensor::from_vec(values(n * cols, 5 + n as u64), (n, cols), &dev).unwrap();
+                let g = Tensor::from_vec(values(n * rows, 6 + n as u64), (n, rows), &dev).unwrap();
+                let check = |got: &Tensor, want: &Tensor, bound: &Tensor, what: &str| {
+                    let err = (got - want).unwrap().abs().unwrap();
+                    let over = (err - (bound * 8e-3).unwrap()).unwrap();
+                    let worst: f32 = over.max_all().unwrap().to_scalar().unwrap();
+                    assert!(
+                        worst <= 1e-6,
+                        "{:?} {rows}x{cols}, n {n}, {what}: {worst} over (round {round})",
+                        w.w.format()
+                    );
+                };
+                let y = w.forward(&x).unwrap();
+                let want = x.matmul(&deq.t().unwrap()).unwrap();
+                let bound = x
+                    .abs()
+                    .unwrap()
+                    .matmul(&deq.abs().unwrap().t().unwrap())
+                    .unwrap();
+                check(&y, &want, &bound, "x·Wᵀ");
+                let dx = w.backward(&g).unwrap();
+                let want = g.matmul(&deq).unwrap();
+                let bound = g.abs().unwrap().matmul(&deq.abs().unwrap()).unwrap();
+                check(&dx, &want, &bound, "g·W");
+                // The slice entry points give the same values, and so does a second call.
+                let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let gv = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let mut yi = vec![f32::NAN; n * rows];
+                w.forward_into(&xv, n, &mut yi).unwrap();
+                assert_eq!(yi, y.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                assert_eq!(w.forward_slice(&xv, n).unwrap(), yi);
+                let mut di = vec![f32::NAN; n * cols];
+                w.backward_into(&gv, n, &mut di).unwrap();
+                assert_eq!(di, dx.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                assert_eq!(w.backward_vec(&g).unwrap(), di);
+            }
         }
     }
 

@@ -85,12 +85,33 @@ impl std::fmt::Debug for PackedBf16 {
 impl PackedBf16 {
     /// Rounds a row-major `[rows, cols]` f32 weight to bf16 and packs it.
     pub fn pack(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        let mut p = Self::empty();
+        p.repack(w, rows, cols)?;
+        Ok(p)
+    }
+
+    /// A weight of no values, to [`PackedBf16::repack`] into (a reused scratch).
+    pub fn empty() -> Self {
+        Self {
+            rows: 0,
+            cols: 0,
+            pairs: 0,
+            blocks: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Rounds and packs a row-major `[rows, cols]` f32 weight in place of this one, reusing its
+    /// memory (QLoRA packs each quantized projection per product into one reused scratch).
+    pub fn repack(&mut self, w: &[f32], rows: usize, cols: usize) -> Result<()> {
         if w.len() != rows * cols || rows == 0 || cols == 0 {
             bail!("bf16 weight: {} values for a {rows}x{cols} matrix", w.len());
         }
         let pairs = rows.div_ceil(2);
         let blocks = cols.div_ceil(16).div_ceil(NV) * NV;
-        let mut lines = vec![ZERO; blocks * pairs];
+        let lines = &mut self.lines;
+        lines.clear();
+        lines.resize(blocks * pairs, ZERO);
         let at = |o: usize, i: usize| {
             if o < rows && i < cols {
                 bf16(w[o * cols + i])
@@ -112,13 +133,8 @@ impl PackedBf16 {
                     }
                 }
             });
-        Ok(Self {
-            rows,
-            cols,
-            pairs,
-            blocks,
-            lines,
-        })
+        (self.rows, self.cols, self.pairs, self.blocks) = (rows, cols, pairs, blocks);
+        Ok(())
     }
 
     /// `(out, in)`.
