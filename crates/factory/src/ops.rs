@@ -70,6 +70,9 @@ pub trait FrozenWeight: Send + Sync {
     fn forward_into(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
         copy_into(y, &self.forward_slice(x, n)?, "frozen forward")
     }
+    /// Drops what the products kept for the current pass (a quantized weight's bf16 copy); the
+    /// next product makes it again. The default keeps nothing.
+    fn release(&self) {}
     /// `g·W` for `g: [n, out]` into `dx: [n, in]` (as [`FrozenWeight::forward_into`]).
     fn backward_into(&self, g: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
         let g = Tensor::from_slice(g, (n, self.dims().0), &Device::Cpu)?;
@@ -149,6 +152,13 @@ impl LinearCe {
     /// buffer, turned into `softmax − onehot` in place and multiplied back at once, so no
     /// `[rows, vocab]` matrix is kept for the backward.
     fn run(&self, h: &[f32], want_grad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        let out = self.run_chunks(h, want_grad);
+        self.w.release();
+        out
+    }
+
+    /// [`LinearCe::run`] before the weight releases what its products kept.
+    fn run_chunks(&self, h: &[f32], want_grad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         let (vocab, hidden) = self.w.dims();
         let rows = self.targets.len();
         if h.len() != rows * hidden {

@@ -14,13 +14,16 @@
 //! tiles, their products and the order of the sums do not depend on thread scheduling, so results
 //! are reproducible.
 //!
-//! **bf16** (when training precision is bf16, see [`crate::bf16`]): a projection whose f32 copy
-//! fits [`TILE_BYTES`] is instead dequantized per product (forward and backward) into one reused
-//! scratch, rounded to bf16 and packed as [`PackedBf16`], and multiplied by the bf16 kernels, as
-//! bitsandbytes dequantizes per matmul: the weight stays quantized in memory, the scratch (about
-//! the largest projection's f32 and bf16 size) is shared by all of them, and the products are
-//! those of the bf16 LoRA path with the dequantized weight (the forward's activations are rounded
-//! to bf16, not quantized to 8 bits). Larger weights (the LM head) keep the f32 path above.
+//! **bf16** (when training precision is bf16, see [`crate::bf16`]): the weight is instead
+//! dequantized, rounded to bf16 and packed as [`PackedBf16`] (groups of rows in parallel, no f32
+//! copy of the whole weight), and multiplied by the bf16 kernels, as bitsandbytes dequantizes per
+//! matmul: the weight stays quantized in memory and the products are those of the bf16 LoRA path
+//! with the dequantized weight (the forward's activations are rounded to bf16, not quantized to 8
+//! bits). A projection whose f32 copy fits [`TILE_BYTES`] is packed per product into one scratch
+//! shared by all of them (about the largest projection's bf16 size); a larger weight (the LM head,
+//! used by every chunk of tokens of the loss) is packed once per pass of the loss and dropped when
+//! the pass ends ([`FrozenWeight::release`]), so its bf16 copy (half its f32 size) exists only
+//! while the loss is computed.
 //!
 //! The gradient treats the activation quantization as the identity (the usual
 //! straight-through estimate): it is the gradient of `x·W̃ᵀ` with `W̃` the dequantized weight.
@@ -47,35 +50,45 @@ const MAX_TILE_ROWS: usize = 1024;
 const ROWS_PER_TASK: usize = 64;
 
 /// A quantized `[out, in]` weight as a frozen training weight.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct QuantizedWeight {
     w: QWeight,
-    /// Whether the products dequantize into bf16 per call (see the module doc).
+    /// Whether the products dequantize into bf16 (see the module doc).
     bf16: bool,
+    /// A weight larger than [`TILE_BYTES`] in bf16: its packed copy, made by the first product
+    /// of a pass and dropped by [`FrozenWeight::release`].
+    held: Mutex<Option<PackedBf16>>,
 }
 
-/// The scratch the bf16 products dequantize into: the f32 rows, then their packed bf16.
-struct Scratch {
-    values: Vec<f32>,
-    packed: PackedBf16,
+impl Clone for QuantizedWeight {
+    fn clone(&self) -> Self {
+        Self {
+            w: self.w.clone(),
+            bf16: self.bf16,
+            held: Mutex::new(None),
+        }
+    }
 }
 
-/// One scratch shared by every quantized weight (products run one at a time; a product that
-/// finds it busy uses a fresh one).
-static SCRATCH: Mutex<Option<Scratch>> = Mutex::new(None);
+/// The scratch the bf16 products of the weights up to [`TILE_BYTES`] dequantize into, shared by
+/// all of them (products run one at a time; a product that finds it busy uses a fresh one).
+static SCRATCH: Mutex<Option<PackedBf16>> = Mutex::new(None);
 
 impl QuantizedWeight {
     /// Products in f32 (the runtime's quantized kernels forward, f32 tiles backward).
     pub fn new(w: QWeight) -> Self {
-        Self { w, bf16: false }
+        Self::with_precision(w, Precision::F32)
     }
 
-    /// Products in `precision`: bf16 dequantizes the weight per product into a bf16 scratch
-    /// (only a weight whose f32 copy fits [`TILE_BYTES`]; a larger one keeps the f32 path).
+    /// Products in `precision`: bf16 dequantizes the weight into a bf16 packed scratch (per
+    /// product, or per pass for a weight above [`TILE_BYTES`]).
     pub fn with_precision(w: QWeight, precision: Precision) -> Self {
-        let small = w.rows() * w.cols() * std::mem::size_of::<f32>() <= TILE_BYTES;
-        let bf16 = precision == Precision::Bf16 && crate::bf16::available() && small;
-        Self { w, bf16 }
+        let bf16 = precision == Precision::Bf16 && crate::bf16::available();
+        Self {
+            w,
+            bf16,
+            held: Mutex::new(None),
+        }
     }
 
     /// Whether the products run in bf16.
@@ -83,26 +96,48 @@ impl QuantizedWeight {
         self.bf16
     }
 
-    /// Runs `f` on the weight dequantized, rounded to bf16 and packed into the shared scratch.
+    /// Whether the weight's f32 copy is larger than [`TILE_BYTES`].
+    fn large(&self) -> bool {
+        self.w.rows() * self.w.cols() * std::mem::size_of::<f32>() > TILE_BYTES
+    }
+
+    /// Packs the weight, dequantized and rounded to bf16, into `p`.
+    fn pack_into(&self, p: &mut PackedBf16) -> candle_core::Result<()> {
+        let blocks = self.w.cols() / QK;
+        p.repack_with(self.w.rows(), self.w.cols(), |rows, dst| {
+            self.w.dequantize_tile(rows, 0..blocks, dst)
+        })
+    }
+
+    /// Runs `f` on the weight dequantized, rounded to bf16 and packed: into the shared scratch
+    /// (a weight up to [`TILE_BYTES`]) or this weight's held copy (a larger one, kept until
+    /// [`FrozenWeight::release`]).
     fn with_packed<R>(
         &self,
         f: impl FnOnce(&PackedBf16) -> candle_core::Result<R>,
     ) -> candle_core::Result<R> {
+        let poisoned = |_| candle_core::Error::Msg("a bf16 product panicked".into());
+        if self.large() {
+            let mut held = self.held.lock().map_err(poisoned)?;
+            if held.is_none() {
+                let mut p = PackedBf16::empty();
+                self.pack_into(&mut p)?;
+                *held = Some(p);
+            }
+            return match held.as_ref() {
+                Some(p) => f(p),
+                None => candle_core::bail!("bf16 weight: not packed"),
+            };
+        }
         let mut fresh = None;
         let mut guard = SCRATCH.try_lock().ok();
         let slot = match guard.as_deref_mut() {
             Some(slot) => slot,
             None => &mut fresh,
         };
-        let s = slot.get_or_insert_with(|| Scratch {
-            values: Vec::new(),
-            packed: PackedBf16::empty(),
-        });
-        let (rows, cols) = (self.w.rows(), self.w.cols());
-        s.values.resize(rows * cols, 0.0);
-        self.dequantize_into(0..rows, &mut s.values)?;
-        s.packed.repack(&s.values, rows, cols)?;
-        f(&s.packed)
+        let p = slot.get_or_insert_with(PackedBf16::empty);
+        self.pack_into(p)?;
+        f(p)
     }
 
     /// Rows `rows` of `W` into `dst` (`rows.len()·in` values), dequantized in parallel.
@@ -252,6 +287,12 @@ impl FrozenWeight for QuantizedWeight {
             return with_values(g, |v| self.with_packed(|p| p.backward(v, n)));
         }
         self.backward(g)?.flatten_all()?.to_vec1()
+    }
+
+    fn release(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = None;
+        }
     }
 
     fn backward_into(&self, g: &[f32], n: usize, dx: &mut [f32]) -> candle_core::Result<()> {
@@ -454,20 +495,20 @@ mod tests {
     /// In bf16 the products are those of the dequantized weight within bf16 rounding (each
     /// operand's relative error ≤ 2⁻⁸, sums in f32) on ragged shapes (odd rows, token counts
     /// that are not multiples of the kernels' tiles), through every entry point, bit-identical
-    /// from call to call and whichever weight used the shared scratch before. The LM-head-sized
-    /// weight keeps the f32 path.
+    /// from call to call and whichever weight used the shared scratch before; a weight above
+    /// [`TILE_BYTES`] holds its bf16 copy only until released.
     #[test]
     fn bf16_products_match_the_dequantized_float_products() {
         let dev = Device::Cpu;
-        let big = QWeight::quantize(QFormat::Q4_1, 9000, 320, &values(9000 * 320, 7)).unwrap();
-        assert!(!QuantizedWeight::with_precision(big, Precision::Bf16).is_bf16());
         if !crate::bf16::available() {
+            let w = QWeight::quantize(QFormat::Q4_1, 8, 32, &values(8 * 32, 7)).unwrap();
+            assert!(!QuantizedWeight::with_precision(w, Precision::Bf16).is_bf16());
             eprintln!("skipped: this CPU runs no bf16 products");
             return;
         }
         let mut ws = Vec::new();
         for format in [QFormat::Q4_1, QFormat::Q4_0, QFormat::Q8_0] {
-            for (rows, cols) in [(72, 96), (37, 64), (70, 160), (1, 32)] {
+            for (rows, cols) in [(72, 96), (37, 64), (70, 160), (1, 32), (9001, 128)] {
                 let w = QWeight::quantize(format, rows, cols, &values(rows * cols, 9)).unwrap();
                 ws.push(QuantizedWeight::with_precision(w, Precision::Bf16));
             }
@@ -491,6 +532,12 @@ mod tests {
                     );
                 };
                 let y = w.forward(&x).unwrap();
+                // Bit for bit the bf16 product of the dequantized weight packed whole.
+                let whole = crate::bf16::Bf16Weight::new(&deq).unwrap();
+                assert_eq!(
+                    whole.forward_vec(&x).unwrap(),
+                    y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                );
                 let want = x.matmul(&deq.t().unwrap()).unwrap();
                 let bound = x
                     .abs()
@@ -499,6 +546,10 @@ mod tests {
                     .unwrap();
                 check(&y, &want, &bound, "x·Wᵀ");
                 let dx = w.backward(&g).unwrap();
+                assert_eq!(
+                    whole.backward_vec(&g).unwrap(),
+                    dx.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                );
                 let want = g.matmul(&deq).unwrap();
                 let bound = g.abs().unwrap().matmul(&deq.abs().unwrap()).unwrap();
                 check(&dx, &want, &bound, "g·W");
@@ -513,6 +564,9 @@ mod tests {
                 w.backward_into(&gv, n, &mut di).unwrap();
                 assert_eq!(di, dx.flatten_all().unwrap().to_vec1::<f32>().unwrap());
                 assert_eq!(w.backward_vec(&g).unwrap(), di);
+                assert_eq!(w.held.lock().unwrap().is_some(), w.large());
+                w.release();
+                assert!(w.held.lock().unwrap().is_none());
             }
         }
     }

@@ -53,6 +53,20 @@ pub fn bf16(x: f32) -> u16 {
     (b.wrapping_add(round) >> 16) as u16
 }
 
+/// `src` rounded to bf16 into `dst` (as long): as [`bf16`] value by value, vectorized where the
+/// CPU runs the bf16 kernels.
+fn round_into(src: &[f32], dst: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: `available()` checked the CPU features; `dst` is as long as `src`.
+        unsafe { super::avx512::to_bf16(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = bf16(*s);
+    }
+}
+
 /// The f32 value of a bf16.
 pub fn f32_of(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
@@ -64,6 +78,21 @@ pub fn f32_of(h: u16) -> f32 {
 pub(super) struct Line(pub(super) [u16; 32]);
 
 pub(super) const ZERO: Line = Line([0; 32]);
+
+/// The lines of a weight being packed, shared by parallel tasks that write disjoint lines.
+#[derive(Clone, Copy)]
+struct Lines(*mut Line);
+// SAFETY: every task writes lines no other task touches, and the vector outlives the parallel
+// loop that uses the pointer (it returns only once every task has ended).
+unsafe impl Send for Lines {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Lines {}
+impl Lines {
+    /// The pointer (a method, so closures capture the whole `Send + Sync` wrapper).
+    fn ptr(self) -> *mut Line {
+        self.0
+    }
+}
 
 /// A frozen `[out, in]` weight in bf16, packed for both products (see the module doc).
 pub struct PackedBf16 {
@@ -135,6 +164,59 @@ impl PackedBf16 {
             });
         (self.rows, self.cols, self.pairs, self.blocks) = (rows, cols, pairs, blocks);
         Ok(())
+    }
+
+    /// Packs a `[rows, cols]` weight in place of this one (reusing its memory) from `fill`, which
+    /// writes rows `r` of the f32 weight into a buffer of `r.len()·cols` values; groups of rows
+    /// are filled and packed in parallel, so no f32 copy of the whole weight exists. The stored
+    /// values are those of [`PackedBf16::pack`] of the same weight.
+    pub fn repack_with(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        fill: impl Fn(std::ops::Range<usize>, &mut [f32]) -> Result<()> + Sync,
+    ) -> Result<()> {
+        /// Pairs of rows per task.
+        const PAIRS_PER_TASK: usize = 32;
+        if rows == 0 || cols == 0 {
+            bail!("bf16 weight: a {rows}x{cols} matrix");
+        }
+        let pairs = rows.div_ceil(2);
+        let blocks = cols.div_ceil(16).div_ceil(NV) * NV;
+        // Every line is written below (zeros past the edges), so old contents may stay.
+        self.lines.resize(blocks * pairs, ZERO);
+        (self.rows, self.cols, self.pairs, self.blocks) = (rows, cols, pairs, blocks);
+        let base = Lines(self.lines.as_mut_ptr());
+        (0..pairs.div_ceil(PAIRS_PER_TASK))
+            .into_par_iter()
+            .try_for_each(|t| -> Result<()> {
+                let (a0, a1) = (t * PAIRS_PER_TASK, ((t + 1) * PAIRS_PER_TASK).min(pairs));
+                let (r0, r1) = (2 * a0, (2 * a1).min(rows));
+                let mut f = vec![0f32; (r1 - r0) * cols];
+                fill(r0..r1, &mut f)?;
+                // The rows in bf16, each padded with zeros to `16·blocks` values (an odd last
+                // row gets a zero partner).
+                let width = 16 * blocks;
+                let mut h = vec![0u16; 2 * (a1 - a0) * width];
+                for (src, dst) in f.chunks(cols).zip(h.chunks_mut(width)) {
+                    round_into(src, &mut dst[..cols]);
+                }
+                for (a, rows) in (a0..a1).zip(h.chunks(2 * width)) {
+                    let (top, bottom) = rows.split_at(width);
+                    for c in 0..blocks {
+                        // SAFETY: `c·pairs + a < blocks·pairs = lines.len()`; line `(c, a)` for
+                        // `a` in this task's pairs is written by this task only, and `lines`
+                        // outlives the parallel loop.
+                        let line = unsafe { &mut *base.ptr().add(c * pairs + a) };
+                        let (t, b) = (&top[16 * c..16 * c + 16], &bottom[16 * c..16 * c + 16]);
+                        for u in 0..8 {
+                            line.0[4 * u..4 * u + 2].copy_from_slice(&t[2 * u..2 * u + 2]);
+                            line.0[4 * u + 2..4 * u + 4].copy_from_slice(&b[2 * u..2 * u + 2]);
+                        }
+                    }
+                }
+                Ok(())
+            })
     }
 
     /// `(out, in)`.
