@@ -8,9 +8,10 @@
 //! [`crate::ops::frozen_linear`] (no weight gradients) and the LM head only over the rows that
 //! predict a target, fused with the loss ([`crate::ops::linear_cross_entropy`]). The math is the
 //! runtime's `Llama::forward` (same rotary tables, GQA, SwiGLU, RMSNorm), in f32 throughout, except
-//! that quantized weights (QLoRA) multiply through the runtime's quantized kernels
-//! ([`crate::quantized`]) and, on CPUs with AVX512_BF16, float frozen weights multiply in bf16
-//! with f32 sums ([`crate::bf16`]; `OPENLEDGER_TRAIN_PRECISION=f32` keeps them f32).
+//! that, on CPUs with AVX512_BF16, frozen weights multiply in bf16 with f32 sums ([`crate::bf16`]:
+//! float weights packed once, QLoRA's quantized ones dequantized per product, see
+//! [`crate::quantized`]), and with `OPENLEDGER_TRAIN_PRECISION=f32` (or without AVX512_BF16)
+//! quantized weights multiply through the runtime's quantized kernels and float ones in f32.
 
 use crate::adapter::TrainableAdapter;
 use crate::bf16::{Bf16Weight, Precision};
