@@ -116,9 +116,14 @@ impl QuantizedWeight {
         &self,
         f: impl FnOnce(&PackedBf16) -> candle_core::Result<R>,
     ) -> candle_core::Result<R> {
-        let poisoned = |_| candle_core::Error::Msg("a bf16 product panicked".into());
         if self.large() {
-            let mut held = self.held.lock().map_err(poisoned)?;
+            // Busy (a product of this weight running at once, e.g. on this very thread from a
+            // task it picked up) or poisoned: this product packs its own copy.
+            let Ok(mut held) = self.held.try_lock() else {
+                let mut p = PackedBf16::empty();
+                self.pack_into(&mut p)?;
+                return f(&p);
+            };
             if held.is_none() {
                 let mut p = PackedBf16::empty();
                 self.pack_into(&mut p)?;
