@@ -8,7 +8,7 @@
 //! weight's lines, 16 columns per vector.
 
 use super::avx512::{self, ARows, BCols, MR};
-use super::pack::{Line, PackedBf16, NV, ZERO};
+use super::pack::{Disjoint, Line, PackedBf16, NV, ZERO};
 use candle_core::{bail, Result};
 use rayon::prelude::*;
 
@@ -18,21 +18,6 @@ const KC: usize = 512;
 /// Blocks of `MR` weight rows per task in `x·Wᵀ` (64 columns of `Y`: whole cache lines, few
 /// pages per panel of tokens).
 const GROUP: usize = 8;
-
-/// A raw output pointer shared by parallel tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: every task writes elements no other task writes, and the buffer outlives the
-// `parallel_for` that uses it (it returns only once every task has ended).
-unsafe impl Send for Out {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for Out {}
-impl Out {
-    /// The pointer (a method, so closures capture the whole `Send + Sync` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// `x·Wᵀ` for row-major `x: [n, in]` into `y: [n, out]` (lengths checked by the caller); every
 /// element of `y` is written.
@@ -47,7 +32,7 @@ pub(super) fn forward_into(w: &PackedBf16, x: &[f32], n: usize, y: &mut [f32]) -
     let tblocks = n.div_ceil(16);
     let panels = tblocks.div_ceil(NV);
     let xp = pack_x(w, x, n, tblocks, kp)?;
-    let out = Out(y.as_mut_ptr());
+    let out = Disjoint(y.as_mut_ptr());
     let (rows, pairs) = (w.rows, w.pairs);
     let (lines, xp) = (&w.lines, &xp);
     let ogroups = rows.div_ceil(MR * GROUP);
@@ -176,7 +161,7 @@ pub(super) fn backward_into(w: &PackedBf16, g: &[f32], n: usize, dx: &mut [f32])
         .clamp(1, mblocks);
     let per = mblocks.div_ceil(want);
     let groups = mblocks.div_ceil(per);
-    let out = Out(dx.as_mut_ptr());
+    let out = Disjoint(dx.as_mut_ptr());
     let (lines, gb) = (&w.lines, &gb);
     let pairs = w.pairs;
     let task = |t: usize| {

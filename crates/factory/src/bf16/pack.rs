@@ -79,17 +79,23 @@ pub(super) struct Line(pub(super) [u16; 32]);
 
 pub(super) const ZERO: Line = Line([0; 32]);
 
-/// The lines of a weight being packed, shared by parallel tasks that write disjoint lines.
-#[derive(Clone, Copy)]
-struct Lines(*mut Line);
-// SAFETY: every task writes lines no other task touches, and the vector outlives the parallel
+/// A raw pointer into a buffer shared by parallel tasks that write disjoint elements (the lines
+/// of a weight being packed, the outputs of a product).
+pub(super) struct Disjoint<T>(pub(super) *mut T);
+impl<T> Clone for Disjoint<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Disjoint<T> {}
+// SAFETY: every task writes elements no other task touches, and the buffer outlives the parallel
 // loop that uses the pointer (it returns only once every task has ended).
-unsafe impl Send for Lines {}
+unsafe impl<T: Send> Send for Disjoint<T> {}
 // SAFETY: as for `Send`.
-unsafe impl Sync for Lines {}
-impl Lines {
+unsafe impl<T: Send> Sync for Disjoint<T> {}
+impl<T> Disjoint<T> {
     /// The pointer (a method, so closures capture the whole `Send + Sync` wrapper).
-    fn ptr(self) -> *mut Line {
+    pub(super) fn ptr(self) -> *mut T {
         self.0
     }
 }
@@ -186,7 +192,7 @@ impl PackedBf16 {
         // Every line is written below (zeros past the edges), so old contents may stay.
         self.lines.resize(blocks * pairs, ZERO);
         (self.rows, self.cols, self.pairs, self.blocks) = (rows, cols, pairs, blocks);
-        let base = Lines(self.lines.as_mut_ptr());
+        let base = Disjoint(self.lines.as_mut_ptr());
         (0..pairs.div_ceil(PAIRS_PER_TASK))
             .into_par_iter()
             .try_for_each(|t| -> Result<()> {
