@@ -280,8 +280,7 @@ impl FrozenWeight for QuantizedWeight {
     fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
         if self.bf16 {
             let (n, _) = g.dims2()?;
-            let dx = with_values(g, |v| self.with_packed(|p| p.backward(v, n)))?;
-            return Tensor::from_vec(dx, (n, self.w.cols()), g.device());
+            return Tensor::from_vec(self.backward_vec(g)?, (n, self.w.cols()), g.device());
         }
         self.backward_in_tiles(g, self.tile_rows())
     }
