@@ -107,7 +107,7 @@ pub fn transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) -> Exec
 
 /// Emits the bank's `Transfer` log of a move already made.
 fn emit_transfer(ctx: &mut Ctx, from: Address, to: Address, amount: U256) {
-    ctx.emit(
+    ctx.emit_words(
         BANK,
         &IBank::Transfer {
             from,

@@ -3,7 +3,8 @@
 //! settlement that splits each escrowed fee by the governed split.
 //!
 //! Keys: `i/c`++address → credit; `i/o`++caller++operator → allowance; `i/n` → receipt count;
-//! `i/r`++id → `Receipt`; `i/q`++operator++request id → receipt id (operators' batches, for
+//! `i/r`++id → `Receipt` in a compact versioned layout, not its ABI encoding (see [`stored`];
+//! `getReceipt` returns the ABI encoding); `i/q`++operator++request id → receipt id (operators' batches, for
 //! idempotency; scoped by operator, so nobody else can record an operator's request id first
 //! and make its record a skipped duplicate). Credit and escrow sit in the inference module's
 //! own balance, which always equals the sum of all credit plus the fees of all unsettled
@@ -17,6 +18,7 @@
 //! paying one by one.
 
 mod batch;
+pub mod stored;
 
 use crate::{
     codec,
@@ -49,10 +51,29 @@ fn receipt_key(id: u64) -> Vec<u8> {
     codec::key(&[b"i/r", &id.to_be_bytes()])
 }
 
-/// Reads a receipt.
+/// Reads a receipt; a stored value that does not decode (or names another id) is a
+/// [`StorageError`] naming the key.
 pub fn receipt(state: &dyn StateRead, id: u64) -> ExecResult<Receipt> {
-    codec::get_sol::<Receipt>(state, &receipt_key(id))?
-        .ok_or_else(|| ExecError::NotFound(format!("inference receipt {id}")))
+    let key = receipt_key(id);
+    let v = state
+        .get(&key)?
+        .ok_or_else(|| ExecError::NotFound(format!("inference receipt {id}")))?;
+    let corrupt = |why: String| {
+        StorageError(format!(
+            "corrupt inference receipt {id} at key {}: {why}",
+            alloy_primitives::hex::encode(&key)
+        ))
+    };
+    let r = stored::decode(&v).map_err(corrupt)?;
+    if r.id != id {
+        return Err(corrupt(format!("it records id {}", r.id)).into());
+    }
+    Ok(r)
+}
+
+/// Writes receipt `r` at its key.
+fn put_receipt(state: &mut crate::Overlay, r: &Receipt) {
+    state.put(receipt_key(r.id), stored::encode(r));
 }
 
 /// The fee for an inference of the given size; refused when it overflows 256 bits.
@@ -145,7 +166,7 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
             ));
         }
         if let Some(existing) = receipt_of_request(&ctx.state, &ctx.sender, &r.requestId)? {
-            ctx.emit(
+            ctx.emit_words(
                 INFERENCE,
                 &IInference::InferenceDuplicate {
                     requestId: r.requestId,
@@ -176,7 +197,7 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
             request_key(&ctx.sender, &request),
             id.to_be_bytes().to_vec(),
         );
-        ctx.emit(
+        ctx.emit_words(
             INFERENCE,
             &IInference::InferenceRequest {
                 requestId: request,
@@ -281,9 +302,9 @@ fn record(
         recordedAt: ctx.env.timestamp,
     };
     if store {
-        codec::put_sol(&mut ctx.state, receipt_key(id), &r);
+        put_receipt(&mut ctx.state, &r);
     }
-    ctx.emit(
+    ctx.emit_words(
         INFERENCE,
         &IInference::InferenceRecorded {
             receiptId: id,
@@ -324,7 +345,7 @@ fn settle_one(ctx: &mut Ctx, batch: &mut Batch, mut r: Receipt) -> ExecResult<U2
         batch
             .accounts
             .transfer(ctx, INFERENCE, contributor, amount)?;
-        ctx.emit(
+        ctx.emit_words(
             INFERENCE,
             &IInference::ContributorPaid {
                 receiptId: r.id,
@@ -345,7 +366,7 @@ fn settle_one(ctx: &mut Ctx, batch: &mut Batch, mut r: Receipt) -> ExecResult<U2
             accounts.transfer(ctx, from, to, cut)
         })?;
     batch.reward_stakers(stakers)?;
-    ctx.emit(
+    ctx.emit_words(
         INFERENCE,
         &IInference::FeeSettled {
             receiptId: r.id,
@@ -357,7 +378,7 @@ fn settle_one(ctx: &mut Ctx, batch: &mut Batch, mut r: Receipt) -> ExecResult<U2
     );
     r.settled = true;
     let fee = r.fee;
-    codec::put_sol(&mut ctx.state, receipt_key(r.id), &r);
+    put_receipt(&mut ctx.state, &r);
     Ok(fee)
 }
 
@@ -378,7 +399,7 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
                     StorageError("inference credit overflow: supply invariant broken".into())
                 })?;
             codec::put_u256(&mut ctx.state, credit_key(&me), c);
-            ctx.emit(
+            ctx.emit_words(
                 INFERENCE,
                 &IInference::Deposited {
                     account: me,
@@ -397,7 +418,7 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
             }
             codec::put_u256(&mut ctx.state, credit_key(&me), have - c.amount);
             ctx.transfer(INFERENCE, me, c.amount)?;
-            ctx.emit(
+            ctx.emit_words(
                 INFERENCE,
                 &IInference::CreditWithdrawn {
                     account: me,
@@ -408,7 +429,7 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
         }
         C::approveOperator(c) => {
             codec::put_u256(&mut ctx.state, allowance_key(&me, &c.operator), c.allowance);
-            ctx.emit(
+            ctx.emit_words(
                 INFERENCE,
                 &IInference::OperatorApproved {
                     account: me,
