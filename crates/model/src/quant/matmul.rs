@@ -12,8 +12,8 @@
 
 use super::formats::{dequantize_row, quantize_activations, ActBlock, QFormat, QK};
 use super::kernels::dot_fn;
-use super::packed;
 use super::pool::SendPtr;
+use super::{packed, packed16};
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -315,10 +315,11 @@ pub fn matmul_many_after(
     }
     let act_row = |t: usize| &act[t * blocks..(t + 1) * blocks];
     let total: usize = weights.iter().map(|w| w.rows).sum();
-    // A multiple of 8 rows, so packed groups never straddle two tasks.
+    // A multiple of 16 rows, so packed groups never straddle two tasks and pairs of groups
+    // (the 512-bit kernels) rarely do.
     let per_task = total
         .div_ceil(super::pool::threads() * 4)
-        .next_multiple_of(8);
+        .next_multiple_of(16);
     // (weight, first row, end row): no task spans two weights.
     let mut tasks = Vec::new();
     for (wi, w) in weights.iter().enumerate() {
@@ -375,7 +376,30 @@ pub fn matmul_many_after(
         if w.packed {
             let (x1, x4) = packed::kernels(w.format);
             let group_bytes = blocks * packed::group_block_bytes(w.format).expect("packed");
-            for g in first / 8..end / 8 {
+            let wide = packed16::kernels(w.format);
+            let mut g = first / 8;
+            while g < end / 8 {
+                // Two groups at once on 512-bit registers (the same numbers as two of eight).
+                if let Some((y1, y4)) = wide.filter(|_| g + 2 <= end / 8) {
+                    let pair = &w.data[g * group_bytes..(g + 2) * group_bytes];
+                    let mut t = 0;
+                    while t + 4 <= n {
+                        let res = y4(
+                            pair,
+                            group_bytes,
+                            [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)],
+                        );
+                        for (k, rows) in res.iter().enumerate() {
+                            put(t + k, g * 8, rows);
+                        }
+                        t += 4;
+                    }
+                    for j in t..n {
+                        put(j, g * 8, &y1(pair, group_bytes, act_row(j)));
+                    }
+                    g += 2;
+                    continue;
+                }
                 let group = &w.data[g * group_bytes..(g + 1) * group_bytes];
                 let mut t = 0;
                 while t + 4 <= n {
@@ -391,6 +415,7 @@ pub fn matmul_many_after(
                 for j in t..n {
                     put(j, g * 8, &x1(group, act_row(j)));
                 }
+                g += 1;
             }
             return;
         }

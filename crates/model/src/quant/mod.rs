@@ -4,6 +4,7 @@ pub mod formats;
 pub mod kernels;
 pub mod matmul;
 pub mod packed;
+pub mod packed16;
 pub mod pool;
 
 pub use formats::QFormat;
