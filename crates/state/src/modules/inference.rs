@@ -151,9 +151,10 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
         )));
     }
     let (mut first, mut recorded) = (0u64, 0u32);
-    let mut batch = Batch::default();
+    let attributions = c.records.iter().map(|r| r.top.len()).sum();
+    let mut batch = Batch::with_capacity(c.records.len(), attributions);
     // Receipts settled at once are written once, settled, by `settle_one`.
-    let mut to_settle = Vec::new();
+    let mut to_settle = Vec::with_capacity(if c.settleNow { c.records.len() } else { 0 });
     // Two logs per record, and per settlement two per attribution and up to six more: one
     // allocation for the call's logs instead of a growing vector's copies.
     let per_record =

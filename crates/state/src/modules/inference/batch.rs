@@ -71,6 +71,22 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// A batch sized for `records` records naming `attributions` attributions in all (hints
+    /// only: the caches still grow past them), so its maps are not rehashed as they fill.
+    pub fn with_capacity(records: usize, attributions: usize) -> Self {
+        // Hints come from the call's arguments before they are checked: bound what they reserve.
+        const MOST: usize = 4096;
+        let (records, attributions) = (records.min(MOST), attributions.min(MOST));
+        let mut b = Batch {
+            accounts: bank::Accounts::with_capacity(attributions + 4),
+            ..Batch::default()
+        };
+        b.contributions.reserve(attributions);
+        b.credits.reserve(records);
+        b.allowances.reserve(records);
+        b
+    }
+
     /// Adapter `id` (refused, as [`model::adapter`] refuses, when it does not exist).
     pub fn adapter(
         &mut self,
