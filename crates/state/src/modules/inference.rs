@@ -3,10 +3,13 @@
 //! settlement that splits each escrowed fee by the governed split.
 //!
 //! Keys: `i/c`++address → credit; `i/o`++caller++operator → allowance; `i/n` → receipt count;
-//! `i/r`++id → `Receipt` in a compact versioned layout, not its ABI encoding (see [`stored`];
-//! `getReceipt` returns the ABI encoding); `i/q`++operator++request id → receipt id (operators' batches, for
-//! idempotency; scoped by operator, so nobody else can record an operator's request id first
-//! and make its record a skipped duplicate). Credit and escrow sit in the inference module's
+//! `i/r`++id → `Receipt`, stored compactly rather than ABI-encoded: a version byte (1), then
+//! big-endian id, adapterId, caller, operator, promptTokens, completionTokens, fee (32 bytes),
+//! attributionRoot, settled (one byte), recordedAt, the top-k count (4 bytes) and that many
+//! (contributionId: 8, weightPpm: 4) pairs, 142 + 12·k bytes in all (table in [`stored`];
+//! `getReceipt` still returns the ABI encoding); `i/q`++operator++request id → receipt id
+//! (operators' batches, for idempotency; scoped by operator, so nobody else can record an
+//! operator's request id first and make its record a skipped duplicate). Credit and escrow sit in the inference module's
 //! own balance, which always equals the sum of all credit plus the fees of all unsettled
 //! receipts.
 //!
