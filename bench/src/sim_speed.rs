@@ -89,8 +89,8 @@ fn scenario_speed(path: &str) {
         sum.totals.inferences as f64 / s,
         if sum.supply_check.ok { "passed" } else { "FAILED" }
     );
-    let kv = &sim.chain.kv.0;
-    let bytes: usize = kv.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let kv = &sim.chain.kv;
+    let bytes = kv.size_bytes();
     println!(
         "  days {ran:.2} s, summary {:.2} s (state: {} entries, {:.1} MB; digest {})",
         s - ran,

@@ -339,7 +339,7 @@ fn main() {
         .zip(io.into_iter().zip(times))
         .map(|(case, (io, times))| state_fixture::Row {
             label: case.label(),
-            kv_entries: case.chain.kv.0.len(),
+            kv_entries: case.chain.kv.len(),
             io,
             times,
         })

@@ -59,7 +59,7 @@ fn view<C: SolCall>(
 pub fn check(kv: &MemKv, params: &Params, env: &Env, accounts: &[Address]) -> SupplyCheck {
     let mut failures = Vec::new();
     let mut sum = U256::ZERO;
-    for (k, v) in kv.0.range(b"a".to_vec()..b"b".to_vec()) {
+    for (k, v) in kv.prefix(b"a") {
         if k.len() != 21 || v.len() != 40 {
             failures.push(format!("a malformed account record under key {k:02x?}"));
             continue;

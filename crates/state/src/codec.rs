@@ -7,11 +7,9 @@ use alloy_sol_types::SolValue;
 
 /// A `u64` (0 when absent).
 pub fn get_u64(state: &dyn StateRead, key: &[u8]) -> Result<u64, StorageError> {
-    match state.get(key)? {
+    match state.get_ref(key)? {
         None => Ok(0),
-        Some(v) => v
-            .as_slice()
-            .try_into()
+        Some(v) => <[u8; 8]>::try_from(&*v)
             .map(u64::from_be_bytes)
             .map_err(|_| StorageError(format!("corrupt u64 at key {}", hex(key)))),
     }
@@ -24,7 +22,7 @@ pub fn put_u64(state: &mut Overlay, key: Vec<u8>, v: u64) {
 
 /// A `U256` (0 when absent).
 pub fn get_u256(state: &dyn StateRead, key: &[u8]) -> Result<U256, StorageError> {
-    match state.get(key)? {
+    match state.get_ref(key)? {
         None => Ok(U256::ZERO),
         Some(v) if v.len() == 32 => Ok(U256::from_be_slice(&v)),
         Some(_) => Err(StorageError(format!("corrupt U256 at key {}", hex(key)))),
@@ -45,7 +43,7 @@ pub fn get_sol<T: SolValue + From<<T::SolType as alloy_sol_types::SolType>::Rust
     state: &dyn StateRead,
     key: &[u8],
 ) -> Result<Option<T>, StorageError> {
-    match state.get(key)? {
+    match state.get_ref(key)? {
         None => Ok(None),
         Some(v) => T::abi_decode(&v)
             .map(Some)

@@ -2,7 +2,8 @@
 //! makes transactions atomic.
 
 use crate::error::StorageError;
-use std::collections::BTreeMap;
+use alloy_primitives::map::HashMap;
+use std::{borrow::Cow, collections::BTreeMap, fmt};
 
 /// Writes not yet committed: `None` deletes the key.
 pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -11,11 +12,21 @@ pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 pub trait StateRead {
     /// The value at `key`, if any.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// The value at `key`, borrowed where the store holds it in memory (no copy), owned
+    /// otherwise. The default calls [`StateRead::get`].
+    fn get_ref(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StorageError> {
+        Ok(self.get(key)?.map(Cow::Owned))
+    }
 }
 
 impl<T: StateRead + ?Sized> StateRead for &T {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         (**self).get(key)
+    }
+
+    fn get_ref(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StorageError> {
+        (**self).get_ref(key)
     }
 }
 
@@ -23,26 +34,154 @@ impl<T: StateRead + ?Sized> StateRead for std::sync::Arc<T> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         (**self).get(key)
     }
+
+    fn get_ref(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StorageError> {
+        (**self).get_ref(key)
+    }
 }
 
-/// A plain in-memory key-value store (used for genesis computation and tests).
-#[derive(Clone, Debug, Default)]
-pub struct MemKv(pub BTreeMap<Vec<u8>, Vec<u8>>);
+/// A plain in-memory key-value store (genesis computation, the simulator, tests).
+///
+/// Entries live in a hash map, so lookups cost no key comparisons along a tree path. Nothing
+/// observable depends on the map's (randomly seeded) iteration order: whoever needs order uses
+/// [`MemKv::sorted`] or [`MemKv::prefix`], which sort, and `Debug` prints in key order.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MemKv {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+}
 
 impl StateRead for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.0.get(key).cloned())
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn get_ref(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StorageError> {
+        Ok(self.map.get(key).map(|v| Cow::Borrowed(v.as_slice())))
     }
 }
 
 impl MemKv {
+    /// The value at `key`, borrowed (the infallible form of [`StateRead::get_ref`]).
+    pub fn value(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    /// Sets `key` to `value`, returning the previous value.
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
+        self.map.insert(key, value)
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        self.map.remove(key)
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the store holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The total size of every key and value, in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.map.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// Every entry in ascending key order.
+    pub fn sorted(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        sort_entries(self.map.iter())
+    }
+
+    /// The entries whose key starts with `prefix`, in ascending key order (a scan of the whole
+    /// store: meant for checks, not for the executor's hot path).
+    pub fn prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        sort_entries(self.map.iter().filter(|(k, _)| k.starts_with(prefix)))
+    }
+
     /// Applies a write set.
     pub fn apply(&mut self, writes: WriteSet) {
         for (k, v) in writes {
             match v {
-                Some(v) => self.0.insert(k, v),
-                None => self.0.remove(&k),
+                Some(v) => self.map.insert(k, v),
+                None => self.map.remove(&k),
             };
+        }
+    }
+}
+
+/// The entries as slices, sorted by key (keys are unique, so an unstable sort is deterministic).
+/// The sort moves small records holding 32 bytes of each key and the entry's index, so most
+/// comparisons need not reach the keys scattered over the heap (several times faster on a
+/// million-entry state than sorting the slices themselves).
+fn sort_entries<'a>(
+    entries: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
+) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> {
+    let all: Vec<(&[u8], &[u8])> = entries.map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    let mut order: Vec<Block> = (0..all.len()).map(|i| (0, 0, i)).collect();
+    sort_from(&mut order, &all, 0);
+    order.into_iter().map(move |(_, _, i)| all[i])
+}
+
+/// 32 bytes of a key as two big-endian numbers, and the entry's index.
+type Block = (u128, u128, usize);
+
+/// Keys longer than this, sharing this many bytes, are ordered by whole-key comparisons (the
+/// block-by-block sort below recurses once per 32 bytes).
+const BLOCKS_UP_TO: usize = 256;
+
+/// Sorts `order`, whose keys all share their first `from` bytes (zero-padded), by the keys:
+/// by their next 32 bytes, then each run of keys that share those too (an agent's many records,
+/// say) by the 32 after, and so on.
+fn sort_from(order: &mut [Block], all: &[(&[u8], &[u8])], from: usize) {
+    let key = |e: &Block| all[e.2].0;
+    if from >= BLOCKS_UP_TO || order.iter().all(|e| key(e).len() <= from) {
+        // Keys that tie here are equal up to zero padding (or very long): compare them whole.
+        order.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        return;
+    }
+    for e in order.iter_mut() {
+        let k = key(e);
+        (e.0, e.1) = block(&k[from.min(k.len())..]);
+    }
+    order.sort_unstable_by_key(|&(hi, lo, _)| (hi, lo));
+    for run in order.chunk_by_mut(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        if run.len() > 1 {
+            sort_from(run, all, from + 32);
+        }
+    }
+}
+
+/// The first 32 bytes of `bytes`, zero-padded, as two big-endian numbers: ordering these
+/// orders keys sharing what comes before, except that ties (including a key and its
+/// zero-padded extension) need the following bytes.
+fn block(bytes: &[u8]) -> (u128, u128) {
+    let mut b = [0u8; 32];
+    let n = bytes.len().min(32);
+    b[..n].copy_from_slice(&bytes[..n]);
+    let (hi, lo) = b.split_at(16);
+    (
+        u128::from_be_bytes(hi.try_into().unwrap_or_default()),
+        u128::from_be_bytes(lo.try_into().unwrap_or_default()),
+    )
+}
+
+impl fmt::Debug for MemKv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.sorted()).finish()
+    }
+}
+
+impl FromIterator<(Vec<u8>, Vec<u8>)> for MemKv {
+    fn from_iter<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(iter: I) -> Self {
+        MemKv {
+            map: iter.into_iter().collect(),
         }
     }
 }
@@ -99,5 +238,109 @@ impl StateRead for Overlay<'_> {
             Some(v) => Ok(v.clone()),
             None => self.base.get(key),
         }
+    }
+
+    fn get_ref(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StorageError> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.as_deref().map(Cow::Borrowed)),
+            None => self.base.get_ref(key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(entries: &[(&[u8], &[u8])]) -> MemKv {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn sorted_and_prefix_are_in_key_order() {
+        let s = kv(&[
+            (b"b1", b"x"),
+            (b"a2", b"y"),
+            (b"a1", b"z"),
+            (b"ab", b"w"),
+            (b"c", b""),
+        ]);
+        let keys: Vec<&[u8]> = s.sorted().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&b"a1"[..], b"a2", b"ab", b"b1", b"c"]);
+        let a: Vec<(&[u8], &[u8])> = s.prefix(b"a").collect();
+        assert_eq!(a, [(&b"a1"[..], &b"z"[..]), (b"a2", b"y"), (b"ab", b"w")]);
+        assert_eq!(s.prefix(b"d").len(), 0);
+        // Keys that tie on their first 32 bytes (zero padding included) still sort by key.
+        let long = kv(&[
+            (&[7; 33], b""),
+            (&[7; 32], b""),
+            (&[7, 0], b""),
+            (&[7], b""),
+            (&[7; 34], b""),
+            (&[7; 17], b""),
+            (&[8], b""),
+        ]);
+        let keys: Vec<&[u8]> = long.sorted().map(|(k, _)| k).collect();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(keys[..3], [&[7][..], &[7, 0], &[7; 17]]);
+        // Long shared prefixes, zero bytes and keys past the block-by-block depth.
+        let mut entries = Vec::new();
+        for (n, len) in [
+            (40usize, 3usize),
+            (40, 35),
+            (40, 70),
+            (300, 2),
+            (300, 1),
+            (0, 2),
+        ] {
+            for x in 0..3u8 {
+                let mut k = vec![5; n];
+                k.extend((0..len).map(|i| if i % 2 == 0 { x } else { 0 }));
+                entries.push((k, vec![x]));
+            }
+        }
+        let many: MemKv = entries.iter().cloned().collect();
+        let keys: Vec<&[u8]> = many.sorted().map(|(k, _)| k).collect();
+        let mut want: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+        want.sort();
+        want.dedup();
+        assert_eq!(keys, want);
+        assert_eq!(
+            format!("{s:?}"),
+            format!("{:?}", s.sorted().collect::<BTreeMap<_, _>>())
+        );
+    }
+
+    #[test]
+    fn equality_ignores_insertion_order() {
+        let a = kv(&[(b"k1", b"1"), (b"k2", b"2")]);
+        let mut b = kv(&[(b"k2", b"2")]);
+        assert_ne!(a, b);
+        b.insert(b"k1".to_vec(), b"1".to_vec());
+        assert_eq!(a, b);
+        b.insert(b"k1".to_vec(), b"one".to_vec());
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn overlay_reads_its_writes_first_and_borrows() {
+        let mut base = kv(&[(b"k", b"base"), (b"gone", b"old")]);
+        let mut o = Overlay::new(&base);
+        o.put(b"new".to_vec(), b"v".to_vec());
+        o.delete(b"gone".to_vec());
+        assert_eq!(o.get_ref(b"k").unwrap().as_deref(), Some(&b"base"[..]));
+        assert!(matches!(o.get_ref(b"k").unwrap(), Some(Cow::Borrowed(_))));
+        assert_eq!(o.get_ref(b"new").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(o.get_ref(b"gone").unwrap(), None);
+        assert_eq!(o.get(b"gone").unwrap(), None);
+        let w = o.into_writes();
+        base.apply(w);
+        assert_eq!(base, kv(&[(b"k", b"base"), (b"new", b"v")]));
+        assert_eq!(base.size_bytes(), 1 + 4 + 3 + 1);
     }
 }

@@ -95,7 +95,7 @@ fn the_daily_contribution_count_is_capped_per_datanet_and_resets_the_next_day() 
     let err = w.contribute(1, 1, 3, 100).unwrap_err();
     assert!(err.contains("daily quota reached"), "{err}");
     assert!(err.contains("limit 2"), "{err}");
-    assert_eq!(before.0, w.kv.0, "a refused contribution changes nothing");
+    assert_eq!(before, w.kv, "a refused contribution changes nothing");
     // Another datanet has its own quota; another contributor has theirs.
     w.contribute(1, 2, 4, 100).unwrap();
     w.contribute(0, 1, 5, 100).unwrap();

@@ -167,9 +167,7 @@ fn log<E: SolEvent>(address: Address, e: E) -> Log {
 /// A staking record (`s/t` total stake, `s/r` reward-per-share accumulator, `s/d` carried
 /// remainder; see the staking module's keys).
 fn staking_value(kv: &MemKv, key: &[u8]) -> U256 {
-    kv.0.get(key)
-        .map(|v| U256::from_be_slice(v))
-        .unwrap_or_default()
+    kv.value(key).map(U256::from_be_slice).unwrap_or_default()
 }
 
 /// The accumulator and remainder after one reward deposit per amount, each carrying its

@@ -93,7 +93,7 @@ fn row_counts_that_would_overflow_a_datanet_are_refused() {
         IDatanet::approveCall { contributionId: 2 },
     ));
     assert!(msg.contains("row count"), "{msg}");
-    assert_eq!(before.0, w.kv.0, "a refused approval changes nothing");
+    assert_eq!(before, w.kv, "a refused approval changes nothing");
     assert_eq!(datanet::datanet(&w.kv, 1).unwrap().rowCount, huge);
     assert_eq!(
         datanet::contribution(&w.kv, 2).unwrap().status,
@@ -103,7 +103,7 @@ fn row_counts_that_would_overflow_a_datanet_are_refused() {
     // A new contribution that could never be approved is refused when submitted...
     let before = w.kv.clone();
     overflow_refusal(contribute(&mut w, 1, 3, 2, 1000));
-    assert_eq!(before.0, w.kv.0, "a refused contribution changes nothing");
+    assert_eq!(before, w.kv, "a refused contribution changes nothing");
     // ...one that still fits is not, and the owner can still reject the one that cannot.
     contribute(&mut w, 1, 4, 1, 1000).unwrap();
     w.call(
@@ -126,7 +126,7 @@ fn a_daily_byte_quota_sum_that_would_overflow_is_refused() {
     contribute(&mut w, 1, 1, 1, u64::MAX - 1).unwrap();
     let before = w.kv.clone();
     overflow_refusal(contribute(&mut w, 1, 2, 1, 2));
-    assert_eq!(before.0, w.kv.0, "a refused contribution changes nothing");
+    assert_eq!(before, w.kv, "a refused contribution changes nothing");
     contribute(&mut w, 1, 3, 1, 1).unwrap();
 }
 
@@ -138,7 +138,7 @@ fn a_transaction_whose_fee_plus_value_overflows_is_refused() {
         let before = w.kv.clone();
         let msg = overflow_refusal(w.send(0, to, value, vec![]));
         assert!(msg.contains("fee"), "{msg}");
-        assert_eq!(before.0, w.kv.0, "a refused transaction changes nothing");
+        assert_eq!(before, w.kv, "a refused transaction changes nothing");
     }
     w.send(0, to, one_open(), vec![]).unwrap();
 }
@@ -156,7 +156,7 @@ fn an_account_at_the_last_nonce_cannot_send() {
     let before = w.kv.clone();
     let to = w.addr(1);
     overflow_refusal(w.send(0, to, U256::from(1u64), vec![]));
-    assert_eq!(before.0, w.kv.0, "a refused transaction changes nothing");
+    assert_eq!(before, w.kv, "a refused transaction changes nothing");
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn open_sent_to_a_module_with_bank_transfer_is_refused() {
             }
             other => panic!("OPEN sent to the {name} module was not refused: {other:?}"),
         }
-        assert_eq!(before.0, w.kv.0, "a refused transfer changes nothing");
+        assert_eq!(before, w.kv, "a refused transfer changes nothing");
         assert_eq!(w.balance(module), U256::ZERO);
     }
     // The treasury is an account that governance spends from: donations to it are fine.
@@ -263,5 +263,5 @@ fn fees_that_would_overflow_are_refused_not_wrapped() {
         modules::DATANET,
         IDatanet::approveCall { contributionId: 1 },
     ));
-    assert_eq!(before.0, w.kv.0, "a refused approval changes nothing");
+    assert_eq!(before, w.kv, "a refused approval changes nothing");
 }

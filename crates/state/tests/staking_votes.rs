@@ -97,8 +97,7 @@ fn slash_call(staker: Address, amount: U256) -> Vec<u8> {
 
 /// The sum of every account balance in state.
 fn sum_of_balances(w: &World) -> U256 {
-    w.kv.0
-        .range(b"a".to_vec()..b"b".to_vec())
+    w.kv.prefix(b"a")
         .map(|(_, v)| U256::from_be_slice(&v[8..]))
         .fold(U256::ZERO, |a, b| a + b)
 }
@@ -470,19 +469,19 @@ fn stake_from_before_voting_checkpoints_can_still_leave() {
     stake(&mut w, 0, open(100));
     // State of an older release: stake recorded, no voting checkpoints.
     let checkpoints: Vec<Vec<u8>> =
-        w.kv.0
-            .keys()
+        w.kv.sorted()
+            .map(|(k, _)| k)
             .filter(|k| {
                 k.starts_with(b"s/k")
                     || k.starts_with(b"s/n")
                     || k.starts_with(b"s/K")
                     || k.starts_with(b"s/N")
             })
-            .cloned()
+            .map(<[u8]>::to_vec)
             .collect();
     assert!(!checkpoints.is_empty());
     for k in checkpoints {
-        w.kv.0.remove(&k);
+        w.kv.remove(&k);
     }
     assert_eq!(votes(&w, a), U256::ZERO);
     w.call(

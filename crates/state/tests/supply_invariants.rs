@@ -842,7 +842,7 @@ impl Sim {
         // Supply: the sum of all balances is the recorded supply: the genesis supply less
         // what was burned.
         let mut sum = U256::ZERO;
-        for (k, v) in w.kv.0.range(b"a".to_vec()..b"b".to_vec()) {
+        for (k, v) in w.kv.prefix(b"a") {
             prop_assert_eq!(k.len(), 21, "only account records start with 'a'");
             prop_assert_eq!(v.len(), 40, "an account record has 40 bytes");
             sum = sum

@@ -828,7 +828,7 @@ impl Sim {
     fn check(&mut self) -> Result<(), TestCaseError> {
         let w = &self.w;
         let mut sum = U256::ZERO;
-        for (k, v) in w.kv.0.range(b"a".to_vec()..b"b".to_vec()) {
+        for (k, v) in w.kv.prefix(b"a") {
             prop_assert_eq!(k.len(), 21);
             sum += U256::from_be_slice(&v[8..]);
         }
