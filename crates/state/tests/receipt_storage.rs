@@ -234,3 +234,22 @@ fn a_corrupt_stored_receipt_is_a_storage_error_naming_the_key() {
         Err(ExecError::NotFound(_))
     ));
 }
+
+#[test]
+fn a_corrupt_request_record_is_a_storage_error_not_receipt_zero() {
+    let mut w = world();
+    record_all(&mut w, false);
+    let (op, request) = (w.addr(OPERATOR), keccak256([2u8]));
+    assert_eq!(
+        inference::receipt_of_request(&w.kv, &op, &request).unwrap(),
+        Some(3)
+    );
+    let key = [b"i/q".as_slice(), op.as_slice(), request.as_slice()].concat();
+    put(&mut w, key.clone(), vec![0, 3]);
+    match inference::receipt_of_request(&w.kv, &op, &request) {
+        Err(ExecError::Storage(e)) => {
+            assert!(e.0.contains(&alloy_primitives::hex::encode(&key)), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

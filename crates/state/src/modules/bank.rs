@@ -36,7 +36,7 @@ fn account_key(a: &Address) -> Vec<u8> {
 
 /// Reads an account (empty when absent).
 pub fn account(state: &dyn StateRead, a: &Address) -> Result<Account, StorageError> {
-    match state.get(&account_key(a))? {
+    match state.get_ref(&account_key(a))?.as_deref() {
         None => Ok(Account::default()),
         Some(v) if v.len() == 40 => Ok(Account {
             nonce: u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),

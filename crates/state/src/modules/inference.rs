@@ -59,7 +59,7 @@ fn receipt_key(id: u64) -> Vec<u8> {
 pub fn receipt(state: &dyn StateRead, id: u64) -> ExecResult<Receipt> {
     let key = receipt_key(id);
     let v = state
-        .get(&key)?
+        .get_ref(&key)?
         .ok_or_else(|| ExecError::NotFound(format!("inference receipt {id}")))?;
     let corrupt = |why: String| {
         StorageError(format!(
@@ -139,9 +139,18 @@ pub fn receipt_of_request(
     operator: &Address,
     request: &B256,
 ) -> ExecResult<Option<u64>> {
-    Ok(state
-        .get(&request_key(operator, request))?
-        .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap_or_default())))
+    let key = request_key(operator, request);
+    let Some(v) = state.get_ref(&key)? else {
+        return Ok(None);
+    };
+    let id = v.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
+        StorageError(format!(
+            "corrupt request record at key {}: {} bytes, not an 8-byte receipt id",
+            alloy_primitives::hex::encode(&key),
+            v.len()
+        ))
+    })?;
+    Ok(Some(id))
 }
 
 /// Records a batch; returns the first new receipt id and how many were recorded.
