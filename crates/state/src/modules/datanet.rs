@@ -28,6 +28,9 @@ use openledger_types::{
     params::BPS,
 };
 
+mod head;
+pub use head::{contribution_head, ContributionHead};
+
 /// Contribution status: waiting for the owner.
 pub const PENDING: u8 = 0;
 /// Contribution status: part of a version.

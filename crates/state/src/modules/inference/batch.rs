@@ -111,14 +111,15 @@ impl Batch {
         Ok(view)
     }
 
-    /// Contribution `id` (refused, as [`datanet::contribution`] refuses, when it does not exist).
+    /// Contribution `id` (refused, as [`datanet::contribution`] refuses, when it does not exist or
+    /// is corrupt).
     pub fn contribution(&mut self, state: &dyn StateRead, id: u64) -> ExecResult<ContributionView> {
         if let Some(c) = self.contributions.get(&id) {
             return Ok(*c);
         }
-        let c = datanet::contribution(state, id)?;
+        let c = datanet::contribution_head(state, id)?;
         let view = ContributionView {
-            datanet: c.datanetId,
+            datanet: c.datanet,
             approved: c.status == datanet::APPROVED,
             version: c.version,
             contributor: c.contributor,

@@ -1,0 +1,140 @@
+//! The fields of a stored contribution that paying for an inference needs (datanet,
+//! contributor, status, version), read at their fixed places in the record's ABI encoding
+//! without decoding its two strings: a `recordInferences` batch reads thousands of
+//! contributions, and decoding (and allocating) their metadata URIs and reasons was most of
+//! that cost.
+//!
+//! A `ContributionInfo` is stored as one ABI value: word 0 is the offset of the tuple (32), then
+//! its eleven head words in declaration order — id, datanetId, contributor, rowsRoot, rowCount,
+//! byteSize, score, offset of metadataUri, status, offset of reason, version — then the strings.
+//! A value whose head is not a clean encoding of those fields is decoded in full instead, so
+//! it is refused exactly as [`super::contribution`] refuses it.
+
+use super::{contribution, k};
+use crate::{error::ExecResult, kv::StateRead, ExecError};
+use alloy_primitives::Address;
+
+/// What recording and settling an inference read of a contribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContributionHead {
+    pub datanet: u64,
+    pub contributor: Address,
+    pub status: u8,
+    pub version: u64,
+}
+
+/// Contribution `id`'s head (refused, as [`contribution`] refuses, when it does not exist or
+/// its record is corrupt).
+pub fn contribution_head(state: &dyn StateRead, id: u64) -> ExecResult<ContributionHead> {
+    let value = state
+        .get_ref(&k(b"d/k", id, &[]))?
+        .ok_or_else(|| ExecError::NotFound(format!("contribution {id}")))?;
+    if let Some(head) = head_of(&value, id) {
+        return Ok(head);
+    }
+    let c = contribution(state, id)?;
+    Ok(ContributionHead {
+        datanet: c.datanetId,
+        contributor: c.contributor,
+        status: c.status,
+        version: c.version,
+    })
+}
+
+/// Words before the strings: the tuple's offset and its eleven head words.
+const HEAD_WORDS: usize = 12;
+
+/// The head of contribution `id`'s stored value, when it is a clean encoding of it.
+fn head_of(v: &[u8], id: u64) -> Option<ContributionHead> {
+    if v.len() < HEAD_WORDS * 32 {
+        return None;
+    }
+    let word = |i: usize| &v[32 * i..32 * (i + 1)];
+    // An unsigned integer of `bytes` bytes: the rest of its word must be zero.
+    let uint = |i: usize, bytes: usize| -> Option<u64> {
+        let w = word(i);
+        w[..32 - bytes].iter().all(|&b| b == 0).then(|| {
+            w[24..]
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        })
+    };
+    let contributor = word(3);
+    if uint(0, 8)? != 32 || uint(1, 8)? != id || contributor[..12].iter().any(|&b| b != 0) {
+        return None;
+    }
+    Some(ContributionHead {
+        datanet: uint(2, 8)?,
+        contributor: Address::from_slice(&contributor[12..]),
+        status: u8::try_from(uint(9, 1)?).ok()?,
+        version: uint(11, 8)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::B256;
+    use alloy_sol_types::SolValue;
+    use openledger_types::abi::IDatanet::ContributionInfo;
+    use proptest::prelude::*;
+
+    fn info(
+        id: u64,
+        datanet: u64,
+        who: [u8; 20],
+        status: u8,
+        version: u64,
+        uri: String,
+        reason: String,
+    ) -> ContributionInfo {
+        ContributionInfo {
+            id,
+            datanetId: datanet,
+            contributor: Address::from(who),
+            rowsRoot: B256::repeat_byte(7),
+            rowCount: 3,
+            byteSize: 99,
+            score: 5,
+            metadataUri: uri,
+            status,
+            reason,
+            version,
+        }
+    }
+
+    proptest! {
+        /// The head read at fixed places equals the full decode's fields, whatever the strings.
+        #[test]
+        fn the_head_matches_the_full_decode(
+            id in any::<u64>(), datanet in any::<u64>(), who in any::<[u8; 20]>(),
+            status in 0u8..3, version in any::<u64>(), uri in ".{0,80}", reason in ".{0,80}",
+        ) {
+            let c = info(id, datanet, who, status, version, uri, reason);
+            let head = head_of(&c.abi_encode(), id).expect("a clean record");
+            prop_assert_eq!(head, ContributionHead {
+                datanet, contributor: c.contributor, status, version,
+            });
+        }
+    }
+
+    #[test]
+    fn an_unclean_head_is_left_to_the_full_decode() {
+        let c = info(4, 2, [9; 20], 1, 3, "ipfs://x".into(), String::new());
+        let good = c.abi_encode();
+        assert!(head_of(&good, 4).is_some());
+        assert!(head_of(&good, 5).is_none(), "another contribution's id");
+        assert!(
+            head_of(&good[..HEAD_WORDS * 32 - 1], 4).is_none(),
+            "truncated head"
+        );
+        for (word, byte) in [(0, 31), (2, 0), (3, 0), (9, 30), (11, 0)] {
+            let mut bad = good.clone();
+            bad[32 * word + byte] ^= 0x40;
+            assert!(
+                head_of(&bad, 4).is_none(),
+                "word {word} byte {byte} changed"
+            );
+        }
+    }
+}
