@@ -30,16 +30,8 @@ const CONTRIBUTIONS: u64 = 4;
 
 fn world() -> World {
     let mut w = World::new("receipts", 4, 1000, |_| {});
-    let create = IDatanet::createDatanetCall {
-        name: "d".into(),
-        summary: String::new(),
-        description: String::new(),
-        tags: vec![],
-        dataType: 0,
-        licence: "CC0".into(),
-        permissioned: false,
-    };
-    w.call(OWNER, modules::DATANET, create).unwrap();
+    w.call(OWNER, modules::DATANET, common::public_datanet("d"))
+        .unwrap();
     for i in 1..=CONTRIBUTIONS {
         let contribute = IDatanet::contributeCall {
             datanetId: 1,

@@ -13,7 +13,7 @@ use openledger_state::{
     apply_tx, executor::simulate_call, genesis::genesis_writes, modules::bank, verify_raw, Env,
     ExecError, MemKv,
 };
-use openledger_types::{units::one_open, Genesis, Params};
+use openledger_types::{abi::IDatanet, units::one_open, Genesis, Params};
 
 pub const CHAIN_ID: u64 = 77;
 
@@ -129,5 +129,18 @@ impl World {
         )
         .expect("a view succeeds");
         C::abi_decode_returns(&out).expect("a view's return data decodes")
+    }
+}
+
+/// `createDatanet` for a public text datanet named `name` (licence CC0, no tags).
+pub fn public_datanet(name: &str) -> IDatanet::createDatanetCall {
+    IDatanet::createDatanetCall {
+        name: name.into(),
+        summary: String::new(),
+        description: String::new(),
+        tags: vec![],
+        dataType: 0,
+        licence: "CC0".into(),
+        permissioned: false,
     }
 }
