@@ -7,8 +7,9 @@
 //! A `ContributionInfo` is stored as one ABI value: word 0 is the offset of the tuple (32), then
 //! its eleven head words in declaration order — id, datanetId, contributor, rowsRoot, rowCount,
 //! byteSize, score, offset of metadataUri, status, offset of reason, version — then the strings.
-//! A value whose head is not a clean encoding of those fields is decoded in full instead, so
-//! it is refused exactly as [`super::contribution`] refuses it.
+//! A value whose head is not a clean encoding of those fields, or whose strings are not laid out
+//! canonically up to its exact end, is decoded in full instead, so it is refused exactly as
+//! [`super::contribution`] refuses it.
 
 use super::{contribution, k};
 use crate::{error::ExecResult, kv::StateRead, ExecError};
@@ -63,12 +64,37 @@ fn head_of(v: &[u8], id: u64) -> Option<ContributionHead> {
     if uint(0, 8)? != 32 || uint(1, 8)? != id || contributor[..12].iter().any(|&b| b != 0) {
         return None;
     }
+    // The strings are not decoded, but their layout must be the canonical one, so that the full
+    // decode would accept the record too: a head read alone would take a record whose strings run
+    // past its end (which `contribution` refuses) as a sound one.
+    let uri_at = uint(8, 8)?;
+    if uri_at != 11 * 32 {
+        return None;
+    }
+    let reason_at = string_end(v, 32 + 11 * 32)?.checked_sub(32)?;
+    if uint(10, 8)? != u64::try_from(reason_at).ok()? || string_end(v, 32 + reason_at)? != v.len() {
+        return None;
+    }
     Some(ContributionHead {
         datanet: uint(2, 8)?,
         contributor: Address::from_slice(&contributor[12..]),
         status: u8::try_from(uint(9, 1)?).ok()?,
         version: uint(11, 8)?,
     })
+}
+
+/// Where the canonical encoding of a string whose length word sits at `at` ends (its bytes padded
+/// to whole words, the padding zero); `None` when it runs past `v` or is not canonical.
+fn string_end(v: &[u8], at: usize) -> Option<usize> {
+    let len_word = v.get(at..at.checked_add(32)?)?;
+    if len_word[..24].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let len = usize::try_from(u64::from_be_bytes(len_word[24..].try_into().ok()?)).ok()?;
+    let start = at + 32;
+    let end = start.checked_add(len.checked_next_multiple_of(32)?)?;
+    let padding = v.get(start.checked_add(len)?..end)?;
+    padding.iter().all(|&b| b == 0).then_some(end)
 }
 
 #[cfg(test)]
@@ -118,6 +144,32 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Whatever a stored value holds, the head reader accepts it only when the full decode
+        /// does, with the same fields.
+        #[test]
+        fn the_head_reader_never_accepts_what_the_full_decode_refuses(
+            uri in ".{0,70}", reason in ".{0,70}", cut in any::<usize>(),
+            at in any::<usize>(), byte in any::<u8>(),
+        ) {
+            let good = info(4, 2, [9; 20], 1, 3, uri, reason).abi_encode();
+            let mut v = good[..cut % (good.len() + 1)].to_vec();
+            if !v.is_empty() {
+                let i = at % v.len();
+                v[i] = byte;
+            }
+            if let Some(h) = head_of(&v, 4) {
+                let c = ContributionInfo::abi_decode(&v);
+                prop_assert!(c.is_ok(), "the head reader took a value the decode refuses");
+                let c = c.unwrap();
+                prop_assert_eq!(h, ContributionHead {
+                    datanet: c.datanetId, contributor: c.contributor, status: c.status,
+                    version: c.version,
+                });
+            }
+        }
+    }
+
     #[test]
     fn an_unclean_head_is_left_to_the_full_decode() {
         let c = info(4, 2, [9; 20], 1, 3, "ipfs://x".into(), String::new());
@@ -136,5 +188,39 @@ mod tests {
                 "word {word} byte {byte} changed"
             );
         }
+    }
+
+    /// A record whose head is clean but whose strings do not decode is refused as the full
+    /// decode refuses it (a head read alone would have paid on it).
+    #[test]
+    fn a_corrupt_tail_behind_a_clean_head_is_refused_as_the_full_decode_refuses_it() {
+        use crate::kv::MemKv;
+        let c = info(4, 2, [9; 20], 1, 3, "ipfs://x".into(), "r".into());
+        let good = c.abi_encode();
+        let mut cases = vec![
+            ("truncated strings", good[..HEAD_WORDS * 32].to_vec()),
+            ("cut reason", good[..good.len() - 32].to_vec()),
+        ];
+        let mut huge = good.clone();
+        huge[32 * HEAD_WORDS..32 * HEAD_WORDS + 32].copy_from_slice(&[0xff; 32]);
+        cases.push(("uri length past the end", huge));
+        let mut far = good.clone();
+        far[32 * 8 + 24..32 * 9].copy_from_slice(&(1u64 << 40).to_be_bytes());
+        cases.push(("uri offset past the end", far));
+        for (what, v) in cases {
+            let mut kv = MemKv::default();
+            kv.insert(k(b"d/k", 4, &[]), v);
+            assert!(
+                contribution(&kv, 4).is_err(),
+                "{what}: the full decode refuses it"
+            );
+            assert!(
+                contribution_head(&kv, 4).is_err(),
+                "{what}: accepted by the head reader"
+            );
+        }
+        let mut kv = MemKv::default();
+        kv.insert(k(b"d/k", 4, &[]), good);
+        assert_eq!(contribution_head(&kv, 4).unwrap().version, 3);
     }
 }
