@@ -1,7 +1,8 @@
 //! An OpenLoRA operator records many inferences in one transaction: each record is charged to
 //! its caller within the operator's allowance, a request id recorded before is skipped (so a
 //! restarted operator can resubmit its journal without charging anyone twice), one bad record
-//! refuses the whole batch, and `settleNow` pays everyone at once. Adapter names are unique, and
+//! refuses the whole batch (a caller's free daily volume counts all its records), and `settleNow`
+//! pays everyone at once. Adapter names are unique, and
 //! a merged adapter inherits its parents' datanets.
 
 mod common;
@@ -10,7 +11,7 @@ use alloy_primitives::{keccak256, B256, U256};
 use common::World;
 use openledger_state::ExecError;
 use openledger_types::{
-    abi::{IDatanet, IInference, IModel},
+    abi::{IAgent, IDatanet, IInference, IModel},
     modules,
     units::one_open,
 };
@@ -23,7 +24,12 @@ const OPERATOR: usize = 3;
 /// A datanet with one approved contribution, a base model and an adapter "helper" on it; the
 /// caller holds 10 OPEN of credit and lets the operator spend 5.
 fn world() -> World {
-    let mut w = World::new("batches", 4, 1000, |_| {});
+    world_with(|_| {})
+}
+
+/// [`world`] under parameters adjusted by `tune`.
+fn world_with(tune: impl FnOnce(&mut openledger_types::Params)) -> World {
+    let mut w = World::new("batches", 4, 1000, tune);
     w.call(
         OWNER,
         modules::DATANET,
@@ -455,4 +461,37 @@ fn a_batch_pays_gas_per_record() {
     assert!(per > 0);
     // Each record adds at least its schedule on top of its calldata.
     assert!(gas(10) - gas(1) >= 9 * per, "{} vs {}", gas(10), gas(1));
+}
+
+/// The free daily volume counts every record of a batch: an unstaked caller's batch that passes
+/// it part-way is refused whole (nothing recorded, the day's usage unchanged), and accepted
+/// batches leave the usage at the sum of their records.
+#[test]
+fn a_batch_meters_the_free_volume_across_its_records() {
+    let mut w = world_with(|p| p.agent.agent_free_tokens_per_day = 100);
+    let usage = |w: &World| {
+        let u = w.view(
+            modules::AGENT,
+            IAgent::usageOfCall {
+                account: w.addr(CALLER),
+            },
+        );
+        (u.tokensToday, u.staked)
+    };
+    // 10 prompt + 20 completion tokens per record.
+    let records = vec![record(&w, 1, 20), record(&w, 2, 20)];
+    batch(&mut w, records, true).unwrap();
+    assert_eq!(usage(&w), (60, false));
+    // 60 + 30 = 90 fits, 90 + 30 = 120 does not: the whole batch is refused.
+    let records = vec![record(&w, 3, 20), record(&w, 4, 20)];
+    let err = batch(&mut w, records, true).unwrap_err();
+    assert!(err.to_string().contains("free tokens"), "{err}");
+    assert_eq!(usage(&w), (60, false));
+    assert_eq!(
+        w.view(modules::INFERENCE, IInference::receiptCountCall {}),
+        2
+    );
+    let records = vec![record(&w, 3, 20)];
+    batch(&mut w, records, false).unwrap();
+    assert_eq!(usage(&w), (90, false));
 }

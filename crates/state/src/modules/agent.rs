@@ -13,7 +13,7 @@
 use crate::{
     codec,
     error::{ExecResult, StorageError},
-    kv::StateRead,
+    kv::{Overlay, StateRead},
     modules::staking,
     Ctx, ExecError,
 };
@@ -75,7 +75,7 @@ pub fn day_of(timestamp: u64) -> u64 {
 
 /// Tokens `a` used on UTC day `day`.
 pub fn tokens_used(state: &dyn StateRead, a: &Address, day: u64) -> Result<u64, StorageError> {
-    match state.get(&usage_key(a))? {
+    match state.get_ref(&usage_key(a))? {
         None => Ok(0),
         Some(v) if v.len() == 16 => {
             let stored_day = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
@@ -102,12 +102,33 @@ pub fn check_volume(
     caller: &Address,
     tokens: u64,
 ) -> ExecResult<u64> {
-    let day = day_of(timestamp);
-    let used = tokens_used(state, caller, day)?;
+    let used = tokens_used(state, caller, day_of(timestamp))?;
+    check_more(state, params, timestamp, caller, used, tokens, &mut None)
+}
+
+/// [`check_volume`] for a caller who has used `used` tokens today so far (read once by a caller
+/// that meters many inferences in one call); `staked` holds [`is_staked`] once it was needed
+/// (the inference module changes no agent stake, so it holds for the whole call).
+pub fn check_more(
+    state: &dyn StateRead,
+    params: &Params,
+    timestamp: u64,
+    caller: &Address,
+    used: u64,
+    tokens: u64,
+    staked: &mut Option<bool>,
+) -> ExecResult<u64> {
     let after = used.saturating_add(tokens);
     let free = params.agent.agent_free_tokens_per_day;
-    if after > free && !is_staked(state, params, caller)? {
-        let g = agent(state, caller)?;
+    if after <= free {
+        return Ok(after);
+    }
+    let ok = match *staked {
+        Some(ok) => ok,
+        None => *staked.insert(is_staked(state, params, caller)?),
+    };
+    if !ok {
+        let (day, g) = (day_of(timestamp), agent(state, caller)?);
         return Err(ExecError::Unauthorized(format!(
             "{caller} has used {used} of its {free} free tokens today (UTC day {day}) and this \
              inference needs {tokens} more: calling models beyond the free volume takes an \
@@ -122,15 +143,13 @@ pub fn check_volume(
     Ok(after)
 }
 
-/// Meters an inference of `tokens` tokens paid by `caller` (the inference module calls it when
-/// it records a receipt): refused past the free volume without agent stake.
-pub fn meter(ctx: &mut Ctx, caller: &Address, tokens: u64) -> ExecResult<()> {
-    let after = check_volume(&ctx.state, ctx.params, ctx.env.timestamp, caller, tokens)?;
+/// Writes that `caller` has used `tokens` tokens on the UTC day of `timestamp` (the inference
+/// module meters each receipt with [`check_more`] and writes each caller's total once per call).
+pub fn record_usage(state: &mut Overlay, timestamp: u64, caller: &Address, tokens: u64) {
     let mut v = Vec::with_capacity(16);
-    v.extend_from_slice(&day_of(ctx.env.timestamp).to_be_bytes());
-    v.extend_from_slice(&after.to_be_bytes());
-    ctx.state.put(usage_key(caller), v);
-    Ok(())
+    v.extend_from_slice(&day_of(timestamp).to_be_bytes());
+    v.extend_from_slice(&tokens.to_be_bytes());
+    state.put(usage_key(caller), v);
 }
 
 /// Slashes up to `amount` of `who`'s agent stake, then of its unbonding OPEN; returns what was

@@ -27,7 +27,7 @@ use crate::{
     codec,
     error::{ExecResult, StorageError},
     kv::StateRead,
-    modules::{agent, rlhf},
+    modules::rlhf,
     Ctx, ExecError,
 };
 use alloy_primitives::{Address, B256, U256};
@@ -277,7 +277,7 @@ fn record(
     }
     let fee = quote(ctx.params, c.promptTokens, c.completionTokens)?;
     // Past the free daily volume only staked agents may call models.
-    agent::meter(
+    batch.meter(
         ctx,
         &c.caller,
         c.promptTokens as u64 + c.completionTokens as u64,

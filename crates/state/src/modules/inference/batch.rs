@@ -1,11 +1,12 @@
 //! What one inference call reads again and again, read once: the adapters and attributed
 //! contributions its records name, decoded once per call; and what it updates again and again,
 //! written once by [`Batch::finish`]: the callers' credit, the operators' allowances, the
-//! receipt counter, the accounts its settlements pay (a [`bank::Accounts`]) and the stakers'
-//! shares, paid into the stakers pool as one deposit.
+//! callers' metered daily usage (their agent stake read at most once), the receipt counter,
+//! the accounts its settlements pay (a [`bank::Accounts`]) and the stakers' shares, paid into
+//! the stakers pool as one deposit.
 //!
-//! Recording and settling change no adapter and no contribution, so a cached one is the
-//! state's for the whole call; nothing else in the call reads or writes the held values. The
+//! Recording and settling change no adapter, no contribution and no agent stake, so a cached
+//! one is the state's for the whole call; nothing else in the call reads or writes the held values. The
 //! stakers pool's accumulator ends where one deposit per receipt would leave it: the total
 //! stake does not change during the call and each deposit carries its remainder into the next,
 //! so the sum of the increments is the floor of the summed deposits (plus the carried
@@ -18,7 +19,7 @@ use crate::{
     codec,
     error::{ExecResult, StorageError},
     kv::StateRead,
-    modules::{bank, datanet, model, staking},
+    modules::{agent, bank, datanet, model, staking},
     Ctx, ExecError,
 };
 use alloy_primitives::{
@@ -64,6 +65,8 @@ pub(super) struct Batch {
     credits: AddressHashMap<U256>,
     /// (caller, operator) → allowance.
     allowances: HashMap<(Address, Address), U256>,
+    /// caller → (tokens used today so far, whether it may pass the free volume once known).
+    usage: AddressHashMap<(u64, Option<bool>)>,
     /// The last receipt id, once read.
     last_receipt: Option<u64>,
     /// The stakers' shares settled so far.
@@ -84,6 +87,7 @@ impl Batch {
         b.contributions.reserve(attributions);
         b.credits.reserve(records);
         b.allowances.reserve(records);
+        b.usage.reserve(records);
         b
     }
 
@@ -164,6 +168,20 @@ impl Batch {
         Ok(id)
     }
 
+    /// Meters `tokens` more for `caller` (refused, as [`agent::check_volume`] refuses, past the free
+    /// volume without agent stake); the day's usage is written once by `finish`.
+    pub fn meter(&mut self, ctx: &Ctx, caller: &Address, tokens: u64) -> ExecResult<()> {
+        let (state, now) = (&ctx.state, ctx.env.timestamp);
+        let (used, staked) = match self.usage.entry(*caller) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                e.insert((agent::tokens_used(state, caller, agent::day_of(now))?, None))
+            }
+        };
+        *used = agent::check_more(state, ctx.params, now, caller, *used, tokens, staked)?;
+        Ok(())
+    }
+
     /// Adds a receipt's stakers' share to the deposit `finish` makes.
     pub fn reward_stakers(&mut self, amount: U256) -> ExecResult<()> {
         self.stakers = self.stakers.checked_add(amount).ok_or_else(|| {
@@ -180,6 +198,9 @@ impl Batch {
         }
         for ((caller, operator), allowed) in self.allowances {
             codec::put_u256(state, allowance_key(&caller, &operator), allowed);
+        }
+        for (caller, (used, _)) in self.usage {
+            agent::record_usage(state, ctx.env.timestamp, &caller, used);
         }
         if let Some(n) = self.last_receipt {
             codec::put_u64(state, RECEIPT_COUNT.to_vec(), n);
