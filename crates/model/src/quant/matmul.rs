@@ -531,12 +531,16 @@ mod tests {
     fn both_paths_match_dequantized_matmul() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let cols = 96;
-        // 72 rows: Q4_1 is repacked in groups of eight; 70 rows: every format as GGUF rows.
+        // 72 and 40 rows: Q4_1 and Q8_0 are repacked in groups of eight, an odd number of them, so
+        // the last task ends on a group the 512-bit kernels (pairs of groups) leave to the 8-row
+        // ones; 70 rows: every format as GGUF rows.
         for (format, rows) in [
             (QFormat::Q4_0, 70),
             (QFormat::Q4_1, 70),
             (QFormat::Q4_1, 72),
+            (QFormat::Q4_1, 40),
             (QFormat::Q8_0, 70),
+            (QFormat::Q8_0, 72),
         ] {
             let w = QWeight::quantize(format, rows, cols, &pseudo(rows * cols, 1)).unwrap();
             let wf = w.dequantize(&dev)?;
