@@ -167,11 +167,8 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
     let mut batch = Batch::with_capacity(c.records.len(), attributions);
     // Receipts settled at once are written once, settled, by `settle_one`.
     let mut to_settle = Vec::with_capacity(if c.settleNow { c.records.len() } else { 0 });
-    // Two logs per record, and per settlement two per attribution and up to six more: one
-    // allocation for the call's logs instead of a growing vector's copies.
-    let per_record =
-        |r: &IInference::InferenceRecord| 2 + if c.settleNow { 2 * r.top.len() + 6 } else { 0 };
-    ctx.logs.reserve(c.records.iter().map(per_record).sum());
+    ctx.logs
+        .reserve(logs_to_reserve(&c, ctx.params.max_attributions as usize));
     for r in c.records {
         if r.requestId.is_zero() {
             return Err(ExecError::Invalid(
@@ -227,6 +224,22 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
     }
     batch.finish(ctx)?;
     Ok((first, recorded))
+}
+
+/// Logs a batch will emit, to reserve them at once instead of growing the vector: two per record,
+/// and per settlement two per attribution and up to six more. Counts come from the calldata
+/// before any record is checked (the ABI decoder lets every record point at one shared, long
+/// `top` array), so each record counts at most `max_attributions` attributions — a record
+/// listing more is refused before it logs anything.
+fn logs_to_reserve(c: &IInference::recordInferencesCall, max_attributions: usize) -> usize {
+    let per_record = |r: &IInference::InferenceRecord| {
+        2 + if c.settleNow {
+            2 * r.top.len().min(max_attributions) + 6
+        } else {
+            0
+        }
+    };
+    c.records.iter().map(per_record).sum()
 }
 
 /// Records one inference; writes its receipt when `store` (a receipt about to be settled is
@@ -501,4 +514,41 @@ pub fn call(ctx: &mut Ctx, call: IInference::IInferenceCalls) -> ExecResult<Vec<
         C::receiptCount(_) => codec::get_u64(&ctx.state, RECEIPT_COUNT)?.abi_encode(),
         C::quote(c) => quote(ctx.params, c.promptTokens, c.completionTokens)?.abi_encode(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 256 records sharing one 1,900-entry `top` array (as crafted calldata decodes) reserve
+    /// logs for at most `max_attributions` attributions each, not 486,400 (~78 MB of logs).
+    #[test]
+    fn the_log_reservation_is_bounded_by_the_attribution_limit() {
+        let top = vec![
+            IInference::Attribution {
+                contributionId: 1,
+                weightPpm: 1,
+            };
+            1_900
+        ];
+        let record = IInference::InferenceRecord {
+            requestId: B256::repeat_byte(1),
+            caller: Address::ZERO,
+            adapterId: 1,
+            promptTokens: 1,
+            completionTokens: 1,
+            top,
+            attributionRoot: B256::ZERO,
+        };
+        let c = IInference::recordInferencesCall {
+            records: vec![record; 256],
+            settleNow: true,
+        };
+        assert_eq!(logs_to_reserve(&c, 16), 256 * (2 + 2 * 16 + 6));
+        let unsettled = IInference::recordInferencesCall {
+            settleNow: false,
+            ..c
+        };
+        assert_eq!(logs_to_reserve(&unsettled, 16), 256 * 2);
+    }
 }
