@@ -128,13 +128,6 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// Room for `accounts` accounts before the map grows.
-    pub fn with_capacity(accounts: usize) -> Self {
-        let mut touched = alloy_primitives::map::AddressHashMap::default();
-        touched.reserve(accounts);
-        Accounts { touched }
-    }
-
     fn get(&mut self, state: &dyn StateRead, a: &Address) -> Result<&mut Account, StorageError> {
         Ok(match self.touched.entry(*a) {
             alloy_primitives::map::Entry::Occupied(e) => e.into_mut(),

@@ -3,15 +3,12 @@
 //! settlement that splits each escrowed fee by the governed split.
 //!
 //! Keys: `i/c`++address → credit; `i/o`++caller++operator → allowance; `i/n` → receipt count;
-//! `i/r`++id → `Receipt`, stored compactly rather than ABI-encoded: a version byte (1), then
-//! big-endian id, adapterId, caller, operator, promptTokens, completionTokens, fee (32 bytes),
-//! attributionRoot, settled (one byte), recordedAt, the top-k count (4 bytes) and that many
-//! (contributionId: 8, weightPpm: 4) pairs, 142 + 12·k bytes in all (table in [`stored`];
-//! `getReceipt` still returns the ABI encoding); `i/q`++operator++request id → receipt id
-//! (operators' batches, for idempotency; scoped by operator, so nobody else can record an
-//! operator's request id first and make its record a skipped duplicate). Credit and escrow sit in the inference module's
-//! own balance, which always equals the sum of all credit plus the fees of all unsettled
-//! receipts.
+//! `i/r`++id → `Receipt` in the compact layout of [`stored`] (142 + 12·k bytes; `getReceipt`
+//! still returns the ABI encoding); `i/q`++operator++request id → receipt id (operators'
+//! batches, for idempotency; scoped by operator, so nobody else can record an operator's
+//! request id first and make its record a skipped duplicate). Credit and escrow sit in the
+//! inference module's own balance, which always equals the sum of all credit plus the fees of
+//! all unsettled receipts.
 //!
 //! Fees are computed with checked arithmetic (governed prices times caller-chosen token
 //! counts): one that would overflow is refused, never wrapped.
@@ -163,10 +160,9 @@ fn record_batch(ctx: &mut Ctx, c: IInference::recordInferencesCall) -> ExecResul
         )));
     }
     let (mut first, mut recorded) = (0u64, 0u32);
-    let attributions = c.records.iter().map(|r| r.top.len()).sum();
-    let mut batch = Batch::with_capacity(c.records.len(), attributions);
+    let mut batch = Batch::default();
     // Receipts settled at once are written once, settled, by `settle_one`.
-    let mut to_settle = Vec::with_capacity(if c.settleNow { c.records.len() } else { 0 });
+    let mut to_settle = Vec::new();
     ctx.logs
         .reserve(logs_to_reserve(&c, ctx.params.max_attributions as usize));
     for r in c.records {

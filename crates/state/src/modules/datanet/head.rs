@@ -51,15 +51,7 @@ fn head_of(v: &[u8], id: u64) -> Option<ContributionHead> {
         return None;
     }
     let word = |i: usize| &v[32 * i..32 * (i + 1)];
-    // An unsigned integer of `bytes` bytes: the rest of its word must be zero.
-    let uint = |i: usize, bytes: usize| -> Option<u64> {
-        let w = word(i);
-        w[..32 - bytes].iter().all(|&b| b == 0).then(|| {
-            w[24..]
-                .iter()
-                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
-        })
-    };
+    let uint = |i: usize, bytes: usize| word_uint(word(i), bytes);
     let contributor = word(3);
     if uint(0, 8)? != 32 || uint(1, 8)? != id || contributor[..12].iter().any(|&b| b != 0) {
         return None;
@@ -83,14 +75,18 @@ fn head_of(v: &[u8], id: u64) -> Option<ContributionHead> {
     })
 }
 
+/// The unsigned integer of `bytes` (at most 8) bytes in the 32-byte word `w`, when the rest of
+/// the word is zero.
+fn word_uint(w: &[u8], bytes: usize) -> Option<u64> {
+    let (high, low) = w.split_at(24);
+    (high.iter().chain(&low[..8 - bytes]).all(|&b| b == 0))
+        .then(|| u64::from_be_bytes(low.try_into().unwrap_or_default()))
+}
+
 /// Where the canonical encoding of a string whose length word sits at `at` ends (its bytes padded
 /// to whole words, the padding zero); `None` when it runs past `v` or is not canonical.
 fn string_end(v: &[u8], at: usize) -> Option<usize> {
-    let len_word = v.get(at..at.checked_add(32)?)?;
-    if len_word[..24].iter().any(|&b| b != 0) {
-        return None;
-    }
-    let len = usize::try_from(u64::from_be_bytes(len_word[24..].try_into().ok()?)).ok()?;
+    let len = usize::try_from(word_uint(v.get(at..at.checked_add(32)?)?, 8)?).ok()?;
     let start = at + 32;
     let end = start.checked_add(len.checked_next_multiple_of(32)?)?;
     let padding = v.get(start.checked_add(len)?..end)?;

@@ -6,8 +6,8 @@
 //! the stakers pool as one deposit.
 //!
 //! Recording and settling change no adapter, no contribution and no agent stake, so a cached
-//! one is the state's for the whole call; nothing else in the call reads or writes the held values. The
-//! stakers pool's accumulator ends where one deposit per receipt would leave it: the total
+//! one is the state's for the whole call; nothing else in the call reads or writes the held
+//! values. The stakers pool's accumulator ends where one deposit per receipt would leave it: the total
 //! stake does not change during the call and each deposit carries its remainder into the next,
 //! so the sum of the increments is the floor of the summed deposits (plus the carried
 //! remainder) over the total stake, and the new remainder is what that division leaves. The
@@ -74,23 +74,6 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// A batch sized for `records` records naming `attributions` attributions in all (hints
-    /// only: the caches still grow past them), so its maps are not rehashed as they fill.
-    pub fn with_capacity(records: usize, attributions: usize) -> Self {
-        // Hints come from the call's arguments before they are checked: bound what they reserve.
-        const MOST: usize = 4096;
-        let (records, attributions) = (records.min(MOST), attributions.min(MOST));
-        let mut b = Batch {
-            accounts: bank::Accounts::with_capacity(attributions + 4),
-            ..Batch::default()
-        };
-        b.contributions.reserve(attributions);
-        b.credits.reserve(records);
-        b.allowances.reserve(records);
-        b.usage.reserve(records);
-        b
-    }
-
     /// Adapter `id` (refused, as [`model::adapter`] refuses, when it does not exist).
     pub fn adapter(
         &mut self,
