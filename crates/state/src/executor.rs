@@ -32,7 +32,7 @@ pub struct Outcome {
 /// Refused when the sum overflows a `u64` (possible only under extreme governed gas prices per
 /// byte; no gas limit could cover it).
 pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> Result<u64, ExecError> {
-    let zeros = data.iter().filter(|b| **b == 0).count() as u64;
+    let zeros = zero_bytes(data);
     let nonzeros = data.len() as u64 - zeros;
     let call = match modules::function_name(to, data) {
         // A batch pays per record too, so batched receipts cost state like single ones.
@@ -56,6 +56,18 @@ pub fn gas_of(params: &Params, to: &Address, data: &[u8]) -> Result<u64, ExecErr
                 data.len()
             ))
         })
+}
+
+/// How many bytes of `data` are zero. Counted 64 bytes at a time into a byte-wide sum (at most
+/// 64), which compilers turn into whole-register compares: a batch's calldata runs to hundreds
+/// of kilobytes, and a byte-at-a-time count was 6% of a simulated year's instructions.
+fn zero_bytes(data: &[u8]) -> u64 {
+    let chunks = data.chunks_exact(64);
+    let tail = chunks.remainder().iter().filter(|b| **b == 0).count() as u64;
+    chunks
+        .map(|c| u64::from(c.iter().map(|b| u8::from(*b == 0)).sum::<u8>()))
+        .sum::<u64>()
+        + tail
 }
 
 /// The length of the dynamic array that is a call's first argument (0 when the calldata is too
@@ -198,6 +210,29 @@ mod tests {
     use super::gas_of;
     use crate::ExecError;
     use openledger_types::{modules::BANK, Params};
+
+    #[test]
+    fn zero_bytes_are_counted_in_every_position() {
+        for len in [0usize, 1, 63, 64, 65, 127, 128, 129, 1000] {
+            for zero_every in [1usize, 2, 3, 7, 64, usize::MAX] {
+                let data: Vec<u8> = (0..len)
+                    .map(|i| {
+                        if i % zero_every == 0 {
+                            0
+                        } else {
+                            1 + (i % 255) as u8
+                        }
+                    })
+                    .collect();
+                let want = data.iter().filter(|b| **b == 0).count() as u64;
+                assert_eq!(
+                    super::zero_bytes(&data),
+                    want,
+                    "len {len}, every {zero_every}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn calldata_gas_that_would_overflow_is_refused() {

@@ -3,7 +3,7 @@
 
 use crate::error::StorageError;
 use alloy_primitives::map::HashMap;
-use std::{borrow::Cow, collections::BTreeMap, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt, hash::BuildHasher};
 
 /// Writes not yet committed: `None` deletes the key.
 pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -42,58 +42,130 @@ impl<T: StateRead + ?Sized> StateRead for std::sync::Arc<T> {
 
 /// A plain in-memory key-value store (genesis computation, the simulator, tests).
 ///
-/// Entries live in a hash map, so lookups cost no key comparisons along a tree path. Nothing
-/// observable depends on the map's (randomly seeded) iteration order: whoever needs order uses
-/// [`MemKv::sorted`] or [`MemKv::prefix`], which sort, and `Debug` prints in key order.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Entries live in a hash table, so lookups cost no key comparisons along a tree path, and
+/// each entry is one allocation holding its key and value side by side (see [`Entry`]): a
+/// lookup follows one pointer from the table to both, and the table holds two words per entry.
+/// Nothing observable depends on the table's (randomly seeded) iteration order: whoever needs
+/// order uses [`MemKv::sorted`] or [`MemKv::prefix`], which sort, and `Debug` prints in key
+/// order.
+#[derive(Clone, Default)]
 pub struct MemKv {
-    map: HashMap<Vec<u8>, Vec<u8>>,
+    table: hashbrown::HashTable<Entry>,
+    hasher: alloy_primitives::map::DefaultHashBuilder,
+}
+
+/// One entry: the key's length (a native-endian `usize`), the key, the value.
+#[derive(Clone)]
+struct Entry(Box<[u8]>);
+
+/// Bytes of an entry's key length.
+const LEN: usize = std::mem::size_of::<usize>();
+
+impl Entry {
+    fn new(key: &[u8], value: &[u8]) -> Entry {
+        let mut b = Vec::with_capacity(LEN + key.len() + value.len());
+        b.extend_from_slice(&key.len().to_ne_bytes());
+        b.extend_from_slice(key);
+        b.extend_from_slice(value);
+        Entry(b.into_boxed_slice())
+    }
+
+    /// The key and the value.
+    fn split(&self) -> (&[u8], &[u8]) {
+        let (len, rest) = self.0.split_at(LEN);
+        rest.split_at(usize::from_ne_bytes(len.try_into().unwrap_or_default()))
+    }
+
+    fn key(&self) -> &[u8] {
+        self.split().0
+    }
+
+    fn value(&self) -> &[u8] {
+        self.split().1
+    }
 }
 
 impl StateRead for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.map.get(key).cloned())
+        Ok(self.value(key).map(<[u8]>::to_vec))
     }
 
     fn get_ref(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StorageError> {
-        Ok(self.map.get(key).map(|v| Cow::Borrowed(v.as_slice())))
+        Ok(self.value(key).map(Cow::Borrowed))
     }
 }
 
 impl MemKv {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// The value at `key`, borrowed (the infallible form of [`StateRead::get_ref`]).
     pub fn value(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(Vec::as_slice)
+        self.table
+            .find(self.hash(key), |e| e.key() == key)
+            .map(Entry::value)
     }
 
     /// Sets `key` to `value`, returning the previous value.
     pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
-        self.map.insert(key, value)
+        self.put(&key, &value)
+    }
+
+    /// Sets `key` to `value`, returning the previous value.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+        let hash = self.hash(key);
+        let hasher = &self.hasher;
+        match self
+            .table
+            .entry(hash, |e| e.key() == key, |e| hasher.hash_one(e.key()))
+        {
+            hashbrown::hash_table::Entry::Occupied(mut e) => Some(
+                std::mem::replace(e.get_mut(), Entry::new(key, value))
+                    .value()
+                    .to_vec(),
+            ),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(Entry::new(key, value));
+                None
+            }
+        }
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        self.map.remove(key)
+        let hash = self.hash(key);
+        let (e, _) = self
+            .table
+            .find_entry(hash, |e| e.key() == key)
+            .ok()?
+            .remove();
+        Some(e.value().to_vec())
     }
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     /// Whether the store holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.table.is_empty()
     }
 
     /// The total size of every key and value, in bytes.
     pub fn size_bytes(&self) -> usize {
-        self.map.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.table.iter().map(|e| e.0.len() - LEN).sum()
+    }
+
+    /// Every entry, in no particular order.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.table.iter().map(Entry::split)
     }
 
     /// Every entry in ascending key order.
     pub fn sorted(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        sort_entries(self.map.iter())
+        sort_entries(self.entries())
     }
 
     /// The entries whose key starts with `prefix`, in ascending key order (a scan of the whole
@@ -102,28 +174,41 @@ impl MemKv {
         &'a self,
         prefix: &'a [u8],
     ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        sort_entries(self.map.iter().filter(|(k, _)| k.starts_with(prefix)))
+        sort_entries(self.entries().filter(|(k, _)| k.starts_with(prefix)))
     }
 
     /// Applies a write set.
     pub fn apply(&mut self, writes: WriteSet) {
         for (k, v) in writes {
             match v {
-                Some(v) => self.map.insert(k, v),
-                None => self.map.remove(&k),
-            };
+                Some(v) => {
+                    self.put(&k, &v);
+                }
+                None => {
+                    self.remove(&k);
+                }
+            }
         }
     }
 }
+
+impl PartialEq for MemKv {
+    /// The same entries, whatever order they were inserted in.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.entries().all(|(k, v)| other.value(k) == Some(v))
+    }
+}
+
+impl Eq for MemKv {}
 
 /// The entries as slices, sorted by key (keys are unique, so an unstable sort is deterministic).
 /// The sort moves small records holding 32 bytes of each key and the entry's index, so most
 /// comparisons need not reach the keys scattered over the heap (several times faster on a
 /// million-entry state than sorting the slices themselves).
 fn sort_entries<'a>(
-    entries: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
+    entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> {
-    let all: Vec<(&[u8], &[u8])> = entries.map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    let all: Vec<(&[u8], &[u8])> = entries.collect();
     let mut order: Vec<Block> = (0..all.len()).map(|i| (0, 0, i)).collect();
     sort_from(&mut order, &all, 0);
     order.into_iter().map(move |(_, _, i)| all[i])
@@ -180,16 +265,22 @@ impl fmt::Debug for MemKv {
 
 impl FromIterator<(Vec<u8>, Vec<u8>)> for MemKv {
     fn from_iter<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(iter: I) -> Self {
-        MemKv {
-            map: iter.into_iter().collect(),
+        let mut kv = MemKv::default();
+        for (k, v) in iter {
+            kv.insert(k, v);
         }
+        kv
     }
 }
 
 /// Pending writes layered over a read-only base. Reads see the writes first.
+///
+/// The writes are held in a hash map (a call reads through its own writes at every step, and a
+/// batch of inferences writes hundreds of keys) and put in key order once, by
+/// [`Overlay::into_writes`].
 pub struct Overlay<'a> {
     base: &'a dyn StateRead,
-    writes: WriteSet,
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl<'a> Overlay<'a> {
@@ -197,13 +288,8 @@ impl<'a> Overlay<'a> {
     pub fn new(base: &'a dyn StateRead) -> Self {
         Overlay {
             base,
-            writes: WriteSet::new(),
+            writes: HashMap::default(),
         }
-    }
-
-    /// An overlay over `base` that already holds `writes`.
-    pub fn with_writes(base: &'a dyn StateRead, writes: WriteSet) -> Self {
-        Overlay { base, writes }
     }
 
     /// Records a write.
@@ -216,19 +302,9 @@ impl<'a> Overlay<'a> {
         self.writes.insert(key, None);
     }
 
-    /// Adds another overlay's writes on top of these.
-    pub fn merge(&mut self, writes: WriteSet) {
-        self.writes.extend(writes);
-    }
-
-    /// The writes, consuming the overlay.
+    /// The writes in key order, consuming the overlay.
     pub fn into_writes(self) -> WriteSet {
-        self.writes
-    }
-
-    /// The writes so far.
-    pub fn writes(&self) -> &WriteSet {
-        &self.writes
+        self.writes.into_iter().collect()
     }
 }
 
@@ -325,6 +401,30 @@ mod tests {
         assert_eq!(a, b);
         b.insert(b"k1".to_vec(), b"one".to_vec());
         assert_ne!(a, b);
+    }
+
+    /// Keys and values of every length (empty ones too): replacing, reading, removing and
+    /// counting see each entry whole.
+    #[test]
+    fn entries_keep_their_keys_and_values_apart() {
+        let mut s = MemKv::default();
+        let keys: [&[u8]; 5] = [b"", b"a", b"ab", &[0; 40], &[0; 41]];
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(s.insert(k.to_vec(), vec![i as u8; i]), None);
+        }
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.value(b""), Some(&[][..]));
+        assert_eq!(s.value(&[0; 41]), Some(&[4; 4][..]));
+        assert_eq!(s.value(b"abc"), None);
+        assert_eq!(s.insert(b"ab".to_vec(), b"new".to_vec()), Some(vec![2, 2]));
+        assert_eq!(s.value(b"ab"), Some(&b"new"[..]));
+        assert_eq!(s.size_bytes(), (1 + 2 + 40 + 41) + (1 + 3 + 3 + 4));
+        assert_eq!(s.remove(&[0; 40]), Some(vec![3; 3]));
+        assert_eq!(s.remove(&[0; 40]), None);
+        assert_eq!(s.len(), 4);
+        let t: MemKv = s.sorted().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        assert_eq!(s, t);
+        assert_eq!(s.get(b"a").unwrap(), Some(vec![1]));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod executor;
 pub mod genesis;
 pub mod kv;
+pub mod math;
 pub mod modules;
 pub mod tx;
 

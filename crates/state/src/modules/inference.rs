@@ -24,6 +24,7 @@ use crate::{
     codec,
     error::{ExecResult, StorageError},
     kv::StateRead,
+    math::mul_div,
     modules::rlhf,
     Ctx, ExecError,
 };
@@ -103,11 +104,7 @@ pub fn split(params: &Params, fee: U256) -> ExecResult<(U256, U256, U256, U256)>
             params.fee_split
         ))
     };
-    let part = |bps: u16| {
-        fee.checked_mul(U256::from(bps))
-            .map(|x| x / U256::from(BPS))
-            .ok_or_else(bad)
-    };
+    let part = |bps: u16| mul_div(fee, bps.into(), BPS.into()).ok_or_else(bad);
     let s = &params.fee_split;
     let (platform, stakers, contributors) = (
         part(s.platform_bps)?,
@@ -356,10 +353,7 @@ fn settle_one(ctx: &mut Ctx, batch: &mut Batch, mut r: Receipt) -> ExecResult<U2
         let contributor = batch
             .contribution(&ctx.state, a.contributionId)?
             .contributor;
-        let amount = pool
-            .checked_mul(U256::from(a.weightPpm))
-            .ok_or_else(overpaid)?
-            / U256::from(PPM);
+        let amount = mul_div(pool, a.weightPpm.into(), PPM.into()).ok_or_else(overpaid)?;
         paid = paid.checked_add(amount).ok_or_else(overpaid)?;
         if paid > pool {
             return Err(overpaid());

@@ -182,14 +182,11 @@ pub fn fee_share(
         return Ok(U256::ZERO);
     }
     // stakers <= a fee that fits 256 bits times 10,000 / 10,000: checked anyway.
-    let cut = stakers
-        .checked_mul(U256::from(bps))
-        .map(|x| x / U256::from(BPS))
-        .ok_or_else(|| {
-            ExecError::Invalid(format!(
-                "the RLHF share of a stakers' share of {stakers} wei overflows"
-            ))
-        })?;
+    let cut = crate::math::mul_div(stakers, bps.into(), BPS.into()).ok_or_else(|| {
+        ExecError::Invalid(format!(
+            "the RLHF share of a stakers' share of {stakers} wei overflows"
+        ))
+    })?;
     if cut.is_zero() {
         return Ok(U256::ZERO);
     }
