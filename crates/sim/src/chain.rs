@@ -50,8 +50,9 @@ pub struct SimChain {
     pub day_offset: u64,
 }
 
-/// The transaction the simulator "signs" for `sender`.
-fn build(params: &Params, seq: u64, r: &TxRecord) -> VerifiedTx {
+/// The transaction the simulator "signs" for `r.sender`, with `input` as its calldata (`r.data`,
+/// moved out of a record that is not kept: a batch's calldata runs to hundreds of kilobytes).
+fn build(params: &Params, seq: u64, r: &TxRecord, input: Vec<u8>) -> VerifiedTx {
     let tx = TxEip1559 {
         chain_id: CHAIN_ID,
         nonce: r.nonce,
@@ -61,7 +62,7 @@ fn build(params: &Params, seq: u64, r: &TxRecord) -> VerifiedTx {
         to: TxKind::Call(r.to),
         value: r.value,
         access_list: Default::default(),
-        input: r.data.clone().into(),
+        input: input.into(),
     };
     // A placeholder signature: the executor never recovers senders (verify_raw does, and the
     // simulator skips it); the hash is a sequence number, unique within a run.
@@ -134,16 +135,23 @@ impl SimChain {
             Some(n) => *n,
             None => bank::account(&self.kv, &sender)?.nonce,
         };
-        let record = TxRecord {
+        let mut record = TxRecord {
             block: self.env.block_number,
             timestamp: self.env.timestamp,
             sender,
             nonce,
             to,
             value,
-            data,
+            data: Vec::new(),
         };
-        let tx = build(&self.params, self.accepted, &record);
+        let input = match self.log {
+            Some(_) => {
+                record.data = data.clone();
+                data
+            }
+            None => data,
+        };
+        let tx = build(&self.params, self.accepted, &record, input);
         match apply_tx(&self.kv, &self.env, &self.params, &tx) {
             Ok(mut out) => {
                 let params_changed = out.writes.contains_key(params::KEY);
@@ -179,7 +187,7 @@ pub fn replay(genesis: &Genesis, log: &[TxRecord]) -> Result<MemKv, String> {
             block_number: r.block,
             timestamp: r.timestamp,
         };
-        let tx = build(&p, i as u64, r);
+        let tx = build(&p, i as u64, r, r.data.clone());
         let out = apply_tx(&kv, &env, &p, &tx)
             .map_err(|e| format!("replayed transaction {i} (block {}) refused: {e}", r.block))?;
         let changed = out.writes.contains_key(params::KEY);

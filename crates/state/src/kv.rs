@@ -54,17 +54,28 @@ pub struct MemKv {
     hasher: alloy_primitives::map::DefaultHashBuilder,
 }
 
-/// One entry: the key's length (a native-endian `usize`), the key, the value.
+/// One entry: the key's length, the key, the value. The length is one byte below [`LONG`]
+/// (every key the modules write), else [`LONG`] and eight little-endian bytes: a settled receipt's
+/// entry stays within the allocator's 256-byte size class, where a word-wide length tipped it
+/// into the 320-byte one.
 #[derive(Clone)]
 struct Entry(Box<[u8]>);
 
-/// Bytes of an entry's key length.
-const LEN: usize = std::mem::size_of::<usize>();
+/// The length byte that announces an eight-byte key length.
+const LONG: u8 = u8::MAX;
 
 impl Entry {
     fn new(key: &[u8], value: &[u8]) -> Entry {
-        let mut b = Vec::with_capacity(LEN + key.len() + value.len());
-        b.extend_from_slice(&key.len().to_ne_bytes());
+        let short = u8::try_from(key.len()).ok().filter(|&n| n < LONG);
+        let header = if short.is_some() { 1 } else { 9 };
+        let mut b = Vec::with_capacity(header + key.len() + value.len());
+        match short {
+            Some(n) => b.push(n),
+            None => {
+                b.push(LONG);
+                b.extend_from_slice(&(key.len() as u64).to_le_bytes());
+            }
+        }
         b.extend_from_slice(key);
         b.extend_from_slice(value);
         Entry(b.into_boxed_slice())
@@ -72,8 +83,17 @@ impl Entry {
 
     /// The key and the value.
     fn split(&self) -> (&[u8], &[u8]) {
-        let (len, rest) = self.0.split_at(LEN);
-        rest.split_at(usize::from_ne_bytes(len.try_into().unwrap_or_default()))
+        let (len, rest) = match self.0.split_first() {
+            Some((&n, rest)) if n < LONG => (usize::from(n), rest),
+            Some((_, rest)) => {
+                let (len, rest) = rest.split_at(8.min(rest.len()));
+                let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
+                (usize::try_from(len).unwrap_or(usize::MAX), rest)
+            }
+            None => (0, &[][..]),
+        };
+        // `new` wrote the length of the key that follows, so the split is in bounds.
+        rest.split_at(len.min(rest.len()))
     }
 
     fn key(&self) -> &[u8] {
@@ -155,7 +175,7 @@ impl MemKv {
 
     /// The total size of every key and value, in bytes.
     pub fn size_bytes(&self) -> usize {
-        self.table.iter().map(|e| e.0.len() - LEN).sum()
+        self.entries().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     /// Every entry, in no particular order.
@@ -408,20 +428,35 @@ mod tests {
     #[test]
     fn entries_keep_their_keys_and_values_apart() {
         let mut s = MemKv::default();
-        let keys: [&[u8]; 5] = [b"", b"a", b"ab", &[0; 40], &[0; 41]];
+        let long = [7u8; 300];
+        let keys: [&[u8]; 7] = [
+            b"",
+            b"a",
+            b"ab",
+            &[0; 40],
+            &[0; 41],
+            &[1; 254],
+            &long[..255],
+        ];
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(s.insert(k.to_vec(), vec![i as u8; i]), None);
         }
-        assert_eq!(s.len(), 5);
+        assert_eq!(s.len(), 7);
         assert_eq!(s.value(b""), Some(&[][..]));
+        assert_eq!(s.value(&[1; 254]), Some(&[5; 5][..]));
+        assert_eq!(s.value(&long[..255]), Some(&[6; 6][..]));
+        assert_eq!(s.value(&long[..254]), None);
         assert_eq!(s.value(&[0; 41]), Some(&[4; 4][..]));
         assert_eq!(s.value(b"abc"), None);
         assert_eq!(s.insert(b"ab".to_vec(), b"new".to_vec()), Some(vec![2, 2]));
         assert_eq!(s.value(b"ab"), Some(&b"new"[..]));
-        assert_eq!(s.size_bytes(), (1 + 2 + 40 + 41) + (1 + 3 + 3 + 4));
+        assert_eq!(
+            s.size_bytes(),
+            (1 + 2 + 40 + 41 + 254 + 255) + (1 + 3 + 3 + 4 + 5 + 6)
+        );
         assert_eq!(s.remove(&[0; 40]), Some(vec![3; 3]));
         assert_eq!(s.remove(&[0; 40]), None);
-        assert_eq!(s.len(), 4);
+        assert_eq!(s.len(), 6);
         let t: MemKv = s.sorted().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
         assert_eq!(s, t);
         assert_eq!(s.get(b"a").unwrap(), Some(vec![1]));
