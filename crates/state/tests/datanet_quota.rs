@@ -46,20 +46,8 @@ impl World {
     }
 
     fn create(&mut self, who: usize) {
-        self.send(
-            who,
-            IDatanet::createDatanetCall {
-                name: "d".into(),
-                summary: String::new(),
-                description: String::new(),
-                tags: vec![],
-                dataType: 0,
-                licence: "CC0".into(),
-                permissioned: false,
-            }
-            .abi_encode(),
-        )
-        .unwrap();
+        self.send(who, common::public_datanet("d").abi_encode())
+            .unwrap();
     }
 
     fn contribute(

@@ -249,20 +249,8 @@ fn refused(r: Result<impl std::fmt::Debug, ExecError>, needle: &str) -> String {
 /// returns a function that records and settles one inference, giving its FeeSettled event.
 fn inference_setup(g: &mut Gov) {
     let (owner, contributor, caller, operator) = (4, 3, 2, 3);
-    g.tx(
-        owner,
-        modules::DATANET,
-        IDatanet::createDatanetCall {
-            name: "d".into(),
-            summary: String::new(),
-            description: String::new(),
-            tags: vec![],
-            dataType: 0,
-            licence: "CC0".into(),
-            permissioned: false,
-        },
-    )
-    .unwrap();
+    g.tx(owner, modules::DATANET, common::public_datanet("d"))
+        .unwrap();
     g.tx(
         contributor,
         modules::DATANET,

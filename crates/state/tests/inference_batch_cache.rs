@@ -47,20 +47,7 @@ fn call<C: SolCall>(w: &mut World, who: usize, to: Address, c: C) -> Outcome {
 /// credit who let the operator spend it.
 fn world() -> World {
     let mut w = World::new("batch cache", 8, 100_000, |_| {});
-    call(
-        &mut w,
-        OWNER,
-        DATANET,
-        IDatanet::createDatanetCall {
-            name: "d".into(),
-            summary: String::new(),
-            description: String::new(),
-            tags: vec![],
-            dataType: 0,
-            licence: "CC0".into(),
-            permissioned: false,
-        },
-    );
+    call(&mut w, OWNER, DATANET, common::public_datanet("d"));
     for (i, who) in [1usize, 1, 2, 3].into_iter().enumerate() {
         call(
             &mut w,

@@ -30,20 +30,8 @@ fn world() -> World {
 /// [`world`] under parameters adjusted by `tune`.
 fn world_with(tune: impl FnOnce(&mut openledger_types::Params)) -> World {
     let mut w = World::new("batches", 4, 1000, tune);
-    w.call(
-        OWNER,
-        modules::DATANET,
-        IDatanet::createDatanetCall {
-            name: "d".into(),
-            summary: String::new(),
-            description: String::new(),
-            tags: vec![],
-            dataType: 0,
-            licence: "CC0".into(),
-            permissioned: false,
-        },
-    )
-    .unwrap();
+    w.call(OWNER, modules::DATANET, common::public_datanet("d"))
+        .unwrap();
     w.call(
         CONTRIBUTOR,
         modules::DATANET,

@@ -20,20 +20,8 @@ use openledger_types::{
 };
 
 fn create_datanet(w: &mut World, owner: usize) {
-    w.call(
-        owner,
-        modules::DATANET,
-        IDatanet::createDatanetCall {
-            name: "d".into(),
-            summary: String::new(),
-            description: String::new(),
-            tags: vec![],
-            dataType: 0,
-            licence: "CC0".into(),
-            permissioned: false,
-        },
-    )
-    .unwrap();
+    w.call(owner, modules::DATANET, common::public_datanet("d"))
+        .unwrap();
 }
 
 fn contribute(

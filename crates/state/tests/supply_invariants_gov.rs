@@ -268,20 +268,7 @@ impl Sim {
             self.send_ok(who, STAKING, open(n), IStaking::stakeCall {}.abi_encode());
         }
         let calls: Vec<(usize, Address, Vec<u8>)> = vec![
-            (
-                4,
-                DATANET,
-                IDatanet::createDatanetCall {
-                    name: "d".into(),
-                    summary: String::new(),
-                    description: String::new(),
-                    tags: vec![],
-                    dataType: 0,
-                    licence: "CC0".into(),
-                    permissioned: false,
-                }
-                .abi_encode(),
-            ),
+            (4, DATANET, common::public_datanet("d").abi_encode()),
             (
                 3,
                 DATANET,

@@ -21,20 +21,8 @@ pub fn open(n: u64) -> U256 {
 
 /// Datanet 1 (owned by `owner`) with one approved contribution, and base model 1.
 pub fn datanet_and_base(w: &mut World, owner: usize) {
-    w.call(
-        owner,
-        DATANET,
-        IDatanet::createDatanetCall {
-            name: "beekeeping".into(),
-            summary: String::new(),
-            description: String::new(),
-            tags: vec![],
-            dataType: 0,
-            licence: "CC0".into(),
-            permissioned: false,
-        },
-    )
-    .unwrap();
+    w.call(owner, DATANET, crate::common::public_datanet("beekeeping"))
+        .unwrap();
     w.call(
         owner,
         DATANET,
