@@ -55,9 +55,9 @@ pub struct MemKv {
 }
 
 /// One entry: the key's length, the key, the value. The length is one byte below [`LONG`]
-/// (every key the modules write), else [`LONG`] and eight little-endian bytes: a settled receipt's
-/// entry stays within the allocator's 256-byte size class, where a word-wide length tipped it
-/// into the 320-byte one.
+/// (keys are a short tag and ids, addresses or hashes; only a key holding a long name is
+/// longer), else [`LONG`] and eight little-endian bytes: a settled receipt's entry stays within
+/// the allocator's 256-byte size class, where a word-wide length tipped it into the 320-byte one.
 #[derive(Clone)]
 struct Entry(Box<[u8]>);
 
