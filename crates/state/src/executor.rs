@@ -7,7 +7,7 @@
 
 use crate::{
     ctx::{Ctx, Env},
-    kv::{Overlay, StateRead, WriteSet},
+    kv::{Overlay, StateRead, Writes},
     modules::{self, bank, staking},
     tx::VerifiedTx,
     ExecError,
@@ -24,8 +24,8 @@ pub struct Outcome {
     pub logs: Vec<Log>,
     /// ABI-encoded return data.
     pub output: Vec<u8>,
-    /// The state writes, to be merged by the caller.
-    pub writes: WriteSet,
+    /// The state writes, to be merged by the caller (unordered: see [`Writes`]).
+    pub writes: Writes,
 }
 
 /// Gas a call to `to` with `data` uses: intrinsic + calldata + the module function's schedule.

@@ -25,5 +25,5 @@ pub fn genesis_writes(genesis: &Genesis) -> Result<WriteSet, String> {
     }
     codec::put_u256(&mut o, bank::SUPPLY_KEY.to_vec(), total_supply());
     o.put(params::KEY.to_vec(), params::encode(&genesis.params));
-    Ok(o.into_writes())
+    Ok(o.into_writes().into_iter().collect())
 }

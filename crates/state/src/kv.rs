@@ -5,8 +5,15 @@ use crate::error::StorageError;
 use alloy_primitives::map::HashMap;
 use std::{borrow::Cow, collections::BTreeMap, fmt, hash::BuildHasher};
 
-/// Writes not yet committed: `None` deletes the key.
+/// Writes not yet committed, in key order: `None` deletes the key.
 pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// One transaction's writes, each key once, in no particular order (`None` deletes the key):
+/// what [`Overlay::into_writes`] hands over without sorting. Whoever needs an order (a block's
+/// writes on their way into the state tree) puts them into a [`WriteSet`]; an in-memory store
+/// applies them as they come. Nothing may depend on their iteration order, which differs from
+/// process to process.
+pub type Writes = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Read access to committed state.
 pub trait StateRead {
@@ -209,8 +216,9 @@ impl MemKv {
         sort_entries(self.entries().filter(|(k, _)| k.starts_with(prefix)))
     }
 
-    /// Applies a write set.
-    pub fn apply(&mut self, writes: WriteSet) {
+    /// Applies writes (each key at most once, so their order does not matter: a [`WriteSet`]
+    /// or a transaction's [`Writes`]).
+    pub fn apply(&mut self, writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
         for (k, v) in writes {
             match v {
                 Some(v) => self.put(&k, &v, |_| {}),
@@ -306,9 +314,9 @@ impl FromIterator<(Vec<u8>, Vec<u8>)> for MemKv {
 /// Pending writes layered over a read-only base. Reads see the writes first.
 ///
 /// The writes are held in a hash map (a call reads through its own writes at every step, and a
-/// batch of inferences writes hundreds of keys) and put in key order once, by
-/// [`Overlay::into_writes`]. (A transfer's few writes cost a little more this way than in a
-/// tree, a batch's hundreds much less.)
+/// batch of inferences writes hundreds of keys) and handed over as they are by
+/// [`Overlay::into_writes`]: the simulator's in-memory state needs no order, and the node orders
+/// a block's writes once as it merges them.
 pub struct Overlay<'a> {
     base: &'a dyn StateRead,
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
@@ -336,9 +344,9 @@ impl<'a> Overlay<'a> {
         self.writes.insert(key, None);
     }
 
-    /// The writes in key order, consuming the overlay.
-    pub fn into_writes(self) -> WriteSet {
-        self.writes.into_iter().collect()
+    /// The writes, consuming the overlay (unordered: see [`Writes`]).
+    pub fn into_writes(self) -> Writes {
+        self.writes
     }
 }
 

@@ -20,5 +20,5 @@ pub mod tx;
 pub use ctx::{Ctx, Env};
 pub use error::{ExecError, StorageError};
 pub use executor::{apply_tx, simulate_call, Outcome};
-pub use kv::{MemKv, Overlay, StateRead, WriteSet};
+pub use kv::{MemKv, Overlay, StateRead, WriteSet, Writes};
 pub use tx::{verify_raw, VerifiedTx};
