@@ -4,7 +4,8 @@
 //!
 //! Keys (ids are 8-byte BE): `d/n` → datanet count; `d/d`++id → `DatanetInfo`; `d/f`++id → the
 //! version tree's frontier; `d/v`++id++version → `VersionInfo`; `d/c` → contribution count;
-//! `d/k`++cid → `ContributionInfo`; `d/h`++id++rowsRoot → cid (exact-duplicate guard);
+//! `d/k`++cid → `ContributionInfo`; `d/a`++cid → its compact head (`head.rs`, what paying for an
+//! inference reads); `d/h`++id++rowsRoot → cid (exact-duplicate guard);
 //! `d/g`++id++address → access granted; `d/q`++id++address → access requested;
 //! `d/m`++id → the datanet's contribution count; `d/l`++id++n → its n-th contribution's id
 //! (0-based, submission order); `d/u`++id++address → `StoredQuota` (today's use of the daily
@@ -29,7 +30,7 @@ use openledger_types::{
 };
 
 mod head;
-pub use head::{contribution_head, ContributionHead};
+pub use head::{contribution_head, put_contribution, ContributionHead};
 
 /// Contribution status: waiting for the owner.
 pub const PENDING: u8 = 0;
@@ -307,7 +308,7 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
                 reason: String::new(),
                 version: 0,
             };
-            codec::put_sol(&mut ctx.state, k(b"d/k", cid, &[]), &info);
+            put_contribution(&mut ctx.state, &info);
             ctx.emit(
                 DATANET,
                 &IDatanet::ContributionSubmitted {
@@ -375,7 +376,7 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
             );
             contrib.status = APPROVED;
             contrib.version = v.version;
-            codec::put_sol(&mut ctx.state, k(b"d/k", contrib.id, &[]), &contrib);
+            put_contribution(&mut ctx.state, &contrib);
             codec::put_sol(&mut ctx.state, k(b"d/d", d.id, &[]), &d);
             ctx.emit(
                 DATANET,
@@ -400,7 +401,7 @@ pub fn call(ctx: &mut Ctx, call: IDatanet::IDatanetCalls) -> ExecResult<Vec<u8>>
             }
             contrib.status = REJECTED;
             contrib.reason = c.reason.clone();
-            codec::put_sol(&mut ctx.state, k(b"d/k", contrib.id, &[]), &contrib);
+            put_contribution(&mut ctx.state, &contrib);
             ctx.emit(
                 DATANET,
                 &IDatanet::ContributionRejected {
