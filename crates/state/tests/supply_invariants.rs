@@ -861,6 +861,27 @@ impl Sim {
             "the recorded supply plus everything burned is the genesis supply"
         );
 
+        // Every contribution's compact head (what paying for an inference reads) agrees with
+        // its full record, whatever submits, approvals and rejections happened.
+        let count: u64 = w.view(modules::DATANET, IDatanet::contributionCountCall {});
+        for id in 1..=count {
+            let c =
+                datanet::contribution(&w.kv, id).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let head = datanet::contribution_head(&w.kv, id)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(
+                head,
+                datanet::ContributionHead {
+                    datanet: c.datanetId,
+                    contributor: c.contributor,
+                    status: c.status,
+                    version: c.version,
+                },
+                "contribution {}'s head disagrees with its record",
+                id
+            );
+        }
+
         // Modules that owe nothing hold nothing: OPEN sent there would be locked for good.
         for m in [
             modules::BANK,

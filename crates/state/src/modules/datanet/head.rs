@@ -69,8 +69,11 @@ pub fn put_contribution(state: &mut Overlay, c: &ContributionInfo) {
     codec::put_sol(state, k(b"d/k", c.id, &[]), c);
 }
 
-/// Contribution `id`'s head (refused, as [`contribution`] refuses, when it does not exist or
-/// its record is corrupt; refused as corrupt state when its compact head is malformed).
+/// Contribution `id`'s head, from its compact entry alone when there is one (refused as corrupt
+/// state when that entry is malformed; the full record is not read, so a corrupt record beside a
+/// sound head goes unnoticed here, as both are written together by [`put_contribution`]); from
+/// the full record otherwise (refused, as [`contribution`] refuses, when it does not exist or is
+/// corrupt).
 pub fn contribution_head(state: &dyn StateRead, id: u64) -> ExecResult<ContributionHead> {
     match state.get_ref(&k(b"d/a", id, &[]))? {
         Some(v) => ContributionHead::decode(&v).ok_or_else(|| {

@@ -98,8 +98,8 @@ impl Batch {
         Ok(view)
     }
 
-    /// Contribution `id` (refused, as [`datanet::contribution`] refuses, when it does not exist or
-    /// is corrupt).
+    /// Contribution `id`'s head (refused, as [`datanet::contribution_head`] refuses, when it does
+    /// not exist or is corrupt).
     pub fn contribution(&mut self, state: &dyn StateRead, id: u64) -> ExecResult<ContributionView> {
         if let Some(c) = self.contributions.get(&id) {
             return Ok(*c);
