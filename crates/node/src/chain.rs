@@ -26,7 +26,7 @@ use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Bloom, Bytes, B256};
 use openledger_state::{
     apply_tx, executor::Outcome, genesis::genesis_writes, modules::params, Env, ExecError,
-    StateRead, StorageError, VerifiedTx, WriteSet,
+    StateRead, StorageError, VerifiedTx, WriteSet, STATE_FORMAT,
 };
 use openledger_store::{BlockRecord, Store, StoreError, TxRecord};
 use openledger_types::{modules::STAKING, Genesis, Params};
@@ -47,6 +47,19 @@ pub enum ChainError {
     Genesis(String),
     #[error("verification failed at block {block}: {reason}")]
     Mismatch { block: u64, reason: String },
+    /// The database was written in another state layout than this build's: replaying its
+    /// blocks here would end in other state roots.
+    #[error(
+        "the database at {path} was written {found}, and this build reads and writes state \
+         format {expected}: its blocks would replay to other state roots here. Start a new chain \
+         home (`openledger init --force` replaces this one's data and keeps its keys), or run \
+         the build that wrote it"
+    )]
+    StateFormat {
+        path: String,
+        found: String,
+        expected: u64,
+    },
     /// Executing the transaction panicked (a bug in the node): it was rejected and changed
     /// nothing.
     #[error(
@@ -197,6 +210,7 @@ impl Chain {
                 chain
                     .store
                     .commit_block(&block, &[], &writes, batch, true)?;
+                chain.store.set_state_format(Some(STATE_FORMAT))?;
             }
             Some(_) => {
                 let g = chain
@@ -211,9 +225,32 @@ impl Chain {
                         g.header.state_root
                     )));
                 }
+                chain.check_state_format(db)?;
             }
         }
         Ok(chain)
+    }
+
+    /// Refuses a database written in another state format than [`STATE_FORMAT`]. One that holds
+    /// only its genesis block (whose root was just checked against this build's) and no format,
+    /// as when a first start stopped between its two writes, gets the format recorded.
+    fn check_state_format(&self, db: &Path) -> Result<(), ChainError> {
+        let found = self.store.state_format()?;
+        if found == Some(STATE_FORMAT) {
+            return Ok(());
+        }
+        if found.is_none() && self.store.head()?.unwrap_or(0) == 0 {
+            self.store.set_state_format(Some(STATE_FORMAT))?;
+            return Ok(());
+        }
+        Err(ChainError::StateFormat {
+            path: db.display().to_string(),
+            found: match found {
+                Some(f) => format!("in state format {f}"),
+                None => "by an older build, before state formats were recorded".to_string(),
+            },
+            expected: STATE_FORMAT,
+        })
     }
 
     /// The underlying store.

@@ -17,6 +17,15 @@ pub mod math;
 pub mod modules;
 pub mod tx;
 
+/// The layout of the state this build reads and writes. Bumped whenever a module stores something
+/// differently (a new key, another encoding), because the same blocks then end in other state
+/// roots: a node records the format it wrote a database in and refuses to open one written in
+/// another (`openledger_node::Chain::open`), instead of failing a replay halfway.
+///
+/// 1: the first recorded format (compact receipts, staking checkpoints, contributions' compact
+/// heads `d/a`); databases from before it carry no format.
+pub const STATE_FORMAT: u64 = 1;
+
 pub use ctx::{Ctx, Env};
 pub use error::{ExecError, StorageError};
 pub use executor::{apply_tx, simulate_call, Outcome};

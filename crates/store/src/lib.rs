@@ -146,6 +146,40 @@ impl Store {
         Ok(v.map(|v| u64::from_be_bytes(v.value().try_into().unwrap_or_default())))
     }
 
+    /// The state format the database was written in (see `openledger_state::STATE_FORMAT`), if
+    /// one was recorded.
+    pub fn state_format(&self) -> Result<Option<u64>, StoreError> {
+        let what = "reading the state format";
+        let tx = self.db.begin_read().ctx(what)?;
+        let t = tx.open_table(META).ctx(what)?;
+        let Some(v) = t.get("state_format").ctx(what)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = v.value().try_into().map_err(|_| {
+            StoreError::new(
+                what.to_string(),
+                format!("the recorded format is {} bytes, not 8", v.value().len()),
+            )
+        })?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    /// Records the state format the database is written in (`None` removes the record).
+    pub fn set_state_format(&self, format: Option<u64>) -> Result<(), StoreError> {
+        let what = "recording the state format";
+        let tx = self.db.begin_write().ctx(what)?;
+        {
+            let mut t = tx.open_table(META).ctx(what)?;
+            match format {
+                Some(f) => t
+                    .insert("state_format", f.to_be_bytes().as_slice())
+                    .ctx(what)?,
+                None => t.remove("state_format").ctx(what)?,
+            };
+        }
+        tx.commit().ctx(what)
+    }
+
     /// A block by number.
     pub fn block(&self, number: u64) -> Result<Option<BlockRecord>, StoreError> {
         let tx = self.db.begin_read().ctx("reading a block")?;
