@@ -11,10 +11,9 @@
 //!   clear error (the block stays bounded), and nothing already accepted is lost;
 //! - a commit that lands but reports an error is not committed a second time.
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{keccak256, Address, TxKind, B256, U256};
-use alloy_signer::SignerSync;
+mod common;
+
+use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_signer_local::PrivateKeySigner;
 use openledger_node::{chain, sequencer::Node, Chain, NodeConfig};
 use openledger_state::{modules::bank, StateRead};
@@ -64,20 +63,7 @@ fn fixture(block_gas_limit: Option<u64>) -> Fixture {
 
 /// A signed EIP-1559 transfer of `value` wei to `to`.
 fn transfer(key: &PrivateKeySigner, nonce: u64, to: Address, value: u64) -> (B256, Vec<u8>) {
-    let tx = TxEip1559 {
-        chain_id: CHAIN_ID,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 1_000_000_000,
-        max_priority_fee_per_gas: 0,
-        to: TxKind::Call(to),
-        value: U256::from(value),
-        access_list: Default::default(),
-        input: Default::default(),
-    };
-    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap();
-    let env = TxEnvelope::from(tx.into_signed(sig));
-    (*env.tx_hash(), env.encoded_2718())
+    common::transfer(key, CHAIN_ID, nonce, to, value)
 }
 
 fn recipient(n: u8) -> Address {

@@ -7,10 +7,9 @@
 //! - requests without `Origin` (CLI, curl, web3.py) work;
 //! - JSON-RPC bodies over `max_request_bytes` and any body over the router-wide limit get 413.
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{keccak256, Address, Bytes, TxKind, U256};
-use alloy_signer::SignerSync;
+mod common;
+
+use alloy_primitives::{keccak256, Address, Bytes, U256};
 use alloy_signer_local::PrivateKeySigner;
 use openledger_node::{sequencer::Node, Chain, NodeConfig};
 use openledger_types::{units::one_open, Genesis};
@@ -157,19 +156,7 @@ fn post_rpc(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Reply {
 }
 
 fn signed_transfer(key: &PrivateKeySigner) -> Vec<u8> {
-    let tx = TxEip1559 {
-        chain_id: CHAIN_ID,
-        nonce: 0,
-        gas_limit: 21_000,
-        max_fee_per_gas: 1_000_000_000,
-        max_priority_fee_per_gas: 0,
-        to: TxKind::Call(Address::repeat_byte(0x66)),
-        value: U256::from(5u64),
-        access_list: Default::default(),
-        input: Default::default(),
-    };
-    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap();
-    TxEnvelope::from(tx.into_signed(sig)).encoded_2718()
+    common::transfer(key, CHAIN_ID, 0, Address::repeat_byte(0x66), 5).1
 }
 
 #[test]

@@ -3,44 +3,31 @@
 //! formats were recorded: its blocks would replay to other state roots. A database holding only
 //! its genesis block gets the format recorded.
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{keccak256, Address, TxKind, U256};
-use alloy_signer::SignerSync;
+mod common;
+
+use alloy_primitives::{keccak256, Address, U256};
 use alloy_signer_local::PrivateKeySigner;
 use openledger_node::{chain, sequencer::Node, Chain, NodeConfig};
 use openledger_state::STATE_FORMAT;
 use openledger_store::Store;
 use openledger_types::{units::one_open, Genesis};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const CHAIN_ID: u64 = 4244;
 
-fn genesis(key: &PrivateKeySigner) -> Genesis {
-    Genesis::with_accounts(
+/// A new chain directory: its key, genesis (the key funded) and database path, not yet opened.
+fn new_chain(seed: &str) -> (tempfile::TempDir, PrivateKeySigner, Genesis, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PrivateKeySigner::from_bytes(&keccak256(seed)).unwrap();
+    let genesis = Genesis::with_accounts(
         CHAIN_ID,
         1,
         &[key.address()],
         U256::from(10u64) * one_open(),
     )
-    .unwrap()
-}
-
-/// A signed transfer of 1,000 wei.
-fn transfer(key: &PrivateKeySigner) -> Vec<u8> {
-    let tx = TxEip1559 {
-        chain_id: CHAIN_ID,
-        nonce: 0,
-        gas_limit: 21_000,
-        max_fee_per_gas: 1_000_000_000,
-        max_priority_fee_per_gas: 0,
-        to: TxKind::Call(Address::repeat_byte(0xa1)),
-        value: U256::from(1_000u64),
-        access_list: Default::default(),
-        input: Default::default(),
-    };
-    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap();
-    TxEnvelope::from(tx.into_signed(sig)).encoded_2718()
+    .unwrap();
+    let db = dir.path().join("chain.redb");
+    (dir, key, genesis, db)
 }
 
 fn set_format(db: &Path, format: Option<u64>) {
@@ -53,14 +40,12 @@ fn format_of(db: &Path) -> Option<u64> {
 
 #[test]
 fn a_database_of_another_state_format_is_refused_with_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = PrivateKeySigner::from_bytes(&keccak256("state format")).unwrap();
-    let genesis = genesis(&key);
-    let db = dir.path().join("chain.redb");
+    let (dir, key, genesis, db) = new_chain("state format");
     {
         let chain = Chain::open(&db, &genesis, false).unwrap();
         let node = Node::new(chain, NodeConfig::default(), &dir.path().join("blobs")).unwrap();
-        node.submit_raw(&transfer(&key)).unwrap();
+        let (_, raw) = common::transfer(&key, CHAIN_ID, 0, Address::repeat_byte(0xa1), 1_000);
+        node.submit_raw(&raw).unwrap();
         node.seal().unwrap().expect("block 1");
     }
     assert_eq!(
@@ -98,10 +83,7 @@ fn a_database_of_another_state_format_is_refused_with_what_to_do() {
 
 #[test]
 fn a_database_holding_only_its_genesis_gets_the_format_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = PrivateKeySigner::from_bytes(&keccak256("genesis only")).unwrap();
-    let genesis = genesis(&key);
-    let db = dir.path().join("chain.redb");
+    let (_dir, _, genesis, db) = new_chain("genesis only");
     drop(Chain::open(&db, &genesis, false).unwrap());
     set_format(&db, None);
     drop(Chain::open(&db, &genesis, false).expect("a genesis-only database opens"));
