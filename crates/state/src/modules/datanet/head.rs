@@ -5,15 +5,16 @@
 //! line, where the record's ABI encoding (eleven head words, its metadata URI and its reason)
 //! spans ten or more, and needs its strings' layout checked before its head can be trusted.
 //!
-//! [`put_contribution`] is the only writer of either entry, so the two always agree. A state
-//! written before the compact entry existed holds the record alone; its head is then read from
-//! the record's full decode (refused as [`contribution`] refuses a missing or corrupt record).
+//! [`put_contribution`] is the only writer of either entry, so the two always agree and a
+//! contribution exists exactly when its head does. (A state from before the compact entry has
+//! another [`crate::STATE_FORMAT`], which a node refuses to open.)
 
-use super::{contribution, k};
+use super::k;
 use crate::{
     codec,
     error::{ExecResult, StorageError},
     kv::{Overlay, StateRead},
+    ExecError,
 };
 use alloy_primitives::Address;
 use openledger_types::abi::IDatanet::ContributionInfo;
@@ -69,30 +70,27 @@ pub fn put_contribution(state: &mut Overlay, c: &ContributionInfo) {
     codec::put_sol(state, k(b"d/k", c.id, &[]), c);
 }
 
-/// Contribution `id`'s head, from its compact entry alone when there is one (refused as corrupt
-/// state when that entry is malformed; the full record is not read, so a corrupt record beside a
-/// sound head goes unnoticed here, as both are written together by [`put_contribution`]); from
-/// the full record otherwise (refused, as [`contribution`] refuses, when it does not exist or is
-/// corrupt).
+/// Contribution `id`'s head, read from its compact entry alone (refused when there is none, and
+/// as corrupt state when it is malformed; the full record is not read, so a corrupt record beside
+/// a sound head goes unnoticed here, as both are written together by [`put_contribution`]).
 pub fn contribution_head(state: &dyn StateRead, id: u64) -> ExecResult<ContributionHead> {
-    match state.get_ref(&k(b"d/a", id, &[]))? {
-        Some(v) => ContributionHead::decode(&v).ok_or_else(|| {
-            StorageError(format!(
-                "contribution {id}'s stored head is {} bytes, not {HEAD_LEN}: state corrupt",
-                v.len()
-            ))
-            .into()
-        }),
-        None => Ok(ContributionHead::of(&contribution(state, id)?)),
-    }
+    let v = state
+        .get_ref(&k(b"d/a", id, &[]))?
+        .ok_or_else(|| ExecError::NotFound(format!("contribution {id}")))?;
+    ContributionHead::decode(&v).ok_or_else(|| {
+        StorageError(format!(
+            "contribution {id}'s stored head is {} bytes, not {HEAD_LEN}: state corrupt",
+            v.len()
+        ))
+        .into()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{kv::MemKv, ExecError};
+    use crate::{kv::MemKv, modules::datanet::contribution};
     use alloy_primitives::B256;
-    use alloy_sol_types::SolValue;
     use proptest::prelude::*;
 
     fn info(id: u64, datanet: u64, who: [u8; 20], status: u8, version: u64) -> ContributionInfo {
@@ -136,20 +134,16 @@ mod tests {
     }
 
     #[test]
-    fn a_state_without_compact_heads_reads_the_record() {
+    fn a_contribution_without_a_head_is_not_found() {
         let c = info(4, 2, [9; 20], 1, 3);
-        let mut kv = MemKv::default();
-        kv.insert(k(b"d/k", 4, &[]), c.abi_encode());
-        assert_eq!(contribution_head(&kv, 4).unwrap(), ContributionHead::of(&c));
-        kv.insert(k(b"d/k", 4, &[]), c.abi_encode()[..300].to_vec());
-        assert!(matches!(
-            contribution_head(&kv, 4),
-            Err(ExecError::Storage(_))
-        ));
+        let mut kv = stored(&c);
         assert!(matches!(
             contribution_head(&kv, 5),
             Err(ExecError::NotFound(_))
         ));
+        kv.remove(&k(b"d/a", 4, &[]));
+        let e = contribution_head(&kv, 4).unwrap_err();
+        assert!(matches!(e, ExecError::NotFound(_)), "{e}");
     }
 
     #[test]
